@@ -1,0 +1,14 @@
+//! Compiles the wire contract with protox (a pure-Rust protobuf compiler), so building needs no
+//! `protoc` on the machine.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["arqon/v1/arqon.proto", "arqon/nvm/v1/nvm.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["."])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The ArqonBus wire contract, generated from `proto/arqon/**.proto` at build time.
+//!
+//! `v1` holds the envelope ([`v1::ArqonMessage`]) and the client/server frames; `nvm::v1` the
+//! payloads of the `nvm.*` topics. Framing helpers that every Rust peer needs live in [`frame`].
+
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/arqon.v1.rs"));
+}
+
+pub mod nvm {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/arqon.nvm.v1.rs"));
+    }
+}
+
+pub mod frame;
+
+/// The protocol version this crate speaks; sent in `Hello.protocol_version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Length of the big-endian frame-length prefix on stream transports (TCP, TLS).
+pub const LENGTH_PREFIX_BYTES: usize = 4;
