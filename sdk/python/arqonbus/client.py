@@ -1,0 +1,1217 @@
+"""The asyncio client: `Bus`, its subscriptions and history queries.
+
+One `Bus` is one TCP connection (the server pins it to one shard for life). Everything is
+pipelined on it: each request carries a fresh non-zero correlation id and waits for the frame
+that carries the same id back, while `Deliver`/`Dropped` frames (correlation id 0) are routed to
+subscriptions by their client-chosen subscription id.
+
+Reading is done in an `asyncio.Protocol` callback that decodes every complete frame and
+dispatches it without awaiting, so acks, pongs and errors are never stuck behind a subscriber
+that is not reading. Each subscription buffers at most `max_pending` pulses; past that the SDK
+drops and counts them (`Subscription.dropped`), just as the server sheds for a slow connection.
+
+Reconnecting is described in `Bus.reconnect` and in the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Deque,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Union,
+)
+
+from google.protobuf.message import DecodeError
+
+from arqonbus import errors as _errors
+from arqonbus import payload as _payload
+from arqonbus._proto.arqon.v1 import arqon_pb2 as _pb
+from arqonbus.causal import CausalContext
+from arqonbus.errors import (
+    ArqonError,
+    ArqonTimeout,
+    ClientClosed,
+    ConnectionLost,
+    FrameTooLarge,
+    ProtocolViolation,
+)
+from arqonbus.pulse import Pulse
+from arqonbus.url import DEFAULT_URL, Endpoint, parse_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    from arqonbus.jobs import Job
+
+__all__ = ["Bus", "Subscription", "History", "HistoryResult", "PingResult", "Start", "ALL", "connect"]
+
+log = logging.getLogger("arqonbus")
+
+PROTOCOL_VERSION = 1
+LENGTH_PREFIX_BYTES = 4
+#: A pattern that matches every topic: `*` (one segment) then `>` (one or more), i.e. every
+#: topic of 2 to 8 segments.
+ALL = "*.>"
+#: Largest server frame the client accepts before calling the stream broken. Server frames are
+#: bounded by the server's own limits; this only guards against a corrupt length prefix.
+DEFAULT_MAX_INCOMING_FRAME_BYTES = 64 * 1024 * 1024
+#: Codes after which a reconnection cannot succeed without a change on the client's side.
+_FATAL_HANDSHAKE_CODES = frozenset({_pb.UNAUTHENTICATED, _pb.UNSUPPORTED_VERSION})
+
+SpectralLike = Union["_pb.SpectralMetadata", Mapping[str, Any], None]
+StartLike = Union["_pb.StartPosition", str, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Small value types
+
+
+class Start:
+    """Where a subscription starts (`StartPosition`). Without one, it starts at `latest`."""
+
+    @staticmethod
+    def latest() -> "_pb.StartPosition":
+        return _pb.StartPosition(latest=True)
+
+    @staticmethod
+    def from_sequence(sequence: int) -> "_pb.StartPosition":
+        return _pb.StartPosition(from_sequence=sequence)
+
+    @staticmethod
+    def from_time(unix_nanos: int) -> "_pb.StartPosition":
+        return _pb.StartPosition(from_time_unix_nanos=unix_nanos)
+
+    @staticmethod
+    def last(n: int) -> "_pb.StartPosition":
+        return _pb.StartPosition(last_n=n)
+
+
+def _start_position(start: StartLike) -> Optional["_pb.StartPosition"]:
+    if start is None or start == "latest":
+        return None
+    if isinstance(start, _pb.StartPosition):
+        return start
+    raise TypeError(f"start must be None, 'latest' or a StartPosition (see arqonbus.Start), not {start!r}")
+
+
+class PingResult:
+    """The answer to `Bus.ping`: round-trip time and the server's clock."""
+
+    __slots__ = ("rtt_seconds", "server_time_unix_nanos")
+
+    def __init__(self, rtt_seconds: float, server_time_unix_nanos: int):
+        self.rtt_seconds = rtt_seconds
+        self.server_time_unix_nanos = server_time_unix_nanos
+
+    def __repr__(self) -> str:
+        return f"PingResult(rtt_seconds={self.rtt_seconds:.6f}, server_time_unix_nanos={self.server_time_unix_nanos})"
+
+
+class HistoryResult(List[Pulse]):
+    """The pulses of a history query, plus its `HistoryEnd` (`count`, `next_sequence`)."""
+
+    count: int = 0
+    next_sequence: int = 0
+
+
+def _fill_spectral(target: "_pb.SpectralMetadata", spectral: SpectralLike) -> None:
+    if isinstance(spectral, _pb.SpectralMetadata):
+        target.CopyFrom(spectral)
+        return
+    if not isinstance(spectral, Mapping):
+        raise TypeError(f"spectral must be a SpectralMetadata or a mapping, not {type(spectral).__name__}")
+    unknown = set(spectral) - {"coherence", "criticality", "eigenvalues"}
+    if unknown:
+        raise ValueError(f"unknown spectral keys {sorted(unknown)}; use coherence, criticality, eigenvalues")
+    if "coherence" in spectral:
+        target.coherence = float(spectral["coherence"])
+    if "criticality" in spectral:
+        target.criticality = float(spectral["criticality"])
+    if "eigenvalues" in spectral:
+        target.eigenvalues.extend(float(x) for x in spectral["eigenvalues"])
+    # An all-default SpectralMetadata still marks the field as present.
+    target.SetInParent()
+
+
+def _fill_payload(target: Any, payload: Any) -> None:
+    packed = _payload.pack(payload)
+    if packed is not None:
+        target.type_url = packed.type_url
+        target.value = packed.value
+
+
+# --------------------------------------------------------------------------------------------
+# The connection (one per TCP session)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP session: splits the byte stream into frames and hands them to the `Bus`."""
+
+    def __init__(self, bus: "Bus", max_incoming_frame_bytes: int):
+        self._bus = bus
+        self._max_incoming = max_incoming_frame_bytes
+        self._buf = bytearray()
+        self.transport: Optional[asyncio.Transport] = None
+        self.welcome: "asyncio.Future[_pb.Welcome]" = bus._loop.create_future()
+        self.closed: "asyncio.Future[None]" = bus._loop.create_future()
+        # The Error frame that announced the server's close, if any.
+        self.close_error: Optional[ArqonError] = None
+        self.lost = False
+        self._write_paused = False
+        self._drain_waiters: List["asyncio.Future[None]"] = []
+
+    # asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        try:
+            while end - pos >= LENGTH_PREFIX_BYTES:
+                length = int.from_bytes(buf[pos : pos + LENGTH_PREFIX_BYTES], "big")
+                if length > self._max_incoming:
+                    raise ProtocolViolation(
+                        f"server frame of {length} bytes exceeds the client's limit of "
+                        f"{self._max_incoming} bytes (max_incoming_frame_bytes)"
+                    )
+                if end - pos - LENGTH_PREFIX_BYTES < length:
+                    break
+                start = pos + LENGTH_PREFIX_BYTES
+                pos = start + length
+                try:
+                    frame = _pb.ServerFrame.FromString(bytes(buf[start:pos]))
+                except DecodeError as exc:
+                    raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
+                self._bus._on_frame(self, frame)
+                if self.lost:
+                    return
+        except ProtocolViolation as exc:
+            log.error("arqonbus: %s; closing the connection", exc)
+            self.close_error = exc
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if pos:
+            del buf[:pos]
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.lost = True
+        self._wake_drainers(exc)
+        if not self.welcome.done():
+            self.welcome.set_exception(
+                self.close_error or ConnectionLost(f"connection closed during the handshake: {exc or 'EOF'}")
+            )
+            # Retrieved by the opener; avoid "exception never retrieved" if it gave up.
+            self.welcome.exception()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._bus._on_connection_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drainers(None)
+
+    # Sending --------------------------------------------------------------------------------
+
+    def send(self, body: bytes) -> None:
+        if self.lost or self.transport is None or self.transport.is_closing():
+            raise ConnectionLost("not connected", cause=self.close_error)
+        self.transport.write(len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body)
+
+    async def drain(self) -> None:
+        """Waits while the transport's write buffer is above its high-water mark."""
+        if not self._write_paused or self.lost:
+            return
+        waiter = self._bus._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _wake_drainers(self, exc: Optional[Exception]) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+# --------------------------------------------------------------------------------------------
+# Subscriptions
+
+
+_END = object()
+
+
+class Subscription:
+    """A subscription to one pattern in one reality.
+
+    Use it in one of three ways:
+
+        async with bus.subscribe("lab", "rig.*.temp") as sub:   # unsubscribes on exit
+            async for pulse in sub: ...
+
+        async for pulse in bus.subscribe("lab", "rig.>"):      # unsubscribes when the loop ends
+            ...
+
+        sub = await bus.subscribe("lab", "rig.>")               # you call sub.unsubscribe()
+        pulse = await sub.get(timeout=5)
+
+    `next_sequence` is the `Subscribed.next_sequence` of the latest (re)subscription: pulses
+    from that sequence on are delivered in order. `dropped` counts pulses this subscription
+    missed (server `Dropped` frames plus local overflow of `max_pending`); `resubscribed`
+    counts automatic or explicit re-subscriptions after a reconnect.
+    """
+
+    def __init__(
+        self,
+        bus: "Bus",
+        reality: str,
+        pattern: str,
+        start: StartLike,
+        causal: bool,
+        max_pending: int,
+        timeout: Optional[float],
+    ):
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self._bus = bus
+        self.id = next(bus._subscription_ids)
+        self.reality = reality
+        self.pattern = pattern
+        self.start = _start_position(start)
+        self.causal = causal
+        self.max_pending = max_pending
+        self._timeout = timeout
+        self.next_sequence = 0
+        self.dropped = 0
+        self.dropped_locally = 0
+        self.resubscribed = 0
+        self._queue: Deque[Any] = collections.deque()
+        self._waiter: Optional["asyncio.Future[None]"] = None
+        self._started = False
+        self._closed = False
+        self._error: Optional[BaseException] = None
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self._started and not self._closed and self._error is None
+
+    def _subscribe_frame(self, cid: int, start: Optional["_pb.StartPosition"]) -> "_pb.ClientFrame":
+        frame = _pb.ClientFrame(correlation_id=cid)
+        sub = frame.subscribe
+        sub.subscription_id = self.id
+        sub.reality_id = self.reality
+        sub.pattern = self.pattern
+        sub.causal = self.causal
+        if start is not None:
+            sub.start.CopyFrom(start)
+        return frame
+
+    async def _start(self) -> "Subscription":
+        if self._started:
+            return self
+        self._started = True
+        bus = self._bus
+        bus._subscriptions[self.id] = self  # before sending: a Deliver may beat Subscribed
+        try:
+            answer = await bus._request(
+                lambda cid: self._subscribe_frame(cid, self.start),
+                f"Subscribe {self.pattern!r} in {self.reality!r}",
+                self._timeout,
+            )
+        except BaseException:
+            bus._subscriptions.pop(self.id, None)
+            self._closed = True
+            raise
+        self.next_sequence = answer.subscribed.next_sequence
+        return self
+
+    async def unsubscribe(self) -> None:
+        """Stops the subscription. Pulses already buffered can still be read; then the
+        iteration ends. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        bus = self._bus
+        if bus._subscriptions.pop(self.id, None) is not None:
+            conn = bus._conn
+            if conn is not None and not conn.lost:
+                frame = _pb.ClientFrame(correlation_id=next(bus._correlation_ids))
+                frame.unsubscribe.subscription_id = self.id
+                try:
+                    conn.send(frame.SerializeToString())
+                except ConnectionLost:
+                    pass
+        self._wake()
+
+    close = unsubscribe
+
+    def __await__(self):
+        return self._start().__await__()
+
+    async def __aenter__(self) -> "Subscription":
+        return await self._start()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.unsubscribe()
+
+    # Reading ----------------------------------------------------------------------------------
+
+    def _push(self, item: Any) -> None:
+        if self._closed:
+            return
+        if len(self._queue) >= self.max_pending:
+            self.dropped += 1
+            self.dropped_locally += 1
+            return
+        self._queue.append(item)
+        self._wake()
+
+    def _on_dropped(self, count: int) -> None:
+        self.dropped += count
+        log.warning(
+            "arqonbus: subscription %d (%r in %r) missed %d pulses: the server shed them "
+            "because this connection was not reading fast enough",
+            self.id,
+            self.pattern,
+            self.reality,
+            count,
+        )
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _next_or_end(self, timeout: Optional[float] = None) -> Optional[Pulse]:
+        """The next pulse; None when the subscription has ended; raises the connection's error
+        once buffered pulses are read."""
+        if not self._started:
+            await self._start()
+        deadline = None if timeout is None else self._bus._loop.time() + timeout
+        while not self._queue:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                return None
+            self._waiter = self._bus._loop.create_future()
+            try:
+                if deadline is None:
+                    await self._waiter
+                else:
+                    remaining = deadline - self._bus._loop.time()
+                    if remaining <= 0:
+                        raise ArqonTimeout(f"no pulse on {self.pattern!r} in {self.reality!r} within {timeout}s")
+                    try:
+                        await asyncio.wait_for(asyncio.shield(self._waiter), remaining)
+                    except asyncio.TimeoutError:
+                        raise ArqonTimeout(
+                            f"no pulse on {self.pattern!r} in {self.reality!r} within {timeout}s"
+                        ) from None
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    async def get(self, timeout: Optional[float] = None) -> Pulse:
+        """The next pulse. Raises `ArqonTimeout` after `timeout` seconds, and
+        `StopAsyncIteration` when the subscription has ended."""
+        pulse = await self._next_or_end(timeout)
+        if pulse is None:
+            raise StopAsyncIteration
+        return pulse
+
+    def __aiter__(self) -> AsyncIterator[Pulse]:
+        if not self._started:
+            # `async for p in bus.subscribe(...)`: the loop owns the subscription.
+            return self._owned_iteration()
+        return self
+
+    async def __anext__(self) -> Pulse:
+        pulse = await self._next_or_end()
+        if pulse is None:
+            raise StopAsyncIteration
+        return pulse
+
+    async def _owned_iteration(self) -> AsyncIterator[Pulse]:
+        await self._start()
+        try:
+            while True:
+                pulse = await self._next_or_end()
+                if pulse is None:
+                    return
+                yield pulse
+        finally:
+            await self.unsubscribe()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else ("closed" if self._closed else "new")
+        return f"Subscription(id={self.id}, reality={self.reality!r}, pattern={self.pattern!r}, {state})"
+
+
+# --------------------------------------------------------------------------------------------
+# History
+
+
+class History:
+    """A `HistoryGet` query: `await` it for a `HistoryResult`, or `async for` its pulses.
+
+    Raises `HistoryUnavailable` (with `.first_available_sequence`) when the reality does not
+    keep the asked range; ephemeral realities keep nothing.
+    """
+
+    def __init__(self, bus: "Bus", request: "_pb.HistoryGet", timeout: Optional[float]):
+        self._bus = bus
+        self._request = request
+        self._timeout = timeout
+        self._queue: Deque[Any] = collections.deque()
+        self._waiter: Optional["asyncio.Future[None]"] = None
+        self._error: Optional[BaseException] = None
+        self._started = False
+        self.done = False
+        self.count = 0
+        self.next_sequence = 0
+
+    async def _begin(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        bus = self._bus
+        conn = await bus._connection()
+        cid = next(bus._correlation_ids)
+        frame = _pb.ClientFrame(correlation_id=cid)
+        frame.history_get.CopyFrom(self._request)
+        bus._streams[cid] = self
+        try:
+            conn.send(frame.SerializeToString())
+        except BaseException:
+            bus._streams.pop(cid, None)
+            raise
+
+    def _on_chunk(self, chunk: "_pb.HistoryChunk") -> None:
+        for message in chunk.messages:
+            self._queue.append(Pulse(message))
+        self._wake()
+
+    def _on_end(self, end: "_pb.HistoryEnd") -> None:
+        self.count = end.count
+        self.next_sequence = end.next_sequence
+        self.done = True
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _next_or_end(self) -> Optional[Pulse]:
+        await self._begin()
+        loop = self._bus._loop
+        while not self._queue:
+            if self._error is not None:
+                raise self._error
+            if self.done:
+                return None
+            self._waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._waiter), self._timeout)
+            except asyncio.TimeoutError:
+                raise ArqonTimeout(
+                    f"no history frame for {self._request.reality_id!r} within {self._timeout}s"
+                ) from None
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def __aiter__(self) -> "History":
+        return self
+
+    async def __anext__(self) -> Pulse:
+        pulse = await self._next_or_end()
+        if pulse is None:
+            raise StopAsyncIteration
+        return pulse
+
+    async def _collect(self) -> HistoryResult:
+        result = HistoryResult()
+        while True:
+            pulse = await self._next_or_end()
+            if pulse is None:
+                break
+            result.append(pulse)
+        result.count = self.count
+        result.next_sequence = self.next_sequence
+        return result
+
+    def __await__(self):
+        return self._collect().__await__()
+
+
+# --------------------------------------------------------------------------------------------
+# The bus
+
+
+class _Connector:
+    """What `Bus.connect(...)` returns: await it, or use it as `async with`."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self._factory = factory
+        self._bus: Optional[Bus] = None
+
+    def __await__(self):
+        return self._factory().__await__()
+
+    async def __aenter__(self) -> "Bus":
+        self._bus = await self._factory()
+        return self._bus
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._bus is not None:
+            await self._bus.close()
+
+
+class Bus:
+    """An asyncio connection to an ArqonBus server. Create it with `await Bus.connect(...)`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: Optional[str] = None,
+        name: str = "arqonbus-python",
+        producer_id: Optional[str] = None,
+        manifest: Optional["_pb.OperatorManifest"] = None,
+        connect_timeout: float = 10.0,
+        request_timeout: Optional[float] = 30.0,
+        reconnect: bool = True,
+        reconnect_timeout: float = 60.0,
+        max_pending: int = 10_000,
+        check_frame_size: bool = True,
+        max_incoming_frame_bytes: int = DEFAULT_MAX_INCOMING_FRAME_BYTES,
+        on_error: Optional[Callable[[ArqonError], None]] = None,
+    ):
+        self.endpoint: Endpoint = parse_url(url)
+        self.url = str(self.endpoint)
+        self.token = token
+        self.name = name
+        self.producer_id = producer_id if producer_id is not None else name
+        self.manifest = manifest
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.auto_reconnect = reconnect
+        self.reconnect_timeout = reconnect_timeout
+        self.max_pending = max_pending
+        self.check_frame_size = check_frame_size
+        self.max_incoming_frame_bytes = max_incoming_frame_bytes
+        self.on_error = on_error
+        #: The causal context attached to every publish (see `arqonbus.causal`).
+        self.causal = CausalContext()
+        #: The server's `Welcome` for the current connection.
+        self.welcome: Optional["_pb.Welcome"] = None
+        #: How many times this bus has connected (1 after `connect`, +1 per reconnect).
+        self.connections = 0
+        #: The last error the server reported for a request nobody awaited (unacked publish).
+        self.last_error: Optional[ArqonError] = None
+
+        self._loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self._conn: Optional[_Connection] = None
+        self._connected = asyncio.Event()
+        self._correlation_ids = itertools.count(1)
+        self._subscription_ids = itertools.count(1)
+        self._pending: Dict[int, "asyncio.Future[_pb.ServerFrame]"] = {}
+        self._streams: Dict[int, History] = {}
+        self._subscriptions: Dict[int, Subscription] = {}
+        self._reconnect_task: Optional["asyncio.Task[None]"] = None
+        self._closed = False
+        # Set when automatic reconnection gave up (or is off): what every call raises.
+        self._broken: Optional[ArqonError] = None
+
+    # Connecting -------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls, url: str = DEFAULT_URL, token: Optional[str] = None, name: str = "arqonbus-python", **options: Any
+    ) -> _Connector:
+        """Connects and performs the Hello/Welcome handshake.
+
+        `await Bus.connect(url)` returns the `Bus`; `async with Bus.connect(url) as bus:`
+        closes it on exit. Options are those of `Bus(...)`: `producer_id`, `manifest` (an
+        `OperatorManifest`, the SAM handshake), `connect_timeout`, `request_timeout`,
+        `reconnect` (automatic reconnection, default on), `reconnect_timeout`, `max_pending`,
+        `check_frame_size`, `on_error`.
+        """
+
+        async def factory() -> "Bus":
+            bus = cls(url, token=token, name=name, **options)
+            await bus._open()
+            return bus
+
+        return _Connector(factory)
+
+    async def _open(self) -> None:
+        """Opens a new TCP session and handshakes; installs it as the current connection."""
+        loop = self._loop
+        conn = _Connection(self, self.max_incoming_frame_bytes)
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: conn, self.endpoint.host, self.endpoint.port),
+                self.connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise ArqonTimeout(f"could not connect to {self.url} within {self.connect_timeout}s") from None
+        except OSError as exc:
+            raise ConnectionLost(f"could not connect to {self.url}: {exc}") from exc
+        hello = _pb.ClientFrame(correlation_id=next(self._correlation_ids))
+        hello.hello.protocol_version = PROTOCOL_VERSION
+        hello.hello.client_name = self.name
+        if self.token:
+            hello.hello.token = self.token
+        if self.manifest is not None:
+            hello.hello.manifest.CopyFrom(self.manifest)
+        try:
+            conn.send(hello.SerializeToString())
+            welcome = await asyncio.wait_for(asyncio.shield(conn.welcome), self.connect_timeout)
+        except asyncio.TimeoutError:
+            conn.abort()
+            raise ArqonTimeout(f"no Welcome from {self.url} within {self.connect_timeout}s") from None
+        except BaseException:
+            conn.abort()
+            raise
+        self.welcome = welcome
+        self.connections += 1
+        self._conn = conn
+        self._broken = None
+        self._connected.set()
+        log.debug("arqonbus: connected to %s, session %s, shard %d", self.url, welcome.session_id, welcome.shard)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.lost
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self.welcome.max_frame_bytes if self.welcome is not None else 0
+
+    async def _connection(self) -> _Connection:
+        """The live connection, waiting for an automatic reconnection in progress."""
+        conn = self._conn
+        if conn is not None and not conn.lost:
+            return conn
+        if self._closed:
+            raise ClientClosed("the bus is closed")
+        if self._broken is not None:
+            raise self._broken
+        if self._reconnect_task is None:
+            raise ConnectionLost("not connected; call reconnect()")
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.reconnect_timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionLost(f"not reconnected to {self.url} within {self.reconnect_timeout}s") from None
+        return await self._connection()
+
+    async def reconnect(self) -> None:
+        """Opens a new connection (dropping the current one if any) and re-subscribes every
+        open subscription.
+
+        Re-subscriptions start at `latest`: pulses published while the client was
+        disconnected are not delivered (use history on retained realities to fill the gap).
+        Requests in flight on the old connection fail with `ConnectionLost`; nothing is
+        resent. If a re-subscribed reality's `next_sequence` shows that the reality restarted
+        (ephemeral realities restart at 1 when the server does), its causal entry is lowered
+        to match, so later publishes do not claim to depend on pulses the server forgot.
+        """
+        if self._closed:
+            raise ClientClosed("the bus is closed")
+        task = self._reconnect_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        old = self._conn
+        if old is not None and not old.lost:
+            old.abort()
+            await asyncio.shield(old.closed)
+        await self._open()
+        await self._resubscribe()
+
+    async def _resubscribe(self) -> None:
+        before = self.causal.snapshot()
+        subs = [s for s in self._subscriptions.values() if not s._closed]
+        if not subs:
+            return
+        conn = self._conn
+        assert conn is not None
+        futures = []
+        for sub in subs:
+            sub._error = None
+            cid = next(self._correlation_ids)
+            fut = self._loop.create_future()
+            self._pending[cid] = fut
+            conn.send(sub._subscribe_frame(cid, None).SerializeToString())
+            futures.append((sub, cid, fut))
+        restarted: Dict[str, int] = {}
+        for sub, cid, fut in futures:
+            try:
+                answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
+            except ServerErrorTypes as exc:
+                log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, exc)
+                self._subscriptions.pop(sub.id, None)
+                sub._fail(exc)
+                continue
+            sub.next_sequence = answer.subscribed.next_sequence
+            sub.resubscribed += 1
+            seen = before.get(sub.reality, 0)
+            if seen and sub.next_sequence <= seen:
+                restarted[sub.reality] = min(restarted.get(sub.reality, sub.next_sequence), sub.next_sequence)
+        for reality, next_sequence in restarted.items():
+            log.warning(
+                "arqonbus: reality %r restarted (next sequence %d, this client had seen %d); lowering its causal entry",
+                reality,
+                next_sequence,
+                before[reality],
+            )
+            self.causal.forget(reality)
+            self.causal.observe(reality, next_sequence - 1)
+
+    async def _reconnect_loop(self, cause: ConnectionLost) -> None:
+        deadline = self._loop.time() + self.reconnect_timeout
+        delay = 0.05
+        last: BaseException = cause
+        while not self._closed and self._loop.time() < deadline:
+            try:
+                await self._open()
+                await self._resubscribe()
+                log.info("arqonbus: reconnected to %s", self.url)
+                return
+            except _errors.ServerError as exc:
+                if exc.code in _FATAL_HANDSHAKE_CODES:
+                    last = exc
+                    break
+                last = exc
+            except (ArqonError, OSError) as exc:
+                last = exc
+            await asyncio.sleep(min(delay, max(0.0, deadline - self._loop.time())))
+            delay = min(delay * 2, 1.0)
+        if self._closed:
+            return
+        broken = ConnectionLost(
+            f"could not reconnect to {self.url} within {self.reconnect_timeout}s: {last}",
+            cause=cause.cause,
+        )
+        self._broken = broken
+        for sub in list(self._subscriptions.values()):
+            sub._fail(broken)
+        self._connected.set()  # wake waiters; they see _broken
+        self._connected.clear()
+
+    def _on_connection_lost(self, conn: _Connection, exc: Optional[Exception]) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        self._connected.clear()
+        if self._closed:
+            error: ArqonError = ClientClosed("the bus is closed")
+        else:
+            cause = conn.close_error
+            detail = (
+                f"the server closed the connection: {cause}"
+                if cause
+                else f"connection to {self.url} lost: {exc or 'EOF'}"
+            )
+            error = ConnectionLost(detail, cause=cause)
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._fail(error)
+        if self._closed:
+            return
+        if (
+            self.auto_reconnect
+            and isinstance(error, ConnectionLost)
+            and not (error.cause is not None and error.cause.code in _FATAL_HANDSHAKE_CODES)
+        ):
+            log.warning("arqonbus: %s; reconnecting", error)
+            self._reconnect_task = self._loop.create_task(self._reconnect_loop(error))
+            self._reconnect_task.add_done_callback(self._reconnect_done)
+        else:
+            self._broken = error
+            for sub in self._subscriptions.values():
+                sub._fail(error)
+
+    def _reconnect_done(self, task: "asyncio.Task[None]") -> None:
+        if self._reconnect_task is task:
+            self._reconnect_task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("arqonbus: reconnection failed: %s", task.exception())
+
+    async def close(self) -> None:
+        """Flushes what was written, closes the connection and ends every subscription."""
+        if self._closed:
+            return
+        self._closed = True
+        task = self._reconnect_task
+        if task is not None:
+            task.cancel()
+        for sub in list(self._subscriptions.values()):
+            sub._closed = True
+            sub._wake()
+        self._subscriptions.clear()
+        conn = self._conn
+        if conn is not None and conn.transport is not None and not conn.lost:
+            conn.transport.close()  # flushes the write buffer first
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.closed), 5.0)
+            except asyncio.TimeoutError:
+                conn.abort()
+        self._conn = None
+
+    async def __aenter__(self) -> "Bus":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    # Frames from the server --------------------------------------------------------------------
+
+    def _on_frame(self, conn: _Connection, frame: "_pb.ServerFrame") -> None:
+        kind = frame.WhichOneof("kind")
+        if kind == "deliver":
+            deliver = frame.deliver
+            message = deliver.message
+            causal = self.causal
+            if message.causal:
+                causal.merge(message.causal)
+            causal.observe(message.reality_id, message.sequence)
+            sub = self._subscriptions.get(deliver.subscription_id)
+            if sub is not None:
+                sub._push(Pulse(message, deliver.subscription_id))
+            return
+        cid = frame.correlation_id
+        if kind == "pub_ack":
+            ack = frame.pub_ack
+            self.causal.observe(ack.reality_id, ack.sequence)
+            self._resolve(cid, frame)
+        elif kind in ("subscribed", "pong"):
+            self._resolve(cid, frame)
+        elif kind == "history_chunk":
+            stream = self._streams.get(cid)
+            if stream is not None:
+                for message in frame.history_chunk.messages:
+                    if message.causal:
+                        self.causal.merge(message.causal)
+                    self.causal.observe(message.reality_id, message.sequence)
+                stream._on_chunk(frame.history_chunk)
+        elif kind == "history_end":
+            stream = self._streams.pop(cid, None)
+            if stream is not None:
+                stream._on_end(frame.history_end)
+        elif kind == "dropped":
+            sub = self._subscriptions.get(frame.dropped.subscription_id)
+            if sub is not None:
+                sub._on_dropped(frame.dropped.count)
+        elif kind == "error":
+            self._on_error_frame(conn, frame)
+        elif kind == "welcome":
+            if conn.welcome.done():
+                log.error("arqonbus: unexpected second Welcome from %s; ignored", self.url)
+            else:
+                conn.welcome.set_result(frame.welcome)
+        else:
+            log.warning("arqonbus: ignoring a ServerFrame of unknown kind %r (a newer server?)", kind)
+
+    def _resolve(self, cid: int, frame: "_pb.ServerFrame") -> None:
+        fut = self._pending.pop(cid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(frame)
+
+    def _on_error_frame(self, conn: _Connection, frame: "_pb.ServerFrame") -> None:
+        cid = frame.correlation_id
+        error = _errors.error_from_proto(frame.error, cid)
+        if error.closes_connection:
+            conn.close_error = error
+        if not conn.welcome.done():
+            conn.welcome.set_exception(error)
+            return
+        fut = self._pending.pop(cid, None) if cid else None
+        if fut is not None:
+            if not fut.done():
+                fut.set_exception(error)
+            return
+        stream = self._streams.pop(cid, None) if cid else None
+        if stream is not None:
+            stream._fail(error)
+            return
+        # Nobody waits for this answer: an unacked publish, or a connection-level error.
+        self.last_error = error
+        if self.on_error is not None:
+            try:
+                self.on_error(error)
+            except Exception:  # a user callback must not break the reader
+                log.exception("arqonbus: on_error callback raised")
+        else:
+            log.warning("arqonbus: server error for correlation id %d: %s", cid, error)
+
+    # Requests -------------------------------------------------------------------------------
+
+    async def _await_answer(
+        self, cid: int, fut: "asyncio.Future[_pb.ServerFrame]", what: str, timeout: Optional[float]
+    ) -> "_pb.ServerFrame":
+        if timeout is None:
+            return await fut
+        handle = self._loop.call_later(timeout, self._expire, cid, fut, what, timeout)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+
+    def _expire(self, cid: int, fut: "asyncio.Future[Any]", what: str, timeout: float) -> None:
+        if self._pending.get(cid) is fut:
+            del self._pending[cid]
+        if not fut.done():
+            fut.set_exception(ArqonTimeout(f"no answer to {what} from {self.url} within {timeout}s"))
+
+    async def _request(
+        self, build: Callable[[int], "_pb.ClientFrame"], what: str, timeout: Optional[float] = None
+    ) -> "_pb.ServerFrame":
+        conn = await self._connection()
+        cid = next(self._correlation_ids)
+        fut = self._loop.create_future()
+        self._pending[cid] = fut
+        try:
+            conn.send(build(cid).SerializeToString())
+        except BaseException:
+            self._pending.pop(cid, None)
+            raise
+        return await self._await_answer(cid, fut, what, self.request_timeout if timeout is None else timeout)
+
+    # Public API -----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        reality: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        ack: bool = False,
+        spectral: SpectralLike = None,
+        trace_context: Optional[Mapping[str, str]] = None,
+        reply_to: str = "",
+        id: str = "",
+        producer_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> Optional["_pb.PubAck"]:
+        """Publishes one pulse to `topic` in `reality`.
+
+        `payload`: bytes, str, a protobuf message (packed into `Any`) or an `Any`.
+        `spectral`: a `SpectralMetadata` or a mapping with `coherence`, `criticality`,
+        `eigenvalues`. `trace_context`: W3C `traceparent`/`tracestate` and other keys.
+        The bus's causal context is attached automatically.
+
+        With `ack=True` waits for the `PubAck` and returns it (its sequence is merged into the
+        causal context), or raises the server's error (`InvalidTopic`, `PolicyDenied`, ...).
+        Without, returns None once the frame is handed to the socket; a server error is then
+        reported to `on_error` (default: logged) and kept in `last_error`.
+        Raises `FrameTooLarge` (with `.local = True`, nothing sent) when the frame would exceed
+        the server's `max_frame_bytes`.
+        """
+        conn = self._conn
+        if conn is None or conn.lost:
+            conn = await self._connection()
+        cid = next(self._correlation_ids)
+        frame = _pb.ClientFrame(correlation_id=cid)
+        publish = frame.publish
+        message = publish.message
+        message.topic = topic
+        message.reality_id = reality
+        pid = self.producer_id if producer_id is None else producer_id
+        if pid:
+            message.producer_id = pid
+        if id:
+            message.id = id
+        if reply_to:
+            message.reply_to = reply_to
+        if payload is not None:
+            _fill_payload(message.payload, payload)
+        if spectral is not None:
+            _fill_spectral(message.spectral, spectral)
+        if trace_context:
+            message.trace_context.update(trace_context)
+        if len(self.causal):
+            message.causal.update(self.causal.items())
+        if ack:
+            publish.ack = True
+        body = frame.SerializeToString()
+        limit = self.max_frame_bytes
+        if self.check_frame_size and limit and len(body) > limit:
+            err = FrameTooLarge(
+                f"publish to {topic!r} would be a frame of {len(body)} bytes; the server's "
+                f"max_frame_bytes is {limit} (nothing was sent)"
+            )
+            err.local = True
+            raise err
+        if not ack:
+            conn.send(body)
+            await conn.drain()
+            return None
+        fut = self._loop.create_future()
+        self._pending[cid] = fut
+        try:
+            conn.send(body)
+        except BaseException:
+            self._pending.pop(cid, None)
+            raise
+        await conn.drain()
+        answer = await self._await_answer(
+            cid, fut, f"Publish to {topic!r} in {reality!r}", self.request_timeout if timeout is None else timeout
+        )
+        return answer.pub_ack
+
+    def subscribe(
+        self,
+        reality: str,
+        pattern: str,
+        *,
+        start: StartLike = None,
+        causal: bool = False,
+        max_pending: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Subscription:
+        """Subscribes to `pattern` (`*` = one segment, a last `>` = one or more) in `reality`.
+
+        Returns a `Subscription`: `await` it, use it with `async with`, or iterate it
+        directly with `async for` (see `Subscription`). `start` is `None`/`"latest"` or a
+        `StartPosition` from `arqonbus.Start` (`from_sequence`, `from_time`, `last`).
+        `causal=True` asks the server for causal delivery across this connection's
+        subscriptions.
+        """
+        return Subscription(
+            self,
+            reality,
+            pattern,
+            start,
+            causal,
+            self.max_pending if max_pending is None else max_pending,
+            timeout,
+        )
+
+    def history(
+        self,
+        reality: str,
+        pattern: str = ALL,
+        *,
+        from_sequence: Optional[int] = None,
+        from_time_unix_nanos: Optional[int] = None,
+        to_sequence: Optional[int] = None,
+        to_time_unix_nanos: Optional[int] = None,
+        limit: int = 0,
+        timeout: Optional[float] = None,
+    ) -> History:
+        """A bounded replay of `reality` (`from` inclusive, `to` exclusive). `await` it for a
+        `HistoryResult` or iterate it with `async for`. Raises `HistoryUnavailable` when the
+        reality keeps no history (realities are ephemeral by default)."""
+        request = _pb.HistoryGet(reality_id=reality, pattern=pattern, limit=limit)
+        if from_sequence is not None and from_time_unix_nanos is not None:
+            raise ValueError("give from_sequence or from_time_unix_nanos, not both")
+        if to_sequence is not None and to_time_unix_nanos is not None:
+            raise ValueError("give to_sequence or to_time_unix_nanos, not both")
+        if from_sequence is not None:
+            request.from_sequence = from_sequence
+        if from_time_unix_nanos is not None:
+            request.from_time_unix_nanos = from_time_unix_nanos
+        if to_sequence is not None:
+            request.to_sequence = to_sequence
+        if to_time_unix_nanos is not None:
+            request.to_time_unix_nanos = to_time_unix_nanos
+        return History(self, request, self.request_timeout if timeout is None else timeout)
+
+    async def ping(self, timeout: Optional[float] = None) -> PingResult:
+        """Round trip to the server."""
+        nonce = time.monotonic_ns() & 0xFFFFFFFFFFFF
+        started = time.perf_counter()
+
+        def build(cid: int) -> "_pb.ClientFrame":
+            frame = _pb.ClientFrame(correlation_id=cid)
+            frame.ping.nonce = nonce
+            return frame
+
+        answer = await self._request(build, "Ping", timeout)
+        rtt = time.perf_counter() - started
+        if answer.pong.nonce != nonce:
+            raise ProtocolViolation(f"Pong carries nonce {answer.pong.nonce}, the Ping sent {nonce}")
+        return PingResult(rtt, answer.pong.server_time_unix_nanos)
+
+    def submit(
+        self,
+        reality: str,
+        topic: str,
+        job: Any,
+        *,
+        timeout: float = 60.0,
+        reply_to: Optional[str] = None,
+        spectral: SpectralLike = None,
+        trace_context: Optional[Mapping[str, str]] = None,
+    ) -> "Job":
+        """Submits a job and streams its results; see `arqonbus.jobs.Job`.
+
+        async for pulse in bus.submit("lab", "nvm.job.submit", NvmJob(program="rabi"), timeout=30):
+            result = pulse.unpack(NvmJobResult)
+        """
+        from arqonbus.jobs import Job
+
+        return Job(
+            self,
+            reality,
+            topic,
+            job,
+            timeout=timeout,
+            reply_to=reply_to,
+            spectral=spectral,
+            trace_context=trace_context,
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("connected" if self.connected else "disconnected")
+        return f"Bus({self.url!r}, {state})"
+
+
+ServerErrorTypes = (_errors.ServerError, ArqonTimeout)
+
+
+def connect(
+    url: str = DEFAULT_URL, token: Optional[str] = None, name: str = "arqonbus-python", **options: Any
+) -> _Connector:
+    """Same as `Bus.connect`."""
+    return Bus.connect(url, token=token, name=name, **options)
