@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["."])?;
     prost_build::Config::new()
         .bytes(["."])
+        .enable_type_names()
+        .type_name_domain(["."], "type.googleapis.com")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,1 +1,480 @@
-//! placeholder
+//! The Rust client for ArqonBus, on tokio.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), arqonbus_client::ClientError> {
+//! use arqonbus_client::{Client, ConnectOptions, Outgoing};
+//! use futures::StreamExt;
+//!
+//! let bus = Client::connect("127.0.0.1:4720", ConnectOptions::default()).await?;
+//! let mut sub = bus.subscribe("lab-1", "rig.*.temp").await?;
+//! bus.publish(Outgoing::new("lab-1", "rig.a.temp").bytes(b"21.5".to_vec())).await?;
+//! let pulse = sub.next().await.unwrap()?;
+//! println!("{} #{}", pulse.topic, pulse.sequence);
+//! # Ok(()) }
+//! ```
+//!
+//! The client keeps its own causal context: every pulse it receives and every ack it gets are
+//! merged into a vector clock (reality → highest sequence seen), which is attached to every
+//! publish, so causality crosses realities without the user doing anything.
+
+mod error;
+mod outgoing;
+
+pub use arqonbus_proto as proto;
+pub use error::ClientError;
+pub use outgoing::Outgoing;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arqonbus_proto::frame::{put_frame, take_frame};
+use arqonbus_proto::v1::{
+    client_frame, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello, OperatorManifest,
+    Ping, PubAck, Publish, ServerFrame, StartPosition, Subscribe, Unsubscribe, Welcome,
+};
+use bytes::BytesMut;
+use futures::Stream;
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot};
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub client_name: String,
+    pub token: String,
+    pub manifest: Option<OperatorManifest>,
+    /// Time allowed for connect plus handshake, and for each acked request.
+    pub timeout: Duration,
+    /// Largest frame this client accepts from the server.
+    pub max_frame_bytes: usize,
+    /// Pulses buffered per subscription before the reader stops reading the socket (and the
+    /// server's slow-consumer policy takes over).
+    pub subscription_buffer: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            client_name: "arqonbus-rust".into(),
+            token: String::new(),
+            manifest: None,
+            timeout: Duration::from_secs(10),
+            max_frame_bytes: 64 << 20,
+            subscription_buffer: 4096,
+        }
+    }
+}
+
+/// What one subscription yields.
+type SubItem = Result<ArqonMessage, ClientError>;
+
+type Pending = oneshot::Sender<Result<ServerFrame, ClientError>>;
+
+struct Shared {
+    pending: Mutex<HashMap<u64, Pending>>,
+    subs: Mutex<HashMap<u64, mpsc::Sender<SubItem>>>,
+    causal: Mutex<HashMap<String, u64>>,
+    /// Set once the connection has failed or closed; every later call fails with it.
+    closed: Mutex<Option<ClientError>>,
+}
+
+impl Shared {
+    fn merge_causal(&self, clock: &HashMap<String, u64>) {
+        let mut causal = self.causal.lock().expect("causal lock");
+        for (reality, seq) in clock {
+            let entry = causal.entry(reality.clone()).or_insert(0);
+            *entry = (*entry).max(*seq);
+        }
+    }
+
+    fn note(&self, reality: &str, sequence: u64) {
+        let mut causal = self.causal.lock().expect("causal lock");
+        let entry = causal.entry(reality.to_owned()).or_insert(0);
+        *entry = (*entry).max(sequence);
+    }
+
+    fn fail_all(&self, err: ClientError) {
+        self.closed.lock().expect("closed lock").get_or_insert(err.clone());
+        for (_, tx) in self.pending.lock().expect("pending lock").drain() {
+            let _ = tx.send(Err(err.clone()));
+        }
+        for (_, tx) in self.subs.lock().expect("subs lock").drain() {
+            let _ = tx.try_send(Err(err.clone()));
+        }
+    }
+}
+
+/// A connection to the bus. Cheap to clone; all clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    out: mpsc::Sender<Vec<u8>>,
+    next_id: Arc<AtomicU64>,
+    welcome: Arc<Welcome>,
+    timeout: Duration,
+    subscription_buffer: usize,
+}
+
+impl Client {
+    /// Connects, says Hello, and waits for Welcome.
+    pub async fn connect(addr: impl ToSocketAddrs, options: ConnectOptions) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(options.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        stream.set_nodelay(true)?;
+        let (rd, wr) = stream.into_split();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::new()),
+            causal: Mutex::new(HashMap::new()),
+            closed: Mutex::new(None),
+        });
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        tokio::spawn(write_loop(wr, out_rx, shared.clone()));
+        tokio::spawn(read_loop(rd, shared.clone(), options.max_frame_bytes));
+
+        let mut client = Self {
+            shared,
+            out: out_tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            welcome: Arc::new(Welcome::default()),
+            timeout: options.timeout,
+            subscription_buffer: options.subscription_buffer,
+        };
+        let hello = client_frame::Kind::Hello(Hello {
+            protocol_version: arqonbus_proto::PROTOCOL_VERSION,
+            client_name: options.client_name,
+            token: options.token,
+            manifest: options.manifest,
+        });
+        match client.request(hello).await?.kind {
+            Some(server_frame::Kind::Welcome(w)) => client.welcome = Arc::new(w),
+            other => return Err(unexpected("Welcome", other)),
+        }
+        Ok(client)
+    }
+
+    /// What the server said in Welcome (session id, shard, limits).
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// The causal context this client would attach to its next publish.
+    pub fn causal_context(&self) -> HashMap<String, u64> {
+        self.shared.causal.lock().expect("causal lock").clone()
+    }
+
+    fn next_correlation(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn closed_error(&self) -> ClientError {
+        self.shared
+            .closed
+            .lock()
+            .expect("closed lock")
+            .clone()
+            .unwrap_or(ClientError::Closed)
+    }
+
+    async fn send(&self, correlation_id: u64, kind: client_frame::Kind) -> Result<(), ClientError> {
+        let frame = ClientFrame {
+            correlation_id,
+            kind: Some(kind),
+        };
+        let mut buf = BytesMut::with_capacity(frame.encoded_len() + 4);
+        put_frame(&mut buf, &frame);
+        self.out
+            .send(buf.to_vec())
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// Sends a request and waits for the answer with its correlation id. An `Error` answer
+    /// becomes `ClientError::Server`.
+    async fn request(&self, kind: client_frame::Kind) -> Result<ServerFrame, ClientError> {
+        let id = self.next_correlation();
+        let (tx, rx) = oneshot::channel();
+        self.shared.pending.lock().expect("pending lock").insert(id, tx);
+        if let Err(e) = self.send(id, kind).await {
+            self.shared.pending.lock().expect("pending lock").remove(&id);
+            return Err(e);
+        }
+        let answer = match tokio::time::timeout(self.timeout, rx).await {
+            Err(_) => {
+                self.shared.pending.lock().expect("pending lock").remove(&id);
+                return Err(ClientError::Timeout);
+            }
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Ok(Ok(answer)) => answer?,
+        };
+        match answer.kind {
+            Some(server_frame::Kind::Error(e)) => Err(ClientError::from_wire(&e)),
+            _ => Ok(answer),
+        }
+    }
+
+    fn envelope(&self, outgoing: Outgoing) -> ArqonMessage {
+        let mut message = outgoing.into_message();
+        let causal = self.shared.causal.lock().expect("causal lock");
+        for (reality, seq) in causal.iter() {
+            message.causal.entry(reality.clone()).or_insert(*seq);
+        }
+        message
+    }
+
+    /// Publishes without waiting for the bus (fire and forget). Errors the server reports for
+    /// it (bad topic, policy) are logged, not returned; use [`Client::publish_acked`] to see them.
+    pub async fn publish(&self, outgoing: Outgoing) -> Result<(), ClientError> {
+        let message = self.envelope(outgoing);
+        let kind = client_frame::Kind::Publish(Publish {
+            message: Some(message),
+            ack: false,
+        });
+        self.send(self.next_correlation(), kind).await
+    }
+
+    /// Publishes and waits until the reality's owner has sequenced the pulse.
+    pub async fn publish_acked(&self, outgoing: Outgoing) -> Result<PubAck, ClientError> {
+        let message = self.envelope(outgoing);
+        let kind = client_frame::Kind::Publish(Publish {
+            message: Some(message),
+            ack: true,
+        });
+        match self.request(kind).await?.kind {
+            Some(server_frame::Kind::PubAck(ack)) => {
+                self.shared.note(&ack.reality_id, ack.sequence);
+                Ok(ack)
+            }
+            other => Err(unexpected("PubAck", other)),
+        }
+    }
+
+    /// Subscribes to the pulses of `reality` whose topic matches `pattern`, from now on.
+    pub async fn subscribe(&self, reality: &str, pattern: &str) -> Result<Subscription, ClientError> {
+        self.subscribe_from(reality, pattern, None).await
+    }
+
+    /// Subscribes from a start position (retained realities only).
+    pub async fn subscribe_from(
+        &self,
+        reality: &str,
+        pattern: &str,
+        start: Option<StartPosition>,
+    ) -> Result<Subscription, ClientError> {
+        let id = self.next_correlation();
+        let (tx, rx) = mpsc::channel(self.subscription_buffer);
+        self.shared.subs.lock().expect("subs lock").insert(id, tx);
+        let kind = client_frame::Kind::Subscribe(Subscribe {
+            subscription_id: id,
+            reality_id: reality.to_owned(),
+            pattern: pattern.to_owned(),
+            start,
+            causal: false,
+        });
+        let answer = match self.request(kind).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.shared.subs.lock().expect("subs lock").remove(&id);
+                return Err(e);
+            }
+        };
+        match answer.kind {
+            Some(server_frame::Kind::Subscribed(s)) => Ok(Subscription {
+                id,
+                next_sequence: s.next_sequence,
+                rx,
+                client: self.clone(),
+                active: true,
+            }),
+            other => {
+                self.shared.subs.lock().expect("subs lock").remove(&id);
+                Err(unexpected("Subscribed", other))
+            }
+        }
+    }
+
+    /// Round trip to the server; returns the server's clock.
+    pub async fn ping(&self) -> Result<u64, ClientError> {
+        let nonce = self.next_correlation();
+        match self.request(client_frame::Kind::Ping(Ping { nonce })).await?.kind {
+            Some(server_frame::Kind::Pong(p)) if p.nonce == nonce => Ok(p.server_time_unix_nanos),
+            other => Err(unexpected("Pong", other)),
+        }
+    }
+
+    /// Waits until everything sent before it has been processed by the server (a ping round
+    /// trip: the server answers frames of one connection in order).
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        self.ping().await.map(|_| ())
+    }
+
+    /// Flushes and closes the connection.
+    pub async fn close(self) -> Result<(), ClientError> {
+        let flushed = self.flush().await;
+        self.shared.fail_all(ClientError::Closed);
+        flushed
+    }
+}
+
+fn unexpected(wanted: &str, got: Option<server_frame::Kind>) -> ClientError {
+    ClientError::Protocol(format!("expected {wanted}, got {got:?}"))
+}
+
+/// A live subscription: a `Stream` of pulses. A gap the server reports (the connection was
+/// too slow and pulses were shed) arrives as `Err(ClientError::Dropped)`; the stream goes on.
+pub struct Subscription {
+    id: u64,
+    next_sequence: u64,
+    rx: mpsc::Receiver<SubItem>,
+    client: Client,
+    active: bool,
+}
+
+impl Subscription {
+    /// The subscription id on the wire.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The first sequence this subscription will see.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Stops the subscription. Pulses already received stay readable.
+    pub async fn unsubscribe(mut self) -> Result<(), ClientError> {
+        self.active = false;
+        self.client.shared.subs.lock().expect("subs lock").remove(&self.id);
+        let kind = client_frame::Kind::Unsubscribe(Unsubscribe {
+            subscription_id: self.id,
+        });
+        self.client.send(self.client.next_correlation(), kind).await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = SubItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SubItem>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        self.client.shared.subs.lock().expect("subs lock").remove(&self.id);
+        let frame = ClientFrame {
+            correlation_id: 0,
+            kind: Some(client_frame::Kind::Unsubscribe(Unsubscribe {
+                subscription_id: self.id,
+            })),
+        };
+        let mut buf = BytesMut::new();
+        put_frame(&mut buf, &frame);
+        // Best effort: a full or closed queue means the connection is busy or gone.
+        let _ = self.client.out.try_send(buf.to_vec());
+    }
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, shared: Arc<Shared>) {
+    let mut batch = Vec::with_capacity(64 << 10);
+    while let Some(first) = rx.recv().await {
+        batch.extend_from_slice(&first);
+        // Coalesce what is already queued into one write.
+        while batch.len() < (64 << 10) {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = wr.write_all(&batch).await {
+            shared.fail_all(ClientError::Io(Arc::new(e)));
+            return;
+        }
+        batch.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(mut rd: OwnedReadHalf, shared: Arc<Shared>, max_frame_bytes: usize) {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let err = loop {
+        match take_frame(&mut buf, max_frame_bytes) {
+            Ok(Some(body)) => match ServerFrame::decode(body) {
+                Ok(frame) => {
+                    if let Err(e) = route(&shared, frame).await {
+                        break e;
+                    }
+                    continue;
+                }
+                Err(e) => break ClientError::Protocol(format!("undecodable frame: {e}")),
+            },
+            Ok(None) => {}
+            Err(e) => break ClientError::Protocol(e.to_string()),
+        }
+        buf.reserve(16 << 10);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break ClientError::Closed,
+            Ok(_) => {}
+            Err(e) => break ClientError::Io(Arc::new(e)),
+        }
+    };
+    shared.fail_all(err);
+}
+
+/// Hands one server frame to whoever waits for it.
+async fn route(shared: &Shared, frame: ServerFrame) -> Result<(), ClientError> {
+    match frame.kind {
+        Some(server_frame::Kind::Deliver(d)) => {
+            let Some(message) = d.message else {
+                return Ok(());
+            };
+            shared.merge_causal(&message.causal);
+            let tx = shared.subs.lock().expect("subs lock").get(&d.subscription_id).cloned();
+            if let Some(tx) = tx {
+                // Waiting here is the backpressure: the socket is not read while the
+                // application is behind.
+                let _ = tx.send(Ok(message)).await;
+            }
+        }
+        Some(server_frame::Kind::Dropped(d)) => {
+            let tx = shared.subs.lock().expect("subs lock").get(&d.subscription_id).cloned();
+            if let Some(tx) = tx {
+                let _ = tx.send(Err(ClientError::Dropped { count: d.count })).await;
+            }
+        }
+        Some(server_frame::Kind::Error(e)) if frame.correlation_id == 0 => {
+            // A connection-level error (slow consumer, protocol): the server closes next.
+            return Err(ClientError::from_wire(&e));
+        }
+        _ => {
+            let waiter = shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&frame.correlation_id);
+            match (waiter, &frame.kind) {
+                (Some(tx), _) => {
+                    let _ = tx.send(Ok(frame));
+                }
+                (None, Some(server_frame::Kind::Error(e))) => {
+                    let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);
+                    tracing::warn!(?code, message = %e.message, "server refused a request");
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    Ok(())
+}

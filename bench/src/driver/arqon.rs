@@ -1,0 +1,547 @@
+//! A lean ArqonBus protocol driver on tokio: just what the scenarios need, written against the
+//! wire contract in proto/README.md (length-prefixed `ClientFrame`/`ServerFrame`).
+//!
+//! It is deliberately not the `arqonbus-client` crate: the harness must keep working while the
+//! client evolves, and it wants control over batching (many `Publish` frames per write) and a
+//! zero-copy read of `Deliver` payloads.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use arqonbus_proto::frame::{put_frame, take_frame};
+use arqonbus_proto::v1::{
+    client_frame, history_get, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello,
+    HistoryGet, Publish, ServerFrame, Subscribe, Welcome,
+};
+use arqonbus_proto::PROTOCOL_VERSION;
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+
+use super::{Event, ServerError};
+use crate::payload::Header;
+
+/// The topic every benchmark pulse is published on.
+pub const TOPIC: &str = "bench.load.pulse";
+/// `type_url` of the benchmark payload in `ArqonMessage.payload`.
+pub const TYPE_URL: &str = "type.googleapis.com/arqon.bench.Pulse";
+/// Largest frame the harness accepts from the server. The server's own `max_frame_bytes`
+/// (announced in Welcome) bounds what it sends; this only stops a broken peer from making the
+/// harness allocate without bound.
+const MAX_INBOUND_FRAME_BYTES: usize = 64 << 20;
+/// Publish frames are batched into one write until this many bytes are queued.
+const WRITE_BATCH_BYTES: usize = 64 << 10;
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// One handshaken connection.
+pub struct Session {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    rbuf: BytesMut,
+    next_correlation: u64,
+    pub welcome: Welcome,
+}
+
+/// Opens a TCP connection (bound to `source` first when given) and completes Hello -> Welcome.
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, client_name: &str) -> Result<Session> {
+    let stream = tcp_connect(addr, source).await?;
+    handshake(stream, client_name).await
+}
+
+/// A TCP connection to `addr`, bound to `source` (any port) before connecting when given.
+pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding the source address {ip}"))?;
+    }
+    let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends Hello on a fresh stream and waits for Welcome.
+pub async fn handshake(stream: TcpStream, client_name: &str) -> Result<Session> {
+    let (rd, wr) = stream.into_split();
+    let mut s = Session {
+        rd,
+        wr,
+        rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        next_correlation: 1,
+        welcome: Welcome::default(),
+    };
+    let corr = s.correlation();
+    s.send(&ClientFrame {
+        correlation_id: corr,
+        kind: Some(client_frame::Kind::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: client_name.to_string(),
+            token: String::new(),
+            manifest: None,
+        })),
+    })
+    .await?;
+    match s.read_server_frame().await?.kind {
+        Some(server_frame::Kind::Welcome(w)) => {
+            s.welcome = w;
+            Ok(s)
+        }
+        Some(server_frame::Kind::Error(e)) => Err(ServerError::from_proto(&e).into()),
+        other => bail!("expected Welcome in answer to Hello, got {}", kind_name(&other)),
+    }
+}
+
+impl Session {
+    fn correlation(&mut self) -> u64 {
+        let c = self.next_correlation;
+        self.next_correlation += 1;
+        c
+    }
+
+    async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
+        let mut out = BytesMut::new();
+        put_frame(&mut out, frame);
+        self.wr.write_all(&out).await.context("writing to the server")?;
+        Ok(())
+    }
+
+    /// The next frame body; an error at end of stream.
+    async fn read_frame(&mut self) -> Result<Bytes> {
+        read_frame(&mut self.rd, &mut self.rbuf)
+            .await?
+            .ok_or_else(|| anyhow!("the server closed the connection"))
+    }
+
+    async fn read_server_frame(&mut self) -> Result<ServerFrame> {
+        let body = self.read_frame().await?;
+        ServerFrame::decode(body).context("decoding a ServerFrame")
+    }
+
+    /// Subscribes to `pattern` in each reality (subscription ids 1..=n) and returns once every
+    /// subscription is answered by Subscribed: from then on every matching pulse is delivered.
+    pub async fn subscribe(&mut self, realities: &[String], pattern: &str) -> Result<()> {
+        let mut out = BytesMut::new();
+        for (i, reality) in realities.iter().enumerate() {
+            let corr = self.correlation();
+            put_frame(
+                &mut out,
+                &ClientFrame {
+                    correlation_id: corr,
+                    kind: Some(client_frame::Kind::Subscribe(Subscribe {
+                        subscription_id: i as u64 + 1,
+                        reality_id: reality.clone(),
+                        pattern: pattern.to_string(),
+                        start: None,
+                        causal: false,
+                    })),
+                },
+            );
+        }
+        self.wr.write_all(&out).await.context("sending Subscribe")?;
+        let mut pending = realities.len();
+        while pending > 0 {
+            match self.read_server_frame().await?.kind {
+                Some(server_frame::Kind::Subscribed(_)) => pending -= 1,
+                Some(server_frame::Kind::Error(e)) => {
+                    return Err(anyhow::Error::from(ServerError::from_proto(&e)).context("Subscribe"))
+                }
+                Some(server_frame::Kind::Deliver(_)) => {
+                    // A pulse for a subscription already registered: cannot happen before the
+                    // first publish of the run, and harmless to skip.
+                }
+                other => bail!("expected Subscribed, got {}", kind_name(&other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for the first pulse of `reality`'s history: `Ok(None)` when the server can replay
+    /// it (the reality is retained), `Ok(Some(error))` when it answers an error.
+    pub async fn history_probe(&mut self, reality: &str, pattern: &str) -> Result<Option<ServerError>> {
+        let corr = self.correlation();
+        self.send(&ClientFrame {
+            correlation_id: corr,
+            kind: Some(client_frame::Kind::HistoryGet(HistoryGet {
+                reality_id: reality.to_string(),
+                pattern: pattern.to_string(),
+                from: Some(history_get::From::FromSequence(1)),
+                to: None,
+                limit: 1,
+            })),
+        })
+        .await?;
+        loop {
+            let frame = self.read_server_frame().await?;
+            if frame.correlation_id != corr {
+                continue;
+            }
+            match frame.kind {
+                Some(server_frame::Kind::Error(e)) => return Ok(Some(ServerError::from_proto(&e))),
+                Some(server_frame::Kind::HistoryEnd(_)) => return Ok(None),
+                Some(server_frame::Kind::HistoryChunk(_)) => continue,
+                other => bail!("expected HistoryChunk/HistoryEnd, got {}", kind_name(&other)),
+            }
+        }
+    }
+
+    /// The connection itself, for holding it idle.
+    pub fn into_stream(self) -> TcpStream {
+        self.rd.reunite(self.wr).expect("the two halves of one stream")
+    }
+
+    pub fn into_subscriber(self) -> Subscriber {
+        Subscriber { session: self }
+    }
+
+    pub fn into_publisher(self, realities: &[String], producer_id: &str) -> Publisher {
+        Publisher::new(self, realities, producer_id)
+    }
+}
+
+/// Reads frames until one is complete; `Ok(None)` on a clean end of stream between frames.
+/// Cancel-safe: bytes read stay in `rbuf`.
+async fn read_frame(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> Result<Option<Bytes>> {
+    loop {
+        if let Some(frame) = take_frame(rbuf, MAX_INBOUND_FRAME_BYTES)? {
+            return Ok(Some(frame));
+        }
+        rbuf.reserve(READ_CHUNK_BYTES);
+        let n = rd.read_buf(rbuf).await.context("reading from the server")?;
+        if n == 0 {
+            if rbuf.is_empty() {
+                return Ok(None);
+            }
+            bail!("the server closed the connection in the middle of a frame");
+        }
+    }
+}
+
+/// The receiving side of a subscribed connection.
+pub struct Subscriber {
+    session: Session,
+}
+
+impl Subscriber {
+    /// The next thing the server said. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Event> {
+        let s = &mut self.session;
+        let Some(body) = read_frame(&mut s.rd, &mut s.rbuf).await? else {
+            return Ok(Event::Closed);
+        };
+        if let Some(payload) = deliver_payload(&body) {
+            return Ok(Event::Msg(payload?));
+        }
+        let frame = ServerFrame::decode(body).context("decoding a ServerFrame")?;
+        Ok(match frame.kind {
+            Some(server_frame::Kind::Deliver(d)) => {
+                Event::Msg(d.message.and_then(|m| m.payload).map(|a| Bytes::from(a.value)).unwrap_or_default())
+            }
+            Some(server_frame::Kind::Dropped(d)) => Event::Dropped(d.count),
+            Some(server_frame::Kind::Error(e)) => Event::ServerError(ServerError::from_proto(&e)),
+            _ => Event::Other,
+        })
+    }
+}
+
+/// The sending side: Publish frames batched into large writes, and a task that reads what the
+/// server answers (PubAck, Error).
+pub struct Publisher {
+    wr: OwnedWriteHalf,
+    wbuf: BytesMut,
+    /// One prepared `Publish` frame per reality; only the payload and correlation id change.
+    templates: Vec<ClientFrame>,
+    next_correlation: u64,
+    answers: Arc<Answers>,
+    acks: Option<mpsc::UnboundedReceiver<Ack>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// What the server answered on a publishing connection, shared with the reader task.
+#[derive(Default)]
+pub struct Answers {
+    pub errors: AtomicU64,
+    pub last_error: Mutex<Option<ServerError>>,
+    pub closed: AtomicU64,
+}
+
+/// The answer to one acked Publish.
+#[derive(Debug)]
+pub struct Ack {
+    pub correlation_id: u64,
+    pub result: Result<u64, ServerError>,
+}
+
+impl Publisher {
+    fn new(session: Session, realities: &[String], producer_id: &str) -> Self {
+        let templates = realities
+            .iter()
+            .map(|reality| ClientFrame {
+                correlation_id: 0,
+                kind: Some(client_frame::Kind::Publish(Publish {
+                    message: Some(ArqonMessage {
+                        topic: TOPIC.to_string(),
+                        reality_id: reality.clone(),
+                        producer_id: producer_id.to_string(),
+                        payload: Some(prost_types::Any { type_url: TYPE_URL.to_string(), value: Vec::new() }),
+                        ..Default::default()
+                    }),
+                    ack: false,
+                })),
+            })
+            .collect();
+        let Session { rd, wr, rbuf, next_correlation, .. } = session;
+        let answers = Arc::new(Answers::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_answers(rd, rbuf, answers.clone(), tx));
+        Publisher {
+            wr,
+            wbuf: BytesMut::with_capacity(WRITE_BATCH_BYTES * 2),
+            templates,
+            next_correlation,
+            answers,
+            acks: Some(rx),
+            reader,
+        }
+    }
+
+    /// Queues one Publish of a `size`-byte payload carrying `header` to reality `reality`;
+    /// writes the batch out when it is large. Returns the frame's correlation id.
+    pub async fn send(&mut self, reality: usize, header: &Header, size: usize, ack: bool) -> Result<u64> {
+        let corr = self.next_correlation;
+        self.next_correlation += 1;
+        let frame = &mut self.templates[reality];
+        frame.correlation_id = corr;
+        if let Some(client_frame::Kind::Publish(p)) = &mut frame.kind {
+            p.ack = ack;
+            if let Some(any) = p.message.as_mut().and_then(|m| m.payload.as_mut()) {
+                any.value.clear();
+                header.write(&mut any.value, size);
+            }
+        }
+        put_frame(&mut self.wbuf, frame);
+        if self.wbuf.len() >= WRITE_BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(corr)
+    }
+
+    /// Writes every queued frame to the socket.
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.wbuf.is_empty() {
+            self.wr.write_all(&self.wbuf).await.context("writing Publish frames")?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    pub fn answers(&self) -> &Arc<Answers> {
+        &self.answers
+    }
+
+    /// The stream of PubAck/Error answers to acked publishes (taken once).
+    pub fn take_acks(&mut self) -> Option<mpsc::UnboundedReceiver<Ack>> {
+        self.acks.take()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_answers(
+    mut rd: OwnedReadHalf,
+    mut rbuf: BytesMut,
+    answers: Arc<Answers>,
+    acks: mpsc::UnboundedSender<Ack>,
+) {
+    loop {
+        let body = match read_frame(&mut rd, &mut rbuf).await {
+            Ok(Some(body)) => body,
+            Ok(None) | Err(_) => {
+                answers.closed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let Ok(frame) = ServerFrame::decode(body) else {
+            answers.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let correlation_id = frame.correlation_id;
+        match frame.kind {
+            Some(server_frame::Kind::PubAck(a)) => {
+                let _ = acks.send(Ack { correlation_id, result: Ok(a.sequence) });
+            }
+            Some(server_frame::Kind::Error(e)) => {
+                let err = ServerError::from_proto(&e);
+                answers.errors.fetch_add(1, Ordering::Relaxed);
+                *answers.last_error.lock().expect("not poisoned") = Some(err.clone());
+                let _ = acks.send(Ack { correlation_id, result: Err(err) });
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ServerError {
+    pub fn from_proto(e: &arqonbus_proto::v1::Error) -> Self {
+        let name = ErrorCode::try_from(e.code)
+            .map(|c| c.as_str_name().to_string())
+            .unwrap_or_else(|_| "UNKNOWN".to_string());
+        ServerError { code: e.code, name, message: e.message.clone() }
+    }
+}
+
+fn kind_name(kind: &Option<server_frame::Kind>) -> &'static str {
+    match kind {
+        None => "an empty frame",
+        Some(server_frame::Kind::Welcome(_)) => "Welcome",
+        Some(server_frame::Kind::Deliver(_)) => "Deliver",
+        Some(server_frame::Kind::PubAck(_)) => "PubAck",
+        Some(server_frame::Kind::Error(_)) => "Error",
+        Some(server_frame::Kind::HistoryChunk(_)) => "HistoryChunk",
+        Some(server_frame::Kind::HistoryEnd(_)) => "HistoryEnd",
+        Some(server_frame::Kind::Dropped(_)) => "Dropped",
+        Some(server_frame::Kind::Pong(_)) => "Pong",
+        Some(server_frame::Kind::Subscribed(_)) => "Subscribed",
+    }
+}
+
+// Field numbers on the path ServerFrame.deliver(3) -> Deliver.message(2) ->
+// ArqonMessage.payload(8) -> Any.value(2).
+const SERVER_FRAME_DELIVER: u32 = 3;
+const DELIVER_MESSAGE: u32 = 2;
+const MESSAGE_PAYLOAD: u32 = 8;
+const ANY_VALUE: u32 = 2;
+
+/// The payload bytes of a Deliver frame, sliced out of `body` without decoding the envelope.
+/// `None` when the frame is not a Deliver (the caller decodes it fully); `Some(Err)` when it is
+/// malformed.
+pub fn deliver_payload(body: &Bytes) -> Option<Result<Bytes>> {
+    let deliver = match find_len_field(body, 0, body.len(), SERVER_FRAME_DELIVER) {
+        Ok(Some(range)) => range,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let inner = || -> Result<Bytes> {
+        let Some(msg) = find_len_field(body, deliver.0, deliver.1, DELIVER_MESSAGE)? else {
+            return Ok(Bytes::new());
+        };
+        let Some(any) = find_len_field(body, msg.0, msg.1, MESSAGE_PAYLOAD)? else {
+            return Ok(Bytes::new());
+        };
+        let Some(value) = find_len_field(body, any.0, any.1, ANY_VALUE)? else {
+            return Ok(Bytes::new());
+        };
+        Ok(body.slice(value.0..value.1))
+    };
+    Some(inner())
+}
+
+/// Finds the last length-delimited field `field` in `buf[start..end]` (protobuf keeps the last
+/// occurrence of a non-repeated field) and returns its byte range.
+fn find_len_field(buf: &[u8], start: usize, end: usize, field: u32) -> Result<Option<(usize, usize)>> {
+    let mut pos = start;
+    let mut found = None;
+    while pos < end {
+        let key = read_varint(buf, &mut pos, end)?;
+        let (number, wire) = ((key >> 3) as u32, (key & 7) as u32);
+        match wire {
+            0 => {
+                read_varint(buf, &mut pos, end)?;
+            }
+            1 => pos += 8,
+            2 => {
+                let len = read_varint(buf, &mut pos, end)? as usize;
+                let field_end = pos.checked_add(len).filter(|e| *e <= end).ok_or_else(|| anyhow!("truncated field"))?;
+                if number == field {
+                    found = Some((pos, field_end));
+                }
+                pos = field_end;
+            }
+            5 => pos += 4,
+            other => bail!("unsupported protobuf wire type {other}"),
+        }
+        if pos > end {
+            bail!("truncated field");
+        }
+    }
+    Ok(found)
+}
+
+fn read_varint(buf: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let Some(&b) = buf.get(*pos).filter(|_| *pos < end) else {
+            bail!("truncated varint");
+        };
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    bail!("varint longer than 10 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arqonbus_proto::v1::{Deliver, Dropped};
+    use std::collections::HashMap;
+
+    fn frame_body(kind: server_frame::Kind) -> Bytes {
+        Bytes::from(ServerFrame { correlation_id: 0, kind: Some(kind) }.encode_to_vec())
+    }
+
+    #[test]
+    fn fast_deliver_path_matches_prost() {
+        for size in [0usize, 1, 40, 127, 128, 1024, 70_000] {
+            let value: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let message = ArqonMessage {
+                id: "0190-abc".into(),
+                sequence: 12345,
+                topic: TOPIC.into(),
+                producer_id: "p".into(),
+                reality_id: "bench-r0".into(),
+                trace_context: HashMap::from([("traceparent".to_string(), "00-x".to_string())]),
+                payload: Some(prost_types::Any { type_url: TYPE_URL.into(), value: value.clone() }),
+                timestamp_unix_nanos: 99,
+                causal: HashMap::from([("bench-r0".to_string(), 12345)]),
+                ..Default::default()
+            };
+            let body = frame_body(server_frame::Kind::Deliver(Deliver {
+                subscription_id: 300,
+                message: Some(message),
+            }));
+            let got = deliver_payload(&body).expect("is a Deliver").expect("well formed");
+            assert_eq!(&got[..], &value[..], "size {size}");
+        }
+    }
+
+    #[test]
+    fn other_frames_are_left_to_prost() {
+        let body = frame_body(server_frame::Kind::Dropped(Dropped { subscription_id: 1, count: 5 }));
+        assert!(deliver_payload(&body).is_none());
+    }
+
+    #[test]
+    fn truncated_deliver_is_an_error() {
+        let body = frame_body(server_frame::Kind::Deliver(Deliver {
+            subscription_id: 1,
+            message: Some(ArqonMessage {
+                payload: Some(prost_types::Any { type_url: "t".into(), value: vec![1; 100] }),
+                ..Default::default()
+            }),
+        }));
+        let cut = body.slice(0..body.len() - 10);
+        assert!(deliver_payload(&cut).expect("starts like a Deliver").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! The load scenarios and what they share: subscriber tasks that account every pulse, and the
+//! drain that waits for the last pulses after the publishers stop.
+
+pub mod conns;
+pub mod durable;
+pub mod flow;
+pub mod latency;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+
+use crate::driver::{Event, Subscriber, Trouble};
+use crate::payload::{now_ns, Header};
+use crate::stats::{Latency, LossTracker};
+
+/// What one subscriber saw over a run.
+pub struct SubOutcome {
+    pub tracker: LossTracker,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub bytes: u64,
+    /// Pulses the server said it shed for this subscriber (ArqonBus `Dropped`).
+    pub dropped_notices: u64,
+    pub server_errors: u64,
+    pub last_server_error: Option<String>,
+    /// Payloads that did not carry the harness's header.
+    pub foreign: u64,
+    /// The connection ended before the run did.
+    pub closed_early: bool,
+    pub failure: Option<String>,
+    /// Latency from the intended and from the actual send time (latency runs only).
+    pub latency: Option<(Latency, Latency)>,
+    pub trouble: Trouble,
+}
+
+/// Receives until told to stop (or the connection ends), accounting every pulse. Publishes the
+/// running count of distinct pulses in `received` for progress and the drain.
+pub async fn run_subscriber(
+    mut sub: Subscriber,
+    mut stop: watch::Receiver<bool>,
+    received: Arc<AtomicU64>,
+    record_latency: bool,
+) -> SubOutcome {
+    let mut out = SubOutcome {
+        tracker: LossTracker::default(),
+        first_ns: 0,
+        last_ns: 0,
+        bytes: 0,
+        dropped_notices: 0,
+        server_errors: 0,
+        last_server_error: None,
+        foreign: 0,
+        closed_early: false,
+        failure: None,
+        latency: record_latency.then(|| (Latency::new(), Latency::new())),
+        trouble: Trouble::default(),
+    };
+    let mut distinct = 0u64;
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            ev = sub.next() => ev,
+        };
+        match event {
+            Ok(Event::Msg(payload)) => {
+                let now = now_ns();
+                let Some(h) = Header::read(&payload) else {
+                    out.foreign += 1;
+                    continue;
+                };
+                if out.tracker.observe(h.publisher, h.reality, h.seq) {
+                    distinct += 1;
+                    received.store(distinct, Ordering::Relaxed);
+                }
+                if out.first_ns == 0 {
+                    out.first_ns = now;
+                }
+                out.last_ns = now;
+                out.bytes += payload.len() as u64;
+                if let Some((intended, sent)) = out.latency.as_mut() {
+                    if !h.is_warmup() {
+                        intended.record_ns(now.saturating_sub(h.intended_ns));
+                        sent.record_ns(now.saturating_sub(h.sent_ns));
+                    }
+                }
+            }
+            Ok(Event::Dropped(n)) => out.dropped_notices += n,
+            Ok(Event::ServerError(e)) => {
+                out.server_errors += 1;
+                out.last_server_error = Some(e.to_string());
+            }
+            Ok(Event::Other) => {}
+            Ok(Event::Closed) => {
+                out.closed_early = !*stop.borrow();
+                break;
+            }
+            Err(e) => {
+                out.failure = Some(format!("{e:#}"));
+                out.closed_early = true;
+                break;
+            }
+        }
+    }
+    out.trouble = sub.trouble();
+    out
+}
+
+/// Waits until every subscriber has `expected` distinct pulses, or none made progress for
+/// `idle_timeout` (the rest are lost), or all of them ended.
+pub async fn drain(received: &[Arc<AtomicU64>], expected: u64, idle_timeout: Duration, all_done: impl Fn() -> bool) {
+    let mut last_total = u64::MAX;
+    let mut idle_since = tokio::time::Instant::now();
+    loop {
+        let counts: Vec<u64> = received.iter().map(|r| r.load(Ordering::Relaxed)).collect();
+        if counts.iter().all(|&c| c >= expected) || all_done() {
+            return;
+        }
+        let total: u64 = counts.iter().sum();
+        if total != last_total {
+            last_total = total;
+            idle_since = tokio::time::Instant::now();
+        } else if idle_since.elapsed() >= idle_timeout {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A progress bar over a run's duration (hidden when disabled or stderr is not a terminal).
+pub fn timed_bar(enabled: bool, duration: Duration, what: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(duration.as_millis().max(1) as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {elapsed:>4}/{duration:4} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// A progress bar over a count.
+pub fn count_bar(enabled: bool, len: u64, what: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Messages per second and MB/s (10^6 bytes) over `ns` nanoseconds.
+pub fn rates(count: u64, bytes: u64, ns: u64) -> (f64, f64) {
+    if ns == 0 {
+        return (0.0, 0.0);
+    }
+    let secs = ns as f64 / 1e9;
+    (count as f64 / secs, bytes as f64 / 1e6 / secs)
+}

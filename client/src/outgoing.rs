@@ -1,0 +1,75 @@
+use std::collections::HashMap;
+
+use arqonbus_proto::v1::{ArqonMessage, SpectralMetadata};
+
+/// A pulse to publish. The bus stamps sequence, time and (unless set) id.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    message: ArqonMessage,
+}
+
+impl Outgoing {
+    pub fn new(reality: &str, topic: &str) -> Self {
+        Self {
+            message: ArqonMessage {
+                reality_id: reality.to_owned(),
+                topic: topic.to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// A payload of raw bytes (type URL `application/octet-stream`).
+    pub fn bytes(self, value: impl Into<Vec<u8>>) -> Self {
+        self.payload("application/octet-stream", value)
+    }
+
+    /// A payload with an explicit type URL.
+    pub fn payload(mut self, type_url: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.message.payload = Some(prost_types::Any {
+            type_url: type_url.to_owned(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// A protobuf message payload, packed as `type.googleapis.com/<full name>`.
+    pub fn message<M: prost::Name>(self, m: &M) -> Self {
+        let url = M::type_url();
+        self.payload(&url, m.encode_to_vec())
+    }
+
+    pub fn producer(mut self, producer_id: &str) -> Self {
+        self.message.producer_id = producer_id.to_owned();
+        self
+    }
+
+    pub fn id(mut self, id: &str) -> Self {
+        self.message.id = id.to_owned();
+        self
+    }
+
+    pub fn reply_to(mut self, topic: &str) -> Self {
+        self.message.reply_to = topic.to_owned();
+        self
+    }
+
+    pub fn spectral(mut self, coherence: f64, criticality: f64, eigenvalues: Vec<f64>) -> Self {
+        self.message.spectral = Some(SpectralMetadata {
+            coherence,
+            criticality,
+            eigenvalues,
+        });
+        self
+    }
+
+    pub fn trace_context(mut self, context: HashMap<String, String>) -> Self {
+        self.message.trace_context = context;
+        self
+    }
+
+    /// The envelope as it will be sent (before the client adds its causal context).
+    pub fn into_message(self) -> ArqonMessage {
+        self.message
+    }
+}

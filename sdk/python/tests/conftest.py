@@ -1,0 +1,279 @@
+"""Test fixtures: a real `arqonbus serve` on a free loopback port, and an asyncio test helper.
+
+The server binary is `$ARQONBUS_BIN`, else `<repo>/target/debug/arqonbus`, else
+`<repo>/target/release/arqonbus`. Tests that need it fail (they do not skip) when none is
+found: a green run must mean the SDK talked to a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import pytest
+
+SDK_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = SDK_DIR.parents[1]
+EXAMPLES_DIR = SDK_DIR / "examples"
+
+# The SDK under test is the one in this tree, installed or not.
+if str(SDK_DIR) not in sys.path:
+    sys.path.insert(0, str(SDK_DIR))
+
+
+def find_server_binary() -> Path:
+    env = os.environ.get("ARQONBUS_BIN")
+    if env:
+        path = Path(env)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            pytest.fail(f"ARQONBUS_BIN={env} is not an executable file", pytrace=False)
+        return path
+    for candidate in (REPO_DIR / "target" / "debug" / "arqonbus", REPO_DIR / "target" / "release" / "arqonbus"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(
+        "no arqonbus server binary: set ARQONBUS_BIN or build it (cargo build) so that "
+        f"{REPO_DIR}/target/debug/arqonbus exists",
+        pytrace=False,
+    )
+    raise AssertionError("unreachable")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class ServerProcess:
+    """One `arqonbus serve --listen 127.0.0.1:PORT --shards 2` process, logging to a file."""
+
+    def __init__(self, binary: Path, log_path: Path, port: Optional[int] = None, shards: int = 2, extra_args=()):
+        self.binary = binary
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.shards = shards
+        self.extra_args = list(extra_args)
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def args(self) -> List[str]:
+        return [
+            str(self.binary),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--shards",
+            str(self.shards),
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
+        log = open(self.log_path, "ab")
+        log.write(f"\n=== {' '.join(self.args)}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"arqonbus serve exited with {self.proc.returncode} before accepting:\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            if port_accepts(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"arqonbus serve did not accept on port {self.port} within {timeout}s:\n{self.log_tail()}")
+        raise AssertionError("unreachable")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def kill(self) -> None:
+        """Stops the server abruptly (SIGKILL), like a crash."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def wait_port_free(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and port_accepts(self.port):
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def server_binary() -> Path:
+    return find_server_binary()
+
+
+@pytest.fixture(scope="session")
+def server(server_binary: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The shared server for the session. Tests must not stop it (use `private_server`)."""
+    proc = ServerProcess(server_binary, tmp_path_factory.mktemp("server") / "arqonbus.log").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def private_server(server_binary: Path, tmp_path: Path):
+    """A server of the test's own, which the test may stop and restart."""
+    proc = ServerProcess(server_binary, tmp_path / "arqonbus.log").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def url(server: ServerProcess) -> str:
+    return server.url
+
+
+@pytest.fixture
+def reality(request: pytest.FixtureRequest) -> str:
+    """A reality of the test's own on the shared server, so tests do not see each other."""
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:80]
+    return f"t-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def aio(timeout: float = 30.0) -> Callable:
+    """Runs an `async def` test in a fresh event loop, failing it after `timeout` seconds."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def runner(*args, **kwargs):
+            async def bounded():
+                try:
+                    return await asyncio.wait_for(fn(*args, **kwargs), timeout)
+                except asyncio.TimeoutError:
+                    pytest.fail(f"test did not finish within {timeout}s")
+
+            return asyncio.run(bounded())
+
+        return runner
+
+    return wrap
+
+
+def python_subprocess(script: Path, *args: str, **popen_kwargs) -> subprocess.Popen:
+    """Starts one of the example scripts with this interpreter and the SDK on its path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SDK_DIR), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        **popen_kwargs,
+    )
+
+
+class LineReader:
+    """Collects a subprocess's stdout lines on a thread, so tests can wait for one with a
+    time-out."""
+
+    def __init__(self, proc: subprocess.Popen):
+        import queue
+        import threading
+
+        self.proc = proc
+        self.lines: List[str] = []
+        self._queue: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._queue.put(raw.decode(errors="replace").rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, needle: str, timeout: float = 20.0) -> str:
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line containing {needle!r} within {timeout}s; got {self.lines}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(
+                    f"process exited ({self.proc.poll()}) before printing {needle!r}; got {self.lines}"
+                )
+            self.lines.append(line)
+            if needle in line:
+                return line
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def operator(server: ServerProcess, reality: str):
+    """The reference operator (examples/nvm_operator.py) serving the test's reality."""
+    proc = python_subprocess(
+        EXAMPLES_DIR / "nvm_operator.py",
+        "--url",
+        server.url,
+        "--reality",
+        reality,
+        "--steps",
+        "3",
+        "--step-delay",
+        "0.01",
+        stdout=subprocess.PIPE,
+    )
+    lines = LineReader(proc)
+    try:
+        lines.wait_for("ready", timeout=30)
+        yield lines
+    finally:
+        stop_process(proc)

@@ -1,0 +1,165 @@
+//! The client subcommands: `arqonbus pub` and `arqonbus sub`, on the Rust client.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use arqonbus_client::{Client, ConnectOptions, Outgoing};
+use arqonbus_proto::v1::ArqonMessage;
+use base64::Engine;
+use futures::StreamExt;
+
+/// `arqonbus pub`.
+#[derive(Debug, clap::Args)]
+pub struct PubArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
+    pub server: String,
+    #[arg(long)]
+    pub reality: String,
+    #[arg(long)]
+    pub topic: String,
+    /// The payload, as text.
+    #[arg(long, conflicts_with = "file")]
+    pub data: Option<String>,
+    /// The payload, read from a file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Payload type URL.
+    #[arg(long, default_value = "application/octet-stream")]
+    pub type_url: String,
+    /// How many times to publish it.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Wait for each pulse to be sequenced and print its sequence.
+    #[arg(long)]
+    pub ack: bool,
+}
+
+/// `arqonbus sub`.
+#[derive(Debug, clap::Args)]
+pub struct SubArgs {
+    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
+    pub server: String,
+    #[arg(long)]
+    pub reality: String,
+    /// Topic pattern: `*` is one segment, `>` the rest.
+    #[arg(long, default_value = ">")]
+    pub pattern: String,
+    /// Print one JSON object per pulse (else a short human line).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit after this many pulses.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the client runtime")
+}
+
+fn options(name: &str) -> ConnectOptions {
+    ConnectOptions {
+        client_name: name.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn publish(args: PubArgs) -> anyhow::Result<()> {
+    let payload = match (&args.data, &args.file) {
+        (Some(d), _) => d.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        (None, None) => Vec::new(),
+    };
+    runtime()?.block_on(async {
+        let client = Client::connect(&args.server, options("arqonbus-cli"))
+            .await
+            .with_context(|| format!("cannot connect to {}", args.server))?;
+        let mut stdout = std::io::stdout().lock();
+        for _ in 0..args.count {
+            let out = Outgoing::new(&args.reality, &args.topic).payload(&args.type_url, payload.clone());
+            if args.ack {
+                let ack = client.publish_acked(out).await?;
+                writeln!(stdout, "{} #{} {}", ack.reality_id, ack.sequence, ack.id)?;
+            } else {
+                client.publish(out).await?;
+            }
+        }
+        // Make sure the server has taken every pulse (and report any error) before exiting.
+        client.close().await?;
+        Ok(())
+    })
+}
+
+pub fn subscribe(args: SubArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = Client::connect(&args.server, options("arqonbus-cli"))
+            .await
+            .with_context(|| format!("cannot connect to {}", args.server))?;
+        let mut sub = client.subscribe(&args.reality, &args.pattern).await?;
+        let mut seen = 0u64;
+        while let Some(item) = sub.next().await {
+            let mut stdout = std::io::stdout().lock();
+            match item {
+                Ok(m) => {
+                    if args.json {
+                        writeln!(stdout, "{}", to_json(&m))?;
+                    } else {
+                        writeln!(stdout, "{}", to_line(&m))?;
+                    }
+                }
+                Err(arqonbus_client::ClientError::Dropped { count }) => {
+                    eprintln!("warning: the server dropped {count} pulses (this subscriber was too slow)");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            stdout.flush()?;
+            seen += 1;
+            if args.count.is_some_and(|c| seen >= c) {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn to_line(m: &ArqonMessage) -> String {
+    let payload = m
+        .payload
+        .as_ref()
+        .map(|p| String::from_utf8_lossy(&p.value).into_owned())
+        .unwrap_or_default();
+    format!("{} #{} {} {}", m.reality_id, m.sequence, m.topic, payload)
+}
+
+/// One pulse as a JSON object: payload bytes as UTF-8 text when they are, base64 otherwise.
+pub fn to_json(m: &ArqonMessage) -> serde_json::Value {
+    let payload = m.payload.as_ref().map(|p| {
+        let mut v = serde_json::json!({ "type_url": p.type_url });
+        match std::str::from_utf8(&p.value) {
+            Ok(text) => v["text"] = text.into(),
+            Err(_) => v["base64"] = base64::engine::general_purpose::STANDARD.encode(&p.value).into(),
+        }
+        v
+    });
+    serde_json::json!({
+        "id": m.id,
+        "sequence": m.sequence,
+        "topic": m.topic,
+        "producer_id": m.producer_id,
+        "reality_id": m.reality_id,
+        "timestamp_unix_nanos": m.timestamp_unix_nanos,
+        "trace_context": m.trace_context,
+        "causal": m.causal,
+        "reply_to": m.reply_to,
+        "spectral": m.spectral.as_ref().map(|s| serde_json::json!({
+            "coherence": s.coherence,
+            "criticality": s.criticality,
+            "eigenvalues": s.eigenvalues,
+        })),
+        "payload": payload,
+    })
+}

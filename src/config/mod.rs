@@ -1,0 +1,292 @@
+//! Configuration: embedded defaults, an optional TOML file, command-line overrides, and a
+//! validation pass that checks every bound at start and names the key to change.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config key `{key}` = {value} is out of range: must be between {min} and {max}")]
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("config key `{key}` is invalid: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// What to do with a subscriber whose outbound buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Drop pulses for that connection only, count them, and tell it with `Dropped`.
+    #[default]
+    Shed,
+    /// Send SLOW_CONSUMER and close the connection.
+    Disconnect,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The whole configuration. Every field has an embedded default, so `arqonbus serve` runs with
+/// no file at all.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard accepts client connections on (SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Number of shards (pinned executors). 0 means one per available core.
+    pub shards: usize,
+    /// Where retained realities and the audit log live.
+    pub data_dir: PathBuf,
+    /// Admin HTTP listener (metrics, health); none when unset.
+    pub admin_listen: Option<SocketAddr>,
+    pub limits: Limits,
+    pub slow_consumer: SlowConsumerPolicy,
+    pub log: LogConfig,
+    pub io: IoConfig,
+}
+
+/// Bounds on every queue, buffer and count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame a client may send, and the largest the server will build.
+    pub max_frame_bytes: u64,
+    /// Bytes queued for one connection before the slow-consumer policy applies.
+    pub max_outbound_bytes: u64,
+    pub max_subscriptions_per_connection: u64,
+    pub max_connections_per_shard: u64,
+    /// Realities a shard will sequence; a publish that would create one more is refused.
+    pub max_realities_per_shard: u64,
+    /// Slots in each SPSC ring between two shards.
+    pub ring_capacity: u64,
+    /// Messages an outbox may hold in front of a full ring before publishers wait.
+    pub outbox_capacity: u64,
+    /// Time a new connection has to send Hello.
+    pub handshake_timeout_ms: u64,
+    /// On shutdown, time allowed for queued frames to reach clients.
+    pub shutdown_drain_ms: u64,
+    /// Listen backlog of each shard's socket.
+    pub listen_backlog: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `arqonbus=debug`. RUST_LOG overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IoConfig {
+    /// Memory each shard registers with io_uring (locked memory; see RLIMIT_MEMLOCK).
+    pub io_memory_bytes: u64,
+    /// io_uring submission queue depth per shard.
+    pub ring_depth: u64,
+    /// Pin each shard to a core. Turn off only on machines where pinning is not allowed.
+    pub pin_cores: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4720)),
+            shards: 0,
+            data_dir: PathBuf::from("./arqonbus-data"),
+            admin_listen: None,
+            limits: Limits::default(),
+            slow_consumer: SlowConsumerPolicy::default(),
+            log: LogConfig::default(),
+            io: IoConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 1 << 20,
+            max_outbound_bytes: 8 << 20,
+            max_subscriptions_per_connection: 1024,
+            max_connections_per_shard: 50_000,
+            max_realities_per_shard: 100_000,
+            ring_capacity: 1024,
+            outbox_capacity: 4096,
+            handshake_timeout_ms: 10_000,
+            shutdown_drain_ms: 5_000,
+            listen_backlog: 4096,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            io_memory_bytes: 1 << 20,
+            ring_depth: 256,
+            pin_cores: true,
+        }
+    }
+}
+
+/// The commented default configuration, shipped as a file and printed by `arqonbus config`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+impl Config {
+    /// Reads a TOML file over the embedded defaults. Keys absent from the file keep their
+    /// defaults; unknown keys are refused so a typo never silently does nothing.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The number of shards to run: the configured count, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.shards
+        }
+    }
+
+    /// Checks every bound. Called once at start; the server refuses to run on an error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        range("shards", self.shards as u64, 0, 256)?;
+        range("limits.max_frame_bytes", l.max_frame_bytes, 1024, 64 << 20)?;
+        range(
+            "limits.max_outbound_bytes",
+            l.max_outbound_bytes,
+            l.max_frame_bytes,
+            4 << 30,
+        )?;
+        range(
+            "limits.max_subscriptions_per_connection",
+            l.max_subscriptions_per_connection,
+            1,
+            1 << 20,
+        )?;
+        range(
+            "limits.max_connections_per_shard",
+            l.max_connections_per_shard,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.max_realities_per_shard",
+            l.max_realities_per_shard,
+            1,
+            100_000_000,
+        )?;
+        range("limits.ring_capacity", l.ring_capacity, 2, 1 << 20)?;
+        range("limits.outbox_capacity", l.outbox_capacity, 1, 1 << 24)?;
+        range(
+            "limits.handshake_timeout_ms",
+            l.handshake_timeout_ms,
+            1,
+            3_600_000,
+        )?;
+        range("limits.shutdown_drain_ms", l.shutdown_drain_ms, 0, 3_600_000)?;
+        range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
+        range("io.io_memory_bytes", self.io.io_memory_bytes, 64 << 10, 1 << 30)?;
+        range("io.ring_depth", self.io.ring_depth, 8, 32_768)?;
+        if self.log.level.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                reason: "must be a tracing filter such as `info`".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn shipped_default_file_parses_and_matches_defaults() {
+        let from_file = Config::from_toml(DEFAULT_TOML).unwrap();
+        from_file.validate().unwrap();
+        let d = Config::default();
+        assert_eq!(from_file.listen, d.listen);
+        assert_eq!(from_file.limits.max_frame_bytes, d.limits.max_frame_bytes);
+        assert_eq!(from_file.limits.max_outbound_bytes, d.limits.max_outbound_bytes);
+        assert_eq!(from_file.slow_consumer, d.slow_consumer);
+    }
+
+    #[test]
+    fn out_of_range_names_the_key() {
+        let c = Config::from_toml("[limits]\nmax_frame_bytes = 10\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("[limits]\nmax_frame_byte = 10\n").is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! ArqonBus: a thread-per-core message bus for pulses.
+//!
+//! # Layout
+//!
+//! - [`config`]: the embedded defaults, the TOML file and the validation of every bound.
+//! - [`server`]: starts one shard per core and stops them; the embedding API used by `main` and
+//!   by the integration tests.
+//! - [`shard`]: one pinned glommio executor; owns the connections it accepted, the realities that
+//!   hash to it, and the local subscription index.
+//! - [`spsc`]: the full mesh of bounded single-producer/single-consumer rings between shards,
+//!   and the ordered outboxes in front of them.
+//! - [`session`]: one client connection: handshake, frame dispatch (one file per frame kind),
+//!   and the bounded outbound queue with its slow-consumer policy.
+//! - [`transport`]: listening sockets (SO_REUSEPORT on every shard) and stream I/O.
+//! - [`routing`]: topic syntax, subscription patterns and the stable reality-to-shard hash.
+//! - [`time`]: the one clock seam.
+//! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
+//! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
+//!
+//! # Invariants worth naming
+//!
+//! - A reality has exactly one owner shard, `stable_hash(reality) % shards`; only the owner
+//!   stamps sequences and timestamps, so a reality's sequence is strictly increasing from 1 with
+//!   no gaps and its timestamps never decrease.
+//! - Shards share no mutable state on the data path. They talk only through the SPSC mesh; a
+//!   full ring makes the sender wait, it never drops.
+//! - A pulse is encoded once, by its owner. Every subscriber on every shard is sent the same
+//!   reference-counted bytes behind a small per-subscription header.
+//! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
+//!   stalls its shard, the rings, or other subscribers.
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod routing;
+pub mod server;
+pub mod session;
+pub mod shard;
+pub mod spsc;
+pub mod time;
+pub mod transport;
+
+pub use arqonbus_proto as proto;
+pub use config::Config;
+pub use server::{Server, ServerError};
+
+/// The server's version, announced in `Welcome.server_version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,177 @@
+//! Starting and stopping the bus: one pinned glommio executor per shard, the SPSC meshes
+//! between them, and a listening socket each.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::{ShardCounters, Snapshot};
+use crate::shard::{self, ShardStart};
+use crate::spsc;
+use crate::time::{self, SharedClock};
+use crate::transport::{self, ListenError};
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(
+        "cannot start shard {shard}: {reason}. glommio needs io_uring and locked memory: raise \
+         the memlock limit (`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the systemd unit), \
+         or lower io.io_memory_bytes; check that io_uring is not disabled \
+         (sysctl kernel.io_uring_disabled=0)"
+    )]
+    ShardStart { shard: usize, reason: String },
+    #[error("shard {shard} panicked")]
+    ShardPanicked { shard: usize },
+}
+
+/// Waits until every shard has connected its rings and is accepting. A shard whose executor
+/// could not be built (io_uring, memlock) drops its ready sender; its join handle holds why.
+fn wait_ready(
+    stop: &AtomicBool,
+    ready: Vec<std::sync::mpsc::Receiver<()>>,
+    shards: &mut Vec<glommio::ExecutorJoinHandle<()>>,
+) -> Result<(), ServerError> {
+    for (id, rx) in ready.into_iter().enumerate() {
+        if rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok() {
+            continue;
+        }
+        stop.store(true, Ordering::Release);
+        let reason = match shards.remove(id).join() {
+            Err(e) => e.to_string(),
+            Ok(()) => "it stopped before it was ready".to_owned(),
+        };
+        return Err(ServerError::ShardStart { shard: id, reason });
+    }
+    Ok(())
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    counters: Vec<Arc<ShardCounters>>,
+    shards: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Server {
+    /// Validates `config`, binds the listeners and starts every shard. Returns once all shards
+    /// are accepting.
+    pub fn start(config: Config) -> Result<Self, ServerError> {
+        Self::start_with_clock(config, time::system())
+    }
+
+    /// As [`Server::start`], with a chosen clock (tests).
+    pub fn start_with_clock(config: Config, clock: SharedClock) -> Result<Self, ServerError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let count = config.shard_count();
+        let (addr, listeners) = transport::bind_shared(
+            config.listen,
+            count,
+            config.limits.listen_backlog as i32,
+        )?;
+        let ring = config.limits.ring_capacity as usize;
+        let requests = spsc::full_mesh(count, ring);
+        let deliveries = spsc::full_mesh(count, ring);
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters: Vec<_> = (0..count)
+            .map(|_| Arc::new(ShardCounters::default()))
+            .collect();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+
+        let mut shards = Vec::with_capacity(count);
+        let mut ready = Vec::with_capacity(count);
+        let starts = listeners.into_iter().zip(requests).zip(deliveries);
+        for (id, ((listener, requests), deliveries)) in starts.enumerate() {
+            let start = ShardStart {
+                id,
+                shards: count,
+                config: config.clone(),
+                clock: clock.clone(),
+                counters: counters[id].clone(),
+                listener,
+                requests,
+                deliveries,
+                stop: stop.clone(),
+                ready: {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    ready.push(rx);
+                    tx
+                },
+            };
+            let placement = if config.io.pin_cores {
+                Placement::Fixed(id % cpus)
+            } else {
+                Placement::Unbound
+            };
+            let handle = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{id}"))
+                .io_memory(config.io.io_memory_bytes as usize)
+                .ring_depth(config.io.ring_depth as usize)
+                .spawn(move || shard::run(start))
+                .map_err(|e| {
+                    stop.store(true, Ordering::Release);
+                    ServerError::ShardStart {
+                        shard: id,
+                        reason: e.to_string(),
+                    }
+                })?;
+            shards.push(handle);
+        }
+        wait_ready(&stop, ready, &mut shards)?;
+        tracing::info!(%addr, shards = count, "arqonbus listening");
+        Ok(Self {
+            addr,
+            stop,
+            counters,
+            shards,
+        })
+    }
+
+    /// The address clients connect to (the bound port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The flag that stops the server when raised (signal handlers raise it).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Counters summed over shards.
+    pub fn metrics(&self) -> Snapshot {
+        Snapshot::sum(self.counters.iter().map(|c| &**c))
+    }
+
+    /// Asks every shard to stop: no new connections, no more reads, queued frames flushed.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(self) -> Result<(), ServerError> {
+        let mut result = Ok(());
+        for (shard, handle) in self.shards.into_iter().enumerate() {
+            if handle.join().is_err() && result.is_ok() {
+                result = Err(ServerError::ShardPanicked { shard });
+            }
+        }
+        result
+    }
+
+    /// Stops and waits.
+    pub fn stop(self) -> Result<(), ServerError> {
+        self.shutdown();
+        self.join()
+    }
+}

@@ -1,0 +1,261 @@
+//! A connection's bounded outbound queue and its slow-consumer policy.
+//!
+//! Deliveries count against `max_outbound_bytes`; when one does not fit, the policy decides:
+//! `shed` drops it for this connection only and remembers how many each subscription missed
+//! (reported with `Dropped` once the queue has drained to half), `disconnect` clears the queue,
+//! sends SLOW_CONSUMER and closes. Answers (acks, errors, confirmations) are never shed, but a
+//! client that never reads them is disconnected once they pass twice the budget.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arqonbus_proto::frame::{deliver_frame_len, encode_frame, put_deliver_header};
+use arqonbus_proto::v1::{server_frame, Dropped, ServerFrame};
+use bytes::{Bytes, BytesMut};
+
+use crate::config::SlowConsumerPolicy;
+use crate::shard::Pulse;
+
+/// One frame waiting to be written.
+enum OutFrame {
+    /// A complete encoded frame.
+    Encoded(Bytes),
+    /// A pulse for one subscription: the header is written at send time, the body is shared.
+    Deliver {
+        subscription_id: u64,
+        pulse: Arc<Pulse>,
+    },
+}
+
+/// What became of a pushed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    Shed,
+    /// The connection is over budget under the disconnect policy: close it.
+    Disconnect,
+    /// The connection is closing; nothing more is queued.
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Write what is queued, then close.
+    Closing,
+}
+
+pub struct Outbound {
+    frames: VecDeque<OutFrame>,
+    queued_bytes: usize,
+    max_bytes: usize,
+    policy: SlowConsumerPolicy,
+    /// (subscription, pulses shed) not yet reported.
+    shed: Vec<(u64, u64)>,
+    state: State,
+}
+
+impl Outbound {
+    pub fn new(max_bytes: usize, policy: SlowConsumerPolicy) -> Self {
+        Self {
+            frames: VecDeque::new(),
+            queued_bytes: 0,
+            max_bytes,
+            policy,
+            shed: Vec::new(),
+            state: State::Open,
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.state == State::Closing
+    }
+
+    /// Nothing left to write (shed reports included).
+    pub fn is_idle(&self) -> bool {
+        self.frames.is_empty() && (self.shed.is_empty() || self.state == State::Closing)
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Queues an answer. Returns false when the client has let answers pile up past twice the
+    /// budget: it must be disconnected.
+    pub fn push_answer(&mut self, frame: Bytes) -> bool {
+        if self.state == State::Closing {
+            return true;
+        }
+        if self.queued_bytes + frame.len() > self.max_bytes.saturating_mul(2) {
+            return false;
+        }
+        self.queued_bytes += frame.len();
+        self.frames.push_back(OutFrame::Encoded(frame));
+        true
+    }
+
+    pub fn push_deliver(&mut self, subscription_id: u64, pulse: &Arc<Pulse>) -> Pushed {
+        if self.state == State::Closing {
+            return Pushed::Ignored;
+        }
+        let len = deliver_frame_len(subscription_id, pulse.encoded.len());
+        if self.queued_bytes + len > self.max_bytes {
+            return match self.policy {
+                SlowConsumerPolicy::Shed => {
+                    match self.shed.iter_mut().find(|(s, _)| *s == subscription_id) {
+                        Some((_, n)) => *n += 1,
+                        None => self.shed.push((subscription_id, 1)),
+                    }
+                    Pushed::Shed
+                }
+                SlowConsumerPolicy::Disconnect => Pushed::Disconnect,
+            };
+        }
+        self.queued_bytes += len;
+        self.frames.push_back(OutFrame::Deliver {
+            subscription_id,
+            pulse: pulse.clone(),
+        });
+        Pushed::Queued
+    }
+
+    /// Stops queueing; what is queued is still written.
+    pub fn close_after(&mut self, last: Option<Bytes>) {
+        if self.state == State::Closing {
+            return;
+        }
+        if let Some(frame) = last {
+            self.queued_bytes += frame.len();
+            self.frames.push_back(OutFrame::Encoded(frame));
+        }
+        self.state = State::Closing;
+    }
+
+    /// Drops everything queued, then queues `last` and closes (slow consumer, abort).
+    pub fn close_now(&mut self, last: Option<Bytes>) {
+        self.frames.clear();
+        self.queued_bytes = 0;
+        self.shed.clear();
+        self.state = State::Open;
+        self.close_after(last);
+    }
+
+    /// Moves queued frames into `out` until it holds about `batch_bytes`. Reports shed pulses
+    /// once the queue has drained below half its budget, so the report itself is not shed.
+    pub fn drain_into(&mut self, out: &mut BytesMut, batch_bytes: usize) {
+        while out.len() < batch_bytes {
+            let Some(frame) = self.frames.pop_front() else {
+                break;
+            };
+            match frame {
+                OutFrame::Encoded(bytes) => {
+                    self.queued_bytes -= bytes.len();
+                    out.extend_from_slice(&bytes);
+                }
+                OutFrame::Deliver {
+                    subscription_id,
+                    pulse,
+                } => {
+                    let body = &pulse.encoded;
+                    self.queued_bytes -= deliver_frame_len(subscription_id, body.len());
+                    put_deliver_header(out, subscription_id, body.len());
+                    out.extend_from_slice(body);
+                }
+            }
+        }
+        if !self.shed.is_empty()
+            && self.state == State::Open
+            && self.queued_bytes <= self.max_bytes / 2
+        {
+            for (subscription_id, count) in self.shed.drain(..) {
+                let frame = encode_frame(&ServerFrame {
+                    correlation_id: 0,
+                    kind: Some(server_frame::Kind::Dropped(Dropped {
+                        subscription_id,
+                        count,
+                    })),
+                });
+                out.extend_from_slice(&frame);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arqonbus_proto::frame::take_frame;
+    use prost::Message;
+
+    fn pulse(body: usize) -> Arc<Pulse> {
+        Arc::new(Pulse {
+            reality: Arc::from("r"),
+            topic: "a.b".into(),
+            sequence: 1,
+            timestamp_unix_nanos: 0,
+            encoded: Bytes::from(vec![0u8; body]),
+        })
+    }
+
+    fn frames(mut buf: BytesMut) -> Vec<ServerFrame> {
+        let mut out = Vec::new();
+        while let Some(body) = take_frame(&mut buf, 1 << 20).unwrap() {
+            out.push(ServerFrame::decode(body).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn shed_counts_and_reports_after_draining() {
+        let p = pulse(100);
+        let one = deliver_frame_len(9, 100);
+        let mut q = Outbound::new(one * 3, SlowConsumerPolicy::Shed);
+        for _ in 0..3 {
+            assert_eq!(q.push_deliver(9, &p), Pushed::Queued);
+        }
+        assert_eq!(q.push_deliver(9, &p), Pushed::Shed);
+        assert_eq!(q.push_deliver(9, &p), Pushed::Shed);
+        let mut out = BytesMut::new();
+        q.drain_into(&mut out, usize::MAX);
+        assert_eq!(q.queued_bytes(), 0);
+        let got = frames(out);
+        assert_eq!(got.len(), 4);
+        match &got[3].kind {
+            Some(server_frame::Kind::Dropped(d)) => {
+                assert_eq!((d.subscription_id, d.count), (9, 2))
+            }
+            other => panic!("expected Dropped, got {other:?}"),
+        }
+        assert!(q.is_idle());
+    }
+
+    #[test]
+    fn disconnect_policy_asks_to_close() {
+        let p = pulse(100);
+        let mut q = Outbound::new(deliver_frame_len(1, 100), SlowConsumerPolicy::Disconnect);
+        assert_eq!(q.push_deliver(1, &p), Pushed::Queued);
+        assert_eq!(q.push_deliver(1, &p), Pushed::Disconnect);
+    }
+
+    #[test]
+    fn answers_are_not_shed_but_are_bounded() {
+        let mut q = Outbound::new(1024, SlowConsumerPolicy::Shed);
+        let frame = Bytes::from(vec![0u8; 600]);
+        assert!(q.push_answer(frame.clone()));
+        assert!(q.push_answer(frame.clone()));
+        assert!(q.push_answer(frame.clone()) == false);
+    }
+
+    #[test]
+    fn closing_keeps_queued_frames_and_takes_no_more() {
+        let p = pulse(10);
+        let mut q = Outbound::new(1 << 20, SlowConsumerPolicy::Shed);
+        q.push_deliver(1, &p);
+        q.close_after(Some(Bytes::from_static(&[0, 0, 0, 0])));
+        assert_eq!(q.push_deliver(1, &p), Pushed::Ignored);
+        let mut out = BytesMut::new();
+        q.drain_into(&mut out, usize::MAX);
+        assert_eq!(out.len(), deliver_frame_len(1, 10) + 4);
+        assert!(q.is_idle() && q.is_closing());
+    }
+}

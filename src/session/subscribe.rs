@@ -1,0 +1,106 @@
+//! `Subscribe` → registered with the reality's owner → `Subscribed`; `Unsubscribe`.
+
+use std::rc::Rc;
+
+use arqonbus_proto::v1::{start_position, ErrorCode, Subscribe, Unsubscribe};
+
+use super::{reject, Conn};
+use crate::routing::{validate_reality, Pattern};
+use crate::shard::{LocalSub, Shard, SubscribeOrigin, ToOwner};
+
+pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, s: Subscribe) {
+    let fail = |code: ErrorCode, msg: &str| reject(shard, conn, correlation_id, code, msg);
+    if s.subscription_id == 0 {
+        return fail(ErrorCode::InvalidRequest, "subscription_id must be non-zero");
+    }
+    if conn.has_subscription(s.subscription_id) {
+        let msg = format!(
+            "subscription id {} is already in use on this connection",
+            s.subscription_id
+        );
+        return fail(ErrorCode::InvalidRequest, &msg);
+    }
+    let max = shard.config.limits.max_subscriptions_per_connection;
+    if conn.subscription_count() as u64 >= max {
+        let msg = format!(
+            "connection already has {max} subscriptions (limits.max_subscriptions_per_connection)"
+        );
+        return fail(ErrorCode::LimitExceeded, &msg);
+    }
+    if let Err(e) = validate_reality(&s.reality_id) {
+        let msg = format!("reality `{}` is invalid: {e}", s.reality_id);
+        return fail(ErrorCode::InvalidReality, &msg);
+    }
+    let pattern = match Pattern::parse(&s.pattern) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("pattern `{}` is invalid: {e}", s.pattern);
+            return fail(ErrorCode::InvalidTopic, &msg);
+        }
+    };
+    match s.start.and_then(|p| p.position) {
+        None | Some(start_position::Position::Latest(_)) => {}
+        Some(_) => {
+            let msg = format!(
+                "reality `{}` is not retained: only `latest` subscriptions are possible",
+                s.reality_id
+            );
+            return fail(ErrorCode::HistoryUnavailable, &msg);
+        }
+    }
+    if s.causal {
+        return fail(
+            ErrorCode::InvalidRequest,
+            "causal delivery is not supported by this server yet",
+        );
+    }
+
+    let sub = Rc::new(LocalSub::new(conn.clone(), s.subscription_id, pattern));
+    shard.subs.borrow_mut().insert(&s.reality_id, sub);
+    conn.remember_subscription(s.subscription_id, s.reality_id.clone());
+    let origin = SubscribeOrigin {
+        conn: conn.id,
+        subscription_id: s.subscription_id,
+        correlation_id,
+    };
+    let owner = shard.owner_of(&s.reality_id);
+    if owner == shard.id {
+        shard.change_interest(s.reality_id, shard.id, true, Some(origin));
+    } else {
+        let request = ToOwner::Interest {
+            reality: s.reality_id,
+            from_shard: shard.id,
+            add: true,
+            confirm: Some(origin),
+        };
+        shard.send_to_owner(owner, request).await;
+    }
+}
+
+pub async fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, u: Unsubscribe) {
+    let Some(reality) = conn.forget_subscription(u.subscription_id) else {
+        let msg = format!("no subscription {} on this connection", u.subscription_id);
+        return reject(shard, conn, correlation_id, ErrorCode::InvalidRequest, &msg);
+    };
+    shard
+        .subs
+        .borrow_mut()
+        .remove(&reality, conn.id, u.subscription_id);
+    release_interest(shard, reality).await;
+}
+
+/// Tells the owner one subscription of this shard to `reality` is gone.
+pub async fn release_interest(shard: &Rc<Shard>, reality: String) {
+    let owner = shard.owner_of(&reality);
+    if owner == shard.id {
+        shard.change_interest(reality, shard.id, false, None);
+    } else {
+        let request = ToOwner::Interest {
+            reality,
+            from_shard: shard.id,
+            add: false,
+            confirm: None,
+        };
+        shard.send_to_owner(owner, request).await;
+    }
+}

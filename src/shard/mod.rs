@@ -1,0 +1,598 @@
+//! One shard: a glommio executor pinned to a core. It owns the connections the kernel gave it,
+//! sequences the realities that hash to it, and delivers to its own sockets.
+
+mod sequencer;
+mod subscriptions;
+
+pub use sequencer::{SequenceError, Sequencer, Stamp};
+pub use subscriptions::{LocalSub, SubIndex};
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arqonbus_proto::frame::encode_frame;
+use arqonbus_proto::v1::{server_frame, ArqonMessage, ErrorCode, PubAck, ServerFrame};
+use bytes::Bytes;
+use event_listener::Event;
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::net::TcpListener;
+use glommio::{GlommioError, ResourceType};
+use prost::Message;
+
+use crate::config::Config;
+use crate::metrics::ShardCounters;
+use crate::routing::owner_shard;
+use crate::session::{self, error_frame, Conn, ConnId};
+use crate::spsc::{self, MeshEnds, Outbox};
+use crate::time::SharedClock;
+
+/// A sequenced pulse: encoded once by its owner, shared by every subscriber on every shard.
+#[derive(Debug)]
+pub struct Pulse {
+    pub reality: Arc<str>,
+    pub topic: String,
+    pub sequence: u64,
+    pub timestamp_unix_nanos: u64,
+    /// The encoded `ArqonMessage`.
+    pub encoded: Bytes,
+}
+
+/// Where a publish came from, so the owner can answer it.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub shard: usize,
+    pub conn: ConnId,
+    pub correlation_id: u64,
+    pub ack: bool,
+}
+
+/// A subscription waiting for its owner's confirmation.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeOrigin {
+    pub conn: ConnId,
+    pub subscription_id: u64,
+    pub correlation_id: u64,
+}
+
+/// Requests to a reality's owner (the request mesh).
+pub enum ToOwner {
+    Publish(Box<(ArqonMessage, Origin)>),
+    Interest {
+        reality: String,
+        from_shard: usize,
+        add: bool,
+        confirm: Option<SubscribeOrigin>,
+    },
+}
+
+/// What an owner sends back (the delivery mesh). Consuming these never waits.
+pub enum FromOwner {
+    Pulse(Arc<Pulse>),
+    /// A ready-encoded answer (ack or error) for one connection.
+    Answer { conn: ConnId, frame: Bytes },
+    /// The owner registered (or refused) a subscription.
+    Subscribed {
+        reality: String,
+        origin: SubscribeOrigin,
+        result: Result<u64, Bytes>,
+    },
+}
+
+/// Everything a shard needs to start, prepared by the server on the main thread.
+pub struct ShardStart {
+    pub id: usize,
+    pub shards: usize,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub counters: Arc<ShardCounters>,
+    pub listener: socket2::Socket,
+    pub requests: MeshEnds<ToOwner>,
+    pub deliveries: MeshEnds<FromOwner>,
+    pub stop: Arc<AtomicBool>,
+    /// Told once the shard's rings are connected and it is accepting.
+    pub ready: std::sync::mpsc::Sender<()>,
+}
+
+/// The state of one shard, shared by its tasks (single-threaded: `Rc` and `RefCell`).
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub counters: Arc<ShardCounters>,
+    conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
+    next_conn: Cell<ConnId>,
+    pub subs: RefCell<SubIndex>,
+    sequencer: RefCell<Sequencer>,
+    requests: Vec<Option<ConnectedSender<ToOwner>>>,
+    deliveries: Vec<Option<Rc<Outbox<FromOwner>>>>,
+    stopping: Cell<bool>,
+    stopped: Event,
+}
+
+impl Shard {
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    pub fn owner_of(&self, reality: &str) -> usize {
+        owner_shard(reality, self.shards)
+    }
+
+    /// Registers a new connection; `None` when the shard is full or stopping.
+    pub fn register(&self, make: impl FnOnce(ConnId) -> Conn) -> Option<Rc<Conn>> {
+        if self.stopping.get()
+            || self.conns.borrow().len() as u64 >= self.config.limits.max_connections_per_shard
+        {
+            self.counters.connections_refused.inc();
+            return None;
+        }
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        let conn = Rc::new(make(id));
+        self.conns.borrow_mut().insert(id, conn.clone());
+        self.counters.connections_accepted.inc();
+        Some(conn)
+    }
+
+    pub fn unregister(&self, conn: ConnId) {
+        if self.conns.borrow_mut().remove(&conn).is_some() {
+            self.counters.connections_closed.inc();
+        }
+        if self.stopping.get() && self.conns.borrow().is_empty() {
+            self.stopped.notify(usize::MAX);
+        }
+    }
+
+    pub fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    /// Sends a request to another shard's owner role, waiting while its ring is full.
+    pub async fn send_to_owner(&self, owner: usize, request: ToOwner) {
+        let Some(ring) = self.requests[owner].as_ref() else {
+            unreachable!("requests to self are handled locally");
+        };
+        // An error other than a full ring means the owner has stopped (shutdown): the request
+        // is moot.
+        if let Err(GlommioError::WouldBlock(ResourceType::Channel(request))) =
+            ring.try_send(request)
+        {
+            self.counters.ring_full_waits.inc();
+            let _ = ring.send(request).await;
+        }
+    }
+
+    /// Sequences a pulse of a reality this shard owns, then fans it out: to local subscribers
+    /// directly, and once to every other shard that has subscribers for the reality.
+    pub async fn sequence(&self, mut message: ArqonMessage, origin: Origin) {
+        debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
+        self.wait_for_delivery_room(&message.reality_id).await;
+
+        // From here on nothing waits: sequencing and the pushes into the outboxes happen in
+        // one step, so pulses enter every ring in sequence order.
+        let now = self.clock.now_unix_nanos();
+        let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                let frame = error_frame(
+                    origin.correlation_id,
+                    ErrorCode::LimitExceeded,
+                    &e.to_string(),
+                );
+                self.answer(origin.shard, origin.conn, frame);
+                return;
+            }
+        };
+        stamp_message(&mut message, &stamp);
+        let ack = origin.ack.then(|| {
+            encode_frame(&ServerFrame {
+                correlation_id: origin.correlation_id,
+                kind: Some(server_frame::Kind::PubAck(PubAck {
+                    reality_id: message.reality_id.clone(),
+                    sequence: stamp.sequence,
+                    id: message.id.clone(),
+                    timestamp_unix_nanos: stamp.timestamp_unix_nanos,
+                })),
+            })
+        });
+        let pulse = Arc::new(Pulse {
+            reality: stamp.reality,
+            sequence: stamp.sequence,
+            timestamp_unix_nanos: stamp.timestamp_unix_nanos,
+            encoded: Bytes::from(message.encode_to_vec()),
+            topic: message.topic,
+        });
+        self.counters.pulses_sequenced.inc();
+        self.fan_out(&pulse);
+        if let Some(frame) = ack {
+            self.answer(origin.shard, origin.conn, frame);
+        }
+    }
+
+    async fn wait_for_delivery_room(&self, reality: &str) {
+        loop {
+            let full = {
+                let seq = self.sequencer.borrow();
+                let Some(interest) = seq.interest(reality) else {
+                    return;
+                };
+                interest.iter().enumerate().find_map(|(peer, n)| {
+                    let outbox = self.deliveries[peer].as_ref()?;
+                    (*n > 0 && outbox.is_full()).then(|| outbox.clone())
+                })
+            };
+            match full {
+                None => return,
+                Some(outbox) => {
+                    self.counters.ring_full_waits.inc();
+                    outbox.wait_for_room().await;
+                }
+            }
+        }
+    }
+
+    fn fan_out(&self, pulse: &Arc<Pulse>) {
+        let seq = self.sequencer.borrow();
+        let Some(interest) = seq.interest(&pulse.reality) else {
+            return;
+        };
+        for (peer, n) in interest.iter().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            match &self.deliveries[peer] {
+                Some(outbox) => outbox.push(FromOwner::Pulse(pulse.clone())),
+                None => self.deliver_local(pulse),
+            }
+        }
+    }
+
+    /// Queues a pulse for every matching subscription on this shard.
+    pub fn deliver_local(&self, pulse: &Arc<Pulse>) {
+        let subs = self.subs.borrow();
+        let mut delivered = 0;
+        for sub in subs.for_reality(&pulse.reality) {
+            if sub.wants(pulse.sequence, &pulse.topic) {
+                sub.conn.push_deliver(&self.counters, sub.subscription_id, pulse);
+                delivered += 1;
+            }
+        }
+        self.counters.pulses_delivered.add(delivered);
+    }
+
+    /// Sends a ready-encoded answer to a connection on `shard` (this one or another).
+    pub fn answer(&self, shard: usize, conn: ConnId, frame: Bytes) {
+        match &self.deliveries[shard] {
+            Some(outbox) => outbox.push(FromOwner::Answer { conn, frame }),
+            None => {
+                if let Some(c) = self.conn(conn) {
+                    c.push_frame(&self.counters, frame);
+                }
+            }
+        }
+    }
+
+    /// Owner side of a subscription change.
+    pub fn change_interest(
+        &self,
+        reality: String,
+        from_shard: usize,
+        add: bool,
+        confirm: Option<SubscribeOrigin>,
+    ) {
+        let result = self
+            .sequencer
+            .borrow_mut()
+            .change_interest(&reality, from_shard, add);
+        let Some(origin) = confirm else { return };
+        let result = result.map_err(|e| {
+            error_frame(
+                origin.correlation_id,
+                ErrorCode::LimitExceeded,
+                &e.to_string(),
+            )
+        });
+        match &self.deliveries[from_shard] {
+            Some(outbox) => outbox.push(FromOwner::Subscribed {
+                reality,
+                origin,
+                result,
+            }),
+            None => self.confirm_subscription(&reality, origin, result),
+        }
+    }
+
+    /// Subscriber side: the owner has registered the subscription (or refused it).
+    pub fn confirm_subscription(
+        &self,
+        reality: &str,
+        origin: SubscribeOrigin,
+        result: Result<u64, Bytes>,
+    ) {
+        let Some(conn) = self.conn(origin.conn) else {
+            return;
+        };
+        match result {
+            Ok(next_sequence) => {
+                let found = self
+                    .subs
+                    .borrow()
+                    .find(reality, origin.conn, origin.subscription_id)
+                    .cloned();
+                // Unsubscribed before the confirmation came back: nothing to confirm.
+                if let Some(sub) = found {
+                    sub.activate(next_sequence);
+                    conn.push_frame(
+                        &self.counters,
+                        session::subscribed_frame(origin, next_sequence),
+                    );
+                }
+            }
+            Err(frame) => {
+                self.subs
+                    .borrow_mut()
+                    .remove(reality, origin.conn, origin.subscription_id);
+                conn.forget_subscription(origin.subscription_id);
+                conn.push_frame(&self.counters, frame);
+            }
+        }
+    }
+
+    fn handle_delivery(&self, msg: FromOwner) {
+        match msg {
+            FromOwner::Pulse(pulse) => self.deliver_local(&pulse),
+            FromOwner::Answer { conn, frame } => {
+                if let Some(c) = self.conn(conn) {
+                    c.push_frame(&self.counters, frame);
+                }
+            }
+            FromOwner::Subscribed {
+                reality,
+                origin,
+                result,
+            } => self.confirm_subscription(&reality, origin, result),
+        }
+    }
+
+    async fn handle_request(&self, msg: ToOwner) {
+        match msg {
+            ToOwner::Publish(boxed) => {
+                let (message, origin) = *boxed;
+                self.sequence(message, origin).await;
+            }
+            ToOwner::Interest {
+                reality,
+                from_shard,
+                add,
+                confirm,
+            } => self.change_interest(reality, from_shard, add, confirm),
+        }
+    }
+}
+
+/// Writes the owner's stamp into the envelope: sequence, time, id (UUIDv7 when the producer left
+/// it empty) and the vector-clock entry for this reality. The producer's entries for other
+/// realities are kept.
+fn stamp_message(message: &mut ArqonMessage, stamp: &Stamp) {
+    message.sequence = stamp.sequence;
+    message.timestamp_unix_nanos = stamp.timestamp_unix_nanos;
+    if message.id.is_empty() {
+        message.id = uuid_v7(stamp.timestamp_unix_nanos);
+    }
+    match message.causal.get_mut(&*stamp.reality) {
+        Some(entry) => *entry = stamp.sequence,
+        None => {
+            message
+                .causal
+                .insert(stamp.reality.to_string(), stamp.sequence);
+        }
+    }
+}
+
+/// A UUIDv7 from the owner's timestamp and random bits.
+pub fn uuid_v7(unix_nanos: u64) -> String {
+    let millis = unix_nanos / 1_000_000;
+    let random: [u8; 10] = fastrand::u128(..).to_le_bytes()[..10]
+        .try_into()
+        .expect("ten bytes");
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
+}
+
+/// Runs one shard until the stop flag is raised and its connections have drained.
+pub async fn run(start: ShardStart) {
+    let ShardStart {
+        id,
+        shards,
+        config,
+        clock,
+        counters,
+        listener,
+        requests,
+        deliveries,
+        stop,
+        ready,
+    } = start;
+
+    // Every end waits for its peer's end to connect, so all of them connect at once.
+    let (request_senders, delivery_senders, request_rx, delivery_rx) = futures::join!(
+        spsc::connect_senders(requests.senders),
+        spsc::connect_senders(deliveries.senders),
+        spsc::connect_receivers(requests.receivers),
+        spsc::connect_receivers(deliveries.receivers),
+    );
+    let outbox_capacity = config.limits.outbox_capacity as usize;
+    let outboxes: Vec<Option<Rc<Outbox<FromOwner>>>> = delivery_senders
+        .into_iter()
+        .map(|tx| tx.map(|tx| Outbox::new(tx, outbox_capacity)))
+        .collect();
+
+    let shard = Rc::new(Shard {
+        id,
+        shards,
+        sequencer: RefCell::new(Sequencer::new(
+            shards,
+            config.limits.max_realities_per_shard as usize,
+        )),
+        config,
+        clock,
+        counters,
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(1),
+        subs: RefCell::new(SubIndex::default()),
+        requests: request_senders,
+        deliveries: outboxes.clone(),
+        stopping: Cell::new(false),
+        stopped: Event::new(),
+    });
+
+    for outbox in outboxes.into_iter().flatten() {
+        glommio::spawn_local(outbox.pump()).detach();
+    }
+    for (_, rx) in request_rx {
+        glommio::spawn_local(consume_requests(shard.clone(), rx)).detach();
+    }
+    for (_, rx) in delivery_rx {
+        glommio::spawn_local(consume_deliveries(shard.clone(), rx)).detach();
+    }
+
+    // SAFETY: the socket was created, bound and set listening by the server on the main thread
+    // and handed to this shard alone; ownership of the descriptor moves into the listener.
+    let listener = unsafe {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        TcpListener::from_raw_fd(listener.into_raw_fd())
+    };
+    let accept_stop = Rc::new(Event::new());
+    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, accept_stop.clone()));
+    let _ = ready.send(());
+
+    while !stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    drain(&shard, accept_stop, acceptor).await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Event>) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.listen().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => session::spawn(shard.clone(), stream),
+            Some(Err(e)) => {
+                // Out of descriptors or memory: back off briefly instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Graceful stop: close the listener, stop reading from clients, let in-flight pulses reach
+/// the queues, then flush every queue to its socket (bounded by `shutdown_drain_ms`).
+async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptor: glommio::Task<()>) {
+    shard.stopping.set(true);
+    accept_stop.notify(usize::MAX);
+    acceptor.await;
+    let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
+    for conn in &conns {
+        conn.stop_reading();
+    }
+    // Let requests already in the rings be sequenced and their deliveries queued.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    for conn in &conns {
+        conn.finish();
+    }
+    let deadline = Duration::from_millis(shard.config.limits.shutdown_drain_ms);
+    let all_closed = async {
+        while !shard.conns.borrow().is_empty() {
+            let listener = shard.stopped.listen();
+            if shard.conns.borrow().is_empty() {
+                break;
+            }
+            listener.await;
+        }
+    };
+    if glommio::timer::timeout(deadline, async {
+        all_closed.await;
+        Ok(())
+    })
+    .await
+    .is_err()
+    {
+        let left = shard.conns.borrow().len();
+        tracing::warn!(
+            shard = shard.id,
+            connections = left,
+            "shutdown_drain_ms elapsed; closing connections that had not flushed"
+        );
+        let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
+        for conn in conns {
+            conn.abort();
+        }
+    }
+}
+
+async fn consume_requests(shard: Rc<Shard>, rx: ConnectedReceiver<ToOwner>) {
+    while let Some(msg) = rx.recv().await {
+        shard.handle_request(msg).await;
+    }
+}
+
+async fn consume_deliveries(shard: Rc<Shard>, rx: ConnectedReceiver<FromOwner>) {
+    while let Some(msg) = rx.recv().await {
+        shard.handle_delivery(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_keeps_other_realities_and_sets_own() {
+        let mut m = ArqonMessage {
+            reality_id: "a".into(),
+            ..Default::default()
+        };
+        m.causal.insert("b".into(), 7);
+        m.causal.insert("a".into(), 99);
+        let stamp = Stamp {
+            reality: Arc::from("a"),
+            sequence: 3,
+            timestamp_unix_nanos: 1_700_000_000_000_000_000,
+        };
+        stamp_message(&mut m, &stamp);
+        assert_eq!(m.causal["a"], 3);
+        assert_eq!(m.causal["b"], 7);
+        assert_eq!(m.sequence, 3);
+        let id = uuid::Uuid::parse_str(&m.id).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, _) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!(secs, 1_700_000_000);
+    }
+
+    #[test]
+    fn stamp_keeps_producer_id() {
+        let mut m = ArqonMessage {
+            id: "given".into(),
+            ..Default::default()
+        };
+        let stamp = Stamp {
+            reality: Arc::from("a"),
+            sequence: 1,
+            timestamp_unix_nanos: 5,
+        };
+        stamp_message(&mut m, &stamp);
+        assert_eq!(m.id, "given");
+    }
+}

@@ -1,0 +1,86 @@
+//! The shard-local subscription index: which connections on this shard want which pulses.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::routing::Pattern;
+use crate::session::Conn;
+
+/// Marks a subscription the owner has not confirmed yet: nothing is delivered to it.
+const PENDING: u64 = u64::MAX;
+
+/// One subscription of one local connection.
+pub struct LocalSub {
+    pub conn: Rc<Conn>,
+    pub subscription_id: u64,
+    pub pattern: Pattern,
+    /// First sequence to deliver; [`PENDING`] until the owner confirms.
+    active_from: Cell<u64>,
+}
+
+impl LocalSub {
+    pub fn new(conn: Rc<Conn>, subscription_id: u64, pattern: Pattern) -> Self {
+        Self {
+            conn,
+            subscription_id,
+            pattern,
+            active_from: Cell::new(PENDING),
+        }
+    }
+
+    /// Starts delivery at `sequence`. Earlier pulses still in flight are not this
+    /// subscription's: it asked for what comes after it was registered.
+    pub fn activate(&self, sequence: u64) {
+        self.active_from.set(sequence);
+    }
+
+    #[inline]
+    pub fn wants(&self, sequence: u64, topic: &str) -> bool {
+        sequence >= self.active_from.get() && self.pattern.matches(topic)
+    }
+}
+
+/// Subscriptions by reality.
+#[derive(Default)]
+pub struct SubIndex {
+    by_reality: HashMap<Box<str>, Vec<Rc<LocalSub>>>,
+}
+
+impl SubIndex {
+    pub fn insert(&mut self, reality: &str, sub: Rc<LocalSub>) {
+        match self.by_reality.get_mut(reality) {
+            Some(list) => list.push(sub),
+            None => {
+                self.by_reality.insert(reality.into(), vec![sub]);
+            }
+        }
+    }
+
+    pub fn find(&self, reality: &str, conn: u64, subscription_id: u64) -> Option<&Rc<LocalSub>> {
+        self.by_reality
+            .get(reality)?
+            .iter()
+            .find(|s| s.conn.id == conn && s.subscription_id == subscription_id)
+    }
+
+    /// Removes one subscription; true when it was there.
+    pub fn remove(&mut self, reality: &str, conn: u64, subscription_id: u64) -> bool {
+        let Some(list) = self.by_reality.get_mut(reality) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|s| !(s.conn.id == conn && s.subscription_id == subscription_id));
+        let removed = list.len() != before;
+        if list.is_empty() {
+            self.by_reality.remove(reality);
+        }
+        removed
+    }
+
+    /// The subscriptions to `reality` on this shard.
+    #[inline]
+    pub fn for_reality(&self, reality: &str) -> &[Rc<LocalSub>] {
+        self.by_reality.get(reality).map(|v| &v[..]).unwrap_or(&[])
+    }
+}
