@@ -30,6 +30,8 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Set,
+    Tuple,
     Union,
 )
 
@@ -650,6 +652,8 @@ class Bus:
         self._streams: Dict[int, History] = {}
         self._subscriptions: Dict[int, Subscription] = {}
         self._reconnect_task: Optional["asyncio.Task[None]"] = None
+        self._resubscribing: Dict[int, Subscription] = {}
+        self._restart_check: Optional[Tuple[Dict[str, int], Set[str]]] = None
         self._closed = False
         # Set when automatic reconnection gave up (or is off): what every call raises.
         self._broken: Optional[ArqonError] = None
@@ -671,7 +675,7 @@ class Bus:
 
         async def factory() -> "Bus":
             bus = cls(url, token=token, name=name, **options)
-            await bus._open()
+            await bus._establish()
             return bus
 
         return _Connector(factory)
@@ -708,13 +712,18 @@ class Bus:
         self.welcome = welcome
         self.connections += 1
         self._conn = conn
+        log.debug("arqonbus: connected to %s, session %s, shard %d", self.url, welcome.session_id, welcome.shard)
+
+    async def _establish(self) -> None:
+        """Connects, restores the subscriptions, then lets requests through."""
+        await self._open()
+        await self._resubscribe()
         self._broken = None
         self._connected.set()
-        log.debug("arqonbus: connected to %s, session %s, shard %d", self.url, welcome.session_id, welcome.shard)
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.lost
+        return self._connected.is_set() and self._conn is not None and not self._conn.lost
 
     @property
     def max_frame_bytes(self) -> int:
@@ -723,7 +732,7 @@ class Bus:
     async def _connection(self) -> _Connection:
         """The live connection, waiting for an automatic reconnection in progress."""
         conn = self._conn
-        if conn is not None and not conn.lost:
+        if conn is not None and not conn.lost and self._connected.is_set():
             return conn
         if self._closed:
             raise ClientClosed("the bus is closed")
@@ -761,44 +770,57 @@ class Bus:
         if old is not None and not old.lost:
             old.abort()
             await asyncio.shield(old.closed)
-        await self._open()
-        await self._resubscribe()
+        await self._establish()
 
     async def _resubscribe(self) -> None:
-        before = self.causal.snapshot()
         subs = [s for s in self._subscriptions.values() if not s._closed]
         if not subs:
             return
         conn = self._conn
         assert conn is not None
+        # Checked in _on_frame when each Subscribed arrives, in order with the Deliver frames
+        # around it, so that no pulse observed after it is undone by the check.
+        self._restart_check = (self.causal.snapshot(), set())
         futures = []
         for sub in subs:
             sub._error = None
             cid = next(self._correlation_ids)
             fut = self._loop.create_future()
             self._pending[cid] = fut
+            self._resubscribing[cid] = sub
             conn.send(sub._subscribe_frame(cid, None).SerializeToString())
             futures.append((sub, cid, fut))
-        restarted: Dict[str, int] = {}
-        for sub, cid, fut in futures:
-            try:
-                answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
-            except ServerErrorTypes as exc:
-                log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, exc)
-                self._subscriptions.pop(sub.id, None)
-                sub._fail(exc)
-                continue
-            sub.next_sequence = answer.subscribed.next_sequence
-            sub.resubscribed += 1
-            seen = before.get(sub.reality, 0)
-            if seen and sub.next_sequence <= seen:
-                restarted[sub.reality] = min(restarted.get(sub.reality, sub.next_sequence), sub.next_sequence)
-        for reality, next_sequence in restarted.items():
+        try:
+            for sub, cid, fut in futures:
+                try:
+                    answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
+                except ServerErrorTypes as exc:
+                    log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, exc)
+                    self._subscriptions.pop(sub.id, None)
+                    sub._fail(exc)
+                    continue
+                sub.next_sequence = answer.subscribed.next_sequence
+                sub.resubscribed += 1
+        finally:
+            self._resubscribing.clear()
+            self._restart_check = None
+
+    def _check_restart(self, reality: str, next_sequence: int) -> None:
+        """On the first re-Subscribed of `reality`: if the server's next sequence is not past
+        what this client had seen, the reality restarted; lower its causal entry to match."""
+        if self._restart_check is None:
+            return
+        before, handled = self._restart_check
+        if reality in handled:
+            return
+        handled.add(reality)
+        seen = before.get(reality, 0)
+        if seen and next_sequence <= seen:
             log.warning(
                 "arqonbus: reality %r restarted (next sequence %d, this client had seen %d); lowering its causal entry",
                 reality,
                 next_sequence,
-                before[reality],
+                seen,
             )
             self.causal.forget(reality)
             self.causal.observe(reality, next_sequence - 1)
@@ -809,8 +831,7 @@ class Bus:
         last: BaseException = cause
         while not self._closed and self._loop.time() < deadline:
             try:
-                await self._open()
-                await self._resubscribe()
+                await self._establish()
                 log.info("arqonbus: reconnected to %s", self.url)
                 return
             except _errors.ServerError as exc:
@@ -863,6 +884,8 @@ class Bus:
             and isinstance(error, ConnectionLost)
             and not (error.cause is not None and error.cause.code in _FATAL_HANDSHAKE_CODES)
         ):
+            if self._reconnect_task is not None and not self._reconnect_task.done():
+                return  # lost while re-establishing: the running loop tries again
             log.warning("arqonbus: %s; reconnecting", error)
             self._reconnect_task = self._loop.create_task(self._reconnect_loop(error))
             self._reconnect_task.add_done_callback(self._reconnect_done)
@@ -924,7 +947,12 @@ class Bus:
             ack = frame.pub_ack
             self.causal.observe(ack.reality_id, ack.sequence)
             self._resolve(cid, frame)
-        elif kind in ("subscribed", "pong"):
+        elif kind == "subscribed":
+            sub = self._resubscribing.pop(cid, None)
+            if sub is not None:
+                self._check_restart(sub.reality, frame.subscribed.next_sequence)
+            self._resolve(cid, frame)
+        elif kind == "pong":
             self._resolve(cid, frame)
         elif kind == "history_chunk":
             stream = self._streams.get(cid)
@@ -1048,7 +1076,7 @@ class Bus:
         the server's `max_frame_bytes`.
         """
         conn = self._conn
-        if conn is None or conn.lost:
+        if conn is None or conn.lost or not self._connected.is_set():
             conn = await self._connection()
         cid = next(self._correlation_ids)
         frame = _pb.ClientFrame(correlation_id=cid)
