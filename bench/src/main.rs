@@ -1,1 +1,557 @@
-fn main() {}
+//! `arqonbus-bench`: the load harness of ArqonBus, run side by side with NATS.
+//!
+//! Layout:
+//! - `target`   — `arqonbus://` / `nats://` URLs and the loopback-only rule.
+//! - `driver`   — a lean ArqonBus protocol driver and the async-nats adapter, behind one
+//!   publisher/subscriber interface.
+//! - `payload`  — the header every benchmark pulse carries (publisher, sequence, timestamps).
+//! - `schedule` — the open-loop send schedule (latency from the intended send time).
+//! - `stats`    — HdrHistogram latencies and loss accounting.
+//! - `scenario` — throughput, fanout, latency, conns, durable.
+//! - `report`, `plot`, `summary` — JSON, Markdown and SVG output, and the comparison.
+//! - `sys`      — RLIMIT_NOFILE, /proc RSS, timer slack.
+
+mod driver;
+mod payload;
+mod plot;
+mod report;
+mod scenario;
+mod schedule;
+mod stats;
+mod summary;
+mod sys;
+mod target;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use driver::Names;
+use report::{Metrics, RunResult, Status};
+use target::Target;
+
+const LONG_ABOUT: &str = "\
+Load harness for ArqonBus, run side by side with NATS.
+
+Targets: --target arqonbus://HOST:PORT (the ArqonBus wire protocol, spoken by a lean driver in
+this crate) or --target nats://HOST:PORT (the async-nats client).
+
+SAFETY: the harness floods what it points at, so it only accepts targets that resolve to
+loopback addresses (127.0.0.0/8, ::1). It refuses anything else unless --allow-non-loopback is
+given. Every run is bounded by --duration (at most 3600 s) or --count.
+
+Each run prints a Markdown table; with --out DIR it also writes LABEL.TARGET.json, .md and an
+.svg plot there. `summarize DIR` compares the runs of a directory (ArqonBus / NATS ratios).";
+
+#[derive(Parser)]
+#[command(name = "arqonbus-bench", version, about = "Load harness for ArqonBus, side by side with NATS (loopback targets only unless --allow-non-loopback)", long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// P publishers, S subscribers: publish rate and per-subscriber receive rate, losses.
+    Throughput(ThroughputArgs),
+    /// 1 publisher, S subscribers: total deliveries per second.
+    Fanout(FanoutArgs),
+    /// Open loop at a fixed rate: latency percentiles from the intended and the actual send.
+    Latency(LatencyArgs),
+    /// C idle handshaken connections: how many, how fast, and the server's memory per connection.
+    Conns(ConnsArgs),
+    /// Acked publishes the bus must keep (retained reality / JetStream file storage).
+    Durable(DurableArgs),
+    /// Compare the runs in a results directory: writes summary.md and summary plots.
+    Summarize(SummarizeArgs),
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// arqonbus://HOST:PORT or nats://HOST:PORT (loopback only unless --allow-non-loopback).
+    #[arg(long)]
+    target: String,
+    /// Accept a target that is not a loopback address. Load only servers you run.
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// Directory for the JSON, Markdown and SVG results.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Name of this variant in a comparison (default: derived from the scenario and its sizes).
+    #[arg(long)]
+    label: Option<String>,
+    /// PID of the server process, to report its resident memory (/proc/PID/status).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// No progress bars (they are also hidden when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// Payload size in bytes (at least the 40-byte harness header).
+    #[arg(long, default_value_t = 1024)]
+    payload_bytes: usize,
+    /// Seconds to publish for.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many pulses (per publisher for throughput/fanout) if that comes first.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Realities (ArqonBus) or subjects (NATS) to spread pulses over; subscribers take all.
+    #[arg(long, default_value_t = 1)]
+    realities: usize,
+    /// Seconds without a new delivery, after publishing ends, before the rest count as lost.
+    #[arg(long, default_value_t = 5.0)]
+    drain_timeout: f64,
+    /// Exit with status 3 when pulses were lost without the server announcing it (Dropped).
+    #[arg(long)]
+    fail_on_loss: bool,
+}
+
+#[derive(Args)]
+struct ThroughputArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    #[arg(long, short = 'p', default_value_t = 1)]
+    publishers: usize,
+    #[arg(long, short = 's', default_value_t = 1)]
+    subscribers: usize,
+    /// Pulses per second per publisher; 0 publishes as fast as the bus takes them.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    #[arg(long, short = 's', default_value_t = 4)]
+    subscribers: usize,
+    /// Pulses per second; 0 publishes as fast as the bus takes them.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+#[derive(Args)]
+struct LatencyArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Pulses per second on the fixed schedule.
+    #[arg(long, short = 'r', default_value_t = 10_000)]
+    rate: u64,
+    #[arg(long, short = 's', default_value_t = 1)]
+    subscribers: usize,
+    /// Seconds sent before measuring (counted for loss, not latency).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Busy-wait the last N µs before each send instead of sleeping (more precise, costs CPU).
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
+}
+
+#[derive(Args)]
+struct ConnsArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Idle connections to open (capped by the open-file limit, which is reported).
+    #[arg(long, short = 'c', default_value_t = 1_000)]
+    conns: u64,
+    /// Connections per source address (127.0.0.2, then .3, ...).
+    #[arg(long, default_value_t = 5_000)]
+    per_source: u64,
+    #[arg(long, default_value = "127.0.0.2")]
+    first_source: Ipv4Addr,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Seconds to hold the connections open.
+    #[arg(long, default_value_t = 3.0)]
+    hold: f64,
+    /// Seconds to wait before each memory reading.
+    #[arg(long, default_value_t = 1.0)]
+    settle: f64,
+}
+
+#[derive(Args)]
+struct DurableArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Publishes awaiting their ack at once.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// ArqonBus: the retained reality to publish to.
+    #[arg(long, default_value = "bench-durable")]
+    reality: String,
+    /// Seconds to wait for an ack before failing.
+    #[arg(long, default_value_t = 10.0)]
+    ack_timeout: f64,
+}
+
+#[derive(Args)]
+struct SummarizeArgs {
+    /// A directory of run results (JSON).
+    dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Summarize(a) = &cli.command {
+        return match summary::summarize(&a.dir) {
+            Ok(md) => {
+                print!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the tokio runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What a scenario hands back to [`execute`].
+struct Ran {
+    status: Status,
+    metrics: Option<Metrics>,
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Throughput(a) => {
+            check_load(&a.load)?;
+            check_count("--publishers", a.publishers)?;
+            check_count("--subscribers", a.subscribers)?;
+            let label = format!("throughput-{}x{}", a.publishers, a.subscribers);
+            let params = load_params(&a.load, [
+                ("publishers", json!(a.publishers)),
+                ("subscribers", json!(a.subscribers)),
+                ("rate_per_publisher", json!(a.rate)),
+            ]);
+            let spec = flow_spec(&a.target, &a.load, a.publishers, a.subscribers, a.rate);
+            execute("throughput", label, &a.target, Some(&a.load), params, |t, names| async move {
+                let mut notes = Vec::new();
+                let r = scenario::flow::run(&t, &names, &spec, &mut notes)
+                    .await
+                    .map(|m| Ran { status: Status::Ok, metrics: Some(Metrics::Flow(m)) });
+                (r, notes)
+            })
+            .await
+        }
+        Command::Fanout(a) => {
+            check_load(&a.load)?;
+            check_count("--subscribers", a.subscribers)?;
+            let label = format!("fanout-1x{}", a.subscribers);
+            let params = load_params(&a.load, [
+                ("publishers", json!(1)),
+                ("subscribers", json!(a.subscribers)),
+                ("rate_per_publisher", json!(a.rate)),
+            ]);
+            let spec = flow_spec(&a.target, &a.load, 1, a.subscribers, a.rate);
+            execute("fanout", label, &a.target, Some(&a.load), params, |t, names| async move {
+                let mut notes = Vec::new();
+                let r = scenario::flow::run(&t, &names, &spec, &mut notes)
+                    .await
+                    .map(|m| Ran { status: Status::Ok, metrics: Some(Metrics::Flow(m)) });
+                (r, notes)
+            })
+            .await
+        }
+        Command::Latency(a) => {
+            check_load(&a.load)?;
+            check_count("--subscribers", a.subscribers)?;
+            if a.rate == 0 || a.rate > 10_000_000 {
+                bail!("--rate must be between 1 and 10,000,000 pulses per second");
+            }
+            let mut duration = secs("--duration", a.load.duration)?;
+            if let Some(c) = a.load.count {
+                duration = duration.min(Duration::from_secs_f64(c as f64 / a.rate as f64));
+            }
+            let label = format!("latency-{}", a.rate);
+            let params = load_params(&a.load, [
+                ("rate", json!(a.rate)),
+                ("subscribers", json!(a.subscribers)),
+                ("warmup_s", json!(a.warmup)),
+                ("spin_us", json!(a.spin_us)),
+            ]);
+            let spec = scenario::latency::LatencySpec {
+                rate_per_s: a.rate,
+                subscribers: a.subscribers,
+                payload_bytes: a.load.payload_bytes,
+                duration,
+                warmup: Duration::from_secs_f64(a.warmup.clamp(0.0, 60.0)),
+                drain_timeout: secs("--drain-timeout", a.load.drain_timeout)?,
+                spin_us: a.spin_us.min(1_000),
+                progress: !a.target.no_progress,
+            };
+            execute("latency", label, &a.target, Some(&a.load), params, |t, names| async move {
+                let mut notes = Vec::new();
+                let r = scenario::latency::run(&t, &names, &spec, &mut notes)
+                    .await
+                    .map(|m| Ran { status: Status::Ok, metrics: Some(Metrics::Latency(m)) });
+                (r, notes)
+            })
+            .await
+        }
+        Command::Conns(a) => {
+            if a.conns == 0 || a.conns > 1_000_000 {
+                bail!("--conns must be between 1 and 1,000,000");
+            }
+            let params = BTreeMap::from([
+                ("conns".to_string(), json!(a.conns)),
+                ("per_source".to_string(), json!(a.per_source)),
+                ("concurrency".to_string(), json!(a.concurrency)),
+                ("hold_s".to_string(), json!(a.hold)),
+            ]);
+            let spec = scenario::conns::ConnsSpec {
+                conns: a.conns,
+                per_source: a.per_source.max(1),
+                first_source: a.first_source,
+                concurrency: a.concurrency.clamp(1, 4096),
+                hold: secs("--hold", a.hold)?,
+                settle: Duration::from_secs_f64(a.settle.clamp(0.0, 60.0)),
+                handshake_timeout: Duration::from_secs(10),
+                server_pid: a.target.server_pid,
+                progress: !a.target.no_progress,
+            };
+            execute("conns", "conns".to_string(), &a.target, None, params, |t, _names| async move {
+                let mut notes = Vec::new();
+                let r = scenario::conns::run(&t, &spec, &mut notes).await.map(|m| {
+                    let status = if m.established == 0 { Status::Failed } else { Status::Ok };
+                    Ran { status, metrics: Some(Metrics::Conns(m)) }
+                });
+                (r, notes)
+            })
+            .await
+        }
+        Command::Durable(a) => {
+            check_load(&a.load)?;
+            let params = load_params(&a.load, [("inflight", json!(a.inflight)), ("reality", json!(a.reality))]);
+            let spec = scenario::durable::DurableSpec {
+                payload_bytes: a.load.payload_bytes,
+                duration: secs("--duration", a.load.duration)?,
+                count: a.load.count,
+                inflight: a.inflight.clamp(1, 65_536),
+                reality: a.reality.clone(),
+                ack_timeout: secs("--ack-timeout", a.ack_timeout)?,
+                progress: !a.target.no_progress,
+            };
+            execute("durable", "durable".to_string(), &a.target, Some(&a.load), params, |t, names| async move {
+                use scenario::durable::Outcome;
+                let mut notes = Vec::new();
+                let r = match scenario::durable::run(&t, &names, &spec, &mut notes).await {
+                    Ok(Outcome::Done(m)) => Ok(Ran { status: Status::Ok, metrics: Some(Metrics::Durable(m)) }),
+                    Ok(Outcome::Unsupported(why)) => {
+                        notes.push(format!("unsupported: {why}"));
+                        Ok(Ran { status: Status::Unsupported, metrics: None })
+                    }
+                    Err(e) => Err(e),
+                };
+                (r, notes)
+            })
+            .await
+        }
+        Command::Summarize(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn flow_spec(t: &TargetArgs, l: &LoadArgs, publishers: usize, subscribers: usize, rate: u64) -> scenario::flow::FlowSpec {
+    scenario::flow::FlowSpec {
+        publishers,
+        subscribers,
+        rate_per_publisher: rate,
+        payload_bytes: l.payload_bytes,
+        duration: Duration::from_secs_f64(l.duration),
+        count_per_publisher: l.count,
+        drain_timeout: Duration::from_secs_f64(l.drain_timeout),
+        progress: !t.no_progress,
+    }
+}
+
+fn secs(flag: &str, v: f64) -> Result<Duration> {
+    if !(v > 0.0 && v <= 3600.0) {
+        bail!("{flag} must be more than 0 and at most 3600 seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn check_count(flag: &str, v: usize) -> Result<()> {
+    if v == 0 || v > 1_000 {
+        bail!("{flag} must be between 1 and 1,000");
+    }
+    Ok(())
+}
+
+fn check_load(l: &LoadArgs) -> Result<()> {
+    secs("--duration", l.duration)?;
+    secs("--drain-timeout", l.drain_timeout)?;
+    if l.payload_bytes > 16 << 20 {
+        bail!("--payload-bytes must be at most 16 MiB");
+    }
+    if l.realities == 0 || l.realities > 1_000 {
+        bail!("--realities must be between 1 and 1,000");
+    }
+    if l.count == Some(0) {
+        bail!("--count must be at least 1");
+    }
+    Ok(())
+}
+
+fn load_params<const N: usize>(l: &LoadArgs, extra: [(&str, serde_json::Value); N]) -> BTreeMap<String, serde_json::Value> {
+    let mut p = BTreeMap::from([
+        ("payload_bytes".to_string(), json!(l.payload_bytes.max(payload::HEADER_BYTES))),
+        ("duration_s".to_string(), json!(l.duration)),
+        ("realities".to_string(), json!(l.realities)),
+    ]);
+    if let Some(c) = l.count {
+        p.insert("count".to_string(), json!(c));
+    }
+    for (k, v) in extra {
+        p.insert(k.to_string(), v);
+    }
+    p
+}
+
+/// Runs one scenario and reports it: the common part of every subcommand (target check,
+/// names, server memory, output files, exit status).
+async fn execute<F, Fut>(
+    scenario: &str,
+    default_label: String,
+    t: &TargetArgs,
+    load: Option<&LoadArgs>,
+    params: BTreeMap<String, serde_json::Value>,
+    body: F,
+) -> Result<ExitCode>
+where
+    F: FnOnce(Target, Names) -> Fut,
+    Fut: std::future::Future<Output = (Result<Ran>, Vec<String>)>,
+{
+    let target = Target::parse(&t.target, t.allow_non_loopback)?;
+    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let run_tag = format!("{:x}{:x}", std::process::id(), started_unix_ms % 0xffff_ffff);
+    let names = Names::new(target.kind, &run_tag, load.map(|l| l.realities).unwrap_or(1));
+    let label = t.label.clone().unwrap_or(default_label);
+    let server_rss = || t.server_pid.and_then(|p| sys::rss_bytes(p).ok());
+    let rss_before = server_rss();
+    payload::now_ns(); // fix the clock's epoch before any connection exists
+    let started = Instant::now();
+    let (outcome, mut notes) = body(target.clone(), names).await;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let (mut status, metrics) = match outcome {
+        Ok(r) => (r.status, r.metrics),
+        Err(e) => {
+            notes.push(format!("failed: {e:#}"));
+            (Status::Failed, None)
+        }
+    };
+    let mut unexplained_loss = false;
+    match &metrics {
+        Some(Metrics::Flow(m)) => {
+            if m.published > 0 && m.deliveries == 0 {
+                status = Status::Failed;
+                notes.push("no pulse reached any subscriber".into());
+            }
+            unexplained_loss = m.lost > m.dropped_notices;
+        }
+        Some(Metrics::Latency(m)) => {
+            if m.sent > 0 && m.received == 0 {
+                status = Status::Failed;
+                notes.push("no pulse reached any subscriber".into());
+            }
+            unexplained_loss = m.lost > m.dropped_notices;
+        }
+        _ => {}
+    }
+    let result = RunResult {
+        scenario: scenario.to_string(),
+        label,
+        target: target.kind.name().to_string(),
+        target_url: target.url.clone(),
+        started_unix_ms,
+        elapsed_s,
+        status,
+        notes,
+        params,
+        metrics,
+        server_rss_before_bytes: rss_before,
+        server_rss_after_bytes: server_rss(),
+    };
+    let md = result.to_markdown();
+    print!("{md}");
+    if let Some(dir) = &t.out {
+        write_outputs(dir, &result, &md)?;
+    }
+    Ok(match result.status {
+        Status::Failed => ExitCode::from(1),
+        _ if unexplained_loss && load.is_some_and(|l| l.fail_on_loss) => {
+            eprintln!("error: pulses were lost without the server announcing it (--fail-on-loss)");
+            ExitCode::from(3)
+        }
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn write_outputs(dir: &Path, r: &RunResult, md: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let base = format!("{}.{}", r.label, r.target);
+    let mut stem = base.clone();
+    let mut n = 2;
+    while dir.join(format!("{stem}.json")).exists() {
+        stem = format!("{base}.{n}");
+        n += 1;
+    }
+    let json = serde_json::to_string_pretty(r)?;
+    std::fs::write(dir.join(format!("{stem}.json")), json)?;
+    std::fs::write(dir.join(format!("{stem}.md")), md)?;
+    let svg = dir.join(format!("{stem}.svg"));
+    match &r.metrics {
+        Some(Metrics::Latency(m)) => plot::latency_curves(
+            &svg,
+            &format!("{} on {}: latency by percentile", r.label, r.target),
+            &[
+                ("from intended send".to_string(), m.curve_from_intended.clone()),
+                ("from actual send".to_string(), m.curve_from_send.clone()),
+            ],
+        )?,
+        Some(Metrics::Flow(m)) => {
+            let mut cats = vec!["publish".to_string()];
+            let mut vals = vec![m.publish_msgs_per_s];
+            for s in &m.subscribers {
+                cats.push(format!("sub {}", s.index));
+                vals.push(s.msgs_per_s);
+            }
+            plot::bars(&svg, &format!("{} on {}", r.label, r.target), "msgs/s", &cats, &[(r.target.clone(), vals)])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}

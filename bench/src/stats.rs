@@ -9,9 +9,6 @@ pub const MAX_TRACKABLE_NS: u64 = 60_000_000_000;
 /// Three significant digits: 1 µs resolution at 1 ms, 1 ms at 1 s.
 const SIGNIFICANT_DIGITS: u8 = 3;
 
-/// The percentiles every latency report lists.
-pub const REPORTED_PERCENTILES: [f64; 6] = [50.0, 90.0, 99.0, 99.9, 99.99, 100.0];
-
 /// A latency histogram in nanoseconds.
 #[derive(Clone)]
 pub struct Latency {
@@ -169,6 +166,7 @@ impl LossTracker {
     }
 
     /// Distinct pulses received so far.
+    #[cfg(test)]
     pub fn received(&self) -> u64 {
         self.publishers.iter().map(|p| p.received).sum()
     }

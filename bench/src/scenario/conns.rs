@@ -2,7 +2,6 @@
 //! resident memory. Connections are spread over source addresses 127.0.0.2 and up so that the
 //! ephemeral port range of one address is never the limit.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 

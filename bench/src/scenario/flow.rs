@@ -42,12 +42,12 @@ const CHECK_EVERY: u64 = 128;
 
 pub async fn run(target: &Target, names: &Names, spec: &FlowSpec, notes: &mut Vec<String>) -> Result<FlowMetrics> {
     let subs = try_join_all(
-        (0..spec.subscribers).map(|i| Subscriber::connect(target, names, &format!("bench-sub-{i}"))),
+        (0..spec.subscribers).map(|i| async move { Subscriber::connect(target, names, &format!("bench-sub-{i}")).await }),
     )
     .await
     .context("connecting subscribers")?;
     let pubs = try_join_all(
-        (0..spec.publishers).map(|i| Publisher::connect(target, names, &format!("bench-pub-{i}"))),
+        (0..spec.publishers).map(|i| async move { Publisher::connect(target, names, &format!("bench-pub-{i}")).await }),
     )
     .await
     .context("connecting publishers")?;

@@ -60,7 +60,7 @@ struct SenderOutcome {
 
 pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut Vec<String>) -> Result<LatencyMetrics> {
     let subs = try_join_all(
-        (0..spec.subscribers).map(|i| Subscriber::connect(target, names, &format!("bench-lat-sub-{i}"))),
+        (0..spec.subscribers).map(|i| async move { Subscriber::connect(target, names, &format!("bench-lat-sub-{i}")).await }),
     )
     .await
     .context("connecting subscribers")?;
