@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "arqonbus", version, about = "ArqonBus: a thread-per-core message bus for pulses")]
+#[command(
+    name = "arqonbus",
+    version,
+    about = "ArqonBus: a thread-per-core message bus for pulses"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

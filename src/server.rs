@@ -73,11 +73,8 @@ impl Server {
         config.validate()?;
         let config = Arc::new(config);
         let count = config.shard_count();
-        let (addr, listeners) = transport::bind_shared(
-            config.listen,
-            count,
-            config.limits.listen_backlog as i32,
-        )?;
+        let (addr, listeners) =
+            transport::bind_shared(config.listen, count, config.limits.listen_backlog as i32)?;
         let ring = config.limits.ring_capacity as usize;
         let requests = spsc::full_mesh(count, ring);
         let deliveries = spsc::full_mesh(count, ring);

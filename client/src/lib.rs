@@ -101,7 +101,10 @@ impl Shared {
     }
 
     fn fail_all(&self, err: ClientError) {
-        self.closed.lock().expect("closed lock").get_or_insert(err.clone());
+        self.closed
+            .lock()
+            .expect("closed lock")
+            .get_or_insert(err.clone());
         for (_, tx) in self.pending.lock().expect("pending lock").drain() {
             let _ = tx.send(Err(err.clone()));
         }
@@ -124,7 +127,10 @@ pub struct Client {
 
 impl Client {
     /// Connects, says Hello, and waits for Welcome.
-    pub async fn connect(addr: impl ToSocketAddrs, options: ConnectOptions) -> Result<Self, ClientError> {
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        options: ConnectOptions,
+    ) -> Result<Self, ClientError> {
         let stream = tokio::time::timeout(options.timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout)??;
@@ -202,14 +208,26 @@ impl Client {
     async fn request(&self, kind: client_frame::Kind) -> Result<ServerFrame, ClientError> {
         let id = self.next_correlation();
         let (tx, rx) = oneshot::channel();
-        self.shared.pending.lock().expect("pending lock").insert(id, tx);
+        self.shared
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, tx);
         if let Err(e) = self.send(id, kind).await {
-            self.shared.pending.lock().expect("pending lock").remove(&id);
+            self.shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&id);
             return Err(e);
         }
         let answer = match tokio::time::timeout(self.timeout, rx).await {
             Err(_) => {
-                self.shared.pending.lock().expect("pending lock").remove(&id);
+                self.shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .remove(&id);
                 return Err(ClientError::Timeout);
             }
             Ok(Err(_)) => return Err(self.closed_error()),
@@ -258,7 +276,11 @@ impl Client {
     }
 
     /// Subscribes to the pulses of `reality` whose topic matches `pattern`, from now on.
-    pub async fn subscribe(&self, reality: &str, pattern: &str) -> Result<Subscription, ClientError> {
+    pub async fn subscribe(
+        &self,
+        reality: &str,
+        pattern: &str,
+    ) -> Result<Subscription, ClientError> {
         self.subscribe_from(reality, pattern, None).await
     }
 
@@ -304,7 +326,11 @@ impl Client {
     /// Round trip to the server; returns the server's clock.
     pub async fn ping(&self) -> Result<u64, ClientError> {
         let nonce = self.next_correlation();
-        match self.request(client_frame::Kind::Ping(Ping { nonce })).await?.kind {
+        match self
+            .request(client_frame::Kind::Ping(Ping { nonce }))
+            .await?
+            .kind
+        {
             Some(server_frame::Kind::Pong(p)) if p.nonce == nonce => Ok(p.server_time_unix_nanos),
             other => Err(unexpected("Pong", other)),
         }
@@ -352,7 +378,12 @@ impl Subscription {
     /// Stops the subscription. Pulses already received stay readable.
     pub async fn unsubscribe(mut self) -> Result<(), ClientError> {
         self.active = false;
-        self.client.shared.subs.lock().expect("subs lock").remove(&self.id);
+        self.client
+            .shared
+            .subs
+            .lock()
+            .expect("subs lock")
+            .remove(&self.id);
         let kind = client_frame::Kind::Unsubscribe(Unsubscribe {
             subscription_id: self.id,
         });
@@ -373,7 +404,12 @@ impl Drop for Subscription {
         if !self.active {
             return;
         }
-        self.client.shared.subs.lock().expect("subs lock").remove(&self.id);
+        self.client
+            .shared
+            .subs
+            .lock()
+            .expect("subs lock")
+            .remove(&self.id);
         let frame = ClientFrame {
             correlation_id: 0,
             kind: Some(client_frame::Kind::Unsubscribe(Unsubscribe {
@@ -441,7 +477,12 @@ async fn route(shared: &Shared, frame: ServerFrame) -> Result<(), ClientError> {
                 return Ok(());
             };
             shared.merge_causal(&message.causal);
-            let tx = shared.subs.lock().expect("subs lock").get(&d.subscription_id).cloned();
+            let tx = shared
+                .subs
+                .lock()
+                .expect("subs lock")
+                .get(&d.subscription_id)
+                .cloned();
             if let Some(tx) = tx {
                 // Waiting here is the backpressure: the socket is not read while the
                 // application is behind.
@@ -449,7 +490,12 @@ async fn route(shared: &Shared, frame: ServerFrame) -> Result<(), ClientError> {
             }
         }
         Some(server_frame::Kind::Dropped(d)) => {
-            let tx = shared.subs.lock().expect("subs lock").get(&d.subscription_id).cloned();
+            let tx = shared
+                .subs
+                .lock()
+                .expect("subs lock")
+                .get(&d.subscription_id)
+                .cloned();
             if let Some(tx) = tx {
                 let _ = tx.send(Err(ClientError::Dropped { count: d.count })).await;
             }

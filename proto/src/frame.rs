@@ -101,7 +101,10 @@ pub fn put_deliver_header(out: &mut impl BufMut, subscription_id: u64, message_l
     encode_varint(u64::from(tag(SERVER_FRAME_DELIVER_FIELD, WIRE_LEN)), out);
     encode_varint(deliver_len as u64, out);
     if subscription_id != 0 {
-        encode_varint(u64::from(tag(DELIVER_SUBSCRIPTION_ID_FIELD, WIRE_VARINT)), out);
+        encode_varint(
+            u64::from(tag(DELIVER_SUBSCRIPTION_ID_FIELD, WIRE_VARINT)),
+            out,
+        );
         encode_varint(subscription_id, out);
     }
     encode_varint(u64::from(tag(DELIVER_MESSAGE_FIELD, WIRE_LEN)), out);
@@ -159,13 +162,19 @@ mod tests {
         buf.extend_from_slice(b"abc");
         assert_eq!(take_frame(&mut buf, 10), Ok(None));
         buf.extend_from_slice(b"de");
-        assert_eq!(take_frame(&mut buf, 10), Ok(Some(Bytes::from_static(b"abcde"))));
+        assert_eq!(
+            take_frame(&mut buf, 10),
+            Ok(Some(Bytes::from_static(b"abcde")))
+        );
         assert!(buf.is_empty());
 
         buf.extend_from_slice(&11u32.to_be_bytes());
         assert_eq!(
             take_frame(&mut buf, 10),
-            Err(FrameError::TooLarge { declared: 11, max: 10 })
+            Err(FrameError::TooLarge {
+                declared: 11,
+                max: 10
+            })
         );
     }
 }

@@ -3,11 +3,13 @@
 //! `v1` holds the envelope ([`v1::ArqonMessage`]) and the client/server frames; `nvm::v1` the
 //! payloads of the `nvm.*` topics. Framing helpers that every Rust peer needs live in [`frame`].
 
+#[allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/arqon.v1.rs"));
 }
 
 pub mod nvm {
+    #[allow(clippy::doc_lazy_continuation)]
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/arqon.nvm.v1.rs"));
     }

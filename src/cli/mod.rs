@@ -71,7 +71,9 @@ fn options(name: &str) -> ConnectOptions {
 pub fn publish(args: PubArgs) -> anyhow::Result<()> {
     let payload = match (&args.data, &args.file) {
         (Some(d), _) => d.clone().into_bytes(),
-        (None, Some(f)) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
         (None, None) => Vec::new(),
     };
     runtime()?.block_on(async {
@@ -80,7 +82,8 @@ pub fn publish(args: PubArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot connect to {}", args.server))?;
         let mut stdout = std::io::stdout().lock();
         for _ in 0..args.count {
-            let out = Outgoing::new(&args.reality, &args.topic).payload(&args.type_url, payload.clone());
+            let out =
+                Outgoing::new(&args.reality, &args.topic).payload(&args.type_url, payload.clone());
             if args.ack {
                 let ack = client.publish_acked(out).await?;
                 writeln!(stdout, "{} #{} {}", ack.reality_id, ack.sequence, ack.id)?;
@@ -112,7 +115,9 @@ pub fn subscribe(args: SubArgs) -> anyhow::Result<()> {
                     }
                 }
                 Err(arqonbus_client::ClientError::Dropped { count }) => {
-                    eprintln!("warning: the server dropped {count} pulses (this subscriber was too slow)");
+                    eprintln!(
+                        "warning: the server dropped {count} pulses (this subscriber was too slow)"
+                    );
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -141,7 +146,11 @@ pub fn to_json(m: &ArqonMessage) -> serde_json::Value {
         let mut v = serde_json::json!({ "type_url": p.type_url });
         match std::str::from_utf8(&p.value) {
             Ok(text) => v["text"] = text.into(),
-            Err(_) => v["base64"] = base64::engine::general_purpose::STANDARD.encode(&p.value).into(),
+            Err(_) => {
+                v["base64"] = base64::engine::general_purpose::STANDARD
+                    .encode(&p.value)
+                    .into()
+            }
         }
         v
     });

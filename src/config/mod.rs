@@ -232,9 +232,19 @@ impl Config {
             1,
             3_600_000,
         )?;
-        range("limits.shutdown_drain_ms", l.shutdown_drain_ms, 0, 3_600_000)?;
+        range(
+            "limits.shutdown_drain_ms",
+            l.shutdown_drain_ms,
+            0,
+            3_600_000,
+        )?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
-        range("io.io_memory_bytes", self.io.io_memory_bytes, 64 << 10, 1 << 30)?;
+        range(
+            "io.io_memory_bytes",
+            self.io.io_memory_bytes,
+            64 << 10,
+            1 << 30,
+        )?;
         range("io.ring_depth", self.io.ring_depth, 8, 32_768)?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::Invalid {
@@ -274,7 +284,10 @@ mod tests {
         let d = Config::default();
         assert_eq!(from_file.listen, d.listen);
         assert_eq!(from_file.limits.max_frame_bytes, d.limits.max_frame_bytes);
-        assert_eq!(from_file.limits.max_outbound_bytes, d.limits.max_outbound_bytes);
+        assert_eq!(
+            from_file.limits.max_outbound_bytes,
+            d.limits.max_outbound_bytes
+        );
         assert_eq!(from_file.slow_consumer, d.slow_consumer);
     }
 

@@ -183,7 +183,17 @@ mod tests {
             assert_eq!(validate_topic(ok), Ok(()), "{ok}");
         }
         for bad in [
-            "", "a", "a.", ".a", "a..b", "A.b", "a.b c", "a.*", "a.>", "a.b.c.d.e.f.g.h.i", "a.é",
+            "",
+            "a",
+            "a.",
+            ".a",
+            "a..b",
+            "A.b",
+            "a.b c",
+            "a.*",
+            "a.>",
+            "a.b.c.d.e.f.g.h.i",
+            "a.é",
         ] {
             assert!(validate_topic(bad).is_err(), "{bad}");
         }

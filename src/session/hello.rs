@@ -11,7 +11,12 @@ use super::{error_frame, Conn, SessionInfo};
 use crate::shard::{uuid_v7, Shard};
 
 /// Accepts the session or returns the fatal error frame that ends it.
-pub fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, hello: Hello) -> Result<(), Bytes> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    correlation_id: u64,
+    hello: Hello,
+) -> Result<(), Bytes> {
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(error_frame(
             correlation_id,

@@ -16,5 +16,11 @@ pub fn handle(shard: &Shard, conn: &Conn, correlation_id: u64, query: HistoryGet
         "reality `{}` is not retained: this server keeps no history yet",
         query.reality_id
     );
-    reject(shard, conn, correlation_id, ErrorCode::HistoryUnavailable, &msg);
+    reject(
+        shard,
+        conn,
+        correlation_id,
+        ErrorCode::HistoryUnavailable,
+        &msg,
+    );
 }

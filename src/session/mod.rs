@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use arqonbus_proto::frame::{encode_frame, take_frame, FrameError};
 use arqonbus_proto::v1::{
-    client_frame, server_frame, ClientFrame, Error as WireError, ErrorCode, ServerFrame,
-    Subscribed,
+    client_frame, server_frame, ClientFrame, Error as WireError, ErrorCode, ServerFrame, Subscribed,
 };
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
@@ -101,7 +100,12 @@ impl Conn {
     }
 
     /// Queues a pulse for one subscription, under the slow-consumer policy.
-    pub fn push_deliver(&self, counters: &ShardCounters, subscription_id: u64, pulse: &std::sync::Arc<Pulse>) {
+    pub fn push_deliver(
+        &self,
+        counters: &ShardCounters,
+        subscription_id: u64,
+        pulse: &std::sync::Arc<Pulse>,
+    ) {
         let pushed = self.out.borrow_mut().push_deliver(subscription_id, pulse);
         match pushed {
             Pushed::Queued => {
@@ -311,10 +315,8 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rd: ReadHalf<TcpStream>) 
 
 async fn serve_frames(shard: &Rc<Shard>, conn: &Rc<Conn>, reader: &mut FrameReader) -> ReadEnd {
     let handshake = Duration::from_millis(shard.config.limits.handshake_timeout_ms);
-    let first = glommio::timer::timeout(handshake, async {
-        Ok(reader.next(&shard.counters).await)
-    })
-    .await;
+    let first =
+        glommio::timer::timeout(handshake, async { Ok(reader.next(&shard.counters).await) }).await;
     let first = match first {
         Err(_) => {
             return ReadEnd::Fatal(error_frame(
@@ -374,7 +376,13 @@ fn decode_failed(e: prost::DecodeError) -> Bytes {
 }
 
 /// Answers a request with a non-fatal error.
-pub(crate) fn reject(shard: &Shard, conn: &Conn, correlation_id: u64, code: ErrorCode, message: &str) {
+pub(crate) fn reject(
+    shard: &Shard,
+    conn: &Conn,
+    correlation_id: u64,
+    code: ErrorCode,
+    message: &str,
+) {
     shard.counters.request_errors.inc();
     conn.push_frame(&shard.counters, error_frame(correlation_id, code, message));
 }
@@ -426,9 +434,11 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
                 return;
             }
             let listener = conn.writer_wake.listen();
-            let out = conn.out.borrow();
-            if out.is_idle() && !out.is_closing() {
-                drop(out);
+            let still_idle = {
+                let out = conn.out.borrow();
+                out.is_idle() && !out.is_closing()
+            };
+            if still_idle {
                 listener.await;
             }
         }

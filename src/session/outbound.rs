@@ -187,13 +187,24 @@ mod tests {
     use arqonbus_proto::frame::take_frame;
     use prost::Message;
 
+    /// A pulse whose encoded envelope is exactly `body` bytes long.
     fn pulse(body: usize) -> Arc<Pulse> {
+        use arqonbus_proto::v1::ArqonMessage;
+        let mut m = ArqonMessage {
+            topic: "a.b".into(),
+            ..Default::default()
+        };
+        while m.encoded_len() < body {
+            m.producer_id.push('x');
+        }
+        let encoded = Bytes::from(m.encode_to_vec());
+        assert_eq!(encoded.len(), body, "pick a body size a string can hit");
         Arc::new(Pulse {
             reality: Arc::from("r"),
             topic: "a.b".into(),
             sequence: 1,
             timestamp_unix_nanos: 0,
-            encoded: Bytes::from(vec![0u8; body]),
+            encoded,
         })
     }
 
@@ -241,21 +252,24 @@ mod tests {
     fn answers_are_not_shed_but_are_bounded() {
         let mut q = Outbound::new(1024, SlowConsumerPolicy::Shed);
         let frame = Bytes::from(vec![0u8; 600]);
+        // Past the delivery budget, answers are still queued...
         assert!(q.push_answer(frame.clone()));
         assert!(q.push_answer(frame.clone()));
-        assert!(q.push_answer(frame.clone()) == false);
+        assert!(q.push_answer(frame.clone()));
+        // ...but not past twice the budget.
+        assert!(!q.push_answer(frame.clone()));
     }
 
     #[test]
     fn closing_keeps_queued_frames_and_takes_no_more() {
-        let p = pulse(10);
+        let p = pulse(12);
         let mut q = Outbound::new(1 << 20, SlowConsumerPolicy::Shed);
         q.push_deliver(1, &p);
         q.close_after(Some(Bytes::from_static(&[0, 0, 0, 0])));
         assert_eq!(q.push_deliver(1, &p), Pushed::Ignored);
         let mut out = BytesMut::new();
         q.drain_into(&mut out, usize::MAX);
-        assert_eq!(out.len(), deliver_frame_len(1, 10) + 4);
+        assert_eq!(out.len(), deliver_frame_len(1, 12) + 4);
         assert!(q.is_idle() && q.is_closing());
     }
 }

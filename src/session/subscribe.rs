@@ -11,7 +11,10 @@ use crate::shard::{LocalSub, Shard, SubscribeOrigin, ToOwner};
 pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, s: Subscribe) {
     let fail = |code: ErrorCode, msg: &str| reject(shard, conn, correlation_id, code, msg);
     if s.subscription_id == 0 {
-        return fail(ErrorCode::InvalidRequest, "subscription_id must be non-zero");
+        return fail(
+            ErrorCode::InvalidRequest,
+            "subscription_id must be non-zero",
+        );
     }
     if conn.has_subscription(s.subscription_id) {
         let msg = format!(

@@ -73,7 +73,10 @@ pub enum ToOwner {
 pub enum FromOwner {
     Pulse(Arc<Pulse>),
     /// A ready-encoded answer (ack or error) for one connection.
-    Answer { conn: ConnId, frame: Bytes },
+    Answer {
+        conn: ConnId,
+        frame: Bytes,
+    },
     /// The owner registered (or refused) a subscription.
     Subscribed {
         reality: String,
@@ -258,7 +261,8 @@ impl Shard {
         let mut delivered = 0;
         for sub in subs.for_reality(&pulse.reality) {
             if sub.wants(pulse.sequence, &pulse.topic) {
-                sub.conn.push_deliver(&self.counters, sub.subscription_id, pulse);
+                sub.conn
+                    .push_deliver(&self.counters, sub.subscription_id, pulse);
                 delivered += 1;
             }
         }
