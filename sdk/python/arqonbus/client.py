@@ -717,7 +717,12 @@ class Bus:
     async def _establish(self) -> None:
         """Connects, restores the subscriptions, then lets requests through."""
         await self._open()
+        conn = self._conn
         await self._resubscribe()
+        if conn is None or conn.lost or self._conn is not conn:
+            # Lost after the last Subscribed arrived (a server shutting down may still welcome
+            # a session and then close it): not established, let the caller try again.
+            raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
         self._broken = None
         self._connected.set()
 
@@ -874,6 +879,9 @@ class Bus:
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(error)
+                # Its awaiter, if still there, gets the error; if it was cancelled meanwhile,
+                # the loop should not log the error as never retrieved.
+                fut.exception()
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             stream._fail(error)

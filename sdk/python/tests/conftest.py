@@ -65,12 +65,25 @@ def port_accepts(port: int) -> bool:
 class ServerProcess:
     """One `arqonbus serve --listen 127.0.0.1:PORT --shards 2` process, logging to a file."""
 
-    def __init__(self, binary: Path, log_path: Path, port: Optional[int] = None, shards: int = 2, extra_args=()):
+    def __init__(
+        self,
+        binary: Path,
+        log_path: Path,
+        port: Optional[int] = None,
+        shards: int = 2,
+        config: Optional[str] = None,
+    ):
         self.binary = binary
         self.log_path = log_path
+        # The server runs in the log's folder, so a relative data_dir stays out of the tree.
+        self.workdir = log_path.parent
         self.port = port or free_port()
         self.shards = shards
-        self.extra_args = list(extra_args)
+        self.extra_args: List[str] = []
+        if config is not None:
+            config_path = self.workdir / "arqonbus.toml"
+            config_path.write_text(config)
+            self.extra_args += ["--config", str(config_path)]
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -93,7 +106,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         log.write(f"\n=== {' '.join(self.args)}\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=str(self.workdir))
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -159,6 +172,23 @@ def private_server(server_binary: Path, tmp_path: Path):
     proc = ServerProcess(server_binary, tmp_path / "arqonbus.log").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def server_factory(server_binary: Path, tmp_path: Path):
+    """Starts servers of the test's own with a given configuration (TOML text)."""
+    started: List[ServerProcess] = []
+
+    def start(config: Optional[str] = None) -> ServerProcess:
+        folder = tmp_path / f"server{len(started)}"
+        folder.mkdir()
+        proc = ServerProcess(server_binary, folder / "arqonbus.log", config=config)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture

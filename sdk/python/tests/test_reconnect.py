@@ -45,7 +45,9 @@ async def test_automatic_reconnect_resubscribes_after_server_restart(private_ser
         await asyncio.to_thread(private_server.start)
 
         ack = await asyncio.wait_for(pending, 30)
-        assert bus.connected and bus.connections == 2 and sub.resubscribed == 1
+        # At least one reconnection; more when a shard of the stopping server still welcomed a
+        # session before closing it (seen with the server of 2026-11; see the SDK README).
+        assert bus.connected and bus.connections >= 2 and sub.resubscribed == bus.connections - 1
         # The ephemeral reality restarted at 1 with the server.
         assert sub.next_sequence == 1 and ack.sequence == 1
         pulse = await sub.get(timeout=10)

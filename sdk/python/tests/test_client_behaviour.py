@@ -1,0 +1,105 @@
+"""Client behaviours a real server cannot be made to show on demand, against tests/fake_server.py
+(a stand-in written from proto/README.md), plus the SDK's local overflow against the real one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import aio
+from fake_server import FakeServer
+
+import arqonbus
+from arqonbus import Bus
+from arqonbus.proto import Error, ServerFrame
+
+
+async def fake() -> tuple:
+    server = FakeServer()
+    port = await server.start()
+    return server, f"tcp://127.0.0.1:{port}"
+
+
+@aio()
+async def test_error_code_newer_than_the_sdk_is_still_an_arqon_error():
+    server, url = await fake()
+
+    def answer_with_code_999(conn, frame):
+        if frame.WhichOneof("kind") == "ping":
+            conn.send(ServerFrame(correlation_id=frame.correlation_id, error=Error(code=999, message="new")))
+            return True
+        return False
+
+    server.intercept = answer_with_code_999
+    try:
+        async with Bus.connect(url) as bus:
+            with pytest.raises(arqonbus.ServerError) as info:
+                await bus.ping()
+            assert info.value.code == 999 and type(info.value) is arqonbus.ServerError
+    finally:
+        await server.stop()
+
+
+@aio()
+async def test_unanswered_request_times_out():
+    server, url = await fake()
+    server.intercept = lambda conn, frame: frame.WhichOneof("kind") == "publish"  # swallow publishes
+    try:
+        async with Bus.connect(url, request_timeout=0.3) as bus:
+            with pytest.raises(arqonbus.ArqonTimeout, match="no answer to Publish"):
+                await bus.publish("r", "a.b", b"", ack=True)
+            assert not bus._pending
+            await bus.ping()
+    finally:
+        await server.stop()
+
+
+@aio()
+async def test_corrupt_length_prefix_closes_the_connection_with_protocol_violation():
+    server, url = await fake()
+
+    def corrupt(conn, frame):
+        conn.writer.write((1 << 31).to_bytes(4, "big"))
+        return True
+
+    server.intercept = corrupt
+    try:
+        async with Bus.connect(url, reconnect=False) as bus:
+            with pytest.raises(arqonbus.ConnectionLost) as info:
+                await bus.ping()
+            assert isinstance(info.value.cause, arqonbus.ProtocolViolation)
+    finally:
+        await server.stop()
+
+
+@aio()
+async def test_dropped_frames_are_counted_on_the_subscription():
+    server, url = await fake()
+    try:
+        async with Bus.connect(url) as bus:
+            sub = await bus.subscribe("r", "a.b")
+            from arqonbus.proto import Dropped
+
+            server.connections[0].send(ServerFrame(dropped=Dropped(subscription_id=sub.id, count=7)))
+            await bus.ping()
+            assert sub.dropped == 7
+    finally:
+        await server.stop()
+
+
+@aio()
+async def test_local_overflow_drops_and_counts_beyond_max_pending(url, reality):
+    async with Bus.connect(url) as bus:
+        async with bus.subscribe(reality, "ovf.x", max_pending=5) as sub:
+            for i in range(12):
+                await bus.publish(reality, "ovf.x", bytes([i]), ack=True)
+            await bus.ping()
+            got = []
+            while True:
+                try:
+                    got.append((await sub.get(timeout=0.3)).value)
+                except arqonbus.ArqonTimeout:
+                    break
+            assert got == [bytes([i]) for i in range(5)]
+            assert sub.dropped == sub.dropped_locally == 7
+        await asyncio.sleep(0)
