@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds ArqonBus and runs every test: the Rust workspace (unit, property and integration tests
+# over real sockets), the Python SDK against a real server, and a short smoke run of the load
+# harness. Works on a fresh Debian machine with Rust; installs Python packages into a venv
+# under target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# glommio registers memory with io_uring: the locked-memory limit must allow it.
+ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
+# The 1,000-connection test holds both ends of every connection in one process.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "== Rust workspace tests"
+cargo test --workspace --release
+
+echo "== Python SDK tests"
+venv=target/py-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)" >&2
+    exit 1
+  }
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet -e "sdk/python[test]"
+ARQONBUS_BIN="$PWD/target/release/arqonbus" "$venv/bin/python" -m pytest -q sdk/python/tests
+
+if [ -x bench/smoke.sh ] || [ -f bench/smoke.sh ]; then
+  echo "== Load harness smoke run"
+  cargo build --release -p arqonbus-bench
+  ARQONBUS_BIN="$PWD/target/release/arqonbus" bash bench/smoke.sh
+fi
+echo "== all tests passed"
