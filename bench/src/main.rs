@@ -462,9 +462,19 @@ where
     let label = t.label.clone().unwrap_or(default_label);
     let server_rss = || t.server_pid.and_then(|p| sys::rss_bytes(p).ok());
     let rss_before = server_rss();
+    let cpu_before = sys::CpuSnapshot::take(t.server_pid);
     payload::now_ns(); // fix the clock's epoch before any connection exists
     let started = Instant::now();
     let (outcome, mut notes) = body(target.clone(), names).await;
+    let cpu = cpu_before.zip(sys::CpuSnapshot::take(t.server_pid)).map(|(a, b)| a.until(&b));
+    // Without the server's PID its CPU time is inside `other`, so only warn when it is known.
+    if let Some(c) = cpu.filter(|c| c.server.is_some() && c.other > 0.25) {
+        notes.push(format!(
+            "other processes used {:.2} of the {} cores on average during the run; numbers from \
+             a busy machine are skewed",
+            c.other, c.machine_cores
+        ));
+    }
     let elapsed_s = started.elapsed().as_secs_f64();
     let (mut status, metrics) = match outcome {
         Ok(r) => (r.status, r.metrics),
@@ -504,6 +514,7 @@ where
         metrics,
         server_rss_before_bytes: rss_before,
         server_rss_after_bytes: server_rss(),
+        cpu,
     };
     let md = result.to_markdown();
     print!("{md}");

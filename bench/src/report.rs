@@ -36,6 +36,9 @@ pub struct RunResult {
     /// The server's resident memory before and after the run, with --server-pid.
     pub server_rss_before_bytes: Option<u64>,
     pub server_rss_after_bytes: Option<u64>,
+    /// Average CPU use during the run, in cores: harness, server (with --server-pid), others.
+    #[serde(default)]
+    pub cpu: Option<crate::sys::CpuUse>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -371,6 +374,14 @@ impl RunResult {
             }
             None => {}
         }
+        if let Some(c) = &self.cpu {
+            let server = c.server.map(|s| format!("server {s:.2}, ")).unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "CPU (cores, average over the run, of {}): harness {:.2}, {server}everything else {:.2}.\n",
+                c.machine_cores, c.harness, c.other
+            );
+        }
         if let (Some(b), Some(a)) = (self.server_rss_before_bytes, self.server_rss_after_bytes) {
             let _ = writeln!(md, "Server RSS {} -> {} bytes.\n", fmt_num(b as f64), fmt_num(a as f64));
         }
@@ -412,6 +423,7 @@ mod tests {
             metrics: Some(Metrics::Latency(LatencyMetrics { rate_per_s: 1000, ..Default::default() })),
             server_rss_before_bytes: None,
             server_rss_after_bytes: None,
+            cpu: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         let back: RunResult = serde_json::from_str(&json).unwrap();

@@ -80,7 +80,7 @@ pub async fn run(target: &Target, names: &Names, spec: &FlowSpec, notes: &mut Ve
                 pb.set_position(start.elapsed().as_millis() as u64);
                 let s: u64 = sent.iter().map(|c| c.load(Ordering::Relaxed)).sum();
                 let r: u64 = received.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                pb.set_message(format!("sent {s}, received {r}"));
+                pb.set_message(format!("sent {s}, accounted for {r}"));
             }
         })
     };

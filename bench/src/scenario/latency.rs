@@ -86,7 +86,7 @@ pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 pb.set_position(start.elapsed().as_millis() as u64);
                 let r: u64 = received.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                pb.set_message(format!("sent {}, received {r}", sent.load(Ordering::Relaxed)));
+                pb.set_message(format!("sent {}, accounted for {r}", sent.load(Ordering::Relaxed)));
             }
         })
     };

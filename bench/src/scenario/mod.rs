@@ -38,11 +38,12 @@ pub struct SubOutcome {
 }
 
 /// Receives until told to stop (or the connection ends), accounting every pulse. Publishes the
-/// running count of distinct pulses in `received` for progress and the drain.
+/// running count of pulses accounted for (distinct pulses received plus those the server said
+/// it shed) in `accounted`, for progress and the drain.
 pub async fn run_subscriber(
     mut sub: Subscriber,
     mut stop: watch::Receiver<bool>,
-    received: Arc<AtomicU64>,
+    accounted: Arc<AtomicU64>,
     record_latency: bool,
 ) -> SubOutcome {
     let mut out = SubOutcome {
@@ -75,7 +76,7 @@ pub async fn run_subscriber(
                 };
                 if out.tracker.observe(h.publisher, h.reality, h.seq) {
                     distinct += 1;
-                    received.store(distinct, Ordering::Relaxed);
+                    accounted.store(distinct + out.dropped_notices, Ordering::Relaxed);
                 }
                 if out.first_ns == 0 {
                     out.first_ns = now;
@@ -89,7 +90,10 @@ pub async fn run_subscriber(
                     }
                 }
             }
-            Ok(Event::Dropped(n)) => out.dropped_notices += n,
+            Ok(Event::Dropped(n)) => {
+                out.dropped_notices += n;
+                accounted.store(distinct + out.dropped_notices, Ordering::Relaxed);
+            }
             Ok(Event::ServerError(e)) => {
                 out.server_errors += 1;
                 out.last_server_error = Some(e.to_string());
@@ -110,8 +114,8 @@ pub async fn run_subscriber(
     out
 }
 
-/// Waits until every subscriber has `expected` distinct pulses, or none made progress for
-/// `idle_timeout` (the rest are lost), or all of them ended.
+/// Waits until every subscriber has accounted for `expected` pulses (received or announced as
+/// shed), or none made progress for `idle_timeout` (the rest are lost), or all of them ended.
 pub async fn drain(received: &[Arc<AtomicU64>], expected: u64, idle_timeout: Duration, all_done: impl Fn() -> bool) {
     let mut last_total = u64::MAX;
     let mut idle_since = tokio::time::Instant::now();
