@@ -549,8 +549,13 @@ fn write_outputs(dir: &Path, r: &RunResult, md: &str) -> Result<()> {
             &svg,
             &format!("{} on {}: latency by percentile", r.label, r.target),
             &[
-                ("from intended send".to_string(), m.curve_from_intended.clone()),
-                ("from actual send".to_string(), m.curve_from_send.clone()),
+                plot::Curve {
+                    name: "from intended send".into(),
+                    points: m.curve_from_intended.clone(),
+                    color: 0,
+                    light: false,
+                },
+                plot::Curve { name: "from actual send".into(), points: m.curve_from_send.clone(), color: 1, light: false },
             ],
         )?,
         Some(Metrics::Flow(m)) => {

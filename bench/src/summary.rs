@@ -173,7 +173,7 @@ fn draw_plots(dir: &Path, order: &[String], by_label: &BTreeMap<String, BTreeMap
         if row.iter().any(Option::is_some) {
             cats.push(label.clone());
             for (i, v) in row.into_iter().enumerate() {
-                values[i].push(v.unwrap_or(0.0));
+                values[i].push(v.unwrap_or(f64::NAN));
             }
         }
     }
@@ -182,18 +182,28 @@ fn draw_plots(dir: &Path, order: &[String], by_label: &BTreeMap<String, BTreeMap
 
     for label in order {
         let mut curves = Vec::new();
-        for t in targets {
+        for (color, t) in targets.into_iter().enumerate() {
             let Some(runs) = by_label[label].get(t) else { continue };
             if let Some(m) = runs.iter().filter(|r| r.status == Status::Ok).find_map(|r| match &r.metrics {
                 Some(Metrics::Latency(m)) => Some(m),
                 _ => None,
             }) {
-                curves.push((format!("{t} (from intended send)"), m.curve_from_intended.clone()));
-                curves.push((format!("{t} (from actual send)"), m.curve_from_send.clone()));
+                curves.push(plot::Curve {
+                    name: format!("{t} (from intended send)"),
+                    points: m.curve_from_intended.clone(),
+                    color,
+                    light: false,
+                });
+                curves.push(plot::Curve {
+                    name: format!("{t} (from actual send)"),
+                    points: m.curve_from_send.clone(),
+                    color,
+                    light: true,
+                });
             }
         }
         if !curves.is_empty() {
-            // Same colour order as the bars: intended/actual of the first target, then the second.
+            // One colour per target, as in the bars; the from-actual-send curve is the lighter one.
             plot::latency_curves(&dir.join(format!("summary-{label}.svg")), &format!("{label}: latency by percentile"), &curves)?;
         }
     }
