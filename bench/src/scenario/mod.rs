@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::driver::{Event, Subscriber, Trouble};
 use crate::payload::{now_ns, Header};
-use crate::stats::{Latency, LossTracker};
+use crate::stats::{Latency, LossTracker, Timeline};
 
 /// What one subscriber saw over a run.
 pub struct SubOutcome {
@@ -34,6 +34,8 @@ pub struct SubOutcome {
     pub failure: Option<String>,
     /// Latency from the intended and from the actual send time (latency runs only).
     pub latency: Option<(Latency, Latency)>,
+    /// Worst latency from the intended send per 100 ms window (latency runs only).
+    pub timeline: Timeline,
     pub trouble: Trouble,
 }
 
@@ -58,6 +60,7 @@ pub async fn run_subscriber(
         closed_early: false,
         failure: None,
         latency: record_latency.then(|| (Latency::new(), Latency::new())),
+        timeline: Timeline::default(),
         trouble: Trouble::default(),
     };
     let mut distinct = 0u64;
@@ -86,6 +89,8 @@ pub async fn run_subscriber(
                 if let Some((intended, sent)) = out.latency.as_mut() {
                     if !h.is_warmup() {
                         intended.record_ns(now.saturating_sub(h.intended_ns));
+                        out.timeline
+                            .record(h.intended_ns, now.saturating_sub(h.intended_ns));
                         sent.record_ns(now.saturating_sub(h.sent_ns));
                     }
                 }
@@ -116,7 +121,12 @@ pub async fn run_subscriber(
 
 /// Waits until every subscriber has accounted for `expected` pulses (received or announced as
 /// shed), or none made progress for `idle_timeout` (the rest are lost), or all of them ended.
-pub async fn drain(received: &[Arc<AtomicU64>], expected: u64, idle_timeout: Duration, all_done: impl Fn() -> bool) {
+pub async fn drain(
+    received: &[Arc<AtomicU64>],
+    expected: u64,
+    idle_timeout: Duration,
+    all_done: impl Fn() -> bool,
+) {
     let mut last_total = u64::MAX;
     let mut idle_since = tokio::time::Instant::now();
     loop {
