@@ -31,12 +31,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod history;
 pub mod metrics;
 pub mod routing;
 pub mod server;
 pub mod session;
 pub mod shard;
 pub mod spsc;
+pub mod store;
 pub mod time;
 pub mod transport;
 

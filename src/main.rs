@@ -30,6 +30,8 @@ enum Command {
     Pub(arqonbus::cli::PubArgs),
     /// Follow a reality and print its pulses.
     Sub(arqonbus::cli::SubArgs),
+    /// Read a bounded range of a retained reality.
+    History(arqonbus::cli::HistoryArgs),
     /// Print the default configuration, with comments.
     Config,
 }
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Pub(args) => arqonbus::cli::publish(args),
         Command::Sub(args) => arqonbus::cli::subscribe(args),
+        Command::History(args) => arqonbus::cli::history(args),
         Command::Config => {
             print!("{DEFAULT_TOML}");
             Ok(())

@@ -13,6 +13,7 @@ mod publish;
 mod subscribe;
 
 pub use outbound::{Outbound, Pushed};
+pub(crate) use subscribe::release_interest;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -62,6 +63,8 @@ pub struct Conn {
     fd: RawFd,
     out: RefCell<Outbound>,
     writer_wake: Event,
+    /// Told whenever the writer has written a batch.
+    drained: Event,
     /// subscription id -> reality.
     subscriptions: RefCell<HashMap<u64, String>>,
     session: RefCell<Option<SessionInfo>>,
@@ -80,6 +83,7 @@ impl Conn {
                 shard.config.slow_consumer,
             )),
             writer_wake: Event::new(),
+            drained: Event::new(),
             subscriptions: RefCell::new(HashMap::new()),
             session: RefCell::new(None),
             lingering: Cell::new(false),
@@ -155,6 +159,20 @@ impl Conn {
         self.writer_wake.notify(1);
     }
 
+    /// Waits until the outbound queue is at most half full (or the connection is closing).
+    pub async fn wait_drained(&self) {
+        loop {
+            if self.out.borrow().has_room_for_more() {
+                return;
+            }
+            let listener = self.drained.listen();
+            if self.out.borrow().has_room_for_more() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.borrow().len()
     }
@@ -185,6 +203,23 @@ pub fn error_frame(correlation_id: u64, code: ErrorCode, message: &str) -> Bytes
             code: code as i32,
             message: message.to_owned(),
             first_available_sequence: 0,
+        })),
+    })
+}
+
+/// Encodes an error answer that names the first sequence still kept (HISTORY_UNAVAILABLE).
+pub fn error_frame_with_first(
+    correlation_id: u64,
+    code: ErrorCode,
+    message: &str,
+    first_available_sequence: u64,
+) -> Bytes {
+    encode_frame(&ServerFrame {
+        correlation_id,
+        kind: Some(server_frame::Kind::Error(WireError {
+            code: code as i32,
+            message: message.to_owned(),
+            first_available_sequence,
         })),
     })
 }
@@ -395,7 +430,7 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Some(client_frame::Kind::Unsubscribe(u)) => {
             subscribe::unsubscribe(shard, conn, corr, u).await
         }
-        Some(client_frame::Kind::HistoryGet(h)) => history::handle(shard, conn, corr, h),
+        Some(client_frame::Kind::HistoryGet(h)) => history::handle(shard, conn, corr, h).await,
         Some(client_frame::Kind::Ping(p)) => ping::handle(shard, conn, corr, p),
         Some(client_frame::Kind::Hello(_)) => reject(
             shard,
@@ -427,6 +462,7 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
                 break;
             }
             if closing {
+                conn.drained.notify(usize::MAX);
                 let _ = wr.close().await;
                 if !conn.lingering.get() {
                     conn.stop_reading();
@@ -450,9 +486,11 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
         }
         if wr.write_all(&batch).await.is_err() {
             conn.abort();
+            conn.drained.notify(usize::MAX);
             return;
         }
         shard.counters.bytes_out.add(batch.len() as u64);
+        conn.drained.notify(usize::MAX);
         batch.clear();
         if conn.out.borrow().is_idle() {
             // An idle connection keeps no write buffer.
@@ -465,7 +503,9 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
 async fn release_subscriptions(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     let subs: Vec<(u64, String)> = conn.subscriptions.borrow_mut().drain().collect();
     for (id, reality) in subs {
-        shard.subs.borrow_mut().remove(&reality, conn.id, id);
-        subscribe::release_interest(shard, reality).await;
+        let removed = shard.subs.borrow_mut().remove(&reality, conn.id, id);
+        if removed.is_some_and(|s| s.interest_registered()) {
+            subscribe::release_interest(shard, reality).await;
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! One shard: a glommio executor pinned to a core. It owns the connections the kernel gave it,
 //! sequences the realities that hash to it, and delivers to its own sockets.
 
+mod retained;
 mod sequencer;
 mod subscriptions;
 
+pub use retained::{ReadOrigin, ReadStep, Retained};
 pub use sequencer::{SequenceError, Sequencer, Stamp};
 pub use subscriptions::{LocalSub, SubIndex};
 
@@ -61,6 +63,8 @@ pub struct SubscribeOrigin {
 /// Requests to a reality's owner (the request mesh).
 pub enum ToOwner {
     Publish(Box<(ArqonMessage, Origin)>),
+    /// The next chunk of a history query or subscription replay.
+    Read(Box<(crate::history::Cursor, ReadOrigin)>),
     Interest {
         reality: String,
         from_shard: usize,
@@ -72,6 +76,8 @@ pub enum ToOwner {
 /// What an owner sends back (the delivery mesh). Consuming these never waits.
 pub enum FromOwner {
     Pulse(Arc<Pulse>),
+    /// A chunk of a read, for the connection that asked.
+    Read(Box<ReadStep>),
     /// A ready-encoded answer (ack or error) for one connection.
     Answer {
         conn: ConnId,
@@ -96,8 +102,9 @@ pub struct ShardStart {
     pub requests: MeshEnds<ToOwner>,
     pub deliveries: MeshEnds<FromOwner>,
     pub stop: Arc<AtomicBool>,
-    /// Told once the shard's rings are connected and it is accepting.
-    pub ready: std::sync::mpsc::Sender<()>,
+    /// Told once the shard has recovered its retained realities, connected its rings, and is
+    /// accepting; or why it could not.
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// The state of one shard, shared by its tasks (single-threaded: `Rc` and `RefCell`).
@@ -111,6 +118,10 @@ pub struct Shard {
     next_conn: Cell<ConnId>,
     pub subs: RefCell<SubIndex>,
     sequencer: RefCell<Sequencer>,
+    /// Retained realities this shard owns.
+    retained: RefCell<HashMap<Arc<str>, Rc<Retained>>>,
+    /// Realities refused after recovery found them corrupt (quarantined), with the reason.
+    refused: RefCell<HashMap<String, String>>,
     requests: Vec<Option<ConnectedSender<ToOwner>>>,
     deliveries: Vec<Option<Rc<Outbox<FromOwner>>>>,
     stopping: Cell<bool>,
@@ -170,14 +181,9 @@ impl Shard {
         }
     }
 
-    /// Sequences a pulse of a reality this shard owns, then fans it out: to local subscribers
-    /// directly, and once to every other shard that has subscribers for the reality.
-    pub async fn sequence(&self, mut message: ArqonMessage, origin: Origin) {
-        debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
-        self.wait_for_delivery_room(&message.reality_id).await;
-
-        // From here on nothing waits: sequencing and the pushes into the outboxes happen in
-        // one step, so pulses enter every ring in sequence order.
+    /// Stamps a pulse of a reality this shard owns and encodes it once. Answers the publisher
+    /// itself when the reality cannot take another sequence.
+    fn stamp(&self, message: &mut ArqonMessage, origin: Origin) -> Option<(Arc<Pulse>, Option<Bytes>)> {
         let now = self.clock.now_unix_nanos();
         let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
             Ok(stamp) => stamp,
@@ -188,10 +194,10 @@ impl Shard {
                     &e.to_string(),
                 );
                 self.answer(origin.shard, origin.conn, frame);
-                return;
+                return None;
             }
         };
-        stamp_message(&mut message, &stamp);
+        stamp_message(message, &stamp);
         let ack = origin.ack.then(|| {
             encode_frame(&ServerFrame {
                 correlation_id: origin.correlation_id,
@@ -208,13 +214,10 @@ impl Shard {
             sequence: stamp.sequence,
             timestamp_unix_nanos: stamp.timestamp_unix_nanos,
             encoded: Bytes::from(message.encode_to_vec()),
-            topic: message.topic,
+            topic: std::mem::take(&mut message.topic),
         });
         self.counters.pulses_sequenced.inc();
-        self.fan_out(&pulse);
-        if let Some(frame) = ack {
-            self.answer(origin.shard, origin.conn, frame);
-        }
+        Some((pulse, ack))
     }
 
     async fn wait_for_delivery_room(&self, reality: &str) {
@@ -347,9 +350,10 @@ impl Shard {
         }
     }
 
-    fn handle_delivery(&self, msg: FromOwner) {
+    fn handle_delivery(self: &Rc<Self>, msg: FromOwner) {
         match msg {
             FromOwner::Pulse(pulse) => self.deliver_local(&pulse),
+            FromOwner::Read(step) => self.on_read_step(*step),
             FromOwner::Answer { conn, frame } => {
                 if let Some(c) = self.conn(conn) {
                     c.push_frame(&self.counters, frame);
@@ -363,11 +367,15 @@ impl Shard {
         }
     }
 
-    async fn handle_request(&self, msg: ToOwner) {
+    async fn handle_request(self: &Rc<Self>, msg: ToOwner) {
         match msg {
             ToOwner::Publish(boxed) => {
                 let (message, origin) = *boxed;
                 self.sequence(message, origin).await;
+            }
+            ToOwner::Read(boxed) => {
+                let (cursor, origin) = *boxed;
+                self.read_step(cursor, origin);
             }
             ToOwner::Interest {
                 reality,
@@ -444,6 +452,8 @@ pub async fn run(start: ShardStart) {
             shards,
             config.limits.max_realities_per_shard as usize,
         )),
+        retained: RefCell::new(HashMap::new()),
+        refused: RefCell::new(HashMap::new()),
         config,
         clock,
         counters,
@@ -456,6 +466,13 @@ pub async fn run(start: ShardStart) {
         stopped: Event::new(),
     });
 
+    if let Err(why) = shard.recover_all() {
+        let _ = ready.send(Err(why));
+        return;
+    }
+    if !shard.config.retention.is_empty() || !shard.retained.borrow().is_empty() {
+        glommio::spawn_local(shard.clone().maintain_retained()).detach();
+    }
     for outbox in outboxes.into_iter().flatten() {
         glommio::spawn_local(outbox.pump()).detach();
     }
@@ -474,7 +491,7 @@ pub async fn run(start: ShardStart) {
     };
     let accept_stop = Rc::new(Event::new());
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, accept_stop.clone()));
-    let _ = ready.send(());
+    let _ = ready.send(Ok(()));
 
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -544,6 +561,7 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptor: glommio::Tas
             conn.abort();
         }
     }
+    shard.close_retained().await;
 }
 
 async fn consume_requests(shard: Rc<Shard>, rx: ConnectedReceiver<ToOwner>) {
