@@ -142,7 +142,8 @@ pub struct StorageConfig {
     pub max_unflushed_bytes: u64,
     /// How often each retained reality records its durable position (and, for `os`, flushes).
     pub checkpoint_interval_ms: u64,
-    /// Bytes per history chunk (and per replay step).
+    /// Bytes per history chunk (and per replay step); never more than half of
+    /// `limits.max_frame_bytes`, so a chunk always fits in a frame.
     pub history_chunk_bytes: u64,
 }
 
@@ -362,12 +363,7 @@ impl Config {
             10,
             3_600_000,
         )?;
-        range(
-            "storage.history_chunk_bytes",
-            st.history_chunk_bytes,
-            4096,
-            l.max_frame_bytes.max(4096),
-        )?;
+        range("storage.history_chunk_bytes", st.history_chunk_bytes, 4096, 64 << 20)?;
         for rule in &self.retention {
             if rule.realities.is_empty() {
                 return Err(ConfigError::Invalid {

@@ -206,11 +206,13 @@ impl Cursor {
             {
                 break;
             }
-            if bytes >= chunk_bytes {
+            let wanted = envelope_topic(record.body).is_some_and(|t| self.pattern.matches(t));
+            if wanted && bytes > 0 && bytes + record.body.len() > chunk_bytes {
+                // The chunk is full; this record starts the next one.
                 done = false;
                 break;
             }
-            if envelope_topic(record.body).is_some_and(|t| self.pattern.matches(t)) {
+            if wanted {
                 bytes += record.body.len();
                 bodies.push(record.body);
                 self.count += 1;

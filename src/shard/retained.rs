@@ -418,7 +418,8 @@ impl Shard {
 
     /// Owner side of a read: one chunk, and the switch to live when a replay has caught up.
     pub fn read_step(self: &Rc<Self>, mut cursor: Cursor, origin: ReadOrigin) {
-        let chunk = self.config.storage.history_chunk_bytes as usize;
+        let chunk = (self.config.storage.history_chunk_bytes)
+            .min(self.config.limits.max_frame_bytes / 2) as usize;
         let result = match self.retained_for(&cursor.reality) {
             Ok(Some(r)) => {
                 let log = r.log.borrow();

@@ -168,3 +168,32 @@ pub fn raise_fd_limit() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// A config that retains realities matching `glob` in `dir` with `sync`.
+pub fn retain(config: &mut Config, dir: &std::path::Path, glob: &str, sync: arqonbus::config::SyncMode) {
+    config.data_dir = dir.to_owned();
+    config.retention.push(arqonbus::config::RetentionRule {
+        realities: glob.into(),
+        max_age_ms: 0,
+        max_bytes: 0,
+        sync,
+        sync_interval_ms: 20,
+        segment_bytes: None,
+    });
+}
+
+/// A history query.
+pub fn history_query(
+    reality: &str,
+    from: Option<arqonbus::proto::v1::history_get::From>,
+    to: Option<arqonbus::proto::v1::history_get::To>,
+    limit: u32,
+) -> arqonbus::proto::v1::HistoryGet {
+    arqonbus::proto::v1::HistoryGet {
+        reality_id: reality.into(),
+        pattern: String::new(),
+        from,
+        to,
+        limit,
+    }
+}
