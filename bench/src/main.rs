@@ -86,7 +86,7 @@ struct TargetArgs {
     /// Name of this variant in a comparison (default: derived from the scenario and its sizes).
     #[arg(long)]
     label: Option<String>,
-    /// PID of the server process, to report its resident memory (/proc/PID/status).
+    /// PID of the server process, to report its resident memory and CPU use (/proc/PID).
     #[arg(long)]
     server_pid: Option<u32>,
     /// No progress bars (they are also hidden when stderr is not a terminal).
