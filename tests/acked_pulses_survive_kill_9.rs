@@ -13,7 +13,11 @@ use std::time::Duration;
 use arqonbus_client::{Client, ConnectOptions, Outgoing};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(config: &std::path::Path, addr: &str) -> Child {
@@ -28,7 +32,10 @@ fn start(config: &std::path::Path, addr: &str) -> Child {
     let mut line = String::new();
     while !line.contains("listening") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited early: {seen}");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early: {seen}"
+        );
         seen.push_str(&line);
     }
     std::thread::spawn(move || for _ in stderr.lines() {});
@@ -55,7 +62,9 @@ async fn acked_pulses_survive_kill_9() {
         let mut child = start(&config, &addr);
         let mut publishers = Vec::new();
         for p in 0..4u32 {
-            let c = Client::connect(addr.as_str(), ConnectOptions::default()).await.unwrap();
+            let c = Client::connect(addr.as_str(), ConnectOptions::default())
+                .await
+                .unwrap();
             let acked = acked.clone();
             publishers.push(tokio::spawn(async move {
                 // Keep many acked publishes in flight at once.
@@ -68,7 +77,10 @@ async fn acked_pulses_survive_kill_9() {
                             let c = c.clone();
                             async move {
                                 let ack = c
-                                    .publish_acked(Outgoing::new("lab-crash", "storm.acked.pulse").bytes(payload.clone()))
+                                    .publish_acked(
+                                        Outgoing::new("lab-crash", "storm.acked.pulse")
+                                            .bytes(payload.clone()),
+                                    )
                                     .await?;
                                 Ok::<_, arqonbus_client::ClientError>((ack.sequence, payload))
                             }
@@ -91,11 +103,16 @@ async fn acked_pulses_survive_kill_9() {
         for p in publishers {
             p.await.unwrap();
         }
-        assert!(!acked.lock().unwrap().is_empty(), "round {round} acked nothing");
+        assert!(
+            !acked.lock().unwrap().is_empty(),
+            "round {round} acked nothing"
+        );
     }
 
     let child = start(&config, &addr);
-    let c = Client::connect(addr.as_str(), ConnectOptions::default()).await.unwrap();
+    let c = Client::connect(addr.as_str(), ConnectOptions::default())
+        .await
+        .unwrap();
     let (all, _) = c
         .history(common::history_query("lab-crash", None, None, 0))
         .await
@@ -103,14 +120,24 @@ async fn acked_pulses_survive_kill_9() {
         .collect_all()
         .await
         .unwrap();
-    let acked = acked.lock().unwrap();
-    let stored: BTreeMap<u64, Vec<u8>> =
-        all.iter().map(|m| (m.sequence, m.payload.clone().unwrap().value)).collect();
+    let acked = acked.lock().unwrap().clone();
+    let stored: BTreeMap<u64, Vec<u8>> = all
+        .iter()
+        .map(|m| (m.sequence, m.payload.clone().unwrap().value))
+        .collect();
     for (seq, payload) in acked.iter() {
-        assert_eq!(stored.get(seq), Some(payload), "acked sequence {seq} lost or changed");
+        assert_eq!(
+            stored.get(seq),
+            Some(payload),
+            "acked sequence {seq} lost or changed"
+        );
     }
     let seqs: Vec<u64> = all.iter().map(|m| m.sequence).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "in order, no gaps");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "in order, no gaps"
+    );
     let next = c
         .publish_acked(Outgoing::new("lab-crash", "storm.after.restart").bytes("new"))
         .await
@@ -121,5 +148,9 @@ async fn acked_pulses_survive_kill_9() {
     let mut child = child;
     child.kill().unwrap();
     child.wait().unwrap();
-    eprintln!("{} pulses acked across 3 crashes, {} stored", acked.len(), all.len());
+    eprintln!(
+        "{} pulses acked across 3 crashes, {} stored",
+        acked.len(),
+        all.len()
+    );
 }

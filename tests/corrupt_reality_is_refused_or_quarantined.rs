@@ -11,8 +11,6 @@ use arqonbus::{Server, ServerError};
 use arqonbus_client::Outgoing;
 use common::{client, retain, TestBus};
 
-
-
 fn configure(c: &mut Config, dir: &std::path::Path, on: OnCorruption) {
     retain(c, dir, "lab-*", SyncMode::Always);
     c.storage.on_corruption = on;
@@ -23,13 +21,18 @@ async fn write_ten(dir: &std::path::Path) -> std::path::PathBuf {
     let bus = TestBus::start(|c| configure(c, dir, OnCorruption::Refuse));
     let c = client(bus.addr).await;
     for _ in 0..10 {
-        c.publish_acked(Outgoing::new("lab-c", "a.b.c").bytes(vec![1u8; 50])).await.unwrap();
+        c.publish_acked(Outgoing::new("lab-c", "a.b.c").bytes(vec![1u8; 50]))
+            .await
+            .unwrap();
     }
     drop(c);
     bus.stop();
     let seg = reality_dir(dir, "lab-c").join("00000000000000000001.seg");
     assert!(seg.exists());
-    assert!(reality_dir(dir, "lab-c").join("checkpoint").exists(), "clean stop writes the checkpoint");
+    assert!(
+        reality_dir(dir, "lab-c").join("checkpoint").exists(),
+        "clean stop writes the checkpoint"
+    );
     seg
 }
 
@@ -49,7 +52,6 @@ fn garble_third_record(seg: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_before_checkpoint_refuses_to_start() {
-
     let dir = tempfile::tempdir().unwrap();
     let seg = write_ten(dir.path()).await;
     let offset = garble_third_record(&seg);
@@ -83,9 +85,14 @@ async fn quarantine_starts_without_the_corrupt_reality() {
     assert_eq!(err.code(), Some(ErrorCode::StorageFailed));
     assert!(err.to_string().contains("quarantine"), "{err}");
     assert!(!reality_dir(dir.path(), "lab-c").exists(), "moved aside");
-    let quarantined = std::fs::read_dir(dir.path().join("quarantine")).unwrap().count();
+    let quarantined = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .count();
     assert_eq!(quarantined, 1);
     // Other retained realities work.
-    let ack = c.publish_acked(Outgoing::new("lab-ok", "a.b.c").bytes("y")).await.unwrap();
+    let ack = c
+        .publish_acked(Outgoing::new("lab-ok", "a.b.c").bytes("y"))
+        .await
+        .unwrap();
     assert_eq!(ack.sequence, 1);
 }

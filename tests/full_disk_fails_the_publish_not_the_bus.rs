@@ -28,7 +28,9 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
     }
 }
 
@@ -36,7 +38,11 @@ impl Drop for SmallDisk {
 async fn full_disk_fails_the_publish_not_the_bus() {
     let Some(disk) = SmallDisk::mount() else {
         // SAFETY: geteuid has no preconditions.
-        assert_ne!(unsafe { libc::geteuid() }, 0, "root could not mount a tmpfs");
+        assert_ne!(
+            unsafe { libc::geteuid() },
+            0,
+            "root could not mount a tmpfs"
+        );
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     };
@@ -48,7 +54,10 @@ async fn full_disk_fails_the_publish_not_the_bus() {
     let c = client(bus.addr).await;
     let mut acked = Vec::new();
     let failure = loop {
-        match c.publish_acked(Outgoing::new("lab-full", "fill.the.disk").bytes(vec![9u8; 8 << 10])).await {
+        match c
+            .publish_acked(Outgoing::new("lab-full", "fill.the.disk").bytes(vec![9u8; 8 << 10]))
+            .await
+        {
             Ok(ack) => acked.push(ack.sequence),
             Err(e) => break e,
         }
@@ -63,13 +72,21 @@ async fn full_disk_fails_the_publish_not_the_bus() {
     assert_eq!(again.unwrap_err().code(), Some(ErrorCode::StorageFailed));
 
     // Everything acknowledged is there, in order.
-    let (stored, _) = c.history(history_query("lab-full", None, None, 0)).await.unwrap().collect_all().await.unwrap();
+    let (stored, _) = c
+        .history(history_query("lab-full", None, None, 0))
+        .await
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap();
     let seqs: Vec<u64> = stored.iter().map(|m| m.sequence).collect();
     assert_eq!(seqs, acked);
 
     // Other realities keep working.
     let mut sub = c.subscribe("elsewhere", ">").await.unwrap();
-    c.publish(Outgoing::new("elsewhere", "still.alive.yes").bytes("ok")).await.unwrap();
+    c.publish(Outgoing::new("elsewhere", "still.alive.yes").bytes("ok"))
+        .await
+        .unwrap();
     let m = sub.next().await.unwrap().unwrap();
     assert_eq!(m.payload.unwrap().value, b"ok");
     drop(bus);

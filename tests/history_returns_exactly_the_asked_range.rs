@@ -23,7 +23,11 @@ async fn history_returns_exactly_the_asked_range() {
     let c = client(bus.addr).await;
     let mut times = vec![0u64];
     for i in 1..=N {
-        let topic = if i % 2 == 0 { "rig.even.tick" } else { "rig.odd.tick" };
+        let topic = if i % 2 == 0 {
+            "rig.even.tick"
+        } else {
+            "rig.odd.tick"
+        };
         let out = Outgoing::new("lab-h", topic).bytes(vec![i as u8; 300]);
         if i % 100 == 0 {
             let ack = c.publish_acked(out).await.unwrap();
@@ -36,7 +40,12 @@ async fn history_returns_exactly_the_asked_range() {
 
     // By sequence, [from, to).
     let (got, end) = c
-        .history(history_query("lab-h", Some(From::FromSequence(100)), Some(To::ToSequence(1100)), 0))
+        .history(history_query(
+            "lab-h",
+            Some(From::FromSequence(100)),
+            Some(To::ToSequence(1100)),
+            0,
+        ))
         .await
         .unwrap()
         .collect_all()
@@ -47,37 +56,59 @@ async fn history_returns_exactly_the_asked_range() {
     assert_eq!((end.count, end.next_sequence), (1000, 1100));
     for m in &got {
         times.push(m.timestamp_unix_nanos);
-        assert_eq!(m.payload.as_ref().unwrap().value, vec![m.sequence as u8; 300]);
+        assert_eq!(
+            m.payload.as_ref().unwrap().value,
+            vec![m.sequence as u8; 300]
+        );
     }
 
     // By time: from the time of #200 (inclusive) to the time of #300 (exclusive).
     let t200 = got[100].timestamp_unix_nanos;
     let t300 = got[200].timestamp_unix_nanos;
     let (by_time, _) = c
-        .history(history_query("lab-h", Some(From::FromTimeUnixNanos(t200)), Some(To::ToTimeUnixNanos(t300)), 0))
+        .history(history_query(
+            "lab-h",
+            Some(From::FromTimeUnixNanos(t200)),
+            Some(To::ToTimeUnixNanos(t300)),
+            0,
+        ))
         .await
         .unwrap()
         .collect_all()
         .await
         .unwrap();
-    assert!(by_time.iter().all(|m| m.timestamp_unix_nanos >= t200 && m.timestamp_unix_nanos < t300));
+    assert!(by_time
+        .iter()
+        .all(|m| m.timestamp_unix_nanos >= t200 && m.timestamp_unix_nanos < t300));
     assert!(by_time.first().unwrap().sequence <= 200 && by_time.last().unwrap().sequence < 300);
     let expected: Vec<u64> = got
         .iter()
         .filter(|m| m.timestamp_unix_nanos >= t200 && m.timestamp_unix_nanos < t300)
         .map(|m| m.sequence)
         .collect();
-    assert_eq!(by_time.iter().map(|m| m.sequence).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        by_time.iter().map(|m| m.sequence).collect::<Vec<_>>(),
+        expected
+    );
 
     // Limit and pattern.
     let mut q = history_query("lab-h", None, None, 7);
     q.pattern = "rig.even.*".into();
     let (limited, end) = c.history(q).await.unwrap().collect_all().await.unwrap();
-    assert_eq!(limited.iter().map(|m| m.sequence).collect::<Vec<_>>(), vec![2, 4, 6, 8, 10, 12, 14]);
+    assert_eq!(
+        limited.iter().map(|m| m.sequence).collect::<Vec<_>>(),
+        vec![2, 4, 6, 8, 10, 12, 14]
+    );
     assert_eq!(end.count, 7);
 
     // Everything, by default.
-    let (all, _) = c.history(history_query("lab-h", None, None, 0)).await.unwrap().collect_all().await.unwrap();
+    let (all, _) = c
+        .history(history_query("lab-h", None, None, 0))
+        .await
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap();
     assert_eq!(all.len() as u64, N);
 
     // An ephemeral reality has no history.
@@ -103,9 +134,14 @@ async fn trimmed_range_names_the_first_kept_sequence() {
     });
     let c = client(bus.addr).await;
     for _ in 0..2_000 {
-        c.publish(Outgoing::new("lab-t", "a.b.c").bytes(vec![1u8; 500])).await.unwrap();
+        c.publish(Outgoing::new("lab-t", "a.b.c").bytes(vec![1u8; 500]))
+            .await
+            .unwrap();
     }
-    let last = c.publish_acked(Outgoing::new("lab-t", "a.b.c").bytes("x")).await.unwrap();
+    let last = c
+        .publish_acked(Outgoing::new("lab-t", "a.b.c").bytes("x"))
+        .await
+        .unwrap();
     // Retention runs with the checkpoint tick.
     let mut first_kept = 0;
     for _ in 0..100 {
@@ -117,7 +153,11 @@ async fn trimmed_range_names_the_first_kept_sequence() {
             .collect_all()
             .await;
         match r {
-            Err(ClientError::Server { code: ErrorCode::HistoryUnavailable, first_available_sequence, .. }) => {
+            Err(ClientError::Server {
+                code: ErrorCode::HistoryUnavailable,
+                first_available_sequence,
+                ..
+            }) => {
                 first_kept = first_available_sequence;
                 break;
             }
@@ -128,7 +168,12 @@ async fn trimmed_range_names_the_first_kept_sequence() {
     assert!(first_kept > 1, "retention never trimmed");
     assert!(bus.metrics().segments_trimmed > 0);
     let (kept, _) = c
-        .history(history_query("lab-t", Some(From::FromSequence(first_kept)), None, 0))
+        .history(history_query(
+            "lab-t",
+            Some(From::FromSequence(first_kept)),
+            None,
+            0,
+        ))
         .await
         .unwrap()
         .collect_all()
@@ -136,6 +181,6 @@ async fn trimmed_range_names_the_first_kept_sequence() {
         .unwrap();
     assert_eq!(kept.first().unwrap().sequence, first_kept);
     assert_eq!(kept.last().unwrap().sequence, last.sequence);
-    let bytes: usize = kept.iter().map(|m| prost::Message::encoded_len(m)).sum();
+    let bytes: usize = kept.iter().map(prost::Message::encoded_len).sum();
     assert!(bytes <= (256 + 64) << 10, "kept {bytes} bytes");
 }

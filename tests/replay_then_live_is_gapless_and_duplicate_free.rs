@@ -28,13 +28,27 @@ async fn publish_range(c: Client, from: u64, to: u64) {
 
 /// Subscribes from `start` and expects every sequence from the first one (which must lie in
 /// `first`) to `last`, once each, in order.
-async fn expect_sequences(c: &Client, start: Position, first: std::ops::RangeInclusive<u64>, last: u64) {
+async fn expect_sequences(
+    c: &Client,
+    start: Position,
+    first: std::ops::RangeInclusive<u64>,
+    last: u64,
+) {
     let mut sub = c
-        .subscribe_from("lab-r", ">", Some(StartPosition { position: Some(start) }))
+        .subscribe_from(
+            "lab-r",
+            ">",
+            Some(StartPosition {
+                position: Some(start),
+            }),
+        )
         .await
         .unwrap();
     let from = sub.next_sequence();
-    assert!(first.contains(&from), "replay starts at {from}, expected within {first:?}");
+    assert!(
+        first.contains(&from),
+        "replay starts at {from}, expected within {first:?}"
+    );
     for expected in from..=last {
         let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
             .await

@@ -296,6 +296,26 @@ impl Client {
         pattern: &str,
         start: Option<StartPosition>,
     ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(reality, pattern, start, false).await
+    }
+
+    /// Subscribes with causal delivery: a pulse arrives only after the pulses it depends on, in
+    /// realities this client also subscribes to, have arrived.
+    pub async fn subscribe_causal(
+        &self,
+        reality: &str,
+        pattern: &str,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(reality, pattern, None, true).await
+    }
+
+    async fn subscribe_with(
+        &self,
+        reality: &str,
+        pattern: &str,
+        start: Option<StartPosition>,
+        causal: bool,
+    ) -> Result<Subscription, ClientError> {
         let id = self.next_correlation();
         let (tx, rx) = mpsc::channel(self.subscription_buffer);
         self.shared.subs.lock().expect("subs lock").insert(id, tx);
@@ -304,7 +324,7 @@ impl Client {
             reality_id: reality.to_owned(),
             pattern: pattern.to_owned(),
             start,
-            causal: false,
+            causal,
         });
         let answer = match self.request(kind).await {
             Ok(a) => a,
@@ -333,9 +353,17 @@ impl Client {
     pub async fn history(&self, query: HistoryGet) -> Result<History, ClientError> {
         let id = self.next_correlation();
         let (tx, rx) = mpsc::channel(4);
-        self.shared.streams.lock().expect("streams lock").insert(id, tx);
+        self.shared
+            .streams
+            .lock()
+            .expect("streams lock")
+            .insert(id, tx);
         if let Err(e) = self.send(id, client_frame::Kind::HistoryGet(query)).await {
-            self.shared.streams.lock().expect("streams lock").remove(&id);
+            self.shared
+                .streams
+                .lock()
+                .expect("streams lock")
+                .remove(&id);
             return Err(e);
         }
         Ok(History {
@@ -490,7 +518,9 @@ impl Stream for History {
                 Poll::Ready(Some(frame)) => frame,
             };
             match frame.kind {
-                Some(server_frame::Kind::HistoryChunk(chunk)) => self.buffered.extend(chunk.messages),
+                Some(server_frame::Kind::HistoryChunk(chunk)) => {
+                    self.buffered.extend(chunk.messages)
+                }
                 Some(server_frame::Kind::HistoryEnd(end)) => self.end = Some(end),
                 Some(server_frame::Kind::Error(e)) => {
                     self.end = Some(HistoryEnd::default());
@@ -599,7 +629,11 @@ async fn route(shared: &Shared, frame: ServerFrame) -> Result<(), ClientError> {
                 .get(&frame.correlation_id)
                 .cloned();
             if last {
-                shared.streams.lock().expect("streams lock").remove(&frame.correlation_id);
+                shared
+                    .streams
+                    .lock()
+                    .expect("streams lock")
+                    .remove(&frame.correlation_id);
             }
             if let Some(tx) = tx {
                 // Waiting here is the flow control of history reads.

@@ -145,10 +145,16 @@ pub fn put_history_chunk(out: &mut BytesMut, correlation_id: u64, envelopes: &[&
     out.reserve(LENGTH_PREFIX_BYTES + body_len);
     out.put_u32(body_len as u32);
     if correlation_id != 0 {
-        encode_varint(u64::from(tag(SERVER_FRAME_CORRELATION_FIELD, WIRE_VARINT)), out);
+        encode_varint(
+            u64::from(tag(SERVER_FRAME_CORRELATION_FIELD, WIRE_VARINT)),
+            out,
+        );
         encode_varint(correlation_id, out);
     }
-    encode_varint(u64::from(tag(SERVER_FRAME_HISTORY_CHUNK_FIELD, WIRE_LEN)), out);
+    encode_varint(
+        u64::from(tag(SERVER_FRAME_HISTORY_CHUNK_FIELD, WIRE_LEN)),
+        out,
+    );
     encode_varint(messages_len as u64, out);
     for e in envelopes {
         encode_varint(u64::from(tag(HISTORY_CHUNK_MESSAGES_FIELD, WIRE_LEN)), out);

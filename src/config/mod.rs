@@ -181,6 +181,8 @@ pub struct Limits {
     pub shutdown_drain_ms: u64,
     /// Listen backlog of each shard's socket.
     pub listen_backlog: u64,
+    /// Pulses a connection with causal subscriptions may hold waiting for dependencies.
+    pub max_causal_held: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +234,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
+            max_causal_held: 10_000,
         }
     }
 }
@@ -341,6 +344,7 @@ impl Config {
             3_600_000,
         )?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
+        range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
         range(
             "io.io_memory_bytes",
             self.io.io_memory_bytes,
@@ -350,7 +354,12 @@ impl Config {
         range("io.ring_depth", self.io.ring_depth, 8, 32_768)?;
         let st = &self.storage;
         let min_segment = l.max_frame_bytes + 64;
-        range("storage.segment_bytes", st.segment_bytes, min_segment, 1 << 34)?;
+        range(
+            "storage.segment_bytes",
+            st.segment_bytes,
+            min_segment,
+            1 << 34,
+        )?;
         range(
             "storage.max_unflushed_bytes",
             st.max_unflushed_bytes,
@@ -363,7 +372,12 @@ impl Config {
             10,
             3_600_000,
         )?;
-        range("storage.history_chunk_bytes", st.history_chunk_bytes, 4096, 64 << 20)?;
+        range(
+            "storage.history_chunk_bytes",
+            st.history_chunk_bytes,
+            4096,
+            64 << 20,
+        )?;
         for rule in &self.retention {
             if rule.realities.is_empty() {
                 return Err(ConfigError::Invalid {

@@ -97,7 +97,11 @@ impl Cursor {
             pattern,
             purpose: Purpose::History {
                 correlation_id,
-                limit: if q.limit == 0 { u64::MAX } else { u64::from(q.limit) },
+                limit: if q.limit == 0 {
+                    u64::MAX
+                } else {
+                    u64::from(q.limit)
+                },
             },
             from,
             to,

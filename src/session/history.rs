@@ -15,7 +15,11 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, que
         let msg = format!("reality `{}` is invalid: {e}", query.reality_id);
         return reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
     }
-    let pattern_text = if query.pattern.is_empty() { ">" } else { &query.pattern };
+    let pattern_text = if query.pattern.is_empty() {
+        ">"
+    } else {
+        &query.pattern
+    };
     let pattern = match Pattern::parse(pattern_text) {
         Ok(p) => p,
         Err(e) => {

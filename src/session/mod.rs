@@ -5,6 +5,7 @@
 //! per frame kind); the writer drains the connection's bounded [`Outbound`] queue into the
 //! socket in batches. Neither ever blocks the shard: a slow socket only fills its own queue.
 
+mod causal;
 mod hello;
 mod history;
 mod outbound;
@@ -70,6 +71,9 @@ pub struct Conn {
     session: RefCell<Option<SessionInfo>>,
     /// The reader is draining after a fatal error and will stop by itself.
     lingering: Cell<bool>,
+    /// Present once the connection has a causal subscription.
+    causal: RefCell<Option<causal::CausalGate>>,
+    max_causal_held: usize,
 }
 
 impl Conn {
@@ -87,6 +91,8 @@ impl Conn {
             subscriptions: RefCell::new(HashMap::new()),
             session: RefCell::new(None),
             lingering: Cell::new(false),
+            causal: RefCell::new(None),
+            max_causal_held: shard.config.limits.max_causal_held as usize,
         }
     }
 
@@ -159,6 +165,65 @@ impl Conn {
         self.writer_wake.notify(1);
     }
 
+    pub fn is_causal(&self) -> bool {
+        self.causal.borrow().is_some()
+    }
+
+    /// Turns on causal delivery for this connection.
+    pub fn enable_causal(&self) {
+        let mut gate = self.causal.borrow_mut();
+        if gate.is_none() {
+            *gate = Some(causal::CausalGate::new(self.max_causal_held));
+        }
+    }
+
+    /// A pulse for a causal subscription: delivered now, or held until its dependencies pass.
+    pub fn causal_arrive(
+        &self,
+        counters: &ShardCounters,
+        subs: &crate::shard::SubIndex,
+        subscription_id: u64,
+        pulse: &std::sync::Arc<Pulse>,
+    ) {
+        let start_of = |r: &str| subs.start_for_conn(r, self.id);
+        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| self.push_deliver(counters, sub, p);
+        let overflow = match self.causal.borrow_mut().as_mut() {
+            Some(gate) => gate
+                .arrive(subscription_id, pulse, &start_of, &mut deliver)
+                .err(),
+            None => None,
+        };
+        if let Some(o) = overflow {
+            counters.request_errors.inc();
+            let msg = format!(
+                "causal hold buffer (limits.max_causal_held = {}) overflowed on subscription {}: \
+                 its dependencies did not arrive; closing",
+                self.max_causal_held, o.subscription_id
+            );
+            self.out
+                .borrow_mut()
+                .close_now(Some(error_frame(0, ErrorCode::LimitExceeded, &msg)));
+            self.stop_reading();
+            self.writer_wake.notify(1);
+        }
+    }
+
+    /// A pulse of a reality this connection subscribes to went by: held pulses that depended
+    /// on it may go now.
+    pub fn causal_passed(
+        &self,
+        counters: &ShardCounters,
+        subs: &crate::shard::SubIndex,
+        pulse: &std::sync::Arc<Pulse>,
+    ) {
+        let start_of = |r: &str| subs.start_for_conn(r, self.id);
+        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| self.push_deliver(counters, sub, p);
+        if let Some(gate) = self.causal.borrow_mut().as_mut() {
+            gate.note_seen(&pulse.reality, pulse.sequence);
+            gate.release(&start_of, &mut deliver);
+        }
+    }
+
     /// Waits until the outbound queue is at most half full (or the connection is closing).
     pub async fn wait_drained(&self) {
         loop {
@@ -187,6 +252,9 @@ impl Conn {
 
     /// Forgets a subscription; returns its reality.
     pub fn forget_subscription(&self, id: u64) -> Option<String> {
+        if let Some(gate) = self.causal.borrow_mut().as_mut() {
+            gate.drop_subscription(id);
+        }
         self.subscriptions.borrow_mut().remove(&id)
     }
 

@@ -210,6 +210,7 @@ mod tests {
             sequence: 1,
             timestamp_unix_nanos: 0,
             encoded,
+            deps: Vec::new(),
         })
     }
 

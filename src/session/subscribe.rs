@@ -5,8 +5,8 @@ use std::rc::Rc;
 use arqonbus_proto::v1::{ErrorCode, Subscribe, Unsubscribe};
 
 use super::{reject, Conn};
-use crate::routing::{validate_reality, Pattern};
 use crate::history::Cursor;
+use crate::routing::{validate_reality, Pattern};
 use crate::shard::{LocalSub, ReadOrigin, Shard, SubscribeOrigin, ToOwner};
 
 pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, s: Subscribe) {
@@ -49,16 +49,20 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
         correlation_id,
         pattern.clone(),
     );
-    if s.causal {
+    if s.causal && replay.is_some() {
         return fail(
             ErrorCode::InvalidRequest,
-            "causal delivery is not supported by this server yet",
+            "causal subscriptions start at `latest`",
         );
     }
     conn.remember_subscription(s.subscription_id, s.reality_id.clone());
     if let Some(cursor) = replay {
         // Replay first, from the owner's log, then switch to live where replay ended.
-        let sub = Rc::new(LocalSub::replaying(conn.clone(), s.subscription_id, pattern));
+        let sub = Rc::new(LocalSub::replaying(
+            conn.clone(),
+            s.subscription_id,
+            pattern,
+        ));
         shard.subs.borrow_mut().insert(&s.reality_id, sub);
         let origin = ReadOrigin {
             shard: shard.id,
@@ -66,7 +70,15 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
         };
         return shard.send_read(cursor, origin).await;
     }
-    let sub = Rc::new(LocalSub::live(conn.clone(), s.subscription_id, pattern));
+    if s.causal {
+        conn.enable_causal();
+    }
+    let sub = Rc::new(LocalSub::live(
+        conn.clone(),
+        s.subscription_id,
+        pattern,
+        s.causal,
+    ));
     shard.subs.borrow_mut().insert(&s.reality_id, sub);
     let origin = SubscribeOrigin {
         conn: conn.id,

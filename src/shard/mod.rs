@@ -41,6 +41,9 @@ pub struct Pulse {
     pub timestamp_unix_nanos: u64,
     /// The encoded `ArqonMessage`.
     pub encoded: Bytes,
+    /// The producer's causal context for other realities: what must be delivered first to a
+    /// causal subscriber.
+    pub deps: Vec<(String, u64)>,
 }
 
 /// Where a publish came from, so the owner can answer it.
@@ -183,7 +186,11 @@ impl Shard {
 
     /// Stamps a pulse of a reality this shard owns and encodes it once. Answers the publisher
     /// itself when the reality cannot take another sequence.
-    fn stamp(&self, message: &mut ArqonMessage, origin: Origin) -> Option<(Arc<Pulse>, Option<Bytes>)> {
+    fn stamp(
+        &self,
+        message: &mut ArqonMessage,
+        origin: Origin,
+    ) -> Option<(Arc<Pulse>, Option<Bytes>)> {
         let now = self.clock.now_unix_nanos();
         let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
             Ok(stamp) => stamp,
@@ -198,6 +205,12 @@ impl Shard {
             }
         };
         stamp_message(message, &stamp);
+        let deps = message
+            .causal
+            .iter()
+            .filter(|(r, _)| **r != *stamp.reality)
+            .map(|(r, s)| (r.clone(), *s))
+            .collect();
         let ack = origin.ack.then(|| {
             encode_frame(&ServerFrame {
                 correlation_id: origin.correlation_id,
@@ -215,6 +228,7 @@ impl Shard {
             timestamp_unix_nanos: stamp.timestamp_unix_nanos,
             encoded: Bytes::from(message.encode_to_vec()),
             topic: std::mem::take(&mut message.topic),
+            deps,
         });
         self.counters.pulses_sequenced.inc();
         Some((pulse, ack))
@@ -258,16 +272,38 @@ impl Shard {
         }
     }
 
-    /// Queues a pulse for every matching subscription on this shard.
+    /// Queues a pulse for every matching subscription on this shard. Causal subscriptions go
+    /// through their connection's gate, which may hold the pulse until its dependencies pass.
     pub fn deliver_local(&self, pulse: &Arc<Pulse>) {
         let subs = self.subs.borrow();
         let mut delivered = 0;
+        let mut gated: Vec<&Rc<Conn>> = Vec::new();
         for sub in subs.for_reality(&pulse.reality) {
-            if sub.wants(pulse.sequence, &pulse.topic) {
-                sub.conn
-                    .push_deliver(&self.counters, sub.subscription_id, pulse);
+            let wants = sub.wants(pulse.sequence, &pulse.topic);
+            if !sub.conn.is_causal() {
+                if wants {
+                    sub.conn
+                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                    delivered += 1;
+                }
+                continue;
+            }
+            if wants {
+                if sub.causal {
+                    sub.conn
+                        .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse);
+                } else {
+                    sub.conn
+                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                }
                 delivered += 1;
             }
+            if !gated.iter().any(|c| c.id == sub.conn.id) {
+                gated.push(&sub.conn);
+            }
+        }
+        for conn in gated {
+            conn.causal_passed(&self.counters, &subs, pulse);
         }
         self.counters.pulses_delivered.add(delivered);
     }

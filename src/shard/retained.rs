@@ -117,7 +117,12 @@ impl Shard {
         rule: &RetentionRule,
     ) -> Result<(RealityLog, store::RecoveryReport), StoreError> {
         let segment_bytes = self.config.segment_bytes_for(rule) as usize;
-        RealityLog::open(&self.config.data_dir, Arc::from(reality), rule, segment_bytes)
+        RealityLog::open(
+            &self.config.data_dir,
+            Arc::from(reality),
+            rule,
+            segment_bytes,
+        )
     }
 
     /// Recovers every retained reality this shard owns. Runs before the shard accepts.
@@ -139,7 +144,11 @@ impl Shard {
             segment_bytes: None,
         };
         for name in names.into_iter().filter(|n| self.owner_of(n) == self.id) {
-            let rule = self.config.retention_for(&name).cloned().unwrap_or(keep_all.clone());
+            let rule = self
+                .config
+                .retention_for(&name)
+                .cloned()
+                .unwrap_or(keep_all.clone());
             match self.open_log(&name, &rule) {
                 Ok((log, report)) => {
                     tracing::info!(
@@ -426,7 +435,13 @@ impl Shard {
                 cursor
                     .step(&log, r.visible_end(), chunk)
                     .map(|step| (step, r.visible_end()))
-                    .map_err(|u| (ErrorCode::HistoryUnavailable, u.message, u.first_available_sequence))
+                    .map_err(|u| {
+                        (
+                            ErrorCode::HistoryUnavailable,
+                            u.message,
+                            u.first_available_sequence,
+                        )
+                    })
             }
             Ok(None) => Err((
                 ErrorCode::HistoryUnavailable,
@@ -461,12 +476,8 @@ impl Shard {
                 (Ok(step), live_from)
             }
             Err((code, message, first)) => {
-                let frame = crate::session::error_frame_with_first(
-                    correlation_id,
-                    code,
-                    &message,
-                    first,
-                );
+                let frame =
+                    crate::session::error_frame_with_first(correlation_id, code, &message, first);
                 (Err(frame), None)
             }
         };
@@ -563,7 +574,12 @@ impl Shard {
         }
     }
 
-    fn continue_read(self: &Rc<Self>, conn: Rc<crate::session::Conn>, cursor: Cursor, origin: ReadOrigin) {
+    fn continue_read(
+        self: &Rc<Self>,
+        conn: Rc<crate::session::Conn>,
+        cursor: Cursor,
+        origin: ReadOrigin,
+    ) {
         let shard = self.clone();
         glommio::spawn_local(async move {
             conn.wait_drained().await;

@@ -15,6 +15,8 @@ pub struct LocalSub {
     pub conn: Rc<Conn>,
     pub subscription_id: u64,
     pub pattern: Pattern,
+    /// Deliver only after causal dependencies (see `session::causal`).
+    pub causal: bool,
     /// First sequence to deliver; [`PENDING`] until the owner confirms.
     active_from: Cell<u64>,
     /// The owner counts this subscription's interest (so removing it must tell the owner).
@@ -25,8 +27,10 @@ pub struct LocalSub {
 
 impl LocalSub {
     /// A subscription from `latest`: its interest is announced to the owner at once.
-    pub fn live(conn: Rc<Conn>, subscription_id: u64, pattern: Pattern) -> Self {
-        Self::new(conn, subscription_id, pattern, true)
+    pub fn live(conn: Rc<Conn>, subscription_id: u64, pattern: Pattern, causal: bool) -> Self {
+        let mut s = Self::new(conn, subscription_id, pattern, true);
+        s.causal = causal;
+        s
     }
 
     /// A subscription that replays first: the owner counts it only once replay catches up.
@@ -39,6 +43,7 @@ impl LocalSub {
             conn,
             subscription_id,
             pattern,
+            causal: false,
             active_from: Cell::new(PENDING),
             interest_registered: Cell::new(registered),
             announced: Cell::new(false),
@@ -100,7 +105,12 @@ impl SubIndex {
     }
 
     /// Removes one subscription and returns it.
-    pub fn remove(&mut self, reality: &str, conn: u64, subscription_id: u64) -> Option<Rc<LocalSub>> {
+    pub fn remove(
+        &mut self,
+        reality: &str,
+        conn: u64,
+        subscription_id: u64,
+    ) -> Option<Rc<LocalSub>> {
         let list = self.by_reality.get_mut(reality)?;
         let at = list
             .iter()
@@ -110,6 +120,16 @@ impl SubIndex {
             self.by_reality.remove(reality);
         }
         Some(removed)
+    }
+
+    /// The first sequence any subscription of `conn` to `reality` delivers; `None` when it has
+    /// none there.
+    pub fn start_for_conn(&self, reality: &str, conn: u64) -> Option<u64> {
+        self.for_reality(reality)
+            .iter()
+            .filter(|s| s.conn.id == conn)
+            .map(|s| s.active_from.get())
+            .min()
     }
 
     /// The subscriptions to `reality` on this shard.

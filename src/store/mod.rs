@@ -58,7 +58,9 @@ pub struct RecoveryReport {
 
 /// The directory of one reality under `data_dir`.
 pub fn reality_dir(data_dir: &Path, reality: &str) -> PathBuf {
-    data_dir.join("realities").join(format!("{reality}.reality"))
+    data_dir
+        .join("realities")
+        .join(format!("{reality}.reality"))
 }
 
 /// The realities that have a directory under `data_dir`.
@@ -172,7 +174,11 @@ impl RealityLog {
         for (i, (base, path)) in paths.into_iter().enumerate() {
             let mut seg = Segment::open(&path)?;
             if seg.base != base {
-                return Err(corrupt(&path, 8, "segment header names another base sequence"));
+                return Err(corrupt(
+                    &path,
+                    8,
+                    "segment header names another base sequence",
+                ));
             }
             if let Some(prev) = self.segments.back() {
                 if seg.base != prev.last_sequence + 1 {
@@ -204,10 +210,18 @@ impl RealityLog {
                     Slot::Invalid { reason } => reason,
                 };
                 if checkpoint.covers(seg.base, pos) {
-                    return Err(corrupt(&path, pos, &format!("{problem}, before the durable checkpoint")));
+                    return Err(corrupt(
+                        &path,
+                        pos,
+                        &format!("{problem}, before the durable checkpoint"),
+                    ));
                 }
                 if i + 1 != count {
-                    return Err(corrupt(&path, pos, &format!("{problem}, and later segments exist")));
+                    return Err(corrupt(
+                        &path,
+                        pos,
+                        &format!("{problem}, and later segments exist"),
+                    ));
                 }
                 tracing::warn!(
                     reality = %self.reality,
@@ -314,9 +328,16 @@ impl RealityLog {
 
     /// Copies a record in. `reserve` was called for it and `sequence` follows the last.
     pub fn append(&mut self, sequence: u64, timestamp_unix_nanos: u64, body: &[u8]) {
-        let active = self.segments.back_mut().expect("a log always has a segment");
+        let active = self
+            .segments
+            .back_mut()
+            .expect("a log always has a segment");
         assert!(active.fits(body.len()), "append without reserve");
-        assert_eq!(sequence, active.last_sequence + 1, "retained sequences are gapless");
+        assert_eq!(
+            sequence,
+            active.last_sequence + 1,
+            "retained sequences are gapless"
+        );
         active.append(sequence, timestamp_unix_nanos, body);
     }
 
@@ -511,10 +532,17 @@ mod tests {
         let offset = SEGMENT_HEADER_BYTES + 12 * rec + RECORD_HEADER_BYTES + 3;
         garble(&path, offset);
         let (mut log, report) = open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(report.truncated_at, Some((path, SEGMENT_HEADER_BYTES + 12 * rec)));
+        assert_eq!(
+            report.truncated_at,
+            Some((path, SEGMENT_HEADER_BYTES + 12 * rec))
+        );
         assert_eq!(log.last_sequence(), 12);
         write(&mut log, 1, 100);
-        assert_eq!(log.last_sequence(), 13, "numbering continues after the last good record");
+        assert_eq!(
+            log.last_sequence(),
+            13,
+            "numbering continues after the last good record"
+        );
     }
 
     #[test]
@@ -530,7 +558,9 @@ mod tests {
         let rec = RECORD_HEADER_BYTES + 100;
         garble(&path, SEGMENT_HEADER_BYTES + 4 * rec + RECORD_HEADER_BYTES);
         match open(dir.path(), 1 << 20) {
-            Err(StoreError::Corrupt { path: p, offset, .. }) => {
+            Err(StoreError::Corrupt {
+                path: p, offset, ..
+            }) => {
                 assert_eq!(p, path);
                 assert_eq!(offset, SEGMENT_HEADER_BYTES + 4 * rec);
             }
@@ -559,7 +589,11 @@ mod tests {
 
     fn garble(path: &Path, offset: usize) {
         use std::io::{Read, Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
         let mut b = [0u8; 1];
         f.seek(SeekFrom::Start(offset as u64)).unwrap();
         f.read_exact(&mut b).unwrap();

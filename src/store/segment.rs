@@ -40,7 +40,9 @@ pub enum Slot<'a> {
     /// Zero length: no data from here on.
     End,
     /// Not a valid record: a torn write, or corruption.
-    Invalid { reason: &'static str },
+    Invalid {
+        reason: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,7 +202,9 @@ impl Segment {
         }
         Slot::Record(Record {
             sequence: u64::from_le_bytes(map[pos + 8..pos + 16].try_into().expect("8")),
-            timestamp_unix_nanos: u64::from_le_bytes(map[pos + 16..pos + 24].try_into().expect("8")),
+            timestamp_unix_nanos: u64::from_le_bytes(
+                map[pos + 16..pos + 24].try_into().expect("8"),
+            ),
             body: &map[body_at..body_at + len],
             next: body_at + len,
         })
@@ -214,7 +218,11 @@ impl Segment {
     /// Copies a record into the map. The caller checked `fits` and that `sequence` follows.
     pub fn append(&mut self, sequence: u64, timestamp_unix_nanos: u64, body: &[u8]) {
         debug_assert!(self.fits(body.len()));
-        debug_assert_eq!(sequence, self.last_sequence + 1, "segment sequences are gapless");
+        debug_assert_eq!(
+            sequence,
+            self.last_sequence + 1,
+            "segment sequences are gapless"
+        );
         let pos = self.end;
         let body_at = pos + RECORD_HEADER_BYTES;
         let map = &mut self.map[..];

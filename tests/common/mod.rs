@@ -21,13 +21,20 @@ pub struct TestBus {
 
 impl TestBus {
     pub fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_clock(configure, arqonbus::time::system())
+    }
+
+    pub fn start_with_clock(
+        configure: impl FnOnce(&mut Config),
+        clock: arqonbus::time::SharedClock,
+    ) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
             ..Config::default()
         };
         configure(&mut config);
-        let server = Server::start(config).expect("server starts");
+        let server = Server::start_with_clock(config, clock).expect("server starts");
         let addr = server.local_addr();
         Self {
             server: Some(server),
@@ -170,7 +177,12 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// A config that retains realities matching `glob` in `dir` with `sync`.
-pub fn retain(config: &mut Config, dir: &std::path::Path, glob: &str, sync: arqonbus::config::SyncMode) {
+pub fn retain(
+    config: &mut Config,
+    dir: &std::path::Path,
+    glob: &str,
+    sync: arqonbus::config::SyncMode,
+) {
     config.data_dir = dir.to_owned();
     config.retention.push(arqonbus::config::RetentionRule {
         realities: glob.into(),
