@@ -582,6 +582,9 @@ impl Shard {
     ) {
         let shard = self.clone();
         glommio::spawn_local(async move {
+            // glommio runs a new task right away; yielding first keeps a local owner's
+            // read loop from recursing through spawn.
+            futures_lite::future::yield_now().await;
             conn.wait_drained().await;
             if conn.is_closing() {
                 if let Purpose::Replay { .. } = cursor.purpose {
