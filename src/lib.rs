@@ -11,7 +11,10 @@
 //!   and the ordered outboxes in front of them.
 //! - [`session`]: one client connection: handshake, frame dispatch (one file per frame kind),
 //!   and the bounded outbound queue with its slow-consumer policy.
-//! - [`transport`]: listening sockets (SO_REUSEPORT on every shard) and stream I/O.
+//! - [`transport`]: listening sockets (SO_REUSEPORT on every shard) for TCP, TLS 1.3,
+//!   WebSocket and secure WebSocket, and the TLS configuration with its reload.
+//! - [`shield`]: the edge every request passes: [`auth`] (tokens, client certificates, grants,
+//!   the failure rate limit) and [`tenant`] (per-tenant quotas).
 //! - [`routing`]: topic syntax, subscription patterns and the stable reality-to-shard hash.
 //! - [`time`]: the one clock seam.
 //! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
@@ -26,9 +29,14 @@
 //!   full ring makes the sender wait, it never drops.
 //! - A pulse is encoded once, by its owner. Every subscriber on every shard is sent the same
 //!   reference-counted bytes behind a small per-subscription header.
+//! - A session's identity is settled once, at Hello, and every publish, subscribe and history
+//!   read is checked against it; a refusal answers that request only.
+//! - Tenants share no per-pulse state: publish rates are per-shard token buckets; connection and
+//!   subscription counts are shared atomics touched only when those change.
 //! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
 //!   stalls its shard, the rings, or other subscribers.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod history;
@@ -37,8 +45,10 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod shield;
 pub mod spsc;
 pub mod store;
+pub mod tenant;
 pub mod time;
 pub mod transport;
 

@@ -32,6 +32,9 @@ enum Command {
     Sub(arqonbus::cli::SubArgs),
     /// Read a bounded range of a retained reality.
     History(arqonbus::cli::HistoryArgs),
+    /// Make signing keys and issue tokens.
+    #[command(subcommand)]
+    Token(arqonbus::cli::token::TokenCommand),
     /// Print the default configuration, with comments.
     Config,
 }
@@ -41,9 +44,18 @@ struct ServeArgs {
     /// TOML configuration file; keys it leaves out keep their defaults.
     #[arg(long, env = "ARQONBUS_CONFIG")]
     config: Option<PathBuf>,
-    /// Client listener (overrides `listen`).
+    /// Client listener, plain TCP (overrides `listen`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// TLS listener (overrides `tls_listen`; needs [tls] in the config).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// WebSocket listener (overrides `ws_listen`).
+    #[arg(long)]
+    ws_listen: Option<SocketAddr>,
+    /// Secure WebSocket listener (overrides `wss_listen`; needs [tls]).
+    #[arg(long)]
+    wss_listen: Option<SocketAddr>,
     /// Number of shards (overrides `shards`; 0 = one per core).
     #[arg(long)]
     shards: Option<usize>,
@@ -62,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Pub(args) => arqonbus::cli::publish(args),
         Command::Sub(args) => arqonbus::cli::subscribe(args),
         Command::History(args) => arqonbus::cli::history(args),
+        Command::Token(command) => arqonbus::cli::token::run(command),
         Command::Config => {
             print!("{DEFAULT_TOML}");
             Ok(())
@@ -97,6 +110,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if args.tls_listen.is_some() {
+        config.tls_listen = args.tls_listen;
+    }
+    if args.ws_listen.is_some() {
+        config.ws_listen = args.ws_listen;
+    }
+    if args.wss_listen.is_some() {
+        config.wss_listen = args.wss_listen;
+    }
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
@@ -114,6 +136,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install signal handlers")?;
     }
+    // SIGHUP re-reads the TLS certificates; connections stay up.
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, server.reload_flag())
+        .context("cannot install the SIGHUP handler")?;
     server.join().context("server stopped with an error")?;
     tracing::info!("arqonbus stopped");
     Ok(())

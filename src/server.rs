@@ -10,9 +10,11 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::{Config, ConfigError};
 use crate::metrics::{ShardCounters, Snapshot};
 use crate::shard::{self, ShardStart};
+use crate::shield::{Shield, ShieldError};
 use crate::spsc;
 use crate::time::{self, SharedClock};
-use crate::transport::{self, ListenError};
+use crate::transport::tls::TlsError;
+use crate::transport::{self, ListenError, Transport};
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Shield(#[from] ShieldError),
     #[error(
         "cannot start shard {shard}: {reason}. glommio needs io_uring and locked memory: raise \
          the memlock limit (`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the systemd unit), \
@@ -60,12 +64,75 @@ fn wait_ready(
     Ok(())
 }
 
+/// The listeners the configuration asks for, bound for every shard: (transport, bound address,
+/// one socket per shard).
+type Bound = Vec<(Transport, SocketAddr, Vec<socket2::Socket>)>;
+
+fn bind_listeners(config: &Config, count: usize) -> Result<Bound, ListenError> {
+    let wanted = [
+        (Transport::Tcp, Some(config.listen)),
+        (Transport::Tls, config.tls_listen),
+        (Transport::Ws, config.ws_listen),
+        (Transport::Wss, config.wss_listen),
+    ];
+    let backlog = config.limits.listen_backlog as i32;
+    let mut bound = Vec::new();
+    for (transport, addr) in wanted {
+        let Some(addr) = addr else { continue };
+        let (addr, sockets) = transport::bind_shared(addr, count, backlog)?;
+        if !transport.is_encrypted() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                key = transport.config_key(),
+                "UNENCRYPTED listener on a non-loopback address (allow_plaintext_non_local = \
+                 true): tokens and pulses cross the network in the clear"
+            );
+        }
+        bound.push((transport, addr, sockets));
+    }
+    Ok(bound)
+}
+
+/// Re-reads the TLS files whenever `reload` is raised (SIGHUP), until `stop`.
+fn spawn_reloader(
+    shield: Arc<Shield>,
+    reload: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("tls-reload".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if !reload.swap(false, Ordering::AcqRel) {
+                    continue;
+                }
+                let Some(tls) = &shield.tls else { continue };
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        generation = tls.generation(),
+                        "TLS certificates reloaded; new handshakes use them"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "TLS reload failed; the previous certificates stay in use"
+                    ),
+                }
+            }
+        })
+        .expect("spawn the TLS reload thread")
+}
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    addrs: Vec<(Transport, SocketAddr)>,
     stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    shield: Arc<Shield>,
     counters: Vec<Arc<ShardCounters>>,
     shards: Vec<glommio::ExecutorJoinHandle<()>>,
+    reloader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -80,8 +147,17 @@ impl Server {
         config.validate()?;
         let config = Arc::new(config);
         let count = config.shard_count();
-        let (addr, listeners) =
-            transport::bind_shared(config.listen, count, config.limits.listen_backlog as i32)?;
+        let shield = Arc::new(Shield::from_config(&config)?);
+        let bound = bind_listeners(&config, count)?;
+        let addr = bound[0].1;
+        let addrs: Vec<(Transport, SocketAddr)> = bound.iter().map(|(t, a, _)| (*t, *a)).collect();
+        let mut per_shard: Vec<Vec<(Transport, socket2::Socket)>> =
+            (0..count).map(|_| Vec::new()).collect();
+        for (transport, _, sockets) in bound {
+            for (shard, socket) in sockets.into_iter().enumerate() {
+                per_shard[shard].push((transport, socket));
+            }
+        }
         let ring = config.limits.ring_capacity as usize;
         let requests = spsc::full_mesh(count, ring);
         let deliveries = spsc::full_mesh(count, ring);
@@ -95,15 +171,16 @@ impl Server {
 
         let mut shards = Vec::with_capacity(count);
         let mut ready = Vec::with_capacity(count);
-        let starts = listeners.into_iter().zip(requests).zip(deliveries);
-        for (id, ((listener, requests), deliveries)) in starts.enumerate() {
+        let starts = per_shard.into_iter().zip(requests).zip(deliveries);
+        for (id, ((listeners, requests), deliveries)) in starts.enumerate() {
             let start = ShardStart {
                 id,
                 shards: count,
                 config: config.clone(),
                 clock: clock.clone(),
                 counters: counters[id].clone(),
-                listener,
+                listeners,
+                shield: shield.clone(),
                 requests,
                 deliveries,
                 stop: stop.clone(),
@@ -133,13 +210,50 @@ impl Server {
             shards.push(handle);
         }
         wait_ready(&stop, ready, &mut shards)?;
-        tracing::info!(%addr, shards = count, "arqonbus listening");
+        for (transport, addr) in &addrs {
+            tracing::info!(%addr, ?transport, shards = count, "arqonbus listening");
+        }
+        let reload = Arc::new(AtomicBool::new(false));
+        let reloader = shield
+            .tls
+            .is_some()
+            .then(|| spawn_reloader(shield.clone(), reload.clone(), stop.clone()));
         Ok(Self {
             addr,
+            addrs,
             stop,
+            reload,
+            shield,
             counters,
             shards,
+            reloader,
         })
+    }
+
+    /// The bound address of a transport's listener, when it is configured.
+    pub fn addr_of(&self, transport: Transport) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+    }
+
+    /// The flag that makes the server re-read its TLS files when raised (SIGHUP raises it).
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        self.reload.clone()
+    }
+
+    /// Re-reads the TLS files now; on an error the previous certificates stay in use.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.shield.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// The shared edge state (tenant counts, the failure map), for inspection.
+    pub fn shield(&self) -> &Shield {
+        &self.shield
     }
 
     /// The address clients connect to (the bound port when the config said 0).
@@ -165,10 +279,15 @@ impl Server {
     /// Waits for every shard to finish.
     pub fn join(self) -> Result<(), ServerError> {
         let mut result = Ok(());
+        let stop = self.stop.clone();
         for (shard, handle) in self.shards.into_iter().enumerate() {
             if handle.join().is_err() && result.is_ok() {
                 result = Err(ServerError::ShardPanicked { shard });
             }
+        }
+        stop.store(true, Ordering::Release);
+        if let Some(reloader) = self.reloader {
+            let _ = reloader.join();
         }
         result
     }

@@ -24,6 +24,8 @@ pub enum ClientError {
     Closed,
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {

@@ -19,10 +19,13 @@
 
 mod error;
 mod outgoing;
+mod tls;
 
 pub use arqonbus_proto as proto;
 pub use error::ClientError;
 pub use outgoing::Outgoing;
+pub use tls::TlsOptions;
+pub use tokio_rustls::rustls;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -40,8 +43,7 @@ use arqonbus_proto::v1::{
 use bytes::BytesMut;
 use futures::Stream;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,6 +60,9 @@ pub struct ConnectOptions {
     /// Pulses buffered per subscription before the reader stops reading the socket (and the
     /// server's slow-consumer policy takes over).
     pub subscription_buffer: usize,
+    /// Speak TLS (to the server's `tls_listen`). A `tls://host:port` address given to
+    /// [`Client::connect_url`] needs this too, for the roots to trust.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ConnectOptions {
@@ -69,6 +74,7 @@ impl Default for ConnectOptions {
             timeout: Duration::from_secs(10),
             max_frame_bytes: 64 << 20,
             subscription_buffer: 4096,
+            tls: None,
         }
     }
 }
@@ -130,16 +136,63 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects, says Hello, and waits for Welcome.
+    /// Connects to `tcp://host:port`, `tls://host:port` or `host:port` (TCP, or TLS when
+    /// `options.tls` is set).
+    pub async fn connect_url(url: &str, mut options: ConnectOptions) -> Result<Self, ClientError> {
+        if let Some(addr) = url.strip_prefix("tls://") {
+            if options.tls.is_none() {
+                return Err(ClientError::Tls(
+                    "a tls:// address needs ConnectOptions::tls (the CA to trust)".into(),
+                ));
+            }
+            return Self::connect(addr, options).await;
+        }
+        if let Some(addr) = url.strip_prefix("tcp://") {
+            options.tls = None;
+            return Self::connect(addr, options).await;
+        }
+        Self::connect(url, options).await
+    }
+
+    /// Connects, says Hello, and waits for Welcome. With `options.tls` set the connection is
+    /// TLS, and the server's certificate is checked against the address's host (or
+    /// `TlsOptions::server_name`).
     pub async fn connect(
-        addr: impl ToSocketAddrs,
+        addr: impl ToSocketAddrs + std::fmt::Display,
         options: ConnectOptions,
     ) -> Result<Self, ClientError> {
+        let host = addr.to_string();
+        let host = host
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .unwrap_or(host);
         let stream = tokio::time::timeout(options.timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        match options.tls.clone() {
+            None => {
+                let (rd, wr) = stream.into_split();
+                Self::start(rd, wr, options).await
+            }
+            Some(tls) => {
+                let name = tls.name_for(&host)?;
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let stream = tokio::time::timeout(options.timeout, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| ClientError::Timeout)?
+                    .map_err(|e| ClientError::Tls(format!("handshake failed: {e}")))?;
+                let (rd, wr) = tokio::io::split(stream);
+                Self::start(rd, wr, options).await
+            }
+        }
+    }
+
+    async fn start<R, W>(rd: R, wr: W, options: ConnectOptions) -> Result<Self, ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
@@ -534,7 +587,11 @@ impl Stream for History {
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, shared: Arc<Shared>) {
+async fn write_loop(
+    mut wr: impl AsyncWrite + Unpin,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
     let mut batch = Vec::with_capacity(64 << 10);
     while let Some(first) = rx.recv().await {
         batch.extend_from_slice(&first);
@@ -545,7 +602,12 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, sha
                 Err(_) => break,
             }
         }
-        if let Err(e) = wr.write_all(&batch).await {
+        if let Err(e) = async {
+            wr.write_all(&batch).await?;
+            wr.flush().await
+        }
+        .await
+        {
             shared.fail_all(ClientError::Io(Arc::new(e)));
             return;
         }
@@ -554,7 +616,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, sha
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(mut rd: OwnedReadHalf, shared: Arc<Shared>, max_frame_bytes: usize) {
+async fn read_loop(mut rd: impl AsyncRead + Unpin, shared: Arc<Shared>, max_frame_bytes: usize) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let err = loop {
         match take_frame(&mut buf, max_frame_bytes) {

@@ -1,4 +1,7 @@
-//! The client subcommands: `arqonbus pub` and `arqonbus sub`, on the Rust client.
+//! The client subcommands: `arqonbus pub`, `sub` and `history` on the Rust client, and the
+//! `token` tools.
+
+pub mod token;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,12 +12,34 @@ use arqonbus_proto::v1::ArqonMessage;
 use base64::Engine;
 use futures::StreamExt;
 
+/// Where the bus is and how to prove who we are.
+#[derive(Debug, clap::Args)]
+pub struct ConnArgs {
+    /// Server address: `host:port` or `tcp://host:port`, or `tls://host:port` with --ca.
+    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
+    pub server: String,
+    /// A token from `arqonbus token issue`.
+    #[arg(long, env = "ARQONBUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate to trust for tls:// (the server's CA).
+    #[arg(long, env = "ARQONBUS_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for mTLS (with --key).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate carries, when it is not the host in --server.
+    #[arg(long)]
+    pub server_name: Option<String>,
+}
+
 /// `arqonbus pub`.
 #[derive(Debug, clap::Args)]
 pub struct PubArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[arg(long)]
     pub reality: String,
     #[arg(long)]
@@ -39,8 +64,8 @@ pub struct PubArgs {
 /// `arqonbus sub`.
 #[derive(Debug, clap::Args)]
 pub struct SubArgs {
-    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[arg(long)]
     pub reality: String,
     /// Topic pattern: `*` is one segment, `>` the rest.
@@ -57,8 +82,8 @@ pub struct SubArgs {
 /// `arqonbus history`.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
-    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[arg(long)]
     pub reality: String,
     /// Topic pattern to keep.
@@ -91,11 +116,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the client runtime")
 }
 
-fn options(name: &str) -> ConnectOptions {
-    ConnectOptions {
-        client_name: name.to_owned(),
+/// Connects as the CLI, over TLS when the address says `tls://`.
+async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
+    let tls = match &conn.ca {
+        Some(ca) => {
+            let client = conn.cert.as_deref().zip(conn.key.as_deref());
+            let mut tls = arqonbus_client::TlsOptions::from_pem_files(ca, client)?;
+            if let Some(name) = &conn.server_name {
+                tls = tls.server_name(name);
+            }
+            Some(tls)
+        }
+        None => None,
+    };
+    let options = ConnectOptions {
+        client_name: "arqonbus-cli".to_owned(),
+        token: conn.token.clone().unwrap_or_default(),
+        tls,
         ..Default::default()
-    }
+    };
+    Client::connect_url(&conn.server, options)
+        .await
+        .with_context(|| format!("cannot connect to {}", conn.server))
 }
 
 pub fn publish(args: PubArgs) -> anyhow::Result<()> {
@@ -107,9 +149,7 @@ pub fn publish(args: PubArgs) -> anyhow::Result<()> {
         (None, None) => Vec::new(),
     };
     runtime()?.block_on(async {
-        let client = Client::connect(&args.server, options("arqonbus-cli"))
-            .await
-            .with_context(|| format!("cannot connect to {}", args.server))?;
+        let client = connect(&args.conn).await?;
         let mut stdout = std::io::stdout().lock();
         for _ in 0..args.count {
             let out =
@@ -129,9 +169,7 @@ pub fn publish(args: PubArgs) -> anyhow::Result<()> {
 
 pub fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let client = Client::connect(&args.server, options("arqonbus-cli"))
-            .await
-            .with_context(|| format!("cannot connect to {}", args.server))?;
+        let client = connect(&args.conn).await?;
         let mut sub = client.subscribe(&args.reality, &args.pattern).await?;
         let mut seen = 0u64;
         while let Some(item) = sub.next().await {
@@ -221,9 +259,7 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
         limit: args.limit,
     };
     runtime()?.block_on(async {
-        let client = Client::connect(&args.server, options("arqonbus-cli"))
-            .await
-            .with_context(|| format!("cannot connect to {}", args.server))?;
+        let client = connect(&args.conn).await?;
         let mut stream = client.history(query).await?;
         let mut stdout = std::io::stdout().lock();
         while let Some(item) = stream.next().await {

@@ -55,8 +55,17 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address every shard accepts client connections on (SO_REUSEPORT).
+    /// Address every shard accepts plain TCP client connections on (SO_REUSEPORT).
     pub listen: SocketAddr,
+    /// TLS 1.3 over TCP (length-prefixed frames, as on `listen`); needs `[tls]`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Plain WebSocket: one binary message per frame.
+    pub ws_listen: Option<SocketAddr>,
+    /// WebSocket over TLS 1.3; needs `[tls]`.
+    pub wss_listen: Option<SocketAddr>,
+    /// Plain (unencrypted) TCP and WebSocket are refused on an address other than loopback
+    /// unless this is set; the server then logs a warning at start.
+    pub allow_plaintext_non_local: bool,
     /// Number of shards (pinned executors). 0 means one per available core.
     pub shards: usize,
     /// Where retained realities and the audit log live.
@@ -71,6 +80,80 @@ pub struct Config {
     /// Which realities are retained, first match wins. Realities no rule matches are
     /// ephemeral: fire and forget, no history.
     pub retention: Vec<RetentionRule>,
+    /// Certificates for `tls_listen` and `wss_listen`, and client certificates (mTLS).
+    pub tls: Option<TlsConfig>,
+    pub auth: AuthConfig,
+    /// Per-tenant quotas. A tenant not listed has no quota.
+    pub tenants: Vec<TenantQuota>,
+}
+
+/// TLS 1.3 settings. The files are read at start and again on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// PEM CA certificates that client certificates must chain to (mTLS).
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
+    /// Refuse the handshake of a client without a certificate from `client_ca_path`. When
+    /// false, a client certificate is checked if presented and optional otherwise.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// Who may connect and what they may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Refuse sessions whose Hello carries no valid token (UNAUTHENTICATED).
+    pub require_token: bool,
+    /// Ed25519 public keys (base64, 32 bytes) whose signatures on tokens are trusted; printed
+    /// by `arqonbus token keygen`.
+    pub trusted_keys: Vec<String>,
+    /// The tenant of sessions without a token (or client certificate), when tokens are not
+    /// required.
+    pub anonymous_tenant: String,
+    /// Failed authentications from one address within `failure_window_ms` before further
+    /// connections from it are refused for `block_ms`.
+    pub max_failures: u64,
+    pub failure_window_ms: u64,
+    pub block_ms: u64,
+    /// Addresses tracked for failures; the oldest entry is forgotten past it.
+    pub max_tracked_addresses: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            require_token: false,
+            trusted_keys: Vec::new(),
+            anonymous_tenant: "anonymous".into(),
+            max_failures: 10,
+            failure_window_ms: 60_000,
+            block_ms: 60_000,
+            max_tracked_addresses: 10_000,
+        }
+    }
+}
+
+/// Quotas of one tenant. 0 means no bound.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantQuota {
+    pub name: String,
+    /// Open sessions, over all shards.
+    pub max_connections: u64,
+    /// Subscriptions, over all shards.
+    pub max_subscriptions: u64,
+    /// Publish rate (token bucket). Each shard gets `rate / shards`, so the bound holds without
+    /// shards sharing anything per pulse.
+    pub publish_pulses_per_sec: u64,
+    pub publish_bytes_per_sec: u64,
+    /// Bytes the tenant's publishes may add to retained realities, over all shards.
+    pub max_retained_bytes: u64,
 }
 
 /// When a retained reality's records reach the disk.
@@ -217,6 +300,13 @@ impl Default for Config {
             io: IoConfig::default(),
             storage: StorageConfig::default(),
             retention: Vec::new(),
+            tls_listen: None,
+            ws_listen: None,
+            wss_listen: None,
+            allow_plaintext_non_local: false,
+            tls: None,
+            auth: AuthConfig::default(),
+            tenants: Vec::new(),
         }
     }
 }
@@ -395,6 +485,7 @@ impl Config {
                 range("retention.segment_bytes", size, min_segment, 1 << 34)?;
             }
         }
+        self.validate_security()?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "log.level",
@@ -402,6 +493,76 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The listeners, transports and identity settings.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let needs_tls = self.tls_listen.is_some() || self.wss_listen.is_some();
+        if needs_tls && self.tls.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls",
+                reason: "tls_listen and wss_listen need a [tls] section with cert_path and \
+                         key_path"
+                    .into(),
+            });
+        }
+        if let Some(tls) = &self.tls {
+            if tls.require_client_cert && tls.client_ca_path.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "tls.require_client_cert",
+                    reason: "needs tls.client_ca_path (the CA client certificates chain to)".into(),
+                });
+            }
+        }
+        if !self.allow_plaintext_non_local {
+            let plain = [("listen", Some(self.listen)), ("ws_listen", self.ws_listen)];
+            for (key, addr) in plain {
+                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!(
+                            "{addr} is not a loopback address and the connection would not be \
+                             encrypted: serve clients on tls_listen/wss_listen and keep `{key}` \
+                             on 127.0.0.1, or set allow_plaintext_non_local = true"
+                        ),
+                    });
+                }
+            }
+        }
+        let a = &self.auth;
+        if a.require_token && a.trusted_keys.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth.trusted_keys",
+                reason: "auth.require_token is set but no key is trusted (add the public key \
+                         printed by `arqonbus token keygen`)"
+                    .into(),
+            });
+        }
+        range("auth.max_failures", a.max_failures, 1, 1 << 20)?;
+        range("auth.failure_window_ms", a.failure_window_ms, 1, 86_400_000)?;
+        range("auth.block_ms", a.block_ms, 0, 86_400_000)?;
+        range(
+            "auth.max_tracked_addresses",
+            a.max_tracked_addresses,
+            1,
+            10_000_000,
+        )?;
+        for (i, t) in self.tenants.iter().enumerate() {
+            if t.name.is_empty() || self.tenants[..i].iter().any(|o| o.name == t.name) {
+                return Err(ConfigError::Invalid {
+                    key: "tenants.name",
+                    reason: format!("tenant #{} needs a unique, non-empty name", i + 1),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The quota of a tenant, if one is configured.
+    pub fn tenant_quota(&self, tenant: &str) -> Option<&TenantQuota> {
+        self.tenants.iter().find(|t| t.name == tenant)
     }
 }
 
@@ -457,6 +618,46 @@ mod tests {
         assert_eq!(c.retention_for("lab-1").unwrap().sync, SyncMode::Os);
         assert_eq!(c.retention_for("other").unwrap().max_bytes, 10);
         assert_eq!(c.retention_for("other").unwrap().sync, SyncMode::Always);
+    }
+
+    #[test]
+    fn plaintext_on_a_public_address_is_refused_unless_allowed() {
+        let c = Config::from_toml("listen = \"0.0.0.0:4720\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("allow_plaintext_non_local"), "{err}");
+        let c = Config::from_toml("listen = \"0.0.0.0:4720\"\nallow_plaintext_non_local = true\n")
+            .unwrap();
+        c.validate().unwrap();
+        let c = Config::from_toml("ws_listen = \"10.1.2.3:80\"\n").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn tls_listeners_need_certificates() {
+        let c = Config::from_toml("tls_listen = \"127.0.0.1:4722\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("[tls]"));
+        let c = Config::from_toml(
+            "tls_listen = \"127.0.0.1:4722\"\n[tls]\ncert_path = \"c\"\nkey_path = \"k\"\n\
+             require_client_cert = true\n",
+        )
+        .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("client_ca_path"));
+    }
+
+    #[test]
+    fn tenants_and_auth_parse() {
+        let c = Config::from_toml(
+            "[auth]\nrequire_token = true\ntrusted_keys = [\"abc\"]\n\
+             [[tenants]]\nname = \"a\"\nmax_connections = 2\npublish_pulses_per_sec = 10\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tenant_quota("a").unwrap().max_connections, 2);
+        assert!(c.tenant_quota("b").is_none());
     }
 
     #[test]

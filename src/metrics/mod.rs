@@ -73,6 +73,18 @@ counters! {
     recovery_truncations,
     /// Old segments deleted by retention.
     segments_trimmed,
+    /// Hellos refused with UNAUTHENTICATED (bad, expired or missing token; identity mismatch).
+    auth_failures,
+    /// Connections closed on arrival because their address failed to authenticate too often.
+    auth_blocked_connections,
+    /// TLS handshakes that failed or timed out (wrong version, no client certificate, ...).
+    tls_handshake_failures,
+    /// WebSocket upgrades that failed or timed out.
+    ws_handshake_failures,
+    /// Requests refused with PERMISSION_DENIED (outside the session's grants or roles).
+    permission_denied,
+    /// Requests refused with QUOTA_EXCEEDED (a tenant quota).
+    quota_exceeded,
 }
 
 /// A counter with one writer.

@@ -164,6 +164,24 @@ impl Pattern {
         parts.next().is_none()
     }
 
+    /// True when every topic `other` matches is also matched by `self` (a grant covers a
+    /// subscription).
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let mut theirs = other.segments.iter();
+        for seg in self.segments.iter() {
+            let next = theirs.next();
+            match (seg, next) {
+                // `>` takes one or more segments: whatever `other` has left, if anything.
+                (Segment::Rest, Some(_)) => return true,
+                (_, None) => return false,
+                (Segment::One, Some(Segment::Literal(_) | Segment::One)) => {}
+                (Segment::Literal(a), Some(Segment::Literal(b))) if a == b => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+
     /// True when the pattern has no wildcard, so it matches exactly one topic.
     pub fn is_literal(&self) -> bool {
         self.segments
@@ -176,6 +194,34 @@ impl Pattern {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn covers_is_pattern_containment() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        assert!(p("lab.>").covers(&p("lab.*.temp")));
+        assert!(p("lab.>").covers(&p("lab.>")));
+        assert!(p(">").covers(&p("a.b")));
+        assert!(p("lab.*").covers(&p("lab.x")));
+        assert!(!p("lab.*").covers(&p("lab.>")));
+        assert!(!p("lab.x").covers(&p("lab.*")));
+        assert!(!p("lab.>").covers(&p(">")));
+        assert!(!p("lab.a").covers(&p("lab.a.b")));
+        assert!(!p("lab.a.b").covers(&p("lab.a")));
+    }
+
+    proptest! {
+        #[test]
+        fn covers_agrees_with_matching(
+            grant in "(a|b|\\*)(\\.(a|b|\\*)){1,3}(\\.>)?",
+            sub in "(a|b|\\*)(\\.(a|b|\\*)){1,3}(\\.>)?",
+            topic in "(a|b)(\\.(a|b)){1,5}",
+        ) {
+            let (g, s) = (Pattern::parse(&grant).unwrap(), Pattern::parse(&sub).unwrap());
+            if g.covers(&s) && s.matches(&topic) {
+                prop_assert!(g.matches(&topic), "{grant} covers {sub} but not {topic}");
+            }
+        }
+    }
 
     #[test]
     fn topics() {

@@ -27,6 +27,20 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, que
             return reject(shard, conn, correlation_id, ErrorCode::InvalidTopic, &msg);
         }
     };
+    if let Some(shielded) = conn.shielded() {
+        let now = shard.now_secs();
+        let id = &shielded.identity;
+        if let Err(why) = id.check_subscribe(&query.reality_id, &pattern, pattern_text, now) {
+            shard.counters.permission_denied.inc();
+            return reject(
+                shard,
+                conn,
+                correlation_id,
+                ErrorCode::PermissionDenied,
+                &why,
+            );
+        }
+    }
     let cursor = Cursor::history(&query, correlation_id, pattern);
     let origin = ReadOrigin {
         shard: shard.id,

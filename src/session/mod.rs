@@ -8,6 +8,7 @@
 mod causal;
 mod hello;
 mod history;
+mod io;
 mod outbound;
 mod ping;
 mod publish;
@@ -21,33 +22,31 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use arqonbus_proto::frame::{encode_frame, take_frame, FrameError};
+use arqonbus_proto::frame::encode_frame;
 use arqonbus_proto::v1::{
     client_frame, server_frame, ClientFrame, Error as WireError, ErrorCode, ServerFrame, Subscribed,
 };
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
-use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use prost::Message;
 
+use crate::auth::{CertIdentity, Identity};
 use crate::metrics::ShardCounters;
 use crate::shard::{Pulse, Shard, SubscribeOrigin};
+use crate::tenant::{RateBuckets, TenantShared};
+use crate::transport::Transport;
+use io::{FrameSink, FrameSource, ReadEnd, StreamSink, StreamSource, WsSink, WsSource};
 
 /// A connection's id, unique within its shard.
 pub type ConnId = u64;
 
-/// Smallest read; an idle connection holds no read buffer at all.
-const MIN_READ_BYTES: usize = 512;
-/// Largest single read; reads grow toward it while the client keeps them full.
-const MAX_READ_BYTES: usize = 64 << 10;
 /// Bytes gathered into one socket write.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
-/// After a fatal protocol error, how long to keep draining what the client still sends, so
-/// closing does not reset the connection before the error frame is read.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// What a client said about itself in Hello.
 #[derive(Debug, Clone, Default)]
@@ -57,10 +56,24 @@ pub struct SessionInfo {
     pub manifest: Option<arqonbus_proto::v1::OperatorManifest>,
 }
 
+/// What the shield knows about a session once Hello has settled it.
+pub struct Shielded {
+    pub identity: Identity,
+    /// The tenant's shared counters, when it has a counted quota (released on close).
+    pub tenant: Option<Arc<TenantShared>>,
+    /// This shard's publish buckets for the tenant, when it has a publish rate.
+    pub buckets: Option<Rc<RateBuckets>>,
+}
+
 /// The shard-side state of one connection.
 pub struct Conn {
     pub id: ConnId,
     pub peer: Option<SocketAddr>,
+    pub transport: Transport,
+    /// The identity in the client's certificate (mTLS), if it sent one.
+    pub cert: Option<CertIdentity>,
+    /// Set by Hello.
+    shielded: RefCell<Option<Rc<Shielded>>>,
     fd: RawFd,
     out: RefCell<Outbound>,
     writer_wake: Event,
@@ -77,11 +90,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(id: ConnId, fd: RawFd, peer: Option<SocketAddr>, shard: &Shard) -> Self {
+    fn new(id: ConnId, accepted: &Accepted, shard: &Shard) -> Self {
         Self {
             id,
-            peer,
-            fd,
+            peer: accepted.peer,
+            transport: accepted.transport,
+            cert: accepted.cert.clone(),
+            shielded: RefCell::new(None),
+            fd: accepted.fd,
             out: RefCell::new(Outbound::new(
                 shard.config.limits.max_outbound_bytes as usize,
                 shard.config.slow_consumer,
@@ -255,11 +271,26 @@ impl Conn {
         if let Some(gate) = self.causal.borrow_mut().as_mut() {
             gate.drop_subscription(id);
         }
-        self.subscriptions.borrow_mut().remove(&id)
+        let reality = self.subscriptions.borrow_mut().remove(&id);
+        if reality.is_some() {
+            if let Some(tenant) = self.shielded().and_then(|s| s.tenant.clone()) {
+                tenant.release_subscription();
+            }
+        }
+        reality
     }
 
     pub fn session(&self) -> Option<SessionInfo> {
         self.session.borrow().clone()
+    }
+
+    /// The session's identity and tenant, once Hello has settled them.
+    pub fn shielded(&self) -> Option<Rc<Shielded>> {
+        self.shielded.borrow().clone()
+    }
+
+    pub(crate) fn set_shielded(&self, shielded: Shielded) {
+        *self.shielded.borrow_mut() = Some(Rc::new(shielded));
     }
 }
 
@@ -303,106 +334,152 @@ pub fn subscribed_frame(origin: SubscribeOrigin, next_sequence: u64) -> Bytes {
     })
 }
 
-/// Starts serving a freshly accepted connection on this shard.
-pub fn spawn(shard: Rc<Shard>, stream: TcpStream) {
-    glommio::spawn_local(run(shard, stream)).detach();
+/// What is known of a connection before its session starts.
+struct Accepted {
+    fd: RawFd,
+    peer: Option<SocketAddr>,
+    transport: Transport,
+    cert: Option<CertIdentity>,
 }
 
-async fn run(shard: Rc<Shard>, stream: TcpStream) {
+/// Starts serving a freshly accepted connection on this shard.
+pub fn spawn(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
+    glommio::spawn_local(run(shard, stream, transport)).detach();
+}
+
+async fn run(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
     // Pulses are small and latency matters more than segment count.
     let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
     let peer = stream.peer_addr().ok();
-    let Some(conn) = shard.register(|id| Conn::new(id, fd, peer, &shard)) else {
-        return;
+    if let Some(ip) = peer.map(|p| p.ip()) {
+        if shard.shield.auth.guard.is_blocked(ip) {
+            // Too many failed authentications from there: closed before any handshake.
+            shard.counters.auth_blocked_connections.inc();
+            return;
+        }
+    }
+    let mut accepted = Accepted {
+        fd: stream.as_raw_fd(),
+        peer,
+        transport,
+        cert: None,
     };
-    let (reader, writer) = stream.split();
-    futures::future::join(
-        read_loop(&shard, &conn, reader),
-        write_loop(&shard, &conn, writer),
-    )
-    .await;
-    release_subscriptions(&shard, &conn).await;
-    shard.unregister(conn.id);
-}
-
-/// Why the reader stopped.
-enum ReadEnd {
-    /// The client closed, or the shard stopped reading.
-    Eof,
-    /// A protocol error: send this frame, then close.
-    Fatal(Bytes),
-    Io,
-}
-
-/// Splits the byte stream into frames with an adaptive read size.
-struct FrameReader {
-    rd: ReadHalf<TcpStream>,
-    buf: BytesMut,
-    read_bytes: usize,
-    max_frame_bytes: usize,
-}
-
-impl FrameReader {
-    /// The next frame body; `Ok(None)` at end of stream.
-    async fn next(&mut self, counters: &ShardCounters) -> Result<Option<Bytes>, ReadEnd> {
-        loop {
-            match take_frame(&mut self.buf, self.max_frame_bytes) {
-                Ok(Some(body)) => return Ok(Some(body)),
-                Ok(None) => {}
-                Err(FrameError::TooLarge { declared, max }) => {
-                    return Err(ReadEnd::Fatal(error_frame(
-                        0,
-                        ErrorCode::FrameTooLarge,
-                        &format!("frame of {declared} bytes exceeds max_frame_bytes ({max})"),
-                    )))
-                }
+    let limit = Duration::from_millis(shard.config.limits.handshake_timeout_ms);
+    match transport {
+        Transport::Tcp => serve_stream(shard, accepted, stream).await,
+        Transport::Ws => {
+            if let Some(ws) = ws_handshake(&shard, stream, limit).await {
+                serve_ws(shard, accepted, ws).await
             }
-            if self.buf.is_empty() && self.buf.capacity() > MAX_READ_BYTES {
-                // Give back what a burst grew; an idle connection keeps no buffer.
-                self.buf = BytesMut::new();
-            }
-            let start = self.buf.len();
-            self.buf.resize(start + self.read_bytes, 0);
-            let n = match self.rd.read(&mut self.buf[start..]).await {
-                Ok(n) => n,
-                Err(_) => return Err(ReadEnd::Io),
+        }
+        Transport::Tls | Transport::Wss => {
+            let Some(tls) = tls_handshake(&shard, stream, limit).await else {
+                return;
             };
-            self.buf.truncate(start + n);
-            if n == 0 {
-                return Ok(None);
-            }
-            counters.bytes_in.add(n as u64);
-            if n == self.read_bytes {
-                self.read_bytes = (self.read_bytes * 2).min(MAX_READ_BYTES);
-            } else if n < self.read_bytes / 4 {
-                self.read_bytes = (self.read_bytes / 2).max(MIN_READ_BYTES);
+            accepted.cert = client_cert_identity(&tls);
+            if transport == Transport::Tls {
+                serve_stream(shard, accepted, tls).await
+            } else if let Some(ws) = ws_handshake(&shard, tls, limit).await {
+                serve_ws(shard, accepted, ws).await
             }
         }
     }
+}
 
-    /// Reads and discards until the client closes or `LINGER` passes.
-    async fn linger(&mut self) {
-        let mut scratch = [0u8; 4096];
-        let _ = glommio::timer::timeout(LINGER, async {
-            while let Ok(n) = self.rd.read(&mut scratch).await {
-                if n == 0 {
-                    break;
-                }
-            }
-            Ok(())
-        })
-        .await;
+type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
+
+async fn tls_handshake(shard: &Shard, stream: TcpStream, limit: Duration) -> Option<TlsStream> {
+    let acceptor = shard.tls_acceptor()?;
+    let handshake =
+        glommio::timer::timeout(limit, async { Ok(acceptor.accept(stream).await) }).await;
+    match handshake {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            shard.counters.tls_handshake_failures.inc();
+            tracing::debug!(shard = shard.id, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            shard.counters.tls_handshake_failures.inc();
+            None
+        }
     }
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rd: ReadHalf<TcpStream>) {
-    let mut reader = FrameReader {
-        rd,
-        buf: BytesMut::new(),
-        read_bytes: MIN_READ_BYTES,
-        max_frame_bytes: shard.config.limits.max_frame_bytes as usize,
+/// The identity named by the client certificate rustls verified, if there is one.
+fn client_cert_identity(tls: &TlsStream) -> Option<CertIdentity> {
+    let (_, session) = tls.get_ref();
+    let leaf = session.peer_certificates()?.first()?;
+    crate::auth::subject_common_name(leaf).map(|cn| CertIdentity::from_common_name(&cn))
+}
+
+async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    shard: &Shard,
+    stream: S,
+    limit: Duration,
+) -> Option<async_tungstenite::WebSocketStream<S>> {
+    let max = shard.config.limits.max_frame_bytes as usize;
+    let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(WRITE_BATCH_BYTES);
+    let handshake = glommio::timer::timeout(limit, async {
+        Ok(async_tungstenite::accept_async_with_config(stream, Some(config)).await)
+    })
+    .await;
+    match handshake {
+        Ok(Ok(ws)) => Some(ws),
+        _ => {
+            shard.counters.ws_handshake_failures.inc();
+            None
+        }
+    }
+}
+
+async fn serve_stream<S: AsyncRead + AsyncWrite>(shard: Rc<Shard>, accepted: Accepted, stream: S) {
+    let max = shard.config.limits.max_frame_bytes as usize;
+    let (rd, wr) = stream.split();
+    serve(
+        shard,
+        accepted,
+        StreamSource::new(rd, max),
+        StreamSink::new(wr),
+    )
+    .await
+}
+
+async fn serve_ws<S: AsyncRead + AsyncWrite + Unpin>(
+    shard: Rc<Shard>,
+    accepted: Accepted,
+    ws: async_tungstenite::WebSocketStream<S>,
+) {
+    let (tx, rx) = ws.split();
+    serve(shard, accepted, WsSource::new(rx), WsSink::new(tx)).await
+}
+
+async fn serve(
+    shard: Rc<Shard>,
+    accepted: Accepted,
+    source: impl FrameSource,
+    sink: impl FrameSink,
+) {
+    let Some(conn) = shard.register(|id| Conn::new(id, &accepted, &shard)) else {
+        return;
     };
+    futures::future::join(
+        read_loop(&shard, &conn, source),
+        write_loop(&shard, &conn, sink),
+    )
+    .await;
+    release_subscriptions(&shard, &conn).await;
+    if let Some(tenant) = conn.shielded().and_then(|s| s.tenant.clone()) {
+        tenant.release_connection();
+    }
+    shard.unregister(conn.id);
+}
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: impl FrameSource) {
     let end = serve_frames(shard, conn, &mut reader).await;
     match end {
         ReadEnd::Eof => conn.finish(),
@@ -416,7 +493,11 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rd: ReadHalf<TcpStream>) 
     }
 }
 
-async fn serve_frames(shard: &Rc<Shard>, conn: &Rc<Conn>, reader: &mut FrameReader) -> ReadEnd {
+async fn serve_frames(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    reader: &mut impl FrameSource,
+) -> ReadEnd {
     let handshake = Duration::from_millis(shard.config.limits.handshake_timeout_ms);
     let first =
         glommio::timer::timeout(handshake, async { Ok(reader.next(&shard.counters).await) }).await;
@@ -517,7 +598,7 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     }
 }
 
-async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStream>) {
+async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: impl FrameSink) {
     let mut batch = BytesMut::new();
     loop {
         // Wait until there is something to write, or the queue is closed and empty.
@@ -531,7 +612,7 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
             }
             if closing {
                 conn.drained.notify(usize::MAX);
-                let _ = wr.close().await;
+                wr.close().await;
                 if !conn.lingering.get() {
                     conn.stop_reading();
                 }
@@ -552,14 +633,14 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
         if batch.is_empty() {
             continue;
         }
-        if wr.write_all(&batch).await.is_err() {
+        let written = batch.len() as u64;
+        if wr.write_batch(&mut batch).await.is_err() {
             conn.abort();
             conn.drained.notify(usize::MAX);
             return;
         }
-        shard.counters.bytes_out.add(batch.len() as u64);
+        shard.counters.bytes_out.add(written);
         conn.drained.notify(usize::MAX);
-        batch.clear();
         if conn.out.borrow().is_idle() {
             // An idle connection keeps no write buffer.
             batch = BytesMut::new();
@@ -570,7 +651,11 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
 /// Tells each reality's owner that this connection's subscriptions are gone.
 async fn release_subscriptions(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     let subs: Vec<(u64, String)> = conn.subscriptions.borrow_mut().drain().collect();
+    let tenant = conn.shielded().and_then(|s| s.tenant.clone());
     for (id, reality) in subs {
+        if let Some(t) = &tenant {
+            t.release_subscription();
+        }
         let removed = shard.subs.borrow_mut().remove(&reality, conn.id, id);
         if removed.is_some_and(|s| s.interest_registered()) {
             subscribe::release_interest(shard, reality).await;

@@ -42,6 +42,15 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
             return fail(ErrorCode::InvalidTopic, &msg);
         }
     };
+    let shielded = conn.shielded();
+    if let Some(shielded) = &shielded {
+        let now = shard.now_secs();
+        let id = &shielded.identity;
+        if let Err(why) = id.check_subscribe(&s.reality_id, &pattern, &s.pattern, now) {
+            shard.counters.permission_denied.inc();
+            return fail(ErrorCode::PermissionDenied, &why);
+        }
+    }
     let replay = Cursor::replay(
         &s.reality_id,
         s.start.as_ref(),
@@ -54,6 +63,12 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
             ErrorCode::InvalidRequest,
             "causal subscriptions start at `latest`",
         );
+    }
+    if let Some(tenant) = shielded.as_ref().and_then(|sh| sh.tenant.as_ref()) {
+        if let Err(over) = tenant.reserve_subscription() {
+            shard.counters.quota_exceeded.inc();
+            return fail(ErrorCode::QuotaExceeded, &over.0);
+        }
     }
     conn.remember_subscription(s.subscription_id, s.reality_id.clone());
     if let Some(cursor) = replay {

@@ -29,8 +29,11 @@ use crate::config::Config;
 use crate::metrics::ShardCounters;
 use crate::routing::owner_shard;
 use crate::session::{self, error_frame, Conn, ConnId};
+use crate::shield::Shield;
 use crate::spsc::{self, MeshEnds, Outbox};
+use crate::tenant::RateBuckets;
 use crate::time::SharedClock;
+use crate::transport::Transport;
 
 /// A sequenced pulse: encoded once by its owner, shared by every subscriber on every shard.
 #[derive(Debug)]
@@ -101,7 +104,9 @@ pub struct ShardStart {
     pub config: Arc<Config>,
     pub clock: SharedClock,
     pub counters: Arc<ShardCounters>,
-    pub listener: socket2::Socket,
+    /// This shard's socket of each configured listener.
+    pub listeners: Vec<(Transport, socket2::Socket)>,
+    pub shield: Arc<Shield>,
     pub requests: MeshEnds<ToOwner>,
     pub deliveries: MeshEnds<FromOwner>,
     pub stop: Arc<AtomicBool>,
@@ -117,6 +122,13 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub clock: SharedClock,
     pub counters: Arc<ShardCounters>,
+    pub shield: Arc<Shield>,
+    /// This shard's TLS acceptor and the configuration generation it was built from.
+    tls_acceptor: RefCell<Option<(u64, futures_rustls::TlsAcceptor)>>,
+    /// This shard's publish buckets per rate-limited tenant.
+    tenant_buckets: RefCell<HashMap<Arc<str>, Rc<RateBuckets>>>,
+    /// Wall-clock seconds, refreshed every few milliseconds, for token expiry checks.
+    now_secs: Cell<u64>,
     conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
     next_conn: Cell<ConnId>,
     pub subs: RefCell<SubIndex>,
@@ -134,6 +146,44 @@ pub struct Shard {
 impl Shard {
     pub fn is_stopping(&self) -> bool {
         self.stopping.get()
+    }
+
+    /// Wall-clock Unix seconds, good to a few milliseconds (expiry checks).
+    pub fn now_secs(&self) -> u64 {
+        self.now_secs.get()
+    }
+
+    /// The acceptor for new TLS handshakes: this shard's copy, refreshed after a reload.
+    pub fn tls_acceptor(&self) -> Option<futures_rustls::TlsAcceptor> {
+        let tls = self.shield.tls.as_ref()?;
+        let generation = tls.generation();
+        let mut cached = self.tls_acceptor.borrow_mut();
+        match &*cached {
+            Some((g, acceptor)) if *g == generation => Some(acceptor.clone()),
+            _ => {
+                let (g, config) = tls.current();
+                let acceptor = futures_rustls::TlsAcceptor::from(config);
+                *cached = Some((g, acceptor.clone()));
+                Some(acceptor)
+            }
+        }
+    }
+
+    /// This shard's publish buckets for `tenant`, if it has a publish rate.
+    pub fn tenant_buckets(&self, tenant: &Arc<str>) -> Option<Rc<RateBuckets>> {
+        if let Some(b) = self.tenant_buckets.borrow().get(tenant) {
+            return Some(b.clone());
+        }
+        let shared = self.shield.tenants.get(tenant)?;
+        let buckets = Rc::new(RateBuckets::new(
+            &shared.quota,
+            self.shards,
+            self.clock.now_unix_nanos(),
+        )?);
+        self.tenant_buckets
+            .borrow_mut()
+            .insert(tenant.clone(), buckets.clone());
+        Some(buckets)
     }
 
     pub fn owner_of(&self, reality: &str) -> usize {
@@ -461,7 +511,8 @@ pub async fn run(start: ShardStart) {
         config,
         clock,
         counters,
-        listener,
+        listeners,
+        shield,
         requests,
         deliveries,
         stop,
@@ -490,9 +541,13 @@ pub async fn run(start: ShardStart) {
         )),
         retained: RefCell::new(HashMap::new()),
         refused: RefCell::new(HashMap::new()),
+        now_secs: Cell::new(clock.now_unix_nanos() / 1_000_000_000),
         config,
         clock,
         counters,
+        shield,
+        tls_acceptor: RefCell::new(None),
+        tenant_buckets: RefCell::new(HashMap::new()),
         conns: RefCell::new(HashMap::new()),
         next_conn: Cell::new(1),
         subs: RefCell::new(SubIndex::default()),
@@ -519,23 +574,42 @@ pub async fn run(start: ShardStart) {
         glommio::spawn_local(consume_deliveries(shard.clone(), rx)).detach();
     }
 
-    // SAFETY: the socket was created, bound and set listening by the server on the main thread
-    // and handed to this shard alone; ownership of the descriptor moves into the listener.
-    let listener = unsafe {
-        use std::os::fd::{FromRawFd, IntoRawFd};
-        TcpListener::from_raw_fd(listener.into_raw_fd())
-    };
     let accept_stop = Rc::new(Event::new());
-    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, accept_stop.clone()));
+    let acceptors: Vec<glommio::Task<()>> = listeners
+        .into_iter()
+        .map(|(transport, socket)| {
+            // SAFETY: the socket was created, bound and set listening by the server on the main
+            // thread and handed to this shard alone; ownership of the descriptor moves into the
+            // listener.
+            let listener = unsafe {
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                TcpListener::from_raw_fd(socket.into_raw_fd())
+            };
+            glommio::spawn_local(accept_loop(
+                shard.clone(),
+                listener,
+                transport,
+                accept_stop.clone(),
+            ))
+        })
+        .collect();
     let _ = ready.send(Ok(()));
 
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+        shard
+            .now_secs
+            .set(shard.clock.now_unix_nanos() / 1_000_000_000);
     }
-    drain(&shard, accept_stop, acceptor).await;
+    drain(&shard, accept_stop, acceptors).await;
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Event>) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    transport: Transport,
+    stop: Rc<Event>,
+) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             stop.listen().await;
@@ -544,7 +618,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Event>) {
         .await;
         match accepted {
             None => return,
-            Some(Ok(stream)) => session::spawn(shard.clone(), stream),
+            Some(Ok(stream)) => session::spawn(shard.clone(), stream, transport),
             Some(Err(e)) => {
                 // Out of descriptors or memory: back off briefly instead of spinning.
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");
@@ -556,10 +630,12 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Event>) {
 
 /// Graceful stop: close the listener, stop reading from clients, let in-flight pulses reach
 /// the queues, then flush every queue to its socket (bounded by `shutdown_drain_ms`).
-async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptor: glommio::Task<()>) {
+async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptors: Vec<glommio::Task<()>>) {
     shard.stopping.set(true);
     accept_stop.notify(usize::MAX);
-    acceptor.await;
+    for acceptor in acceptors {
+        acceptor.await;
+    }
     let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
     for conn in &conns {
         conn.stop_reading();

@@ -1,16 +1,52 @@
-//! Listening sockets. Every shard gets its own socket bound to the same address with
-//! SO_REUSEPORT, so the kernel spreads new connections over the shards and no shard hands
-//! connections to another.
+//! Listening sockets and the transports clients speak. Every shard gets its own socket per
+//! listener, bound to the same address with SO_REUSEPORT, so the kernel spreads new connections
+//! over the shards and no shard hands connections to another.
+
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+/// What a listener speaks. Every transport reaches the same sessions and data path; only the
+/// framing and the encryption differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Length-prefixed frames over TCP.
+    Tcp,
+    /// Length-prefixed frames over TLS 1.3.
+    Tls,
+    /// One binary WebSocket message per frame.
+    Ws,
+    /// WebSocket over TLS 1.3.
+    Wss,
+}
+
+impl Transport {
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
+
+    /// The config key of its listener.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Transport::Tcp => "listen",
+            Transport::Tls => "tls_listen",
+            Transport::Ws => "ws_listen",
+            Transport::Wss => "wss_listen",
+        }
+    }
+}
+
 /// Why the listeners could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("address {addr} is already in use by another process (change `listen` or stop the other server)")]
+    #[error("address {addr} is already in use by another process (change `listen`, `tls_listen`, `ws_listen` or `wss_listen`, or stop the other server)")]
     InUse { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },

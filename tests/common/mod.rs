@@ -209,3 +209,261 @@ pub fn history_query(
         limit,
     }
 }
+
+/// Certificates made for a test: a CA, a server certificate for `localhost` and 127.0.0.1
+/// signed by it, and client certificates on demand.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "arqonbus test CA");
+        let ca = params.self_signed(&ca_key).unwrap();
+        let pki = Self {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            ca_key,
+        };
+        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
+        pki.write_server_cert("server");
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ca_der(&self) -> rustls_pki_types::CertificateDer<'static> {
+        self.ca.der().clone()
+    }
+
+    /// Writes `<name>.pem` and `<name>.key` (a server certificate for localhost, 127.0.0.1)
+    /// and makes them the ones `server.pem`/`server.key` name.
+    pub fn write_server_cert(&self, org: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        std::fs::write(self.path("server.pem"), cert.pem()).unwrap();
+        std::fs::write(self.path("server.key"), key.serialize_pem()).unwrap();
+    }
+
+    /// A client certificate with common name `cn`, signed by the CA: (chain, key).
+    pub fn client_cert(
+        &self,
+        cn: &str,
+    ) -> (
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        (vec![cert.der().clone()], der.into())
+    }
+
+    /// The `[tls]` section for this PKI.
+    pub fn tls_config(
+        &self,
+        client_ca: bool,
+        require_client_cert: bool,
+    ) -> arqonbus::config::TlsConfig {
+        arqonbus::config::TlsConfig {
+            cert_path: self.path("server.pem"),
+            key_path: self.path("server.key"),
+            client_ca_path: client_ca.then(|| self.path("ca.pem")),
+            require_client_cert,
+        }
+    }
+
+    /// Client options that trust this CA, optionally with a client certificate.
+    pub fn client_options(&self, client_cn: Option<&str>) -> ConnectOptions {
+        let identity = client_cn.map(|cn| self.client_cert(cn));
+        ConnectOptions {
+            tls: Some(arqonbus_client::TlsOptions::new(vec![self.ca_der()], identity).unwrap()),
+            ..ConnectOptions::default()
+        }
+    }
+
+    /// A rustls client configuration trusting this CA, limited to `versions`.
+    pub fn rustls_client(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        client_cn: Option<&str>,
+    ) -> std::sync::Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client_cn {
+            Some(cn) => {
+                let (chain, key) = self.client_cert(cn);
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
+        std::sync::Arc::new(config)
+    }
+}
+
+/// A blocking rustls connection to `addr` (for protocol-level TLS tests).
+pub fn tls_connect(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, std::io::Error> {
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// A blocking WebSocket client that speaks frames as binary messages.
+pub struct WsConn<S: Read + Write> {
+    pub ws: tungstenite::WebSocket<S>,
+}
+
+impl<S: Read + Write> WsConn<S> {
+    pub fn send(&mut self, correlation_id: u64, kind: client_frame::Kind) {
+        let frame = ClientFrame {
+            correlation_id,
+            kind: Some(kind),
+        };
+        self.ws
+            .send(tungstenite::Message::binary(frame.encode_to_vec()))
+            .unwrap();
+    }
+
+    /// The next frame; None when the server closed.
+    pub fn recv(&mut self) -> Option<ServerFrame> {
+        loop {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Binary(b)) => {
+                    return Some(ServerFrame::decode(&b[..]).unwrap())
+                }
+                Ok(tungstenite::Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    pub fn hello(&mut self, token: &str) -> Option<ServerFrame> {
+        self.send(
+            1,
+            client_frame::Kind::Hello(Hello {
+                protocol_version: 1,
+                client_name: "ws-test".into(),
+                token: token.into(),
+                ..Default::default()
+            }),
+        );
+        self.recv()
+    }
+}
+
+/// A plain `ws://` connection.
+pub fn ws_connect(addr: SocketAddr) -> WsConn<TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), tcp).unwrap();
+    WsConn { ws }
+}
+
+/// A `wss://` connection trusting `config`'s roots.
+pub fn wss_connect(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> WsConn<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let tls = tls_connect(addr, config).unwrap();
+    let (ws, _) = tungstenite::client(format!("wss://localhost:{}/", addr.port()), tls).unwrap();
+    WsConn { ws }
+}
+
+/// The server of a TestBus, for transport addresses and the shield.
+impl TestBus {
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn addr_of(&self, transport: arqonbus::transport::Transport) -> SocketAddr {
+        self.server()
+            .addr_of(transport)
+            .expect("listener configured")
+    }
+}
+
+/// A signing key and the config that trusts it.
+pub fn token_key(config: &mut Config, require: bool) -> ed25519_dalek::SigningKey {
+    let key = arqonbus::auth::token::generate_key().unwrap();
+    config.auth.trusted_keys = vec![arqonbus::auth::token::encode_public(&key.verifying_key())];
+    config.auth.require_token = require;
+    key
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token for `tenant`/`subject` with these roles and grants, valid for an hour.
+pub fn token(
+    key: &ed25519_dalek::SigningKey,
+    tenant: &str,
+    roles: &[arqonbus::auth::Role],
+    publish: &[&str],
+    subscribe: &[&str],
+) -> String {
+    arqonbus::auth::token::issue(
+        key,
+        &arqonbus::auth::Claims {
+            tenant: tenant.into(),
+            sub: "tester".into(),
+            roles: roles.to_vec(),
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            exp: now_secs() + 3600,
+            iat: now_secs(),
+        },
+    )
+}
+
+/// A client with a token.
+pub async fn client_with_token(
+    addr: SocketAddr,
+    token: &str,
+) -> Result<Client, arqonbus_client::ClientError> {
+    Client::connect(
+        addr,
+        ConnectOptions {
+            token: token.into(),
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+}

@@ -1,0 +1,227 @@
+//! Who a session is, and what it may touch.
+
+use std::sync::Arc;
+
+use super::token::{Claims, Role};
+use crate::routing::Pattern;
+
+/// `reality-glob:topic-pattern`: realities by glob (`*`, `?`), topics by subscription pattern.
+/// A grant without `:` covers every topic of the realities it names.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    realities: wildmatch::WildMatch,
+    topics: Pattern,
+}
+
+impl Grant {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (realities, topics) = text.split_once(':').unwrap_or((text, ">"));
+        if realities.is_empty() {
+            return Err(format!("grant `{text}` names no reality glob"));
+        }
+        let topics = Pattern::parse(topics)
+            .map_err(|e| format!("grant `{text}` has an invalid topic pattern: {e}"))?;
+        Ok(Self {
+            realities: wildmatch::WildMatch::new(realities),
+            topics,
+        })
+    }
+
+    fn allows_topic(&self, reality: &str, topic: &str) -> bool {
+        self.realities.matches(reality) && self.topics.matches(topic)
+    }
+
+    fn covers(&self, reality: &str, pattern: &Pattern) -> bool {
+        self.realities.matches(reality) && self.topics.covers(pattern)
+    }
+}
+
+/// What a session may do.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// No token involved (tokens not required) or role `admin`: any reality, any topic, except
+    /// that `sys.control.*` still needs role `controller`.
+    Unrestricted,
+    Granted {
+        publish: Vec<Grant>,
+        subscribe: Vec<Grant>,
+    },
+}
+
+/// The identity of a session, fixed at Hello.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub tenant: Arc<str>,
+    pub subject: String,
+    pub roles: Vec<Role>,
+    pub access: Access,
+    /// Unix seconds after which requests are refused (the token's expiry).
+    pub expires_unix_secs: Option<u64>,
+}
+
+/// Topics under this prefix steer the bus; publishing there needs role `controller`.
+pub const CONTROL_PREFIX: &str = "sys.control.";
+
+impl Identity {
+    /// A session that brought no token: publisher and subscriber everywhere.
+    pub fn anonymous(tenant: Arc<str>, subject: String) -> Self {
+        Self {
+            tenant,
+            subject,
+            roles: vec![Role::Publisher, Role::Subscriber],
+            access: Access::Unrestricted,
+            expires_unix_secs: None,
+        }
+    }
+
+    /// The identity a verified token describes.
+    pub fn from_claims(claims: Claims) -> Result<Self, String> {
+        let parse = |list: &[String]| -> Result<Vec<Grant>, String> {
+            list.iter().map(|g| Grant::parse(g)).collect()
+        };
+        let access = if claims.roles.contains(&Role::Admin) {
+            Access::Unrestricted
+        } else {
+            Access::Granted {
+                publish: parse(&claims.publish)?,
+                subscribe: parse(&claims.subscribe)?,
+            }
+        };
+        Ok(Self {
+            tenant: Arc::from(claims.tenant),
+            subject: claims.sub,
+            roles: claims.roles,
+            access,
+            expires_unix_secs: Some(claims.exp),
+        })
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role) || self.roles.contains(&Role::Admin)
+    }
+
+    fn check_expiry(&self, now_unix_secs: u64) -> Result<(), String> {
+        match self.expires_unix_secs {
+            Some(exp) if exp <= now_unix_secs => Err(format!(
+                "the session's token expired at {exp} (Unix seconds); reconnect with a new one"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// May this session publish `topic` in `reality`? The error is for the client.
+    pub fn check_publish(
+        &self,
+        reality: &str,
+        topic: &str,
+        now_unix_secs: u64,
+    ) -> Result<(), String> {
+        self.check_expiry(now_unix_secs)?;
+        if topic.starts_with(CONTROL_PREFIX) {
+            if !self.has_role(Role::Controller) {
+                return Err(format!("publishing to `{topic}` needs role `controller`"));
+            }
+            // A controller steers every reality of its tenant.
+            return Ok(());
+        }
+        if !self.has_role(Role::Publisher) {
+            return Err("this session's token has no `publisher` role".into());
+        }
+        match &self.access {
+            Access::Unrestricted => Ok(()),
+            Access::Granted { publish, .. } => {
+                if publish.iter().any(|g| g.allows_topic(reality, topic)) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "no publish grant covers reality `{reality}` topic `{topic}`"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// May this session subscribe to (or read the history of) `pattern` in `reality`?
+    pub fn check_subscribe(
+        &self,
+        reality: &str,
+        pattern: &Pattern,
+        text: &str,
+        now_unix_secs: u64,
+    ) -> Result<(), String> {
+        self.check_expiry(now_unix_secs)?;
+        if !self.has_role(Role::Subscriber) {
+            return Err("this session's token has no `subscriber` role".into());
+        }
+        match &self.access {
+            Access::Unrestricted => Ok(()),
+            Access::Granted { subscribe, .. } => {
+                if subscribe.iter().any(|g| g.covers(reality, pattern)) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "no subscribe grant covers reality `{reality}` pattern `{text}`"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_identity(roles: Vec<Role>, publish: &[&str], subscribe: &[&str]) -> Identity {
+        Identity::from_claims(Claims {
+            tenant: "lab".into(),
+            sub: "ada".into(),
+            roles,
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            exp: 1000,
+            iat: 0,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn publish_grants_are_per_reality_and_topic() {
+        let id = token_identity(vec![Role::Publisher], &["lab-*:rig.>"], &[]);
+        assert!(id.check_publish("lab-1", "rig.a.temp", 1).is_ok());
+        assert!(id.check_publish("prod", "rig.a.temp", 1).is_err());
+        assert!(id.check_publish("lab-1", "other.a", 1).is_err());
+        assert!(
+            id.check_publish("lab-1", "rig.a.temp", 1000).is_err(),
+            "expired"
+        );
+        assert!(id.check_publish("lab-1", "sys.control.load", 1).is_err());
+    }
+
+    #[test]
+    fn subscribe_grants_must_cover_the_whole_pattern() {
+        let id = token_identity(vec![Role::Subscriber], &[], &["lab-1:rig.>"]);
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        assert!(id.check_subscribe("lab-1", &p("rig.*.temp"), "", 1).is_ok());
+        assert!(id.check_subscribe("lab-1", &p(">"), "", 1).is_err());
+        assert!(id.check_subscribe("lab-2", &p("rig.>"), "", 1).is_err());
+    }
+
+    #[test]
+    fn roles_gate_the_verbs_and_control_topics() {
+        let sub_only = token_identity(vec![Role::Subscriber], &["*:>"], &["*:>"]);
+        assert!(sub_only.check_publish("r", "a.b", 1).is_err());
+        let controller = token_identity(vec![Role::Controller], &[], &[]);
+        assert!(controller
+            .check_publish("r", "sys.control.policy", 1)
+            .is_ok());
+        let admin = token_identity(vec![Role::Admin], &[], &[]);
+        assert!(admin.check_publish("r", "sys.control.policy", 1).is_ok());
+        assert!(admin
+            .check_subscribe("r", &Pattern::parse(">").unwrap(), ">", 1)
+            .is_ok());
+        let anon = Identity::anonymous(Arc::from("anonymous"), String::new());
+        assert!(anon.check_publish("r", "a.b", 1).is_ok());
+        assert!(anon.check_publish("r", "sys.control.x", 1).is_err());
+    }
+}

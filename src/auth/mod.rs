@@ -1,0 +1,96 @@
+//! Identity: signed tokens, client certificates, grants, and the rate limit on failures.
+//!
+//! A session's identity is settled once, at Hello: from a token signed by a trusted Ed25519
+//! key (tenant, subject, roles, grants, expiry), or from the client certificate's common name
+//! (mTLS), or — when tokens are not required — as an anonymous session of
+//! `auth.anonymous_tenant`. A token and a certificate on one connection must name the same
+//! tenant and subject.
+
+mod cert;
+mod guard;
+mod identity;
+pub mod token;
+
+pub use cert::{subject_common_name, CertIdentity};
+pub use guard::AuthGuard;
+pub use identity::{Access, Grant, Identity, CONTROL_PREFIX};
+pub use token::{Claims, Role, TokenError};
+
+use std::sync::Arc;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::config::{AuthConfig, ConfigError};
+
+/// The server's authentication settings, shared by every shard (read-only).
+#[derive(Debug)]
+pub struct Auth {
+    trusted: Vec<VerifyingKey>,
+    require_token: bool,
+    anonymous_tenant: Arc<str>,
+    pub guard: AuthGuard,
+}
+
+impl Auth {
+    pub fn from_config(config: &AuthConfig) -> Result<Self, ConfigError> {
+        let trusted = config
+            .trusted_keys
+            .iter()
+            .map(|k| token::decode_public(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "auth.trusted_keys",
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            trusted,
+            require_token: config.require_token,
+            anonymous_tenant: Arc::from(config.anonymous_tenant.as_str()),
+            guard: AuthGuard::new(config),
+        })
+    }
+
+    /// Settles a session's identity from its Hello token and its client certificate, if any.
+    /// The error is sent to the client with UNAUTHENTICATED.
+    pub fn authenticate(
+        &self,
+        token: &str,
+        cert: Option<&CertIdentity>,
+        now_unix_secs: u64,
+    ) -> Result<Identity, String> {
+        if token.is_empty() {
+            if self.require_token {
+                return Err("this server requires a token in Hello".into());
+            }
+            return Ok(match cert {
+                Some(c) => Identity::anonymous(
+                    c.tenant
+                        .as_deref()
+                        .map(Arc::from)
+                        .unwrap_or_else(|| self.anonymous_tenant.clone()),
+                    c.subject.clone(),
+                ),
+                None => Identity::anonymous(self.anonymous_tenant.clone(), String::new()),
+            });
+        }
+        if self.trusted.is_empty() {
+            return Err("this server trusts no token keys (auth.trusted_keys)".into());
+        }
+        let claims =
+            token::verify(token, &self.trusted, now_unix_secs).map_err(|e| e.to_string())?;
+        if let Some(c) = cert {
+            let same_tenant =
+                c.tenant.as_deref().unwrap_or(&self.anonymous_tenant) == claims.tenant;
+            if !same_tenant || c.subject != claims.sub {
+                return Err(format!(
+                    "the token is for `{}/{}` but the client certificate is for `{}/{}`",
+                    claims.tenant,
+                    claims.sub,
+                    c.tenant.as_deref().unwrap_or(&self.anonymous_tenant),
+                    c.subject
+                ));
+            }
+        }
+        Identity::from_claims(claims)
+    }
+}

@@ -1,0 +1,267 @@
+//! Frame I/O over each transport.
+//!
+//! A session reads frame bodies from a [`FrameSource`] and writes batches of length-prefixed
+//! frames to a [`FrameSink`]. TCP and TLS share one implementation, generic over the byte
+//! stream, so plain TCP compiles to exactly the adaptive-read, coalesced-write path it always
+//! had. WebSocket carries one frame per binary message: the batch the outbound queue built is
+//! frozen once and each frame is sent as a slice of it, without a copy.
+
+use std::io;
+use std::time::Duration;
+
+use arqonbus_proto::frame::{take_frame, FrameError};
+use arqonbus_proto::v1::ErrorCode;
+use arqonbus_proto::LENGTH_PREFIX_BYTES;
+use async_tungstenite::tungstenite::{self, Message};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use bytes::{Bytes, BytesMut};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures::{SinkExt, StreamExt};
+
+use super::error_frame;
+use crate::metrics::ShardCounters;
+
+/// Smallest read; an idle connection holds no read buffer at all.
+const MIN_READ_BYTES: usize = 512;
+/// Largest single read; reads grow toward it while the client keeps them full.
+const MAX_READ_BYTES: usize = 64 << 10;
+/// After a fatal protocol error, how long to keep draining what the client still sends, so
+/// closing does not reset the connection before the error frame is read.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Why the reader stopped.
+pub(crate) enum ReadEnd {
+    /// The client closed, or the shard stopped reading.
+    Eof,
+    /// A protocol error: send this frame, then close.
+    Fatal(Bytes),
+    Io,
+}
+
+fn too_large(declared: usize, max: usize) -> ReadEnd {
+    ReadEnd::Fatal(error_frame(
+        0,
+        ErrorCode::FrameTooLarge,
+        &format!("frame of {declared} bytes exceeds max_frame_bytes ({max})"),
+    ))
+}
+
+/// Where frame bodies come from.
+pub(crate) trait FrameSource {
+    /// The next frame body; `Ok(None)` at end of stream.
+    async fn next(&mut self, counters: &ShardCounters) -> Result<Option<Bytes>, ReadEnd>;
+    /// Reads and discards until the client closes or `LINGER` passes.
+    async fn linger(&mut self);
+}
+
+/// Where batches of length-prefixed frames go.
+pub(crate) trait FrameSink {
+    /// Writes every frame in `batch` and leaves it empty.
+    async fn write_batch(&mut self, batch: &mut BytesMut) -> io::Result<()>;
+    async fn close(&mut self);
+}
+
+/// Length-prefixed frames from a byte stream (TCP, TLS), with an adaptive read size.
+pub(crate) struct StreamSource<S> {
+    rd: ReadHalf<S>,
+    buf: BytesMut,
+    read_bytes: usize,
+    max_frame_bytes: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite> StreamSource<S> {
+    pub(crate) fn new(rd: ReadHalf<S>, max_frame_bytes: usize) -> Self {
+        Self {
+            rd,
+            buf: BytesMut::new(),
+            read_bytes: MIN_READ_BYTES,
+            max_frame_bytes,
+        }
+    }
+}
+
+/// A TLS peer that closes without close_notify, and a read side shut down by the shard, both
+/// read as the end of the stream.
+fn is_eof(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::UnexpectedEof
+}
+
+impl<S: AsyncRead + AsyncWrite> FrameSource for StreamSource<S> {
+    async fn next(&mut self, counters: &ShardCounters) -> Result<Option<Bytes>, ReadEnd> {
+        loop {
+            match take_frame(&mut self.buf, self.max_frame_bytes) {
+                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(None) => {}
+                Err(FrameError::TooLarge { declared, max }) => {
+                    return Err(too_large(declared, max))
+                }
+            }
+            if self.buf.is_empty() && self.buf.capacity() > MAX_READ_BYTES {
+                // Give back what a burst grew; an idle connection keeps no buffer.
+                self.buf = BytesMut::new();
+            }
+            let start = self.buf.len();
+            self.buf.resize(start + self.read_bytes, 0);
+            let n = match self.rd.read(&mut self.buf[start..]).await {
+                Ok(n) => n,
+                Err(e) if is_eof(&e) => 0,
+                Err(_) => return Err(ReadEnd::Io),
+            };
+            self.buf.truncate(start + n);
+            if n == 0 {
+                return Ok(None);
+            }
+            counters.bytes_in.add(n as u64);
+            if n == self.read_bytes {
+                self.read_bytes = (self.read_bytes * 2).min(MAX_READ_BYTES);
+            } else if n < self.read_bytes / 4 {
+                self.read_bytes = (self.read_bytes / 2).max(MIN_READ_BYTES);
+            }
+        }
+    }
+
+    async fn linger(&mut self) {
+        let mut scratch = [0u8; 4096];
+        let _ = glommio::timer::timeout(LINGER, async {
+            while let Ok(n) = self.rd.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// Coalesced writes to a byte stream: the batch goes out as it is.
+pub(crate) struct StreamSink<S> {
+    wr: WriteHalf<S>,
+}
+
+impl<S> StreamSink<S> {
+    pub(crate) fn new(wr: WriteHalf<S>) -> Self {
+        Self { wr }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> FrameSink for StreamSink<S> {
+    async fn write_batch(&mut self, batch: &mut BytesMut) -> io::Result<()> {
+        self.wr.write_all(batch).await?;
+        batch.clear();
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        let _ = self.wr.close().await;
+    }
+}
+
+/// One frame per binary WebSocket message.
+pub(crate) struct WsSource<S> {
+    rx: WebSocketReceiver<S>,
+}
+
+impl<S> WsSource<S> {
+    pub(crate) fn new(rx: WebSocketReceiver<S>) -> Self {
+        Self { rx }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameSource for WsSource<S> {
+    async fn next(&mut self, counters: &ShardCounters) -> Result<Option<Bytes>, ReadEnd> {
+        use tungstenite::error::{CapacityError, Error, ProtocolError};
+        loop {
+            let message = match self.rx.next().await {
+                None => return Ok(None),
+                Some(Ok(m)) => m,
+                Some(Err(Error::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                    return Err(too_large(size, max_size))
+                }
+                Some(Err(
+                    Error::ConnectionClosed
+                    | Error::AlreadyClosed
+                    | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                )) => return Ok(None),
+                Some(Err(Error::Io(e))) if is_eof(&e) => return Ok(None),
+                Some(Err(Error::Protocol(e))) => {
+                    return Err(ReadEnd::Fatal(error_frame(
+                        0,
+                        ErrorCode::DecodeFailed,
+                        &format!("WebSocket protocol error: {e}"),
+                    )))
+                }
+                Some(Err(_)) => return Err(ReadEnd::Io),
+            };
+            match message {
+                Message::Binary(body) => {
+                    counters.bytes_in.add(body.len() as u64);
+                    return Ok(Some(body));
+                }
+                Message::Close(_) => return Ok(None),
+                // Pings are answered by the WebSocket layer itself.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Text(_) => {
+                    return Err(ReadEnd::Fatal(error_frame(
+                        0,
+                        ErrorCode::DecodeFailed,
+                        "frames are binary WebSocket messages; a text message is not a frame",
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn linger(&mut self) {
+        let _ = glommio::timer::timeout(LINGER, async {
+            while let Some(Ok(_)) = self.rx.next().await {}
+            Ok(())
+        })
+        .await;
+    }
+}
+
+pub(crate) struct WsSink<S> {
+    tx: WebSocketSender<S>,
+}
+
+impl<S> WsSink<S> {
+    pub(crate) fn new(tx: WebSocketSender<S>) -> Self {
+        Self { tx }
+    }
+}
+
+fn ws_io(e: tungstenite::Error) -> io::Error {
+    match e {
+        tungstenite::Error::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameSink for WsSink<S> {
+    async fn write_batch(&mut self, batch: &mut BytesMut) -> io::Result<()> {
+        let frames = batch.split().freeze();
+        let mut at = 0;
+        while at + LENGTH_PREFIX_BYTES <= frames.len() {
+            let prefix: [u8; LENGTH_PREFIX_BYTES] = frames[at..at + LENGTH_PREFIX_BYTES]
+                .try_into()
+                .expect("a four-byte prefix");
+            let start = at + LENGTH_PREFIX_BYTES;
+            let end = start + u32::from_be_bytes(prefix) as usize;
+            debug_assert!(
+                end <= frames.len(),
+                "the outbound queue writes whole frames"
+            );
+            self.tx
+                .feed(Message::Binary(frames.slice(start..end.min(frames.len()))))
+                .await
+                .map_err(ws_io)?;
+            at = end;
+        }
+        self.tx.flush().await.map_err(ws_io)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.tx.close(None).await;
+    }
+}

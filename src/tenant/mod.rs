@@ -1,0 +1,239 @@
+//! Tenant bulkheads: per-tenant quotas that keep one tenant from taking what another needs.
+//!
+//! - Connections, subscriptions and retained bytes span shards: one small shared atomic per
+//!   tenant, touched at connect, disconnect, subscribe and unsubscribe (and, for retained bytes,
+//!   per retained publish), never per delivered pulse.
+//! - Publish rates are token buckets kept by each shard for its own connections, each holding
+//!   `rate / shards`: the kernel spreads connections over shards, so the bound holds in
+//!   aggregate without any sharing per pulse. A tenant whose connections all land on one shard
+//!   gets that shard's share, not the whole rate.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::{Config, TenantQuota};
+
+/// The counters of one tenant, shared by every shard.
+#[derive(Debug, Default)]
+pub struct TenantShared {
+    pub quota: TenantQuota,
+    connections: AtomicU64,
+    subscriptions: AtomicU64,
+    retained_bytes: AtomicU64,
+}
+
+/// A reservation refused: which quota, for the client's error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverQuota(pub String);
+
+fn reserve(counter: &AtomicU64, max: u64, n: u64) -> bool {
+    if max == 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+        return true;
+    }
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            (v + n <= max).then_some(v + n)
+        })
+        .is_ok()
+}
+
+impl TenantShared {
+    pub fn reserve_connection(&self) -> Result<(), OverQuota> {
+        if reserve(&self.connections, self.quota.max_connections, 1) {
+            return Ok(());
+        }
+        Err(OverQuota(format!(
+            "tenant `{}` has {} connections (tenants.max_connections)",
+            self.quota.name, self.quota.max_connections
+        )))
+    }
+
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn reserve_subscription(&self) -> Result<(), OverQuota> {
+        if reserve(&self.subscriptions, self.quota.max_subscriptions, 1) {
+            return Ok(());
+        }
+        Err(OverQuota(format!(
+            "tenant `{}` has {} subscriptions (tenants.max_subscriptions)",
+            self.quota.name, self.quota.max_subscriptions
+        )))
+    }
+
+    pub fn release_subscription(&self) {
+        self.subscriptions.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts `bytes` a publish will add to a retained reality.
+    pub fn reserve_retained(&self, bytes: u64) -> Result<(), OverQuota> {
+        if reserve(&self.retained_bytes, self.quota.max_retained_bytes, bytes) {
+            return Ok(());
+        }
+        Err(OverQuota(format!(
+            "tenant `{}` has used its {} retained bytes (tenants.max_retained_bytes)",
+            self.quota.name, self.quota.max_retained_bytes
+        )))
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn subscriptions(&self) -> u64 {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A tenant with quotas whose enforcement needs the shared counters.
+    pub fn is_bounded(&self) -> bool {
+        let q = &self.quota;
+        q.max_connections + q.max_subscriptions + q.max_retained_bytes > 0
+    }
+}
+
+/// Every configured tenant, built once at start. Tenants without a `[[tenants]]` entry have no
+/// quota and no entry here.
+#[derive(Debug, Default)]
+pub struct Tenants {
+    by_name: HashMap<String, Arc<TenantShared>>,
+}
+
+impl Tenants {
+    pub fn from_config(config: &Config) -> Self {
+        let by_name = config
+            .tenants
+            .iter()
+            .map(|q| {
+                let shared = TenantShared {
+                    quota: q.clone(),
+                    ..Default::default()
+                };
+                (q.name.clone(), Arc::new(shared))
+            })
+            .collect();
+        Self { by_name }
+    }
+
+    pub fn get(&self, tenant: &str) -> Option<&Arc<TenantShared>> {
+        self.by_name.get(tenant)
+    }
+}
+
+/// One shard's publish buckets for one tenant (single-threaded).
+///
+/// A bucket starts full (one second of the shard's share) and refills continuously. A publish
+/// passes while the bucket is not in debt and then takes its cost, so a pulse larger than the
+/// per-shard byte rate still passes now and then instead of never.
+#[derive(Debug)]
+pub struct RateBuckets {
+    pulses_per_sec: f64,
+    bytes_per_sec: f64,
+    pulses: Cell<f64>,
+    bytes: Cell<f64>,
+    last_nanos: Cell<u64>,
+}
+
+impl RateBuckets {
+    /// The buckets for `quota` on one of `shards` shards; `None` when the tenant has no rate.
+    pub fn new(quota: &TenantQuota, shards: usize, now_nanos: u64) -> Option<Self> {
+        if quota.publish_pulses_per_sec == 0 && quota.publish_bytes_per_sec == 0 {
+            return None;
+        }
+        let share = |rate: u64| rate as f64 / shards.max(1) as f64;
+        let pulses_per_sec = share(quota.publish_pulses_per_sec);
+        let bytes_per_sec = share(quota.publish_bytes_per_sec);
+        Some(Self {
+            pulses_per_sec,
+            bytes_per_sec,
+            pulses: Cell::new(pulses_per_sec),
+            bytes: Cell::new(bytes_per_sec),
+            last_nanos: Cell::new(now_nanos),
+        })
+    }
+
+    /// Takes one pulse of `bytes` if the buckets allow it now.
+    pub fn try_take(&self, bytes: usize, now_nanos: u64) -> Result<(), &'static str> {
+        let elapsed = now_nanos.saturating_sub(self.last_nanos.get()) as f64 / 1e9;
+        self.last_nanos.set(now_nanos.max(self.last_nanos.get()));
+        let refill = |cell: &Cell<f64>, rate: f64| {
+            if rate > 0.0 {
+                cell.set((cell.get() + elapsed * rate).min(rate));
+            }
+        };
+        refill(&self.pulses, self.pulses_per_sec);
+        refill(&self.bytes, self.bytes_per_sec);
+        if self.pulses_per_sec > 0.0 && self.pulses.get() < 1.0 {
+            return Err("tenants.publish_pulses_per_sec");
+        }
+        if self.bytes_per_sec > 0.0 && self.bytes.get() < 0.0 {
+            return Err("tenants.publish_bytes_per_sec");
+        }
+        self.pulses.set(self.pulses.get() - 1.0);
+        self.bytes.set(self.bytes.get() - bytes as f64);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(pulses: u64, bytes: u64) -> TenantQuota {
+        TenantQuota {
+            name: "t".into(),
+            publish_pulses_per_sec: pulses,
+            publish_bytes_per_sec: bytes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pulse_bucket_allows_its_rate_then_refuses_then_refills() {
+        let b = RateBuckets::new(&quota(100, 0), 2, 0).unwrap();
+        let passed = (0..200).filter(|_| b.try_take(10, 0).is_ok()).count();
+        assert_eq!(passed, 50, "a shard gets half of the tenant's rate");
+        assert!(b.try_take(10, 100_000_000).is_ok(), "100 ms refills 5");
+        let more = (0..10)
+            .filter(|_| b.try_take(10, 100_000_000).is_ok())
+            .count();
+        assert_eq!(more, 4);
+    }
+
+    #[test]
+    fn byte_bucket_lets_a_large_pulse_through_then_waits() {
+        let b = RateBuckets::new(&quota(0, 1000), 1, 0).unwrap();
+        assert!(b.try_take(5000, 0).is_ok());
+        assert_eq!(b.try_take(1, 0), Err("tenants.publish_bytes_per_sec"));
+        assert_eq!(
+            b.try_take(1, 2_000_000_000),
+            Err("tenants.publish_bytes_per_sec")
+        );
+        assert!(b.try_take(1, 5_000_000_000).is_ok());
+    }
+
+    #[test]
+    fn shared_counters_bound_connections() {
+        let t = TenantShared {
+            quota: TenantQuota {
+                name: "t".into(),
+                max_connections: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(t.reserve_connection().is_ok());
+        assert!(t.reserve_connection().is_ok());
+        assert!(t.reserve_connection().is_err());
+        t.release_connection();
+        assert!(t.reserve_connection().is_ok());
+        assert_eq!(t.connections(), 2);
+    }
+}
