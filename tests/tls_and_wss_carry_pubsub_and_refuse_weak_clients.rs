@@ -150,7 +150,7 @@ fn refused_after_handshake(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mtls_refuses_clients_without_a_certificate_and_names_the_session() {
+async fn mtls_refuses_clients_without_a_certificate_from_the_ca() {
     let pki = TestPki::new();
     let bus = tls_bus(&pki, true, true);
     let addr = bus.addr_of(Transport::Tls);
@@ -177,8 +177,8 @@ async fn mtls_refuses_clients_without_a_certificate_and_names_the_session() {
         "a certificate from an unknown CA must be refused"
     );
 
-    // A certificate from the CA gets in; its CN `tenant/subject` is the session's identity,
-    // so a token for someone else is refused on this connection.
+    // A certificate from the CA gets in (its CN `tenant/subject` becomes the session's
+    // identity: see tokens_and_grants_are_enforced.rs).
     let ok = Client::connect(addr, pki.client_options(Some("lab/ada")))
         .await
         .expect("client certificate from the CA");

@@ -1,0 +1,181 @@
+//! Tenant bulkheads: connections, subscriptions, publish rate and retained bytes per tenant.
+//! Over a quota, that request gets QUOTA_EXCEEDED; the tenant's other traffic and other tenants
+//! keep working.
+
+mod common;
+
+use arqonbus::auth::Role;
+use arqonbus::config::TenantQuota;
+use arqonbus::proto::v1::ErrorCode;
+use arqonbus_client::Outgoing;
+use common::*;
+
+fn code(r: Result<impl Sized, arqonbus_client::ClientError>) -> Option<ErrorCode> {
+    r.err().and_then(|e| e.code())
+}
+
+fn quota(name: &str) -> TenantQuota {
+    TenantQuota {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_subscriptions_are_bounded_across_shards() {
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        key = Some(token_key(c, true));
+        c.tenants.push(TenantQuota {
+            max_connections: 3,
+            max_subscriptions: 4,
+            ..quota("small")
+        });
+    });
+    let key = key.unwrap();
+    let all = [Role::Publisher, Role::Subscriber];
+    let small = token(&key, "small", &all, &["*:>"], &["*:>"]);
+    let big = token(&key, "big", &all, &["*:>"], &["*:>"]);
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(client_with_token(bus.addr, &small).await.unwrap());
+    }
+    assert_eq!(
+        code(client_with_token(bus.addr, &small).await),
+        Some(ErrorCode::QuotaExceeded)
+    );
+    client_with_token(bus.addr, &big)
+        .await
+        .expect("another tenant is not affected");
+
+    let mut subs = Vec::new();
+    for (i, c) in held.iter().cycle().take(4).enumerate() {
+        subs.push(c.subscribe("r", &format!("t.s{i}")).await.unwrap());
+    }
+    assert_eq!(
+        code(held[0].subscribe("r", "t.more").await),
+        Some(ErrorCode::QuotaExceeded)
+    );
+    held[0]
+        .publish_acked(Outgoing::new("r", "t.s0"))
+        .await
+        .expect("publishing still works over the subscription quota");
+
+    // Releasing a subscription and a connection frees room for another.
+    subs.pop().unwrap().unsubscribe().await.unwrap();
+    held[0].flush().await.unwrap();
+    held[0].subscribe("r", "t.again").await.expect("room again");
+    // Subscriptions hold their connection open: let them go first.
+    drop(subs);
+    let gone = held.pop().unwrap();
+    gone.close().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match client_with_token(bus.addr, &small).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(ErrorCode::QuotaExceeded) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "connection never released"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(bus.metrics().quota_exceeded >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_rate_is_a_token_bucket_per_tenant() {
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        key = Some(token_key(c, true));
+        // 2 shards: each holds 20 pulses/s and 20 KB/s of the tenant's rate.
+        c.tenants.push(TenantQuota {
+            publish_pulses_per_sec: 40,
+            ..quota("slow")
+        });
+        c.tenants.push(TenantQuota {
+            publish_bytes_per_sec: 40_000,
+            ..quota("narrow")
+        });
+    });
+    let key = key.unwrap();
+    let slow = token(&key, "slow", &[Role::Publisher], &["*:>"], &[]);
+    let c = client_with_token(bus.addr, &slow).await.unwrap();
+    let mut ok = 0;
+    let mut refused = 0;
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        match c.publish_acked(Outgoing::new("r", "a.b")).await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::QuotaExceeded));
+                refused += 1;
+            }
+        }
+    }
+    // The bucket starts with one second of the shard's share (20) and refills at 20/s while
+    // the loop runs.
+    let most = 20 + (20.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!((20..=most).contains(&ok), "passed {ok}, at most {most}");
+    assert!(refused > 0);
+    assert_eq!(ok + refused, 100);
+    let fast = token(&key, "fast", &[Role::Publisher], &["*:>"], &[]);
+    let other = client_with_token(bus.addr, &fast).await.unwrap();
+    for _ in 0..100 {
+        other
+            .publish_acked(Outgoing::new("r", "a.b"))
+            .await
+            .expect("other tenants are not limited");
+    }
+
+    let narrow = token(&key, "narrow", &[Role::Publisher], &["*:>"], &[]);
+    let n = client_with_token(bus.addr, &narrow).await.unwrap();
+    let big = vec![7u8; 15_000];
+    n.publish_acked(Outgoing::new("r", "a.b").bytes(big.clone()))
+        .await
+        .expect("the first 15 KB pass");
+    n.publish_acked(Outgoing::new("r", "a.b").bytes(big.clone()))
+        .await
+        .expect("the bucket may go into debt once");
+    assert_eq!(
+        code(n.publish_acked(Outgoing::new("r", "a.b").bytes(big)).await),
+        Some(ErrorCode::QuotaExceeded)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_bytes_are_bounded_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        key = Some(token_key(c, true));
+        retain(c, dir.path(), "kept-*", arqonbus::config::SyncMode::Os);
+        c.tenants.push(TenantQuota {
+            max_retained_bytes: 10_000,
+            ..quota("lab")
+        });
+    });
+    let key = key.unwrap();
+    let t = token(&key, "lab", &[Role::Publisher], &["*:>"], &[]);
+    let c = client_with_token(bus.addr, &t).await.unwrap();
+    let body = vec![1u8; 3_000];
+    for _ in 0..3 {
+        c.publish_acked(Outgoing::new("kept-1", "a.b").bytes(body.clone()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        code(
+            c.publish_acked(Outgoing::new("kept-1", "a.b").bytes(body.clone()))
+                .await
+        ),
+        Some(ErrorCode::QuotaExceeded)
+    );
+    c.publish_acked(Outgoing::new("ephemeral", "a.b").bytes(body))
+        .await
+        .expect("ephemeral realities do not count against retained bytes");
+}

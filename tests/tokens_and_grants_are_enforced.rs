@@ -1,0 +1,195 @@
+//! Signed tokens: a missing (when required), expired or forged token gets UNAUTHENTICATED and
+//! the connection closes; grants are enforced per reality and topic pattern with
+//! PERMISSION_DENIED for that request only; `sys.control.*` needs role `controller`; repeated
+//! failures from one address get it refused for a while.
+
+mod common;
+
+use arqonbus::auth::{token, Claims, Role};
+use arqonbus::proto::v1::{client_frame, ErrorCode, Hello};
+use arqonbus::transport::Transport;
+use arqonbus_client::{Client, ConnectOptions, Outgoing};
+use common::*;
+
+fn code(r: Result<impl Sized, arqonbus_client::ClientError>) -> Option<ErrorCode> {
+    r.err().and_then(|e| e.code())
+}
+
+/// Sends Hello with `token` on a raw connection: the answer's error code, and whether the
+/// server then closed.
+fn raw_hello(addr: std::net::SocketAddr, token: &str) -> (Option<ErrorCode>, bool) {
+    let mut raw = RawConn::connect(addr);
+    raw.send_kind(
+        1,
+        client_frame::Kind::Hello(Hello {
+            protocol_version: 1,
+            token: token.into(),
+            ..Default::default()
+        }),
+    );
+    let frame = raw.recv().expect("an answer to Hello");
+    (error_code(&frame), raw.is_closed())
+}
+
+#[test]
+fn missing_expired_and_forged_tokens_are_refused() {
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        key = Some(token_key(c, true));
+        c.auth.max_failures = 100;
+    });
+    let key = key.unwrap();
+    let good = token(&key, "lab", &[Role::Publisher], &["*:>"], &[]);
+    assert_eq!(
+        raw_hello(bus.addr, &good).0,
+        None,
+        "a valid token is welcome"
+    );
+
+    assert_eq!(
+        raw_hello(bus.addr, ""),
+        (Some(ErrorCode::Unauthenticated), true)
+    );
+    let expired = token::issue(
+        &key,
+        &Claims {
+            tenant: "lab".into(),
+            sub: "old".into(),
+            roles: vec![Role::Publisher],
+            publish: vec![],
+            subscribe: vec![],
+            exp: now_secs() - 1,
+            iat: now_secs() - 3600,
+        },
+    );
+    assert_eq!(
+        raw_hello(bus.addr, &expired),
+        (Some(ErrorCode::Unauthenticated), true)
+    );
+    let forger = token::generate_key().unwrap();
+    let forged = token(&forger, "lab", &[Role::Admin], &[], &[]);
+    assert_eq!(
+        raw_hello(bus.addr, &forged),
+        (Some(ErrorCode::Unauthenticated), true)
+    );
+    assert_eq!(
+        raw_hello(bus.addr, "garbage"),
+        (Some(ErrorCode::Unauthenticated), true)
+    );
+    assert_eq!(bus.metrics().auth_failures, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_are_enforced_per_reality_and_topic_pattern() {
+    let mut key = None;
+    let bus = TestBus::start(|c| key = Some(token_key(c, true)));
+    let key = key.unwrap();
+    let t = token(
+        &key,
+        "lab",
+        &[Role::Publisher, Role::Subscriber],
+        &["lab-*:rig.>"],
+        &["lab-1:rig.*.temp"],
+    );
+    let c = client_with_token(bus.addr, &t).await.unwrap();
+
+    c.publish_acked(Outgoing::new("lab-1", "rig.a.temp"))
+        .await
+        .expect("inside the publish grant");
+    let denied = [
+        c.publish_acked(Outgoing::new("prod", "rig.a.temp")).await,
+        c.publish_acked(Outgoing::new("lab-1", "door.a.open")).await,
+        c.publish_acked(Outgoing::new("lab-1", "sys.control.reload"))
+            .await,
+    ];
+    for d in denied {
+        assert_eq!(code(d), Some(ErrorCode::PermissionDenied));
+    }
+    c.subscribe("lab-1", "rig.*.temp").await.expect("granted");
+    assert_eq!(
+        code(c.subscribe("lab-1", "rig.>").await),
+        Some(ErrorCode::PermissionDenied),
+        "wider than the grant"
+    );
+    assert_eq!(
+        code(c.subscribe("lab-2", "rig.a.temp").await),
+        Some(ErrorCode::PermissionDenied),
+        "another reality"
+    );
+    let history = c
+        .history(history_query("lab-9", None, None, 0))
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert_eq!(code(history), Some(ErrorCode::PermissionDenied));
+    // The refusals answered those requests only: the session still works.
+    c.publish_acked(Outgoing::new("lab-2", "rig.b.temp"))
+        .await
+        .expect("the session survives refusals");
+    assert!(bus.metrics().permission_denied >= 6);
+
+    // A subscriber-only token may not publish; a controller may steer.
+    let reader = token(&key, "lab", &[Role::Subscriber], &["*:>"], &["*:>"]);
+    let r = client_with_token(bus.addr, &reader).await.unwrap();
+    assert_eq!(
+        code(r.publish_acked(Outgoing::new("lab-1", "rig.a.temp")).await),
+        Some(ErrorCode::PermissionDenied)
+    );
+    let ctl = token(&key, "lab", &[Role::Controller], &[], &[]);
+    let ctl = client_with_token(bus.addr, &ctl).await.unwrap();
+    ctl.publish_acked(Outgoing::new("lab-1", "sys.control.reload"))
+        .await
+        .expect("controller may publish sys.control.*");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_required_tokens_anonymous_sessions_work_but_cannot_steer() {
+    let bus = TestBus::start(|_| {});
+    let c = client(bus.addr).await;
+    c.publish_acked(Outgoing::new("r", "a.b")).await.unwrap();
+    assert_eq!(
+        code(c.publish_acked(Outgoing::new("r", "sys.control.x")).await),
+        Some(ErrorCode::PermissionDenied)
+    );
+}
+
+#[test]
+fn repeated_failures_from_one_address_are_refused_for_a_while() {
+    let bus = TestBus::start(|c| {
+        token_key(c, true);
+        c.auth.max_failures = 3;
+        c.auth.block_ms = 60_000;
+    });
+    for _ in 0..3 {
+        assert_eq!(raw_hello(bus.addr, "").0, Some(ErrorCode::Unauthenticated));
+    }
+    // Now the address is refused before anything is read.
+    let mut raw = RawConn::connect(bus.addr);
+    assert!(raw.is_closed(), "blocked address is closed on arrival");
+    assert!(bus.metrics().auth_blocked_connections >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_must_match_the_client_certificate() {
+    let pki = TestPki::new();
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        key = Some(token_key(c, false));
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.tls = Some(pki.tls_config(true, true));
+    });
+    let key = key.unwrap();
+    let addr = bus.addr_of(Transport::Tls);
+    let with = |token: String| ConnectOptions {
+        token,
+        ..pki.client_options(Some("lab/tester"))
+    };
+    let same = token(&key, "lab", &[Role::Publisher], &["*:>"], &[]);
+    Client::connect(addr, with(same))
+        .await
+        .expect("token and certificate agree");
+    let other = token(&key, "other", &[Role::Admin], &[], &[]);
+    let refused = Client::connect(addr, with(other)).await;
+    assert_eq!(code(refused), Some(ErrorCode::Unauthenticated));
+}
