@@ -110,9 +110,9 @@ fn tls_1_2_is_refused() {
     let bus = tls_bus(&pki, false, false);
     let tls12 = pki.rustls_client(&[&rustls::version::TLS12], None);
     for transport in [Transport::Tls, Transport::Wss] {
-        let err = tls_connect(bus.addr_of(transport), tls12.clone())
-            .err()
-            .expect("a TLS 1.2-only client must not complete the handshake");
+        let Err(err) = tls_connect(bus.addr_of(transport), tls12.clone()) else {
+            panic!("a TLS 1.2-only client must not complete the handshake");
+        };
         let text = err.to_string().to_lowercase();
         assert!(
             text.contains("protocolversion") || text.contains("protocol version"),

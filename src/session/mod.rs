@@ -47,6 +47,8 @@ pub type ConnId = u64;
 
 /// Bytes gathered into one socket write.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
+/// Frames a connection's reader serves before it lets the shard's other tasks run.
+const FRAMES_PER_TURN: u32 = 32;
 
 /// What a client said about itself in Hello.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +86,10 @@ pub struct Conn {
     session: RefCell<Option<SessionInfo>>,
     /// The reader is draining after a fatal error and will stop by itself.
     lingering: Cell<bool>,
+    /// Publishes without ack refused since the last report, and when that report went out
+    /// (see [`reject_unacked`]).
+    unacked_refusals: Cell<u64>,
+    last_refusal_report_nanos: Cell<u64>,
     /// Present once the connection has a causal subscription.
     causal: RefCell<Option<causal::CausalGate>>,
     max_causal_held: usize,
@@ -107,6 +113,8 @@ impl Conn {
             subscriptions: RefCell::new(HashMap::new()),
             session: RefCell::new(None),
             lingering: Cell::new(false),
+            unacked_refusals: Cell::new(0),
+            last_refusal_report_nanos: Cell::new(0),
             causal: RefCell::new(None),
             max_causal_held: shard.config.limits.max_causal_held as usize,
         }
@@ -533,7 +541,16 @@ async fn serve_frames(
         }
     }
 
+    let mut since_yield = 0u32;
     loop {
+        // Frames already buffered are served without waiting on the socket, so a client that
+        // writes as fast as it can would otherwise keep the shard to itself: every few frames,
+        // let the shard's other connections run.
+        since_yield += 1;
+        if since_yield == FRAMES_PER_TURN {
+            since_yield = 0;
+            futures_lite::future::yield_now().await;
+        }
         let body = match reader.next(&shard.counters).await {
             Ok(Some(body)) => body,
             Ok(None) => return ReadEnd::Eof,
@@ -569,6 +586,38 @@ pub(crate) fn reject(
 ) {
     shard.counters.request_errors.inc();
     conn.push_frame(&shard.counters, error_frame(correlation_id, code, message));
+}
+
+/// How often a connection is told about publishes without ack that were refused.
+const REFUSAL_REPORT_INTERVAL_NANOS: u64 = 100_000_000;
+
+/// Refuses a publish the client did not ask an ack for. Answering each one would let a client
+/// flooding over its quota (or outside its grants) turn its flood into a flood of error frames
+/// it cannot read; instead the first refusal is answered at once and later ones at most every
+/// 100 ms, with the number refused since the last answer.
+pub(crate) fn reject_unacked(
+    shard: &Shard,
+    conn: &Conn,
+    correlation_id: u64,
+    code: ErrorCode,
+    message: &str,
+) {
+    shard.counters.request_errors.inc();
+    let refused = conn.unacked_refusals.get() + 1;
+    let now = shard.clock.now_unix_nanos();
+    let last = conn.last_refusal_report_nanos.get();
+    if last != 0 && now.saturating_sub(last) < REFUSAL_REPORT_INTERVAL_NANOS {
+        conn.unacked_refusals.set(refused);
+        return;
+    }
+    conn.unacked_refusals.set(0);
+    conn.last_refusal_report_nanos.set(now.max(1));
+    let message = if refused > 1 {
+        format!("{message} ({refused} publishes without ack refused since the last report)")
+    } else {
+        message.to_owned()
+    };
+    conn.push_frame(&shard.counters, error_frame(correlation_id, code, &message));
 }
 
 async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {

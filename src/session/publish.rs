@@ -2,10 +2,12 @@
 
 use std::rc::Rc;
 
-use arqonbus_proto::v1::{ErrorCode, Publish};
+use std::time::Duration;
+
+use arqonbus_proto::v1::{ArqonMessage, ErrorCode, Publish};
 use prost::Message;
 
-use super::{reject, Conn};
+use super::{reject, reject_unacked, Conn, Shielded};
 use crate::routing::{validate_reality, validate_topic};
 use crate::shard::{Origin, Shard, ToOwner};
 
@@ -28,40 +30,19 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, pub
         return reject(shard, conn, correlation_id, ErrorCode::InvalidTopic, &msg);
     }
     if let Some(shielded) = conn.shielded() {
-        let id = &shielded.identity;
-        if let Err(why) = id.check_publish(&message.reality_id, &message.topic, shard.now_secs()) {
-            shard.counters.permission_denied.inc();
-            return reject(
-                shard,
-                conn,
-                correlation_id,
-                ErrorCode::PermissionDenied,
-                &why,
-            );
-        }
-        if let Some(buckets) = &shielded.buckets {
-            let bytes = message.encoded_len();
-            if let Err(key) = buckets.try_take(bytes, shard.clock.now_unix_nanos()) {
-                shard.counters.quota_exceeded.inc();
-                let msg = format!("tenant `{}` is publishing faster than {key}", id.tenant);
-                return reject(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &msg);
+        if let Err((code, why, pause)) = shield(shard, &shielded, &message) {
+            if publish.ack {
+                reject(shard, conn, correlation_id, code, &why);
+            } else {
+                reject_unacked(shard, conn, correlation_id, code, &why);
             }
-        }
-        if let Some(tenant) = &shielded.tenant {
-            if tenant.quota.max_retained_bytes > 0
-                && shard.config.retention_for(&message.reality_id).is_some()
-            {
-                if let Err(over) = tenant.reserve_retained(message.encoded_len() as u64) {
-                    shard.counters.quota_exceeded.inc();
-                    return reject(
-                        shard,
-                        conn,
-                        correlation_id,
-                        ErrorCode::QuotaExceeded,
-                        &over.0,
-                    );
-                }
+            // Over its publish rate, this connection is not read again until its tenant's
+            // bucket has room: a flood costs the shard one refusal per refill, not one per
+            // frame the client can write, and TCP flow control slows the client down.
+            if let Some(pause) = pause {
+                glommio::timer::sleep(pause).await;
             }
+            return;
         }
     }
     let origin = Origin {
@@ -78,4 +59,45 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, pub
             .send_to_owner(owner, ToOwner::Publish(Box::new((message, origin))))
             .await;
     }
+}
+
+/// Longest a connection over its publish rate is left unread.
+const MAX_RATE_PAUSE: Duration = Duration::from_millis(100);
+
+/// The shield's checks on one publish: grants, then the tenant's publish rate, then its
+/// retained bytes. A refusal carries its code, the message for the client, and how long to
+/// leave the connection unread (rate refusals only).
+fn shield(
+    shard: &Shard,
+    shielded: &Shielded,
+    message: &ArqonMessage,
+) -> Result<(), (ErrorCode, String, Option<Duration>)> {
+    let id = &shielded.identity;
+    if let Err(why) = id.check_publish(&message.reality_id, &message.topic, shard.now_secs()) {
+        shard.counters.permission_denied.inc();
+        return Err((ErrorCode::PermissionDenied, why, None));
+    }
+    if let Some(buckets) = &shielded.buckets {
+        let bytes = message.encoded_len();
+        if let Err((key, wait)) = buckets.try_take(bytes, shard.clock.now_unix_nanos()) {
+            shard.counters.quota_exceeded.inc();
+            let why = format!("tenant `{}` is publishing faster than {key}", id.tenant);
+            return Err((
+                ErrorCode::QuotaExceeded,
+                why,
+                Some(wait.min(MAX_RATE_PAUSE)),
+            ));
+        }
+    }
+    if let Some(tenant) = &shielded.tenant {
+        if tenant.quota.max_retained_bytes > 0
+            && shard.config.retention_for(&message.reality_id).is_some()
+        {
+            if let Err(over) = tenant.reserve_retained(message.encoded_len() as u64) {
+                shard.counters.quota_exceeded.inc();
+                return Err((ErrorCode::QuotaExceeded, over.0, None));
+            }
+        }
+    }
+    Ok(())
 }

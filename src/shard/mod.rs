@@ -676,15 +676,31 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptors: Vec<glommio
     shard.close_retained().await;
 }
 
+/// Messages a ring consumer handles before it lets the shard's other tasks run: a ring that
+/// never empties (a peer shard flooding) must not keep this shard's connections waiting.
+const RING_MESSAGES_PER_TURN: u32 = 64;
+
 async fn consume_requests(shard: Rc<Shard>, rx: ConnectedReceiver<ToOwner>) {
+    let mut handled = 0u32;
     while let Some(msg) = rx.recv().await {
         shard.handle_request(msg).await;
+        handled += 1;
+        if handled == RING_MESSAGES_PER_TURN {
+            handled = 0;
+            futures_lite::future::yield_now().await;
+        }
     }
 }
 
 async fn consume_deliveries(shard: Rc<Shard>, rx: ConnectedReceiver<FromOwner>) {
+    let mut handled = 0u32;
     while let Some(msg) = rx.recv().await {
         shard.handle_delivery(msg);
+        handled += 1;
+        if handled == RING_MESSAGES_PER_TURN {
+            handled = 0;
+            futures_lite::future::yield_now().await;
+        }
     }
 }
 

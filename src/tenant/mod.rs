@@ -159,8 +159,13 @@ impl RateBuckets {
         })
     }
 
-    /// Takes one pulse of `bytes` if the buckets allow it now.
-    pub fn try_take(&self, bytes: usize, now_nanos: u64) -> Result<(), &'static str> {
+    /// Takes one pulse of `bytes` if the buckets allow it now; otherwise names the quota and
+    /// how long until they would.
+    pub fn try_take(
+        &self,
+        bytes: usize,
+        now_nanos: u64,
+    ) -> Result<(), (&'static str, std::time::Duration)> {
         let elapsed = now_nanos.saturating_sub(self.last_nanos.get()) as f64 / 1e9;
         self.last_nanos.set(now_nanos.max(self.last_nanos.get()));
         let refill = |cell: &Cell<f64>, rate: f64| {
@@ -170,11 +175,20 @@ impl RateBuckets {
         };
         refill(&self.pulses, self.pulses_per_sec);
         refill(&self.bytes, self.bytes_per_sec);
+        let wait = |missing: f64, rate: f64| std::time::Duration::from_secs_f64(missing / rate);
         if self.pulses_per_sec > 0.0 && self.pulses.get() < 1.0 {
-            return Err("tenants.publish_pulses_per_sec");
+            let missing = 1.0 - self.pulses.get();
+            return Err((
+                "tenants.publish_pulses_per_sec",
+                wait(missing, self.pulses_per_sec),
+            ));
         }
         if self.bytes_per_sec > 0.0 && self.bytes.get() < 0.0 {
-            return Err("tenants.publish_bytes_per_sec");
+            let missing = -self.bytes.get();
+            return Err((
+                "tenants.publish_bytes_per_sec",
+                wait(missing, self.bytes_per_sec),
+            ));
         }
         self.pulses.set(self.pulses.get() - 1.0);
         self.bytes.set(self.bytes.get() - bytes as f64);
@@ -211,11 +225,14 @@ mod tests {
     fn byte_bucket_lets_a_large_pulse_through_then_waits() {
         let b = RateBuckets::new(&quota(0, 1000), 1, 0).unwrap();
         assert!(b.try_take(5000, 0).is_ok());
-        assert_eq!(b.try_take(1, 0), Err("tenants.publish_bytes_per_sec"));
+        let (key, wait) = b.try_take(1, 0).unwrap_err();
+        assert_eq!(key, "tenants.publish_bytes_per_sec");
         assert_eq!(
-            b.try_take(1, 2_000_000_000),
-            Err("tenants.publish_bytes_per_sec")
+            wait,
+            std::time::Duration::from_secs(4),
+            "4000 bytes in debt at 1000/s"
         );
+        assert!(b.try_take(1, 2_000_000_000).is_err());
         assert!(b.try_take(1, 5_000_000_000).is_ok());
     }
 
