@@ -209,7 +209,7 @@ class _Connection(asyncio.Protocol):
                 start = pos + LENGTH_PREFIX_BYTES
                 pos = start + length
                 try:
-                    frame = _pb.ServerFrame.FromString(bytes(buf[start:pos]))
+                    frame = _pb.ServerFrame.FromString(buf[start:pos])
                 except DecodeError as exc:
                     raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
                 self._bus._on_frame(self, frame)
@@ -756,11 +756,19 @@ class Bus:
         """Connects, restores the subscriptions, then lets requests through."""
         await self._open()
         conn = self._conn
-        await self._resubscribe()
-        if conn is None or conn.lost or self._conn is not conn:
-            # Lost after the last Subscribed arrived (a server shutting down may still welcome
-            # a session and then close it): not established, let the caller try again.
-            raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        try:
+            await self._resubscribe()
+            if conn is None or conn.lost or self._conn is not conn:
+                # Lost after the last Subscribed arrived (a server shutting down may still
+                # welcome a session and then close it): not established, try again.
+                raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        except BaseException:
+            # Detach before closing, so the close is not taken for a new loss to recover from.
+            if conn is not None and self._conn is conn:
+                self._conn = None
+            if conn is not None and not conn.lost:
+                conn.abort()
+            raise
         self._broken = None
         self._connected.set()
 
