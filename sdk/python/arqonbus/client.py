@@ -1147,8 +1147,10 @@ class Bus:
 
         With `ack=True` waits for the `PubAck` and returns it (its sequence is merged into the
         causal context), or raises the server's error (`InvalidTopic`, `PolicyDenied`, ...).
-        Without, returns None once the frame is handed to the socket; a server error is then
-        reported to `on_error` (default: logged) and kept in `last_error`.
+        Without, returns None once the frame is queued on the connection (frames queued in one
+        turn of the event loop are written together, at the end of the turn or every 64 KiB);
+        a server error is then reported to `on_error` (default: logged) and kept in
+        `last_error`.
         Raises `FrameTooLarge` (with `.local = True`, nothing sent) when the frame would exceed
         the server's `max_frame_bytes`.
         """
