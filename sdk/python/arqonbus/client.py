@@ -148,15 +148,15 @@ def _fill_spectral(target: "_pb.SpectralMetadata", spectral: SpectralLike) -> No
 
 
 def _fill_payload(target: Any, payload: Any) -> None:
-    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), encoding the
-    common bytes and str cases directly rather than through a wrapper message."""
+    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), the common bytes
+    and str cases without building an intermediate `Any`."""
     if isinstance(payload, bytes):
         target.type_url = _payload.BYTES_TYPE_URL
-        target.value = _payload.encode_wrapper(payload)
+        target.value = payload
         return
     if isinstance(payload, str):
-        target.type_url = _payload.STRING_TYPE_URL
-        target.value = _payload.encode_wrapper(payload.encode("utf-8"))
+        target.type_url = _payload.TEXT_TYPE_URL
+        target.value = payload.encode("utf-8")
         return
     packed = _payload.pack(payload)
     if packed is not None:
