@@ -19,6 +19,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import struct
 import time
 from typing import (
     TYPE_CHECKING,
@@ -61,6 +62,7 @@ log = logging.getLogger("arqonbus")
 
 PROTOCOL_VERSION = 1
 LENGTH_PREFIX_BYTES = 4
+_LENGTH = struct.Struct(">I")
 #: A pattern that matches every topic: `*` (one segment) then `>` (one or more), i.e. every
 #: topic of 2 to 8 segments.
 ALL = "*.>"
@@ -192,27 +194,33 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
+        if self._buf:
+            # A frame was cut at the end of the previous chunk: join once, parse from bytes.
+            self._buf += data
+            data = bytes(self._buf)
+            self._buf.clear()
         pos = 0
-        end = len(buf)
+        end = len(data)
+        unpack_length = _LENGTH.unpack_from
+        decode = _pb.ServerFrame.FromString
+        on_frame = self._bus._on_frame
         try:
             while end - pos >= LENGTH_PREFIX_BYTES:
-                length = int.from_bytes(buf[pos : pos + LENGTH_PREFIX_BYTES], "big")
+                (length,) = unpack_length(data, pos)
                 if length > self._max_incoming:
                     raise ProtocolViolation(
                         f"server frame of {length} bytes exceeds the client's limit of "
                         f"{self._max_incoming} bytes (max_incoming_frame_bytes)"
                     )
-                if end - pos - LENGTH_PREFIX_BYTES < length:
-                    break
                 start = pos + LENGTH_PREFIX_BYTES
+                if end - start < length:
+                    break
                 pos = start + length
                 try:
-                    frame = _pb.ServerFrame.FromString(buf[start:pos])
+                    frame = decode(data[start:pos])
                 except DecodeError as exc:
                     raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
-                self._bus._on_frame(self, frame)
+                on_frame(self, frame)
                 if self.lost:
                     return
         except ProtocolViolation as exc:
@@ -221,8 +229,8 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            self._buf += data[pos:]
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.lost = True
@@ -1010,13 +1018,21 @@ class Bus:
         if kind == "deliver":
             deliver = frame.deliver
             message = deliver.message
-            causal = self.causal
-            if message.causal:
-                causal.merge(message.causal)
-            causal.observe(message.reality_id, message.sequence)
+            sequence = message.sequence
+            # Inline merge of the pulse's causal map and its own (reality, sequence): this runs
+            # once per delivered pulse.
+            clock = self.causal._clock
+            carried = message.causal
+            for reality_id in carried:
+                seen = carried[reality_id]
+                if seen > clock.get(reality_id, 0):
+                    clock[reality_id] = seen
+            reality_id = message.reality_id
+            if sequence > clock.get(reality_id, 0):
+                clock[reality_id] = sequence
             sub = self._subscriptions.get(deliver.subscription_id)
             if sub is not None:
-                sub.last_sequence = message.sequence
+                sub.last_sequence = sequence
                 sub._push(Pulse(message, deliver.subscription_id))
             return
         cid = frame.correlation_id
