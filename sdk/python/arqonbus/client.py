@@ -19,6 +19,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import struct
 import time
 from typing import (
     TYPE_CHECKING,
@@ -61,6 +62,7 @@ log = logging.getLogger("arqonbus")
 
 PROTOCOL_VERSION = 1
 LENGTH_PREFIX_BYTES = 4
+_LENGTH = struct.Struct(">I")
 #: A pattern that matches every topic: `*` (one segment) then `>` (one or more), i.e. every
 #: topic of 2 to 8 segments.
 ALL = "*.>"
@@ -148,15 +150,15 @@ def _fill_spectral(target: "_pb.SpectralMetadata", spectral: SpectralLike) -> No
 
 
 def _fill_payload(target: Any, payload: Any) -> None:
-    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), encoding the
-    common bytes and str cases directly rather than through a wrapper message."""
+    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), the common bytes
+    and str cases without building an intermediate `Any`."""
     if isinstance(payload, bytes):
         target.type_url = _payload.BYTES_TYPE_URL
-        target.value = _payload.encode_wrapper(payload)
+        target.value = payload
         return
     if isinstance(payload, str):
-        target.type_url = _payload.STRING_TYPE_URL
-        target.value = _payload.encode_wrapper(payload.encode("utf-8"))
+        target.type_url = _payload.TEXT_TYPE_URL
+        target.value = payload.encode("utf-8")
         return
     packed = _payload.pack(payload)
     if packed is not None:
@@ -192,27 +194,33 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
+        if self._buf:
+            # A frame was cut at the end of the previous chunk: join once, parse from bytes.
+            self._buf += data
+            data = bytes(self._buf)
+            self._buf.clear()
         pos = 0
-        end = len(buf)
+        end = len(data)
+        unpack_length = _LENGTH.unpack_from
+        decode = _pb.ServerFrame.FromString
+        on_frame = self._bus._on_frame
         try:
             while end - pos >= LENGTH_PREFIX_BYTES:
-                length = int.from_bytes(buf[pos : pos + LENGTH_PREFIX_BYTES], "big")
+                (length,) = unpack_length(data, pos)
                 if length > self._max_incoming:
                     raise ProtocolViolation(
                         f"server frame of {length} bytes exceeds the client's limit of "
                         f"{self._max_incoming} bytes (max_incoming_frame_bytes)"
                     )
-                if end - pos - LENGTH_PREFIX_BYTES < length:
-                    break
                 start = pos + LENGTH_PREFIX_BYTES
+                if end - start < length:
+                    break
                 pos = start + length
                 try:
-                    frame = _pb.ServerFrame.FromString(bytes(buf[start:pos]))
+                    frame = decode(data[start:pos])
                 except DecodeError as exc:
                     raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
-                self._bus._on_frame(self, frame)
+                on_frame(self, frame)
                 if self.lost:
                     return
         except ProtocolViolation as exc:
@@ -221,8 +229,8 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            self._buf += data[pos:]
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.lost = True
@@ -312,9 +320,10 @@ class Subscription:
         pulse = await sub.get(timeout=5)
 
     `next_sequence` is the `Subscribed.next_sequence` of the latest (re)subscription: pulses
-    from that sequence on are delivered in order. `dropped` counts pulses this subscription
-    missed (server `Dropped` frames plus local overflow of `max_pending`); `resubscribed`
-    counts automatic or explicit re-subscriptions after a reconnect.
+    from that sequence on are delivered in order. `last_sequence` is the sequence of the last
+    pulse received. `dropped` counts pulses this subscription missed (server `Dropped` frames
+    plus local overflow of `max_pending`); `resubscribed` counts re-subscriptions after a
+    reconnect.
     """
 
     def __init__(
@@ -341,6 +350,8 @@ class Subscription:
         self.dropped = 0
         self.dropped_locally = 0
         self.resubscribed = 0
+        #: The sequence of the last pulse received for this subscription (0: none yet).
+        self.last_sequence = 0
         self._queue: Deque[Any] = collections.deque()
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._started = False
@@ -686,7 +697,8 @@ class Bus:
         self._streams: Dict[int, History] = {}
         self._subscriptions: Dict[int, Subscription] = {}
         self._reconnect_task: Optional["asyncio.Task[None]"] = None
-        self._resubscribing: Dict[int, Subscription] = {}
+        # Re-Subscribe in flight: correlation id -> (subscription, started at `latest`).
+        self._resubscribing: Dict[int, Tuple[Subscription, bool]] = {}
         self._restart_check: Optional[Tuple[Dict[str, int], Set[str]]] = None
         self._closed = False
         # Set when automatic reconnection gave up (or is off): what every call raises.
@@ -752,11 +764,19 @@ class Bus:
         """Connects, restores the subscriptions, then lets requests through."""
         await self._open()
         conn = self._conn
-        await self._resubscribe()
-        if conn is None or conn.lost or self._conn is not conn:
-            # Lost after the last Subscribed arrived (a server shutting down may still welcome
-            # a session and then close it): not established, let the caller try again.
-            raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        try:
+            await self._resubscribe()
+            if conn is None or conn.lost or self._conn is not conn:
+                # Lost after the last Subscribed arrived (a server shutting down may still
+                # welcome a session and then close it): not established, try again.
+                raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        except BaseException:
+            # Detach before closing, so the close is not taken for a new loss to recover from.
+            if conn is not None and self._conn is conn:
+                self._conn = None
+            if conn is not None and not conn.lost:
+                conn.abort()
+            raise
         self._broken = None
         self._connected.set()
 
@@ -789,12 +809,13 @@ class Bus:
         """Opens a new connection (dropping the current one if any) and re-subscribes every
         open subscription.
 
-        Re-subscriptions start at `latest`: pulses published while the client was
-        disconnected are not delivered (use history on retained realities to fill the gap).
-        Requests in flight on the old connection fail with `ConnectionLost`; nothing is
-        resent. If a re-subscribed reality's `next_sequence` shows that the reality restarted
-        (ephemeral realities restart at 1 when the server does), its causal entry is lowered
-        to match, so later publishes do not claim to depend on pulses the server forgot.
+        A subscription resumes from the sequence after the last pulse it received, so on a
+        retained reality nothing is missed or repeated; on an ephemeral one (which keeps no
+        history) it resumes at `latest` and pulses published while the client was away are
+        missed. Requests in flight on the old connection fail with `ConnectionLost`; nothing
+        is resent. If a reality re-subscribed at `latest` shows by its `next_sequence` that it
+        restarted (ephemeral realities restart at 1 when the server does), its causal entry is
+        lowered to match, so later publishes do not claim to depend on pulses the server forgot.
         """
         if self._closed:
             raise ClientClosed("the bus is closed")
@@ -817,32 +838,52 @@ class Bus:
             return
         conn = self._conn
         assert conn is not None
-        # Checked in _on_frame when each Subscribed arrives, in order with the Deliver frames
-        # around it, so that no pulse observed after it is undone by the check.
+        # Checked in _on_frame when each `latest` re-Subscribed arrives, in order with the
+        # Deliver frames around it, so that no pulse observed after it is undone by the check.
         self._restart_check = (self.causal.snapshot(), set())
-        futures = []
-        for sub in subs:
-            sub._error = None
-            cid = next(self._correlation_ids)
-            fut = self._loop.create_future()
-            self._pending[cid] = fut
-            self._resubscribing[cid] = sub
-            conn.send(sub._subscribe_frame(cid, None).SerializeToString())
-            futures.append((sub, cid, fut))
         try:
-            for sub, cid, fut in futures:
-                try:
-                    answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
-                except ServerErrorTypes as exc:
-                    log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, exc)
-                    self._subscriptions.pop(sub.id, None)
-                    sub._fail(exc)
-                    continue
-                sub.next_sequence = answer.subscribed.next_sequence
-                sub.resubscribed += 1
+            results = await asyncio.gather(*(self._resubscribe_one(conn, sub) for sub in subs), return_exceptions=True)
         finally:
             self._resubscribing.clear()
             self._restart_check = None
+        for sub, result in zip(subs, results):
+            if isinstance(result, BaseException) and not isinstance(result, ServerErrorTypes):
+                raise result  # ConnectionLost, cancellation: the whole attempt failed
+            if isinstance(result, BaseException):
+                log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, result)
+                self._subscriptions.pop(sub.id, None)
+                sub._fail(result)
+
+    async def _resubscribe_one(self, conn: _Connection, sub: Subscription) -> None:
+        """Re-subscribes `sub` where it left off: from the sequence after the last one it
+        received (no gap, no duplicate) when the reality keeps history, else at `latest`."""
+        sub._error = None
+        if sub.last_sequence:
+            start: Optional["_pb.StartPosition"] = Start.from_sequence(sub.last_sequence + 1)
+        else:
+            start = sub.start  # nothing received yet: the subscription's own start
+        while True:
+            cid = next(self._correlation_ids)
+            fut = self._loop.create_future()
+            self._pending[cid] = fut
+            self._resubscribing[cid] = (sub, start is None)
+            conn.send(sub._subscribe_frame(cid, start).SerializeToString())
+            try:
+                answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
+            except _errors.HistoryUnavailable:
+                if start is None:
+                    raise
+                log.warning(
+                    "arqonbus: %r in %r resumes at the latest pulse: the reality keeps no history, "
+                    "so pulses published while disconnected are missed",
+                    sub.pattern,
+                    sub.reality,
+                )
+                start = None
+                continue
+            sub.next_sequence = answer.subscribed.next_sequence
+            sub.resubscribed += 1
+            return
 
     def _check_restart(self, reality: str, next_sequence: int) -> None:
         """On the first re-Subscribed of `reality`: if the server's next sequence is not past
@@ -977,12 +1018,21 @@ class Bus:
         if kind == "deliver":
             deliver = frame.deliver
             message = deliver.message
-            causal = self.causal
-            if message.causal:
-                causal.merge(message.causal)
-            causal.observe(message.reality_id, message.sequence)
+            sequence = message.sequence
+            # Inline merge of the pulse's causal map and its own (reality, sequence): this runs
+            # once per delivered pulse.
+            clock = self.causal._clock
+            carried = message.causal
+            for reality_id in carried:
+                seen = carried[reality_id]
+                if seen > clock.get(reality_id, 0):
+                    clock[reality_id] = seen
+            reality_id = message.reality_id
+            if sequence > clock.get(reality_id, 0):
+                clock[reality_id] = sequence
             sub = self._subscriptions.get(deliver.subscription_id)
             if sub is not None:
+                sub.last_sequence = sequence
                 sub._push(Pulse(message, deliver.subscription_id))
             return
         cid = frame.correlation_id
@@ -991,9 +1041,9 @@ class Bus:
             self.causal.observe(ack.reality_id, ack.sequence)
             self._resolve(cid, frame)
         elif kind == "subscribed":
-            sub = self._resubscribing.pop(cid, None)
-            if sub is not None:
-                self._check_restart(sub.reality, frame.subscribed.next_sequence)
+            resubscribed = self._resubscribing.pop(cid, None)
+            if resubscribed is not None and resubscribed[1]:
+                self._check_restart(resubscribed[0].reality, frame.subscribed.next_sequence)
             self._resolve(cid, frame)
         elif kind == "pong":
             self._resolve(cid, frame)
@@ -1113,8 +1163,10 @@ class Bus:
 
         With `ack=True` waits for the `PubAck` and returns it (its sequence is merged into the
         causal context), or raises the server's error (`InvalidTopic`, `PolicyDenied`, ...).
-        Without, returns None once the frame is handed to the socket; a server error is then
-        reported to `on_error` (default: logged) and kept in `last_error`.
+        Without, returns None once the frame is queued on the connection (frames queued in one
+        turn of the event loop are written together, at the end of the turn or every 64 KiB);
+        a server error is then reported to `on_error` (default: logged) and kept in
+        `last_error`.
         Raises `FrameTooLarge` (with `.local = True`, nothing sent) when the frame would exceed
         the server's `max_frame_bytes`.
         """
