@@ -193,3 +193,67 @@ async fn a_token_must_match_the_client_certificate() {
     let refused = Client::connect(addr, with(other)).await;
     assert_eq!(code(refused), Some(ErrorCode::Unauthenticated));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_keygen_and_issue_make_tokens_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("lab.key");
+    let bin = env!("CARGO_BIN_EXE_arqonbus");
+    let keygen = std::process::Command::new(bin)
+        .args(["token", "keygen", "--out"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let public = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
+    let issue = std::process::Command::new(bin)
+        .args(["token", "issue", "--key"])
+        .arg(&key_file)
+        .args([
+            "--tenant",
+            "lab",
+            "--subject",
+            "ada",
+            "--role",
+            "publisher,subscriber",
+            "--publish",
+            "lab-*:rig.>",
+            "--subscribe",
+            "lab-1:rig.>",
+            "--ttl",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    assert!(issue.status.success(), "{issue:?}");
+    let t = String::from_utf8(issue.stdout).unwrap().trim().to_owned();
+
+    let bus = TestBus::start(|c| {
+        c.auth.require_token = true;
+        c.auth.trusted_keys = vec![public];
+    });
+    let c = client_with_token(bus.addr, &t).await.unwrap();
+    c.publish_acked(Outgoing::new("lab-2", "rig.a.temp"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(c.subscribe("lab-2", "rig.>").await),
+        Some(ErrorCode::PermissionDenied)
+    );
+    // The CLI's own client carries the token too.
+    let out = std::process::Command::new(bin)
+        .args(["pub", "--server", &bus.addr.to_string(), "--token", &t])
+        .args([
+            "--reality",
+            "lab-1",
+            "--topic",
+            "rig.b.temp",
+            "--data",
+            "1",
+            "--ack",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("lab-1 #1 "));
+}
