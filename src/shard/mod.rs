@@ -182,6 +182,14 @@ impl Shard {
         let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
             Ok(stamp) => stamp,
             Err(e) => {
+                tracing::debug!(
+                    shard = self.id,
+                    reality = %message.reality_id,
+                    topic = %message.topic,
+                    traceparent = traceparent(&message),
+                    reason = %e,
+                    "publish refused"
+                );
                 let frame = error_frame(
                     origin.correlation_id,
                     ErrorCode::LimitExceeded,
@@ -192,6 +200,14 @@ impl Shard {
             }
         };
         stamp_message(&mut message, &stamp);
+        tracing::debug!(
+            shard = self.id,
+            reality = %message.reality_id,
+            topic = %message.topic,
+            sequence = stamp.sequence,
+            traceparent = traceparent(&message),
+            "pulse sequenced"
+        );
         let ack = origin.ack.then(|| {
             encode_frame(&ServerFrame {
                 correlation_id: origin.correlation_id,
@@ -398,6 +414,14 @@ fn stamp_message(message: &mut ArqonMessage, stamp: &Stamp) {
     }
 }
 
+/// The W3C `traceparent` a pulse carries in its `trace_context`, or "" (for log fields).
+pub fn traceparent(message: &ArqonMessage) -> &str {
+    message
+        .trace_context
+        .get("traceparent")
+        .map_or("", String::as_str)
+}
+
 /// A UUIDv7 from the owner's timestamp and random bits.
 pub fn uuid_v7(unix_nanos: u64) -> String {
     let millis = unix_nanos / 1_000_000;
@@ -476,7 +500,10 @@ pub async fn run(start: ShardStart) {
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, accept_stop.clone()));
     let _ = ready.send(());
 
+    // The heartbeat shows the reactor turns: a shard stuck in a busy loop or a blocking call stops
+    // bumping it, and the systemd watchdog and /healthz notice.
     while !stop.load(Ordering::Acquire) {
+        shard.counters.heartbeat.inc();
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     drain(&shard, accept_stop, acceptor).await;
