@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use arqonbus::config::{Config, LogFormat, DEFAULT_TOML};
+use arqonbus::config::{parse_admin_listen, Config, LogFormat, DEFAULT_TOML};
 use arqonbus::Server;
 use clap::{Parser, Subcommand};
 
@@ -34,6 +34,17 @@ enum Command {
     Config,
 }
 
+/// `--admin-listen`: an address, a bare port (loopback), or `off`.
+#[derive(Debug, Clone, Copy)]
+struct AdminListen(Option<SocketAddr>);
+
+impl std::str::FromStr for AdminListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_admin_listen(s).map(AdminListen)
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// TOML configuration file; keys it leaves out keep their defaults.
@@ -48,9 +59,10 @@ struct ServeArgs {
     /// Data directory (overrides `data_dir`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Admin HTTP listener (overrides `admin_listen`).
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
+    /// Admin HTTP listener for /metrics, /healthz, /readyz (overrides `admin_listen`): an
+    /// address, a bare port (loopback), or `off`.
+    #[arg(long, value_name = "ADDR|PORT|off")]
+    admin_listen: Option<AdminListen>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,8 +112,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
-    if args.admin_listen.is_some() {
-        config.admin_listen = args.admin_listen;
+    if let Some(AdminListen(admin)) = args.admin_listen {
+        config.admin_listen = admin;
     }
     init_logging(&config);
 

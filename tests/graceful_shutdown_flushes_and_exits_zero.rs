@@ -26,6 +26,7 @@ async fn graceful_shutdown_flushes_and_exits_zero() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_arqonbus"))
         .args(["serve", "--shards", "2", "--listen", &addr.to_string()])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
