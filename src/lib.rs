@@ -19,6 +19,7 @@
 //! - [`health`]: the server's phase (starting, ready, stopping) and shard liveness, shared with
 //!   the admin listener and the systemd watchdog.
 //! - [`admin`]: the admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
+//! - [`service`]: life under systemd: READY, WATCHDOG (only while every shard turns), STOPPING.
 //! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
 //!
 //! # Invariants worth naming
@@ -40,6 +41,7 @@ pub mod health;
 pub mod metrics;
 pub mod routing;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod shard;
 pub mod spsc;

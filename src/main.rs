@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use arqonbus::config::{parse_admin_listen, Config, LogFormat, DEFAULT_TOML};
-use arqonbus::Server;
+use arqonbus::{service, Server};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -30,8 +30,15 @@ enum Command {
     Pub(arqonbus::cli::PubArgs),
     /// Follow a reality and print its pulses.
     Sub(arqonbus::cli::SubArgs),
-    /// Print the default configuration, with comments.
-    Config,
+    /// Print the default configuration, with comments, or check a configuration file.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// Check this file (parse and validate every bound) instead of printing the default.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
 }
 
 /// `--admin-listen`: an address, a bare port (loopback), or `off`.
@@ -71,10 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Pub(args) => arqonbus::cli::publish(args),
         Command::Sub(args) => arqonbus::cli::subscribe(args),
-        Command::Config => {
-            print!("{DEFAULT_TOML}");
-            Ok(())
-        }
+        Command::Config(args) => config(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -83,6 +87,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn config(args: ConfigArgs) -> anyhow::Result<()> {
+    match args.check {
+        None => print!("{DEFAULT_TOML}"),
+        Some(path) => {
+            Config::from_file(&path)?.validate()?;
+            println!("{}: valid", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(config: &Config) {
@@ -123,7 +138,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install signal handlers")?;
     }
+    // Every listener is bound and every shard accepts: tell systemd (a no-op outside it), then
+    // ping its watchdog while every shard turns, and say STOPPING when a signal arrives.
+    let status = server.status();
+    service::notify_ready(&status);
+    let supervisor = service::spawn_supervisor(status);
     server.join().context("server stopped with an error")?;
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.join();
+    }
     tracing::info!("arqonbus stopped");
     Ok(())
 }
