@@ -20,6 +20,7 @@
 //!   the admin listener and the systemd watchdog.
 //! - [`admin`]: the admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
 //! - [`service`]: life under systemd: READY, WATCHDOG (only while every shard turns), STOPPING.
+//! - [`tune`]: `arqonbus tune --check|--apply`, the kernel settings a bus host needs.
 //! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
 //!
 //! # Invariants worth naming
@@ -47,6 +48,7 @@ pub mod shard;
 pub mod spsc;
 pub mod time;
 pub mod transport;
+pub mod tune;
 
 pub use arqonbus_proto as proto;
 pub use config::Config;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use arqonbus::config::{parse_admin_listen, Config, LogFormat, DEFAULT_TOML};
-use arqonbus::{service, Server};
+use arqonbus::{service, tune, Server};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -32,6 +32,8 @@ enum Command {
     Sub(arqonbus::cli::SubArgs),
     /// Print the default configuration, with comments, or check a configuration file.
     Config(ConfigArgs),
+    /// Check the kernel settings a bus host needs, or apply them.
+    Tune(TuneArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +41,23 @@ struct ConfigArgs {
     /// Check this file (parse and validate every bound) instead of printing the default.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["check", "apply"])))]
+struct TuneArgs {
+    /// Compare the running kernel with the recommendations; exit 1 if a required one is off.
+    #[arg(long)]
+    check: bool,
+    /// Write the recommendations to the running kernel (root only; asks first).
+    #[arg(long)]
+    apply: bool,
+    /// With --apply: do not ask for confirmation.
+    #[arg(long, requires = "apply")]
+    yes: bool,
+    /// Root of the file system to read /proc/sys from (tests use a fake tree).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
 }
 
 /// `--admin-listen`: an address, a bare port (loopback), or `off`.
@@ -79,6 +98,7 @@ fn main() -> std::process::ExitCode {
         Command::Pub(args) => arqonbus::cli::publish(args),
         Command::Sub(args) => arqonbus::cli::subscribe(args),
         Command::Config(args) => config(args),
+        Command::Tune(args) => return tune_command(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -98,6 +118,31 @@ fn config(args: ConfigArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn tune_command(args: TuneArgs) -> std::process::ExitCode {
+    let mut out = std::io::stdout().lock();
+    let result = if args.check {
+        tune::run_check(&args.root, &mut out).map_err(anyhow::Error::from)
+    } else {
+        let mut input = std::io::stdin().lock();
+        tune::run_apply(
+            &args.root,
+            args.yes,
+            &mut input,
+            tune::stdin_is_tty(),
+            &mut out,
+        )
+        .map_err(anyhow::Error::from)
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("arqonbus: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }
 
 fn init_logging(config: &Config) {
