@@ -20,18 +20,27 @@ fn scrape(bus: &common::TestBus) -> Exposition {
 #[test]
 fn the_strict_reader_refuses_what_prometheus_would() {
     use prometheus::parse;
-    assert!(parse("# TYPE a counter\na_total 1\n").is_err(), "TYPE names the family");
+    assert!(
+        parse("# TYPE a counter\na_total 1\n").is_err(),
+        "TYPE names the family"
+    );
     assert!(parse("# TYPE a_total counter\na_total 1\n").is_ok());
-    assert!(parse("# TYPE a_total counter\na_total 1").is_err(), "no final newline");
+    assert!(
+        parse("# TYPE a_total counter\na_total 1").is_err(),
+        "no final newline"
+    );
     assert!(parse("# TYPE a gauge\na 1\n").is_ok());
     assert!(parse("a 1\n").is_err(), "no TYPE");
     assert!(parse("# TYPE a gauge\na{x=\"1} 1\n").is_err());
     assert!(parse("# TYPE a gauge\na one\n").is_err());
-    let h = "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 0\nh_count 1\n";
+    let h =
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 0\nh_count 1\n";
     assert!(parse(h).is_err(), "not cumulative");
-    let h = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0\nh_count 2\n";
+    let h =
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0\nh_count 2\n";
     assert!(parse(h).is_ok());
-    let h = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0\nh_count 3\n";
+    let h =
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0\nh_count 3\n";
     assert!(parse(h).is_err(), "+Inf must equal _count");
 }
 
@@ -43,7 +52,10 @@ async fn metrics_endpoint_counts_pulses_that_flow() {
     assert_eq!(before.value("arqonbus_shards"), 2.0);
     assert_eq!(before.value("arqonbus_pulses_sequenced_total"), 0.0);
     assert_eq!(before.value("arqonbus_connections_open"), 0.0);
-    assert_eq!(before.types["arqonbus_deliver_latency_seconds"], "histogram");
+    assert_eq!(
+        before.types["arqonbus_deliver_latency_seconds"],
+        "histogram"
+    );
     assert_eq!(
         before.labelled("arqonbus_build_info", "version", arqonbus::VERSION),
         1.0

@@ -39,13 +39,12 @@ fn readyz_flips_only_after_listeners_are_bound() {
     // The client port is held by someone else: start-up fails, and the bus never says ready.
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap();
-    let failed = Server::start_with(
-        config(port),
-        arqonbus::time::system(),
-        status.clone(),
-        None,
+    let failed = Server::start_with(config(port), arqonbus::time::system(), status.clone(), None);
+    assert!(
+        matches!(failed, Err(ServerError::Listen(_))),
+        "{:?}",
+        failed.err()
     );
-    assert!(matches!(failed, Err(ServerError::Listen(_))), "{:?}", failed.err());
     assert_eq!(get("/readyz").0, 503);
 
     // Once the port is free, start-up completes; when start_with returns, /readyz says ready and
@@ -72,7 +71,10 @@ fn readyz_flips_only_after_listeners_are_bound() {
     assert_eq!(get("/readyz"), (503, "not ready: stopping\n".to_owned()));
     assert_eq!(get("/healthz").0, 200);
     server.join().unwrap();
-    assert!(common::http_get(admin_addr, "/readyz").is_err(), "admin stopped with the server");
+    assert!(
+        common::http_get(admin_addr, "/readyz").is_err(),
+        "admin stopped with the server"
+    );
 }
 
 #[test]

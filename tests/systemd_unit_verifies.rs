@@ -50,7 +50,10 @@ fn unit_keeps_the_appliance_promises() {
     }
     // wasmtime's JIT needs writable-then-executable pages.
     assert!(get("MemoryDenyWriteExecute").is_empty());
-    assert!(UNIT.contains("No MemoryDenyWriteExecute="), "the reason is written down");
+    assert!(
+        UNIT.contains("No MemoryDenyWriteExecute="),
+        "the reason is written down"
+    );
     // The drain (limits.shutdown_drain_ms, 5 s by default) fits in the stop timeout.
     assert_eq!(get("TimeoutStopSec"), ["30s"]);
 }

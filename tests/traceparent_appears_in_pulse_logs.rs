@@ -15,7 +15,9 @@ const REFUSED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 fn traced(topic: &str, traceparent: &str) -> Outgoing {
     let context = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    Outgoing::new("traced", topic).bytes("x").trace_context(context)
+    Outgoing::new("traced", topic)
+        .bytes("x")
+        .trace_context(context)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,12 +55,31 @@ fn tune_check_against_fake_proc_sys() {
 
     let out = tune(root, &["--check"]);
     let report = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "required settings are off:\n{report}");
-    assert_eq!(row(&report, "net.core.somaxconn"), ["net.core.somaxconn", "4096", ">=", "4096", "ok"]);
-    assert_eq!(row(&report, "vm.max_map_count")[1..], ["65530", ">=", "262144", "FAIL", "(required)"]);
-    assert_eq!(row(&report, "kernel.io_uring_disabled")[1..], ["2", "0", "FAIL", "(required)"]);
-    assert_eq!(row(&report, "vm.swappiness")[1..], ["60", "<=", "10", "advice"]);
-    assert_eq!(row(&report, "net.ipv4.ip_local_port_range")[1..3], ["32768", "60999"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "required settings are off:\n{report}"
+    );
+    assert_eq!(
+        row(&report, "net.core.somaxconn"),
+        ["net.core.somaxconn", "4096", ">=", "4096", "ok"]
+    );
+    assert_eq!(
+        row(&report, "vm.max_map_count")[1..],
+        ["65530", ">=", "262144", "FAIL", "(required)"]
+    );
+    assert_eq!(
+        row(&report, "kernel.io_uring_disabled")[1..],
+        ["2", "0", "FAIL", "(required)"]
+    );
+    assert_eq!(
+        row(&report, "vm.swappiness")[1..],
+        ["60", "<=", "10", "advice"]
+    );
+    assert_eq!(
+        row(&report, "net.ipv4.ip_local_port_range")[1..3],
+        ["32768", "60999"]
+    );
     assert_eq!(row(&report, "net.ipv4.tcp_rmem").last().unwrap(), "advice");
     assert!(report.contains("2 required setting(s) off"), "{report}");
 
@@ -77,5 +96,8 @@ fn tune_check_against_fake_proc_sys() {
     let out = tune(root, &["--check"]);
     let report = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report}");
-    assert!(report.contains("0 required setting(s) off, 0 advised"), "{report}");
+    assert!(
+        report.contains("0 required setting(s) off, 0 advised"),
+        "{report}"
+    );
 }

@@ -189,7 +189,10 @@ mod tests {
         let mut out = String::new();
         render(&status, &mut out);
         assert!(out.contains("\narqonbus_ready 0\n"), "{out}");
-        assert!(out.contains("\narqonbus_pulses_sequenced_total 0\n"), "{out}");
+        assert!(
+            out.contains("\narqonbus_pulses_sequenced_total 0\n"),
+            "{out}"
+        );
         assert!(out.contains("arqonbus_deliver_latency_seconds_bucket{le=\"0.000005\"} 0\n"));
         assert!(out.contains("arqonbus_deliver_latency_seconds_bucket{le=\"10\"} 0\n"));
         assert!(out.contains("arqonbus_deliver_latency_seconds_count 0\n"));

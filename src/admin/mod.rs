@@ -56,12 +56,11 @@ impl AdminServer {
         if !bound.ip().is_loopback() {
             tracing::warn!(%bound, "the admin listener is not on loopback; it has no authentication");
         }
-        let http = tiny_http::Server::from_listener(listener, None).map_err(|e| {
-            AdminError::Start {
+        let http =
+            tiny_http::Server::from_listener(listener, None).map_err(|e| AdminError::Start {
                 addr,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let http = Arc::new(http);
         let thread = std::thread::Builder::new()
             .name("admin-http".into())

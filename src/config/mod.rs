@@ -173,8 +173,10 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 pub const PACKAGED_TOML: &str = include_str!("../../systemd/arqonbus.toml");
 
 /// Where the admin listener runs unless told otherwise: loopback, beside the client port.
-pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
-    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 4721));
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    4721,
+));
 
 /// Parses an `admin_listen` value: `off` (no admin listener), a bare port (loopback), or an
 /// address.
@@ -357,7 +359,10 @@ mod tests {
             .collect();
         assert_eq!(
             differs,
-            vec![("data_dir = \"./arqonbus-data\"", "data_dir = \"/var/lib/arqonbus\"")],
+            vec![(
+                "data_dir = \"./arqonbus-data\"",
+                "data_dir = \"/var/lib/arqonbus\""
+            )],
             "systemd/arqonbus.toml must be src/config/default.toml with only data_dir changed"
         );
         assert_eq!(DEFAULT_TOML.lines().count(), PACKAGED_TOML.lines().count());

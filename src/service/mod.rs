@@ -29,10 +29,7 @@ pub fn under_systemd() -> bool {
 /// Tells systemd the bus is ready, with a one-line status for `systemctl status`.
 pub fn notify_ready(status: &Status) {
     let line = match status.listen_addr() {
-        Some(addr) => format!(
-            "listening on {addr} with {} shards",
-            status.shard_count()
-        ),
+        Some(addr) => format!("listening on {addr} with {} shards", status.shard_count()),
         None => "ready".to_owned(),
     };
     send(&[NotifyState::Ready, NotifyState::Status(&line)]);
@@ -154,7 +151,11 @@ mod tests {
 
         shards[0].heartbeat.inc();
         shards[1].heartbeat.inc();
-        assert_eq!(sup.tick(&status, at(1_000)), Tick::Wait, "not due before 5 s");
+        assert_eq!(
+            sup.tick(&status, at(1_000)),
+            Tick::Wait,
+            "not due before 5 s"
+        );
         assert_eq!(sup.tick(&status, at(5_000)), Tick::Ping);
         // Shard 1 stops turning.
         shards[0].heartbeat.inc();
@@ -177,7 +178,10 @@ mod tests {
         status.attach(shards, stop.clone(), "127.0.0.1:1".parse().unwrap());
         let t0 = Instant::now();
         let mut sup = Supervisor::new(&status, None, t0);
-        assert_eq!(sup.tick(&status, t0 + Duration::from_secs(3600)), Tick::Wait);
+        assert_eq!(
+            sup.tick(&status, t0 + Duration::from_secs(3600)),
+            Tick::Wait
+        );
         stop.store(true, Ordering::Release);
         assert_eq!(sup.tick(&status, t0), Tick::Stopping);
     }

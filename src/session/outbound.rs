@@ -170,7 +170,8 @@ impl Outbound {
                     self.queued_bytes -= deliver_frame_len(subscription_id, body.len());
                     put_deliver_header(out, subscription_id, body.len());
                     out.extend_from_slice(body);
-                    latency.observe_nanos(now_unix_nanos.saturating_sub(pulse.timestamp_unix_nanos));
+                    latency
+                        .observe_nanos(now_unix_nanos.saturating_sub(pulse.timestamp_unix_nanos));
                 }
             }
         }
@@ -268,8 +269,14 @@ mod tests {
         let s = crate::metrics::Snapshot::sum([&counters]).deliver_latency;
         assert_eq!(s.count(), 2, "two deliveries, the answer is not a pulse");
         assert_eq!(s.sum_nanos, 60_000);
-        assert_eq!(s.cumulative().find(|(b, _)| *b == 50_000), Some((50_000, 2)));
-        assert_eq!(s.cumulative().find(|(b, _)| *b == 25_000), Some((25_000, 0)));
+        assert_eq!(
+            s.cumulative().find(|(b, _)| *b == 50_000),
+            Some((50_000, 2))
+        );
+        assert_eq!(
+            s.cumulative().find(|(b, _)| *b == 25_000),
+            Some((25_000, 0))
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub const SYSCTL_CONF: &str = include_str!("../../kernel-tuning/99-arqonbus.conf
 /// Why tuning could not be checked or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
-    #[error("`tune --apply` changes kernel settings and must run as root (sudo arqonbus tune --apply)")]
+    #[error(
+        "`tune --apply` changes kernel settings and must run as root (sudo arqonbus tune --apply)"
+    )]
     NotRoot,
     #[error(
         "refusing to apply without confirmation: standard input is not a terminal (pass --yes to \
@@ -362,7 +364,10 @@ pub fn report(findings: &[Finding]) -> String {
             let _ = writeln!(out, "    {}", f.why);
         }
     }
-    let failed = findings.iter().filter(|f| f.verdict == Verdict::Fail).count();
+    let failed = findings
+        .iter()
+        .filter(|f| f.verdict == Verdict::Fail)
+        .count();
     let advice = findings
         .iter()
         .filter(|f| f.verdict == Verdict::Advice)
@@ -453,8 +458,11 @@ pub fn run_apply(
     }
     let changes = plan(root, &check(root));
     if changes.is_empty() {
-        writeln!(out, "nothing to change: every setting is at or past its recommendation")
-            .map_err(io)?;
+        writeln!(
+            out,
+            "nothing to change: every setting is at or past its recommendation"
+        )
+        .map_err(io)?;
         return run_check(root, out).map_err(io);
     }
     for c in &changes {
@@ -471,8 +479,12 @@ pub fn run_apply(
         if !input_is_tty {
             return Err(TuneError::NoTty);
         }
-        write!(out, "apply these {} change(s) to the running kernel? [y/N] ", changes.len())
-            .map_err(io)?;
+        write!(
+            out,
+            "apply these {} change(s) to the running kernel? [y/N] ",
+            changes.len()
+        )
+        .map_err(io)?;
         out.flush().map_err(io)?;
         let mut answer = String::new();
         input.read_line(&mut answer).map_err(io)?;
@@ -555,8 +567,14 @@ mod tests {
         assert_eq!(verdict(&f, "fs.file-max"), ok("9223372036854775807"));
         assert_eq!(verdict(&f, "fs.nr_open"), ok("1048576"));
         assert_eq!(verdict(&f, "net.core.rmem_max"), advice("212992"));
-        assert_eq!(verdict(&f, "net.ipv4.tcp_rmem"), advice("4096 131072 6291456"));
-        assert_eq!(verdict(&f, "net.ipv4.tcp_slow_start_after_idle"), advice("1"));
+        assert_eq!(
+            verdict(&f, "net.ipv4.tcp_rmem"),
+            advice("4096 131072 6291456")
+        );
+        assert_eq!(
+            verdict(&f, "net.ipv4.tcp_slow_start_after_idle"),
+            advice("1")
+        );
         assert_eq!(
             verdict(&f, "vm.max_map_count"),
             (Some("65530".into()), Verdict::Fail)
@@ -618,9 +636,17 @@ mod tests {
             assert_eq!(finding.verdict, Verdict::Ok, "{}", finding.key);
         }
         let read = |k| read_value(&sysctl_path(root.path(), k)).unwrap().unwrap();
-        assert_eq!(read("net.core.somaxconn"), "65535", "a better value is kept");
+        assert_eq!(
+            read("net.core.somaxconn"),
+            "65535",
+            "a better value is kept"
+        );
         assert_eq!(read("net.ipv4.tcp_rmem"), "4096 131072 16777216");
-        assert_eq!(read("net.ipv4.tcp_wmem"), "4096 16384 16777216", "min and default kept");
+        assert_eq!(
+            read("net.ipv4.tcp_wmem"),
+            "4096 16384 16777216",
+            "min and default kept"
+        );
         assert_eq!(read("vm.swappiness"), "1");
     }
 
@@ -633,7 +659,10 @@ mod tests {
         // On a terminal, anything but yes changes nothing.
         let changed = run_apply(root.path(), false, &mut &b"n\n"[..], true, &mut out).unwrap();
         assert!(!changed);
-        assert_eq!(verdict(&check(root.path()), "vm.swappiness").1, Verdict::Advice);
+        assert_eq!(
+            verdict(&check(root.path()), "vm.swappiness").1,
+            Verdict::Advice
+        );
         run_apply(root.path(), false, &mut &b"y\n"[..], true, &mut out).unwrap();
         assert_eq!(verdict(&check(root.path()), "vm.swappiness").1, Verdict::Ok);
     }
@@ -652,7 +681,10 @@ mod tests {
         );
         std::fs::write(
             root.path().join("proc/self/limits"),
-            limits.replace("8388608              8388608", "unlimited            unlimited"),
+            limits.replace(
+                "8388608              8388608",
+                "unlimited            unlimited",
+            ),
         )
         .unwrap();
         assert_eq!(verdict(&check(root.path()), MEMLOCK_KEY).1, Verdict::Ok);

@@ -43,7 +43,11 @@ impl TestBus {
 
     /// The admin listener's address (`/metrics`, `/healthz`, `/readyz`).
     pub fn admin_addr(&self) -> SocketAddr {
-        self.server.as_ref().unwrap().admin_addr().expect("admin listener")
+        self.server
+            .as_ref()
+            .unwrap()
+            .admin_addr()
+            .expect("admin listener")
     }
 
     /// Stops the server and waits for every shard.

@@ -4,14 +4,17 @@
 
 use std::collections::HashMap;
 
+/// One sample: metric name, labels in the order written, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
 #[derive(Debug, Default)]
 pub struct Exposition {
     /// family name -> type (`counter`, `gauge`, `histogram`, ...)
     pub types: HashMap<String, String>,
     /// family name -> help text
     pub help: HashMap<String, String>,
-    /// `name{labels}` exactly as written (labels sorted as exposed) -> value
-    pub samples: Vec<(String, Vec<(String, String)>, f64)>,
+    /// Every sample, in order.
+    pub samples: Vec<Sample>,
 }
 
 impl Exposition {
@@ -28,9 +31,7 @@ impl Exposition {
     pub fn labelled(&self, name: &str, key: &str, value: &str) -> f64 {
         self.samples
             .iter()
-            .find(|(n, labels, _)| {
-                n == name && labels.iter().any(|(k, v)| k == key && v == value)
-            })
+            .find(|(n, labels, _)| n == name && labels.iter().any(|(k, v)| k == key && v == value))
             .map(|(_, _, v)| *v)
             .unwrap_or_else(|| panic!("no sample {name}{{{key}=\"{value}\"}}"))
     }
@@ -56,7 +57,9 @@ fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut labels = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
-        let (key, after) = rest.split_once("=\"").ok_or(format!("bad labels `{text}`"))?;
+        let (key, after) = rest
+            .split_once("=\"")
+            .ok_or(format!("bad labels `{text}`"))?;
         if !valid_name(key) || key.starts_with("__") {
             return Err(format!("bad label name `{key}`"));
         }
@@ -108,10 +111,12 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
             let mut parts = comment.splitn(3, ' ');
             let (kind, name, rest) = (parts.next(), parts.next(), parts.next());
             match (kind, name) {
-                (Some("HELP"), Some(name)) => {
-                    if e.help.insert(name.into(), rest.unwrap_or("").into()).is_some() {
-                        return Err(at("second HELP".into()));
-                    }
+                (Some("HELP"), Some(name))
+                    if e.help
+                        .insert(name.into(), rest.unwrap_or("").into())
+                        .is_some() =>
+                {
+                    return Err(at("second HELP".into()));
                 }
                 (Some("TYPE"), Some(name)) => {
                     let kind = rest.unwrap_or("");
@@ -133,7 +138,9 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         let value = parse_value(value).map_err(at)?;
         let (name, labels) = match series.split_once('{') {
             Some((name, labels)) => {
-                let labels = labels.strip_suffix('}').ok_or_else(|| at("no `}`".into()))?;
+                let labels = labels
+                    .strip_suffix('}')
+                    .ok_or_else(|| at("no `}`".into()))?;
                 (name, parse_labels(labels).map_err(at)?)
             }
             None => (series, Vec::new()),
