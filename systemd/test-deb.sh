@@ -89,7 +89,7 @@ log=$(mktemp)
 server_pid=$!
 admin=""
 for _ in $(seq 1 300); do
-  admin=$(sed -n 's/.*admin listening.*addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
+  admin=$(sed -n 's/.*admin endpoint up.*addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
   grep -q "arqonbus listening" "$log" && [ -n "$admin" ] && break
   sleep 0.1
 done

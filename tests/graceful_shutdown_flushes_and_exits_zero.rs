@@ -33,7 +33,7 @@ async fn graceful_shutdown_flushes_and_exits_zero() {
     // Wait for the "listening" line.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.contains("listening") {
+    while !line.contains("arqonbus listening") {
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,

@@ -72,7 +72,7 @@ impl AdminServer {
                 addr,
                 reason: e.to_string(),
             })?;
-        tracing::info!(addr = %bound, "admin listening: /metrics /healthz /readyz");
+        tracing::info!(addr = %bound, "admin endpoint up: /metrics /healthz /readyz");
         Ok(Self {
             addr: bound,
             http,
