@@ -137,3 +137,43 @@ async fn metrics_endpoint_counts_pulses_that_flow() {
     }
     bus.stop();
 }
+
+/// Prometheus scrapes over keep-alive connections. With Nagle on, the response's second piece
+/// waited for the scraper's delayed ACK: 40 ms per scrape. It must take well under that.
+#[test]
+fn keep_alive_scrapes_are_not_held_by_delayed_acks() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let bus = common::TestBus::start(|_| {});
+    let stream = std::net::TcpStream::connect(bus.admin_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut took = Vec::new();
+    for _ in 0..9 {
+        let start = std::time::Instant::now();
+        write!(writer, "GET /metrics HTTP/1.1\r\nHost: bus\r\n\r\n").unwrap();
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = Some(v.trim().parse::<usize>().unwrap());
+            }
+        }
+        let mut body = vec![0; length.expect("a Content-Length")];
+        reader.read_exact(&mut body).unwrap();
+        took.push(start.elapsed());
+    }
+    took.sort();
+    assert!(
+        took[4] < Duration::from_millis(20),
+        "median scrape {:?}",
+        took[4]
+    );
+    bus.stop();
+}

@@ -53,6 +53,12 @@ impl AdminServer {
             addr,
             reason: e.to_string(),
         })?;
+        // tiny_http writes a response in 1 KiB pieces; with Nagle, a keep-alive scraper's
+        // delayed ACK held every scrape for 40 ms. Accepted sockets inherit TCP_NODELAY from the
+        // listener on Linux.
+        if let Err(e) = socket2::SockRef::from(&listener).set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on the admin listener");
+        }
         if !bound.ip().is_loopback() {
             tracing::warn!(%bound, "the admin listener is not on loopback; it has no authentication");
         }
