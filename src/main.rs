@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use arqonbus::config::{parse_admin_listen, Config, LogFormat, DEFAULT_TOML};
@@ -30,6 +32,8 @@ enum Command {
     Pub(arqonbus::cli::PubArgs),
     /// Follow a reality and print its pulses.
     Sub(arqonbus::cli::SubArgs),
+    /// Read a bounded range of a retained reality.
+    History(arqonbus::cli::HistoryArgs),
     /// Print the default configuration, with comments, or check a configuration file.
     Config(ConfigArgs),
     /// Check the kernel settings a bus host needs, or apply them.
@@ -97,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Pub(args) => arqonbus::cli::publish(args),
         Command::Sub(args) => arqonbus::cli::subscribe(args),
+        Command::History(args) => arqonbus::cli::history(args),
         Command::Config(args) => config(args),
         Command::Tune(args) => return tune_command(args),
     };
@@ -180,11 +185,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     init_logging(&config);
 
+    // Catch SIGTERM/SIGINT before start-up binds anything: a signal that arrives while shards
+    // start (or recover) is remembered and stops the server as soon as it runs, rather than
+    // killing the process half-started.
+    let early_stop = Arc::new(AtomicBool::new(false));
+    let signals = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
+    for signal in signals {
+        signal_hook::flag::register(signal, early_stop.clone())
+            .context("cannot install signal handlers")?;
+    }
     let server = Server::start(config).context("cannot start the server")?;
     let stop = server.stop_flag();
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    for signal in signals {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install signal handlers")?;
+    }
+    if early_stop.load(Ordering::Acquire) {
+        server.shutdown();
     }
     // Every listener is bound and every shard accepts: tell systemd (a no-op outside it), then
     // ping its watchdog while every shard turns, and say STOPPING when a signal arrives.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -32,6 +33,8 @@ pub enum ServerError {
          (sysctl kernel.io_uring_disabled=0)"
     )]
     ShardStart { shard: usize, reason: String },
+    #[error("shard {shard} could not recover its retained realities: {reason}")]
+    Recovery { shard: usize, reason: String },
     #[error("shard {shard} panicked")]
     ShardPanicked { shard: usize },
 }
@@ -40,12 +43,17 @@ pub enum ServerError {
 /// could not be built (io_uring, memlock) drops its ready sender; its join handle holds why.
 fn wait_ready(
     stop: &AtomicBool,
-    ready: Vec<std::sync::mpsc::Receiver<()>>,
+    ready: Vec<std::sync::mpsc::Receiver<Result<(), String>>>,
     shards: &mut Vec<glommio::ExecutorJoinHandle<()>>,
 ) -> Result<(), ServerError> {
     for (id, rx) in ready.into_iter().enumerate() {
-        if rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok() {
-            continue;
+        match rx.recv_timeout(std::time::Duration::from_secs(600)) {
+            Ok(Ok(())) => continue,
+            Ok(Err(reason)) => {
+                stop.store(true, Ordering::Release);
+                return Err(ServerError::Recovery { shard: id, reason });
+            }
+            Err(_) => {}
         }
         stop.store(true, Ordering::Release);
         let reason = match shards.remove(id).join() {
@@ -138,7 +146,12 @@ impl Server {
             } else {
                 Placement::Unbound
             };
-            let handle = LocalExecutorBuilder::new(placement)
+            let mut builder = LocalExecutorBuilder::new(placement);
+            if config.io.spin_before_park_us > 0 {
+                builder =
+                    builder.spin_before_park(Duration::from_micros(config.io.spin_before_park_us));
+            }
+            let handle = builder
                 .name(&format!("shard-{id}"))
                 .io_memory(config.io.io_memory_bytes as usize)
                 .ring_depth(config.io.ring_depth as usize)
@@ -153,7 +166,8 @@ impl Server {
             shards.push(handle);
         }
         wait_ready(&stop, ready, &mut shards)?;
-        // Later, recovery of retained realities completes before this point too.
+        // Every shard has recovered its retained realities, connected its rings and is accepting:
+        // only now is the server ready (/readyz, and READY=1 to systemd once this returns).
         status.attach(counters.clone(), stop.clone(), addr);
         tracing::info!(%addr, shards = count, "arqonbus listening");
         Ok(Self {

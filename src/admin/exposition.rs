@@ -51,7 +51,7 @@ pub fn render(status: &Status, out: &mut String) {
     // - arqonbus_policy_denials_total{reason="deny|trap|timeout|fuel|load"} (CASIL, fail-closed)
     // - arqonbus_retained_bytes (all retained realities; per reality only as an opt-in, since
     //   reality names are unbounded and a label per reality would be high-cardinality)
-    // - arqonbus_recovery_* (segments scanned, torn tails truncated, corruption found)
+    // Recovery and retention results are counters of ShardCounters, exposed with the others.
     process(out, status);
 }
 

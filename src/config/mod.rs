@@ -69,6 +69,96 @@ pub struct Config {
     pub slow_consumer: SlowConsumerPolicy,
     pub log: LogConfig,
     pub io: IoConfig,
+    pub storage: StorageConfig,
+    /// Which realities are retained, first match wins. Realities no rule matches are
+    /// ephemeral: fire and forget, no history.
+    pub retention: Vec<RetentionRule>,
+}
+
+/// When a retained reality's records reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// An ack (and a delivery) means the record is on disk: group-committed fdatasync.
+    Always,
+    /// Flushed every `sync_interval_ms`; acks do not wait.
+    Interval,
+    /// Left to the kernel: survives a process crash, not a power cut.
+    Os,
+}
+
+/// A retention rule: realities whose id matches `realities` (a glob: `*`, `?`) keep their
+/// pulses on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    pub realities: String,
+    /// Segments whose newest record is older than this are deleted; 0 keeps forever.
+    #[serde(default)]
+    pub max_age_ms: u64,
+    /// Oldest segments are deleted while the reality holds more; 0 means no bound.
+    #[serde(default)]
+    pub max_bytes: u64,
+    #[serde(default = "default_sync")]
+    pub sync: SyncMode,
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    /// Size of each preallocated segment file; defaults to `storage.segment_bytes`.
+    #[serde(default)]
+    pub segment_bytes: Option<u64>,
+}
+
+fn default_sync() -> SyncMode {
+    SyncMode::Always
+}
+
+fn default_sync_interval_ms() -> u64 {
+    100
+}
+
+impl RetentionRule {
+    pub fn matches(&self, reality: &str) -> bool {
+        wildmatch::WildMatch::new(&self.realities).matches(reality)
+    }
+}
+
+/// What to do when recovery finds a bad record before the last durable checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorruption {
+    /// Refuse to start, naming the file and offset.
+    #[default]
+    Refuse,
+    /// Move the reality's files to `data_dir/quarantine/` and refuse its traffic until an
+    /// operator looks at them; the rest of the bus starts.
+    Quarantine,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub segment_bytes: u64,
+    pub on_corruption: OnCorruption,
+    /// Bytes a retained reality with `sync = "always"` may hold waiting for a flush before
+    /// publishers wait.
+    pub max_unflushed_bytes: u64,
+    /// How often each retained reality records its durable position (and, for `os`, flushes).
+    pub checkpoint_interval_ms: u64,
+    /// Bytes per history chunk (and per replay step); never more than half of
+    /// `limits.max_frame_bytes`, so a chunk always fits in a frame.
+    pub history_chunk_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            on_corruption: OnCorruption::Refuse,
+            max_unflushed_bytes: 8 << 20,
+            checkpoint_interval_ms: 1000,
+            history_chunk_bytes: 256 << 10,
+        }
+    }
 }
 
 /// Bounds on every queue, buffer and count.
@@ -93,6 +183,8 @@ pub struct Limits {
     pub shutdown_drain_ms: u64,
     /// Listen backlog of each shard's socket.
     pub listen_backlog: u64,
+    /// Pulses a connection with causal subscriptions may hold waiting for dependencies.
+    pub max_causal_held: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +204,10 @@ pub struct IoConfig {
     pub ring_depth: u64,
     /// Pin each shard to a core. Turn off only on machines where pinning is not allowed.
     pub pin_cores: bool,
+    /// How long an idle shard polls before it parks. Parking and waking a reactor costs a
+    /// context switch and a process-wide memory barrier (IPIs to every core), which dominates
+    /// at moderate rates; a short spin trades idle CPU for latency. 0 parks at once.
+    pub spin_before_park_us: u64,
 }
 
 impl Default for Config {
@@ -125,6 +221,8 @@ impl Default for Config {
             slow_consumer: SlowConsumerPolicy::default(),
             log: LogConfig::default(),
             io: IoConfig::default(),
+            storage: StorageConfig::default(),
+            retention: Vec::new(),
         }
     }
 }
@@ -142,6 +240,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
+            max_causal_held: 10_000,
         }
     }
 }
@@ -161,6 +260,7 @@ impl Default for IoConfig {
             io_memory_bytes: 1 << 20,
             ring_depth: 256,
             pin_cores: true,
+            spin_before_park_us: 0,
         }
     }
 }
@@ -219,6 +319,16 @@ impl Config {
         toml::from_str(text)
     }
 
+    /// The retention rule for a reality, if any (first match wins).
+    pub fn retention_for(&self, reality: &str) -> Option<&RetentionRule> {
+        self.retention.iter().find(|r| r.matches(reality))
+    }
+
+    /// Segment size for a rule.
+    pub fn segment_bytes_for(&self, rule: &RetentionRule) -> u64 {
+        rule.segment_bytes.unwrap_or(self.storage.segment_bytes)
+    }
+
     /// The number of shards to run: the configured count, or one per available core.
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
@@ -274,6 +384,7 @@ impl Config {
             3_600_000,
         )?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
+        range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
         range(
             "io.io_memory_bytes",
             self.io.io_memory_bytes,
@@ -281,6 +392,55 @@ impl Config {
             1 << 30,
         )?;
         range("io.ring_depth", self.io.ring_depth, 8, 32_768)?;
+        range(
+            "io.spin_before_park_us",
+            self.io.spin_before_park_us,
+            0,
+            1_000_000,
+        )?;
+        let st = &self.storage;
+        let min_segment = l.max_frame_bytes + 64;
+        range(
+            "storage.segment_bytes",
+            st.segment_bytes,
+            min_segment,
+            1 << 34,
+        )?;
+        range(
+            "storage.max_unflushed_bytes",
+            st.max_unflushed_bytes,
+            l.max_frame_bytes,
+            1 << 34,
+        )?;
+        range(
+            "storage.checkpoint_interval_ms",
+            st.checkpoint_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range(
+            "storage.history_chunk_bytes",
+            st.history_chunk_bytes,
+            4096,
+            64 << 20,
+        )?;
+        for rule in &self.retention {
+            if rule.realities.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "retention.realities",
+                    reason: "must be a glob such as `lab-*`".into(),
+                });
+            }
+            range(
+                "retention.sync_interval_ms",
+                rule.sync_interval_ms,
+                1,
+                3_600_000,
+            )?;
+            if let Some(size) = rule.segment_bytes {
+                range("retention.segment_bytes", size, min_segment, 1 << 34)?;
+            }
+        }
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "log.level",
@@ -366,6 +526,18 @@ mod tests {
             "systemd/arqonbus.toml must be src/config/default.toml with only data_dir changed"
         );
         assert_eq!(DEFAULT_TOML.lines().count(), PACKAGED_TOML.lines().count());
+    }
+
+    #[test]
+    fn retention_rules_match_by_glob_first_wins() {
+        let c = Config::from_toml(
+            "[[retention]]\nrealities = \"lab-*\"\nsync = \"os\"\n\n[[retention]]\nrealities = \"*\"\nmax_bytes = 10\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.retention_for("lab-1").unwrap().sync, SyncMode::Os);
+        assert_eq!(c.retention_for("other").unwrap().max_bytes, 10);
+        assert_eq!(c.retention_for("other").unwrap().sync, SyncMode::Always);
     }
 
     #[test]

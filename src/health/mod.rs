@@ -15,7 +15,7 @@ use crate::metrics::{ShardCounters, Snapshot};
 /// Where a server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Binding listeners, starting shards (and, with retained realities, recovering them).
+    /// Binding listeners, starting shards, recovering retained realities.
     Starting,
     /// Every listener is bound and every shard accepts.
     Ready,

@@ -99,6 +99,12 @@ counters! {
     request_errors => "request_errors_total",
     /// Times a producer waited for room in a full outbox or ring (backpressure between shards).
     ring_full_waits => "ring_full_waits_total",
+    /// Records of retained realities found intact by recovery at start.
+    recovered_records => "recovered_records_total",
+    /// Torn tails truncated by recovery at start.
+    recovery_truncations => "recovery_truncations_total",
+    /// Old segments deleted by retention.
+    segments_trimmed => "segments_trimmed_total",
 }
 
 /// A counter with one writer.

@@ -1,7 +1,7 @@
 //! Life under systemd (`Type=notify`, see `systemd/arqonbus.service`).
 //!
-//! - `READY=1` once [`crate::Server::start`] has returned: every listener bound, every shard
-//!   accepting.
+//! - `READY=1` once [`crate::Server::start`] has returned: every listener bound, every retained
+//!   reality recovered, every shard accepting.
 //! - `WATCHDOG=1` every half `WatchdogSec`, but only when every shard's heartbeat advanced since
 //!   the previous check: a reactor stuck in a busy loop or a blocking call stops the pings, and
 //!   systemd restarts the bus. A thread that pinged unconditionally would only prove that the

@@ -1,9 +1,11 @@
 //! One shard: a glommio executor pinned to a core. It owns the connections the kernel gave it,
 //! sequences the realities that hash to it, and delivers to its own sockets.
 
+mod retained;
 mod sequencer;
 mod subscriptions;
 
+pub use retained::{ReadOrigin, ReadStep, Retained};
 pub use sequencer::{SequenceError, Sequencer, Stamp};
 pub use subscriptions::{LocalSub, SubIndex};
 
@@ -39,6 +41,9 @@ pub struct Pulse {
     pub timestamp_unix_nanos: u64,
     /// The encoded `ArqonMessage`.
     pub encoded: Bytes,
+    /// The producer's causal context for other realities: what must be delivered first to a
+    /// causal subscriber.
+    pub deps: Vec<(String, u64)>,
 }
 
 /// Where a publish came from, so the owner can answer it.
@@ -61,6 +66,8 @@ pub struct SubscribeOrigin {
 /// Requests to a reality's owner (the request mesh).
 pub enum ToOwner {
     Publish(Box<(ArqonMessage, Origin)>),
+    /// The next chunk of a history query or subscription replay.
+    Read(Box<(crate::history::Cursor, ReadOrigin)>),
     Interest {
         reality: String,
         from_shard: usize,
@@ -72,6 +79,8 @@ pub enum ToOwner {
 /// What an owner sends back (the delivery mesh). Consuming these never waits.
 pub enum FromOwner {
     Pulse(Arc<Pulse>),
+    /// A chunk of a read, for the connection that asked.
+    Read(Box<ReadStep>),
     /// A ready-encoded answer (ack or error) for one connection.
     Answer {
         conn: ConnId,
@@ -96,8 +105,9 @@ pub struct ShardStart {
     pub requests: MeshEnds<ToOwner>,
     pub deliveries: MeshEnds<FromOwner>,
     pub stop: Arc<AtomicBool>,
-    /// Told once the shard's rings are connected and it is accepting.
-    pub ready: std::sync::mpsc::Sender<()>,
+    /// Told once the shard has recovered its retained realities, connected its rings, and is
+    /// accepting; or why it could not.
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// The state of one shard, shared by its tasks (single-threaded: `Rc` and `RefCell`).
@@ -111,6 +121,10 @@ pub struct Shard {
     next_conn: Cell<ConnId>,
     pub subs: RefCell<SubIndex>,
     sequencer: RefCell<Sequencer>,
+    /// Retained realities this shard owns.
+    retained: RefCell<HashMap<Arc<str>, Rc<Retained>>>,
+    /// Realities refused after recovery found them corrupt (quarantined), with the reason.
+    refused: RefCell<HashMap<String, String>>,
     requests: Vec<Option<ConnectedSender<ToOwner>>>,
     deliveries: Vec<Option<Rc<Outbox<FromOwner>>>>,
     stopping: Cell<bool>,
@@ -170,44 +184,42 @@ impl Shard {
         }
     }
 
-    /// Sequences a pulse of a reality this shard owns, then fans it out: to local subscribers
-    /// directly, and once to every other shard that has subscribers for the reality.
-    pub async fn sequence(&self, mut message: ArqonMessage, origin: Origin) {
-        debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
-        self.wait_for_delivery_room(&message.reality_id).await;
-
-        // From here on nothing waits: sequencing and the pushes into the outboxes happen in
-        // one step, so pulses enter every ring in sequence order.
+    /// Stamps a pulse of a reality this shard owns and encodes it once. Answers the publisher
+    /// itself when the reality cannot take another sequence.
+    fn stamp(
+        &self,
+        message: &mut ArqonMessage,
+        origin: Origin,
+    ) -> Option<(Arc<Pulse>, Option<Bytes>)> {
         let now = self.clock.now_unix_nanos();
         let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
             Ok(stamp) => stamp,
             Err(e) => {
-                tracing::debug!(
-                    shard = self.id,
-                    reality = %message.reality_id,
-                    topic = %message.topic,
-                    traceparent = traceparent(&message),
-                    reason = %e,
-                    "publish refused"
-                );
+                log_refused(self.id, message, &e.to_string());
                 let frame = error_frame(
                     origin.correlation_id,
                     ErrorCode::LimitExceeded,
                     &e.to_string(),
                 );
                 self.answer(origin.shard, origin.conn, frame);
-                return;
+                return None;
             }
         };
-        stamp_message(&mut message, &stamp);
+        stamp_message(message, &stamp);
         tracing::debug!(
             shard = self.id,
             reality = %message.reality_id,
             topic = %message.topic,
             sequence = stamp.sequence,
-            traceparent = traceparent(&message),
+            traceparent = traceparent(message),
             "pulse sequenced"
         );
+        let deps = message
+            .causal
+            .iter()
+            .filter(|(r, _)| **r != *stamp.reality)
+            .map(|(r, s)| (r.clone(), *s))
+            .collect();
         let ack = origin.ack.then(|| {
             encode_frame(&ServerFrame {
                 correlation_id: origin.correlation_id,
@@ -224,13 +236,11 @@ impl Shard {
             sequence: stamp.sequence,
             timestamp_unix_nanos: stamp.timestamp_unix_nanos,
             encoded: Bytes::from(message.encode_to_vec()),
-            topic: message.topic,
+            topic: std::mem::take(&mut message.topic),
+            deps,
         });
         self.counters.pulses_sequenced.inc();
-        self.fan_out(&pulse);
-        if let Some(frame) = ack {
-            self.answer(origin.shard, origin.conn, frame);
-        }
+        Some((pulse, ack))
     }
 
     async fn wait_for_delivery_room(&self, reality: &str) {
@@ -271,16 +281,38 @@ impl Shard {
         }
     }
 
-    /// Queues a pulse for every matching subscription on this shard.
+    /// Queues a pulse for every matching subscription on this shard. Causal subscriptions go
+    /// through their connection's gate, which may hold the pulse until its dependencies pass.
     pub fn deliver_local(&self, pulse: &Arc<Pulse>) {
         let subs = self.subs.borrow();
         let mut delivered = 0;
+        let mut gated: Vec<&Rc<Conn>> = Vec::new();
         for sub in subs.for_reality(&pulse.reality) {
-            if sub.wants(pulse.sequence, &pulse.topic) {
-                sub.conn
-                    .push_deliver(&self.counters, sub.subscription_id, pulse);
+            let wants = sub.wants(pulse.sequence, &pulse.topic);
+            if !sub.conn.is_causal() {
+                if wants {
+                    sub.conn
+                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                    delivered += 1;
+                }
+                continue;
+            }
+            if wants {
+                if sub.causal {
+                    sub.conn
+                        .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse);
+                } else {
+                    sub.conn
+                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                }
                 delivered += 1;
             }
+            if !gated.iter().any(|c| c.id == sub.conn.id) {
+                gated.push(&sub.conn);
+            }
+        }
+        for conn in gated {
+            conn.causal_passed(&self.counters, &subs, pulse);
         }
         self.counters.pulses_delivered.add(delivered);
     }
@@ -363,9 +395,10 @@ impl Shard {
         }
     }
 
-    fn handle_delivery(&self, msg: FromOwner) {
+    fn handle_delivery(self: &Rc<Self>, msg: FromOwner) {
         match msg {
             FromOwner::Pulse(pulse) => self.deliver_local(&pulse),
+            FromOwner::Read(step) => self.on_read_step(*step),
             FromOwner::Answer { conn, frame } => {
                 if let Some(c) = self.conn(conn) {
                     c.push_frame(&self.counters, frame);
@@ -379,11 +412,15 @@ impl Shard {
         }
     }
 
-    async fn handle_request(&self, msg: ToOwner) {
+    async fn handle_request(self: &Rc<Self>, msg: ToOwner) {
         match msg {
             ToOwner::Publish(boxed) => {
                 let (message, origin) = *boxed;
                 self.sequence(message, origin).await;
+            }
+            ToOwner::Read(boxed) => {
+                let (cursor, origin) = *boxed;
+                self.read_step(cursor, origin);
             }
             ToOwner::Interest {
                 reality,
@@ -412,6 +449,18 @@ fn stamp_message(message: &mut ArqonMessage, stamp: &Stamp) {
                 .insert(stamp.reality.to_string(), stamp.sequence);
         }
     }
+}
+
+/// Logs (at debug level) a publish its owner refused, with the pulse's traceparent.
+pub fn log_refused(shard: usize, message: &ArqonMessage, reason: &str) {
+    tracing::debug!(
+        shard,
+        reality = %message.reality_id,
+        topic = %message.topic,
+        traceparent = traceparent(message),
+        reason,
+        "publish refused"
+    );
 }
 
 /// The W3C `traceparent` a pulse carries in its `trace_context`, or "" (for log fields).
@@ -468,6 +517,8 @@ pub async fn run(start: ShardStart) {
             shards,
             config.limits.max_realities_per_shard as usize,
         )),
+        retained: RefCell::new(HashMap::new()),
+        refused: RefCell::new(HashMap::new()),
         config,
         clock,
         counters,
@@ -480,6 +531,13 @@ pub async fn run(start: ShardStart) {
         stopped: Event::new(),
     });
 
+    if let Err(why) = shard.recover_all() {
+        let _ = ready.send(Err(why));
+        return;
+    }
+    if !shard.config.retention.is_empty() || !shard.retained.borrow().is_empty() {
+        glommio::spawn_local(shard.clone().maintain_retained()).detach();
+    }
     for outbox in outboxes.into_iter().flatten() {
         glommio::spawn_local(outbox.pump()).detach();
     }
@@ -498,7 +556,7 @@ pub async fn run(start: ShardStart) {
     };
     let accept_stop = Rc::new(Event::new());
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, accept_stop.clone()));
-    let _ = ready.send(());
+    let _ = ready.send(Ok(()));
 
     // The heartbeat shows the reactor turns: a shard stuck in a busy loop or a blocking call stops
     // bumping it, and the systemd watchdog and /healthz notice.
@@ -571,6 +629,7 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptor: glommio::Tas
             conn.abort();
         }
     }
+    shard.close_retained().await;
 }
 
 async fn consume_requests(shard: Rc<Shard>, rx: ConnectedReceiver<ToOwner>) {

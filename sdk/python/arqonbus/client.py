@@ -67,6 +67,8 @@ ALL = "*.>"
 #: Largest server frame the client accepts before calling the stream broken. Server frames are
 #: bounded by the server's own limits; this only guards against a corrupt length prefix.
 DEFAULT_MAX_INCOMING_FRAME_BYTES = 64 * 1024 * 1024
+#: Queued outgoing bytes that trigger a write before the end of the event-loop turn.
+WRITE_COALESCE_BYTES = 64 * 1024
 #: Codes after which a reconnection cannot succeed without a change on the client's side.
 _FATAL_HANDSHAKE_CODES = frozenset({_pb.UNAUTHENTICATED, _pb.UNSUPPORTED_VERSION})
 
@@ -146,6 +148,16 @@ def _fill_spectral(target: "_pb.SpectralMetadata", spectral: SpectralLike) -> No
 
 
 def _fill_payload(target: Any, payload: Any) -> None:
+    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), encoding the
+    common bytes and str cases directly rather than through a wrapper message."""
+    if isinstance(payload, bytes):
+        target.type_url = _payload.BYTES_TYPE_URL
+        target.value = _payload.encode_wrapper(payload)
+        return
+    if isinstance(payload, str):
+        target.type_url = _payload.STRING_TYPE_URL
+        target.value = _payload.encode_wrapper(payload.encode("utf-8"))
+        return
     packed = _payload.pack(payload)
     if packed is not None:
         target.type_url = packed.type_url
@@ -171,6 +183,8 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self._write_paused = False
         self._drain_waiters: List["asyncio.Future[None]"] = []
+        self._out = bytearray()
+        self._flush_scheduled = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -195,7 +209,7 @@ class _Connection(asyncio.Protocol):
                 start = pos + LENGTH_PREFIX_BYTES
                 pos = start + length
                 try:
-                    frame = _pb.ServerFrame.FromString(bytes(buf[start:pos]))
+                    frame = _pb.ServerFrame.FromString(buf[start:pos])
                 except DecodeError as exc:
                     raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
                 self._bus._on_frame(self, frame)
@@ -233,9 +247,29 @@ class _Connection(asyncio.Protocol):
     # Sending --------------------------------------------------------------------------------
 
     def send(self, body: bytes) -> None:
+        """Queues one frame. Frames queued in one turn of the event loop go out in one write
+        (one system call instead of one per frame), at the end of the turn or as soon as
+        `WRITE_COALESCE_BYTES` are waiting."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionLost("not connected", cause=self.close_error)
-        self.transport.write(len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body)
+        out = self._out
+        out += len(body).to_bytes(LENGTH_PREFIX_BYTES, "big")
+        out += body
+        if len(out) >= WRITE_COALESCE_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._bus._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hands the queued frames to the transport."""
+        self._flush_scheduled = False
+        if not self._out or self.lost or self.transport is None or self.transport.is_closing():
+            return
+        # The transport may keep a reference to what it could not send yet: give it its own
+        # buffer rather than one this connection goes on appending to.
+        out, self._out = self._out, bytearray()
+        self.transport.write(out)
 
     async def drain(self) -> None:
         """Waits while the transport's write buffer is above its high-water mark."""
@@ -278,9 +312,10 @@ class Subscription:
         pulse = await sub.get(timeout=5)
 
     `next_sequence` is the `Subscribed.next_sequence` of the latest (re)subscription: pulses
-    from that sequence on are delivered in order. `dropped` counts pulses this subscription
-    missed (server `Dropped` frames plus local overflow of `max_pending`); `resubscribed`
-    counts automatic or explicit re-subscriptions after a reconnect.
+    from that sequence on are delivered in order. `last_sequence` is the sequence of the last
+    pulse received. `dropped` counts pulses this subscription missed (server `Dropped` frames
+    plus local overflow of `max_pending`); `resubscribed` counts re-subscriptions after a
+    reconnect.
     """
 
     def __init__(
@@ -307,6 +342,8 @@ class Subscription:
         self.dropped = 0
         self.dropped_locally = 0
         self.resubscribed = 0
+        #: The sequence of the last pulse received for this subscription (0: none yet).
+        self.last_sequence = 0
         self._queue: Deque[Any] = collections.deque()
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._started = False
@@ -652,7 +689,8 @@ class Bus:
         self._streams: Dict[int, History] = {}
         self._subscriptions: Dict[int, Subscription] = {}
         self._reconnect_task: Optional["asyncio.Task[None]"] = None
-        self._resubscribing: Dict[int, Subscription] = {}
+        # Re-Subscribe in flight: correlation id -> (subscription, started at `latest`).
+        self._resubscribing: Dict[int, Tuple[Subscription, bool]] = {}
         self._restart_check: Optional[Tuple[Dict[str, int], Set[str]]] = None
         self._closed = False
         # Set when automatic reconnection gave up (or is off): what every call raises.
@@ -718,11 +756,19 @@ class Bus:
         """Connects, restores the subscriptions, then lets requests through."""
         await self._open()
         conn = self._conn
-        await self._resubscribe()
-        if conn is None or conn.lost or self._conn is not conn:
-            # Lost after the last Subscribed arrived (a server shutting down may still welcome
-            # a session and then close it): not established, let the caller try again.
-            raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        try:
+            await self._resubscribe()
+            if conn is None or conn.lost or self._conn is not conn:
+                # Lost after the last Subscribed arrived (a server shutting down may still
+                # welcome a session and then close it): not established, try again.
+                raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        except BaseException:
+            # Detach before closing, so the close is not taken for a new loss to recover from.
+            if conn is not None and self._conn is conn:
+                self._conn = None
+            if conn is not None and not conn.lost:
+                conn.abort()
+            raise
         self._broken = None
         self._connected.set()
 
@@ -755,12 +801,13 @@ class Bus:
         """Opens a new connection (dropping the current one if any) and re-subscribes every
         open subscription.
 
-        Re-subscriptions start at `latest`: pulses published while the client was
-        disconnected are not delivered (use history on retained realities to fill the gap).
-        Requests in flight on the old connection fail with `ConnectionLost`; nothing is
-        resent. If a re-subscribed reality's `next_sequence` shows that the reality restarted
-        (ephemeral realities restart at 1 when the server does), its causal entry is lowered
-        to match, so later publishes do not claim to depend on pulses the server forgot.
+        A subscription resumes from the sequence after the last pulse it received, so on a
+        retained reality nothing is missed or repeated; on an ephemeral one (which keeps no
+        history) it resumes at `latest` and pulses published while the client was away are
+        missed. Requests in flight on the old connection fail with `ConnectionLost`; nothing
+        is resent. If a reality re-subscribed at `latest` shows by its `next_sequence` that it
+        restarted (ephemeral realities restart at 1 when the server does), its causal entry is
+        lowered to match, so later publishes do not claim to depend on pulses the server forgot.
         """
         if self._closed:
             raise ClientClosed("the bus is closed")
@@ -783,32 +830,52 @@ class Bus:
             return
         conn = self._conn
         assert conn is not None
-        # Checked in _on_frame when each Subscribed arrives, in order with the Deliver frames
-        # around it, so that no pulse observed after it is undone by the check.
+        # Checked in _on_frame when each `latest` re-Subscribed arrives, in order with the
+        # Deliver frames around it, so that no pulse observed after it is undone by the check.
         self._restart_check = (self.causal.snapshot(), set())
-        futures = []
-        for sub in subs:
-            sub._error = None
-            cid = next(self._correlation_ids)
-            fut = self._loop.create_future()
-            self._pending[cid] = fut
-            self._resubscribing[cid] = sub
-            conn.send(sub._subscribe_frame(cid, None).SerializeToString())
-            futures.append((sub, cid, fut))
         try:
-            for sub, cid, fut in futures:
-                try:
-                    answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
-                except ServerErrorTypes as exc:
-                    log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, exc)
-                    self._subscriptions.pop(sub.id, None)
-                    sub._fail(exc)
-                    continue
-                sub.next_sequence = answer.subscribed.next_sequence
-                sub.resubscribed += 1
+            results = await asyncio.gather(*(self._resubscribe_one(conn, sub) for sub in subs), return_exceptions=True)
         finally:
             self._resubscribing.clear()
             self._restart_check = None
+        for sub, result in zip(subs, results):
+            if isinstance(result, BaseException) and not isinstance(result, ServerErrorTypes):
+                raise result  # ConnectionLost, cancellation: the whole attempt failed
+            if isinstance(result, BaseException):
+                log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, result)
+                self._subscriptions.pop(sub.id, None)
+                sub._fail(result)
+
+    async def _resubscribe_one(self, conn: _Connection, sub: Subscription) -> None:
+        """Re-subscribes `sub` where it left off: from the sequence after the last one it
+        received (no gap, no duplicate) when the reality keeps history, else at `latest`."""
+        sub._error = None
+        if sub.last_sequence:
+            start: Optional["_pb.StartPosition"] = Start.from_sequence(sub.last_sequence + 1)
+        else:
+            start = sub.start  # nothing received yet: the subscription's own start
+        while True:
+            cid = next(self._correlation_ids)
+            fut = self._loop.create_future()
+            self._pending[cid] = fut
+            self._resubscribing[cid] = (sub, start is None)
+            conn.send(sub._subscribe_frame(cid, start).SerializeToString())
+            try:
+                answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
+            except _errors.HistoryUnavailable:
+                if start is None:
+                    raise
+                log.warning(
+                    "arqonbus: %r in %r resumes at the latest pulse: the reality keeps no history, "
+                    "so pulses published while disconnected are missed",
+                    sub.pattern,
+                    sub.reality,
+                )
+                start = None
+                continue
+            sub.next_sequence = answer.subscribed.next_sequence
+            sub.resubscribed += 1
+            return
 
     def _check_restart(self, reality: str, next_sequence: int) -> None:
         """On the first re-Subscribed of `reality`: if the server's next sequence is not past
@@ -922,7 +989,8 @@ class Bus:
         self._subscriptions.clear()
         conn = self._conn
         if conn is not None and conn.transport is not None and not conn.lost:
-            conn.transport.close()  # flushes the write buffer first
+            conn.flush()
+            conn.transport.close()  # sends what the transport still buffers first
             try:
                 await asyncio.wait_for(asyncio.shield(conn.closed), 5.0)
             except asyncio.TimeoutError:
@@ -948,6 +1016,7 @@ class Bus:
             causal.observe(message.reality_id, message.sequence)
             sub = self._subscriptions.get(deliver.subscription_id)
             if sub is not None:
+                sub.last_sequence = message.sequence
                 sub._push(Pulse(message, deliver.subscription_id))
             return
         cid = frame.correlation_id
@@ -956,9 +1025,9 @@ class Bus:
             self.causal.observe(ack.reality_id, ack.sequence)
             self._resolve(cid, frame)
         elif kind == "subscribed":
-            sub = self._resubscribing.pop(cid, None)
-            if sub is not None:
-                self._check_restart(sub.reality, frame.subscribed.next_sequence)
+            resubscribed = self._resubscribing.pop(cid, None)
+            if resubscribed is not None and resubscribed[1]:
+                self._check_restart(resubscribed[0].reality, frame.subscribed.next_sequence)
             self._resolve(cid, frame)
         elif kind == "pong":
             self._resolve(cid, frame)
@@ -1078,8 +1147,10 @@ class Bus:
 
         With `ack=True` waits for the `PubAck` and returns it (its sequence is merged into the
         causal context), or raises the server's error (`InvalidTopic`, `PolicyDenied`, ...).
-        Without, returns None once the frame is handed to the socket; a server error is then
-        reported to `on_error` (default: logged) and kept in `last_error`.
+        Without, returns None once the frame is queued on the connection (frames queued in one
+        turn of the event loop are written together, at the end of the turn or every 64 KiB);
+        a server error is then reported to `on_error` (default: logged) and kept in
+        `last_error`.
         Raises `FrameTooLarge` (with `.local = True`, nothing sent) when the frame would exceed
         the server's `max_frame_bytes`.
         """
@@ -1105,8 +1176,11 @@ class Bus:
             _fill_spectral(message.spectral, spectral)
         if trace_context:
             message.trace_context.update(trace_context)
-        if len(self.causal):
-            message.causal.update(self.causal.items())
+        clock = self.causal._clock
+        if clock:
+            causal = message.causal
+            for reality_id, sequence in clock.items():
+                causal[reality_id] = sequence
         if ack:
             publish.ack = True
         body = frame.SerializeToString()
