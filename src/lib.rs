@@ -17,7 +17,13 @@
 //!   the failure rate limit) and [`tenant`] (per-tenant quotas).
 //! - [`routing`]: topic syntax, subscription patterns and the stable reality-to-shard hash.
 //! - [`time`]: the one clock seam.
-//! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
+//! - [`metrics`]: per-shard counters and the latency histogram, written by one shard and summed
+//!   by readers.
+//! - [`health`]: the server's phase (starting, ready, stopping) and shard liveness, shared with
+//!   the admin listener and the systemd watchdog.
+//! - [`admin`]: the admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
+//! - [`service`]: life under systemd: READY, WATCHDOG (only while every shard turns), STOPPING.
+//! - [`tune`]: `arqonbus tune --check|--apply`, the kernel settings a bus host needs.
 //! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
 //!
 //! # Invariants worth naming
@@ -36,13 +42,16 @@
 //! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
 //!   stalls its shard, the rings, or other subscribers.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod routing;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod shard;
 pub mod shield;
@@ -51,6 +60,7 @@ pub mod store;
 pub mod tenant;
 pub mod time;
 pub mod transport;
+pub mod tune;
 
 pub use arqonbus_proto as proto;
 pub use config::Config;

@@ -4,6 +4,11 @@
 //! writer side by side. The reader decodes frames and dispatches them to the handlers (one file
 //! per frame kind); the writer drains the connection's bounded [`Outbound`] queue into the
 //! socket in batches. Neither ever blocks the shard: a slow socket only fills its own queue.
+//!
+//! The transport (TCP, TLS, WebSocket, secure WebSocket) is settled before the session starts:
+//! the TLS handshake and WebSocket upgrade run first, in this same task, and the reader and
+//! writer then see only frames (`io.rs`). Hello settles the session's identity and tenant
+//! (`hello.rs`); every later request is checked against them.
 
 mod causal;
 mod hello;
@@ -676,9 +681,12 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: impl FrameSink) 
                 listener.await;
             }
         }
-        conn.out
-            .borrow_mut()
-            .drain_into(&mut batch, WRITE_BATCH_BYTES);
+        conn.out.borrow_mut().drain_into(
+            &mut batch,
+            WRITE_BATCH_BYTES,
+            &shard.counters.deliver_latency,
+            shard.clock.now_unix_nanos(),
+        );
         if batch.is_empty() {
             continue;
         }

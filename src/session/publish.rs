@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::{reject, reject_unacked, Conn, Shielded};
 use crate::routing::{validate_reality, validate_topic};
-use crate::shard::{Origin, Shard, ToOwner};
+use crate::shard::{traceparent, Origin, Shard, ToOwner};
 
 pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, publish: Publish) {
     let Some(message) = publish.message else {
@@ -21,13 +21,26 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, pub
             "Publish carries no message",
         );
     };
+    let refused = |code: ErrorCode, msg: &str| {
+        tracing::debug!(
+            shard = shard.id,
+            conn = conn.id,
+            reality = %message.reality_id,
+            topic = %message.topic,
+            traceparent = traceparent(&message),
+            code = ?code,
+            reason = msg,
+            "publish refused"
+        );
+        reject(shard, conn, correlation_id, code, msg);
+    };
     if let Err(e) = validate_reality(&message.reality_id) {
         let msg = format!("reality `{}` is invalid: {e}", message.reality_id);
-        return reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
+        return refused(ErrorCode::InvalidReality, &msg);
     }
     if let Err(e) = validate_topic(&message.topic) {
         let msg = format!("topic `{}` is invalid: {e}", message.topic);
-        return reject(shard, conn, correlation_id, ErrorCode::InvalidTopic, &msg);
+        return refused(ErrorCode::InvalidTopic, &msg);
     }
     if let Some(shielded) = conn.shielded() {
         if let Err((code, why, pause)) = shield(shard, &shielded, &message) {
