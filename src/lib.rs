@@ -14,6 +14,10 @@
 //! - [`transport`]: listening sockets (SO_REUSEPORT on every shard) and stream I/O.
 //! - [`routing`]: topic syntax, subscription patterns and the stable reality-to-shard hash.
 //! - [`time`]: the one clock seam.
+//! - [`policy`]: CASIL, the Wasm safety policies every published pulse passes on its
+//!   connection's shard before it is sequenced (one wasmtime engine per process, instances per
+//!   shard, fail-closed).
+//! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
 //! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
 //! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
 //!
@@ -26,12 +30,18 @@
 //!   full ring makes the sender wait, it never drops.
 //! - A pulse is encoded once, by its owner. Every subscriber on every shard is sent the same
 //!   reference-counted bytes behind a small per-subscription header.
+//! - A pulse is sequenced only after every policy bound to it has answered allow; a policy that
+//!   traps, runs out of fuel or time, cannot be instantiated, or answers anything else blocks it.
+//! - A governance action (`sys.control.*`, policy loads and unloads) takes effect only after its
+//!   audit record is on disk.
 //! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
 //!   stalls its shard, the rings, or other subscribers.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod policy;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -67,6 +67,19 @@ counters! {
     request_errors,
     /// Times a producer waited for room in a full outbox or ring.
     ring_full_waits,
+    /// Policy inspections run (one per policy per pulse it binds).
+    policy_evaluations,
+    /// Pulses blocked because a policy answered deny (POLICY_DENIED).
+    policy_denials,
+    /// Pulses blocked because a policy failed: trap, fuel, deadline, instantiation, bad answer
+    /// (POLICY_FAULT).
+    policy_faults,
+    /// Policy instances created on this shard (first use, and after each fault).
+    policy_instantiations,
+    /// `sys.control.*` pulses received.
+    control_pulses,
+    /// `sys.control.*` pulses refused (not a controller, malformed, or not applicable).
+    control_refusals,
 }
 
 /// A counter with one writer.

@@ -23,8 +23,10 @@ use glommio::net::TcpListener;
 use glommio::{GlommioError, ResourceType};
 use prost::Message;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::ShardCounters;
+use crate::policy::{PolicyHost, ShardPolicies};
 use crate::routing::owner_shard;
 use crate::session::{self, error_frame, Conn, ConnId};
 use crate::spsc::{self, MeshEnds, Outbox};
@@ -98,6 +100,9 @@ pub struct ShardStart {
     pub stop: Arc<AtomicBool>,
     /// Told once the shard's rings are connected and it is accepting.
     pub ready: std::sync::mpsc::Sender<()>,
+    /// CASIL, shared by every shard: the engine and the registry of compiled policies.
+    pub policy_host: Arc<PolicyHost>,
+    pub audit: AuditLog,
 }
 
 /// The state of one shard, shared by its tasks (single-threaded: `Rc` and `RefCell`).
@@ -115,6 +120,10 @@ pub struct Shard {
     deliveries: Vec<Option<Rc<Outbox<FromOwner>>>>,
     stopping: Cell<bool>,
     stopped: Event,
+    /// This shard's policy instances (its own stores; nothing shared with other cores).
+    pub policies: RefCell<ShardPolicies>,
+    pub policy_host: Arc<PolicyHost>,
+    pub audit: AuditLog,
 }
 
 impl Shard {
@@ -422,6 +431,8 @@ pub async fn run(start: ShardStart) {
         deliveries,
         stop,
         ready,
+        policy_host,
+        audit,
     } = start;
 
     // Every end waits for its peer's end to connect, so all of them connect at once.
@@ -454,6 +465,9 @@ pub async fn run(start: ShardStart) {
         deliveries: outboxes.clone(),
         stopping: Cell::new(false),
         stopped: Event::new(),
+        policies: RefCell::new(ShardPolicies::new(policy_host.clone())),
+        policy_host,
+        audit,
     });
 
     for outbox in outboxes.into_iter().flatten() {
