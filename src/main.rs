@@ -32,6 +32,10 @@ enum Command {
     Sub(arqonbus::cli::SubArgs),
     /// Print the default configuration, with comments.
     Config,
+    /// Check or print the audit log.
+    Audit(arqonbus::cli::audit::AuditArgs),
+    /// Load or unload CASIL policies (needs a controller token).
+    Policy(arqonbus::cli::policy::PolicyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +63,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Pub(args) => arqonbus::cli::publish(args),
         Command::Sub(args) => arqonbus::cli::subscribe(args),
+        Command::Audit(args) => arqonbus::cli::audit::run(args),
+        Command::Policy(args) => arqonbus::cli::policy::run(args),
         Command::Config => {
             print!("{DEFAULT_TOML}");
             Ok(())

@@ -2,6 +2,8 @@
 //! I/O for protocol edge cases, and clients pinned to a chosen shard.
 #![allow(dead_code)]
 
+pub mod policy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
