@@ -37,6 +37,10 @@ impl TestBus {
         }
     }
 
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
     pub fn metrics(&self) -> Snapshot {
         self.server.as_ref().unwrap().metrics()
     }

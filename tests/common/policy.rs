@@ -94,7 +94,7 @@ pub struct Load<'a> {
     pub wasm: Vec<u8>,
     pub reality_glob: &'a str,
     pub topic_pattern: &'a str,
-    pub params: &'a [(&'a str, &'a str)],
+    pub params: Vec<(&'a str, &'a str)>,
     pub limits: PolicyLimits,
 }
 
