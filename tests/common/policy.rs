@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use arqonbus::audit::{self, Record};
 use arqonbus::proto::nvm::v1::NvmJob;
@@ -15,41 +14,10 @@ use arqonbus_client::{Client, ConnectOptions, Outgoing};
 /// The controller token the CASIL tests configure.
 pub const CONTROLLER_TOKEN: &str = "test-controller-token-0123456789";
 
+pub use super::guest::guest_wasm;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Builds `policy/guest`'s examples for wasm32-unknown-unknown (once per test binary; cargo makes
-/// later builds no-ops) and returns the path of `<name>.wasm`.
-pub fn guest_wasm(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let target = root().join("target").join("policy-guest");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--examples",
-            ])
-            .arg("--manifest-path")
-            .arg(root().join("policy/guest/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building policy/guest for wasm32 failed; is the target installed? \
-             (rustup target add wasm32-unknown-unknown)"
-        );
-        target.join("wasm32-unknown-unknown/release/examples")
-    });
-    dir.join(format!("{name}.wasm"))
 }
 
 /// A hostile or trivial fixture in text format.
