@@ -8,8 +8,9 @@ use arqonbus::config::{BindingConfig, PolicyFile};
 use arqonbus::proto::policy::v1::PolicyLimits;
 use arqonbus::proto::v1::ErrorCode;
 use arqonbus_client::{Client, Outgoing};
+use common::guest::guest_wasm;
 use common::policy::{
-    arqonbus, audit_records, controller, guest_wasm, nvm_job, unload, Load, CONTROLLER_TOKEN,
+    arqonbus, audit_records, controller, nvm_job, unload, Load, CONTROLLER_TOKEN,
 };
 use common::{client_on_shard, TestBus};
 

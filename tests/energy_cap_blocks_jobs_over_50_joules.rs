@@ -9,7 +9,8 @@ use std::time::Duration;
 use arqonbus::config::Config;
 use arqonbus::proto::v1::ErrorCode;
 use arqonbus_client::Outgoing;
-use common::policy::{guest_wasm, nvm_job};
+use common::guest::guest_wasm;
+use common::policy::nvm_job;
 use common::{client_on_shard, TestBus};
 use futures::StreamExt;
 

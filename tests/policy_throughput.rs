@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use arqonbus::config::{BindingConfig, PolicyFile};
 use arqonbus::routing::owner_shard;
-use common::policy::{guest_wasm, nvm_job};
+use common::guest::guest_wasm;
+use common::policy::nvm_job;
 use common::{client_on_shard, TestBus};
 use futures::StreamExt;
 

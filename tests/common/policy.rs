@@ -14,8 +14,6 @@ use arqonbus_client::{Client, ConnectOptions, Outgoing};
 /// The controller token the CASIL tests configure.
 pub const CONTROLLER_TOKEN: &str = "test-controller-token-0123456789";
 
-pub use super::guest::guest_wasm;
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

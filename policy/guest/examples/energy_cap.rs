@@ -40,8 +40,12 @@ fn inspect(input: &PolicyInput) -> Verdict {
         Ok(None) => 0.0,
         _ => return deny!(NOT_A_JOB, "the NvmJob payload does not decode"),
     };
-    // Written as `!(energy <= cap)` so that NaN is refused as well.
-    if !(energy <= cap) {
+    // NaN compares as nothing: it is refused along with everything over the cap.
+    let within = matches!(
+        energy.partial_cmp(&cap),
+        Some(core::cmp::Ordering::Less | core::cmp::Ordering::Equal)
+    );
+    if !within {
         return deny!(OVER_CAP, "job asks for {energy} J; the cap is {cap} J");
     }
     Verdict::Allow

@@ -34,6 +34,8 @@ pub use reason::Reason;
 use pb::{Fields, Value};
 
 /// What a policy decides about one pulse.
+// The reason lives inline because there is no allocator; one Verdict exists per inspection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Verdict {
     /// Let the pulse through (to the next policy, then to the sequencer).
