@@ -40,6 +40,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod history;
 pub mod metrics;
 pub mod policy;
 pub mod routing;
@@ -47,6 +48,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod spsc;
+pub mod store;
 pub mod time;
 pub mod transport;
 

@@ -30,6 +30,8 @@ enum Command {
     Pub(arqonbus::cli::PubArgs),
     /// Follow a reality and print its pulses.
     Sub(arqonbus::cli::SubArgs),
+    /// Read a bounded range of a retained reality.
+    History(arqonbus::cli::HistoryArgs),
     /// Print the default configuration, with comments.
     Config,
     /// Check or print the audit log.
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Sub(args) => arqonbus::cli::subscribe(args),
         Command::Audit(args) => arqonbus::cli::audit::run(args),
         Command::Policy(args) => arqonbus::cli::policy::run(args),
+        Command::History(args) => arqonbus::cli::history(args),
         Command::Config => {
             print!("{DEFAULT_TOML}");
             Ok(())

@@ -34,6 +34,8 @@ pub enum ServerError {
          (sysctl kernel.io_uring_disabled=0)"
     )]
     ShardStart { shard: usize, reason: String },
+    #[error("shard {shard} could not recover its retained realities: {reason}")]
+    Recovery { shard: usize, reason: String },
     #[error("shard {shard} panicked")]
     ShardPanicked { shard: usize },
 }
@@ -42,12 +44,17 @@ pub enum ServerError {
 /// could not be built (io_uring, memlock) drops its ready sender; its join handle holds why.
 fn wait_ready(
     stop: &AtomicBool,
-    ready: Vec<std::sync::mpsc::Receiver<()>>,
+    ready: Vec<std::sync::mpsc::Receiver<Result<(), String>>>,
     shards: &mut Vec<glommio::ExecutorJoinHandle<()>>,
 ) -> Result<(), ServerError> {
     for (id, rx) in ready.into_iter().enumerate() {
-        if rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok() {
-            continue;
+        match rx.recv_timeout(std::time::Duration::from_secs(600)) {
+            Ok(Ok(())) => continue,
+            Ok(Err(reason)) => {
+                stop.store(true, Ordering::Release);
+                return Err(ServerError::Recovery { shard: id, reason });
+            }
+            Err(_) => {}
         }
         stop.store(true, Ordering::Release);
         let reason = match shards.remove(id).join() {

@@ -86,7 +86,7 @@ struct TargetArgs {
     /// Name of this variant in a comparison (default: derived from the scenario and its sizes).
     #[arg(long)]
     label: Option<String>,
-    /// PID of the server process, to report its resident memory (/proc/PID/status).
+    /// PID of the server process, to report its resident memory and CPU use (/proc/PID).
     #[arg(long)]
     server_pid: Option<u32>,
     /// No progress bars (they are also hidden when stderr is not a terminal).
@@ -223,7 +223,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the tokio runtime: {e}");
@@ -252,38 +255,64 @@ async fn run(command: Command) -> Result<ExitCode> {
             check_count("--publishers", a.publishers)?;
             check_count("--subscribers", a.subscribers)?;
             let label = format!("throughput-{}x{}", a.publishers, a.subscribers);
-            let params = load_params(&a.load, [
-                ("publishers", json!(a.publishers)),
-                ("subscribers", json!(a.subscribers)),
-                ("rate_per_publisher", json!(a.rate)),
-            ]);
+            let params = load_params(
+                &a.load,
+                [
+                    ("publishers", json!(a.publishers)),
+                    ("subscribers", json!(a.subscribers)),
+                    ("rate_per_publisher", json!(a.rate)),
+                ],
+            );
             let spec = flow_spec(&a.target, &a.load, a.publishers, a.subscribers, a.rate);
-            execute("throughput", label, &a.target, Some(&a.load), params, |t, names| async move {
-                let mut notes = Vec::new();
-                let r = scenario::flow::run(&t, &names, &spec, &mut notes)
-                    .await
-                    .map(|m| Ran { status: Status::Ok, metrics: Some(Metrics::Flow(m)) });
-                (r, notes)
-            })
+            execute(
+                "throughput",
+                label,
+                &a.target,
+                Some(&a.load),
+                params,
+                |t, names| async move {
+                    let mut notes = Vec::new();
+                    let r = scenario::flow::run(&t, &names, &spec, &mut notes)
+                        .await
+                        .map(|m| Ran {
+                            status: Status::Ok,
+                            metrics: Some(Metrics::Flow(m)),
+                        });
+                    (r, notes)
+                },
+            )
             .await
         }
         Command::Fanout(a) => {
             check_load(&a.load)?;
             check_count("--subscribers", a.subscribers)?;
             let label = format!("fanout-1x{}", a.subscribers);
-            let params = load_params(&a.load, [
-                ("publishers", json!(1)),
-                ("subscribers", json!(a.subscribers)),
-                ("rate_per_publisher", json!(a.rate)),
-            ]);
+            let params = load_params(
+                &a.load,
+                [
+                    ("publishers", json!(1)),
+                    ("subscribers", json!(a.subscribers)),
+                    ("rate_per_publisher", json!(a.rate)),
+                ],
+            );
             let spec = flow_spec(&a.target, &a.load, 1, a.subscribers, a.rate);
-            execute("fanout", label, &a.target, Some(&a.load), params, |t, names| async move {
-                let mut notes = Vec::new();
-                let r = scenario::flow::run(&t, &names, &spec, &mut notes)
-                    .await
-                    .map(|m| Ran { status: Status::Ok, metrics: Some(Metrics::Flow(m)) });
-                (r, notes)
-            })
+            execute(
+                "fanout",
+                label,
+                &a.target,
+                Some(&a.load),
+                params,
+                |t, names| async move {
+                    let mut notes = Vec::new();
+                    let r = scenario::flow::run(&t, &names, &spec, &mut notes)
+                        .await
+                        .map(|m| Ran {
+                            status: Status::Ok,
+                            metrics: Some(Metrics::Flow(m)),
+                        });
+                    (r, notes)
+                },
+            )
             .await
         }
         Command::Latency(a) => {
@@ -297,12 +326,15 @@ async fn run(command: Command) -> Result<ExitCode> {
                 duration = duration.min(Duration::from_secs_f64(c as f64 / a.rate as f64));
             }
             let label = format!("latency-{}", a.rate);
-            let params = load_params(&a.load, [
-                ("rate", json!(a.rate)),
-                ("subscribers", json!(a.subscribers)),
-                ("warmup_s", json!(a.warmup)),
-                ("spin_us", json!(a.spin_us)),
-            ]);
+            let params = load_params(
+                &a.load,
+                [
+                    ("rate", json!(a.rate)),
+                    ("subscribers", json!(a.subscribers)),
+                    ("warmup_s", json!(a.warmup)),
+                    ("spin_us", json!(a.spin_us)),
+                ],
+            );
             let spec = scenario::latency::LatencySpec {
                 rate_per_s: a.rate,
                 subscribers: a.subscribers,
@@ -313,13 +345,23 @@ async fn run(command: Command) -> Result<ExitCode> {
                 spin_us: a.spin_us.min(1_000),
                 progress: !a.target.no_progress,
             };
-            execute("latency", label, &a.target, Some(&a.load), params, |t, names| async move {
-                let mut notes = Vec::new();
-                let r = scenario::latency::run(&t, &names, &spec, &mut notes)
-                    .await
-                    .map(|m| Ran { status: Status::Ok, metrics: Some(Metrics::Latency(m)) });
-                (r, notes)
-            })
+            execute(
+                "latency",
+                label,
+                &a.target,
+                Some(&a.load),
+                params,
+                |t, names| async move {
+                    let mut notes = Vec::new();
+                    let r = scenario::latency::run(&t, &names, &spec, &mut notes)
+                        .await
+                        .map(|m| Ran {
+                            status: Status::Ok,
+                            metrics: Some(Metrics::Latency(Box::new(m))),
+                        });
+                    (r, notes)
+                },
+            )
             .await
         }
         Command::Conns(a) => {
@@ -343,19 +385,39 @@ async fn run(command: Command) -> Result<ExitCode> {
                 server_pid: a.target.server_pid,
                 progress: !a.target.no_progress,
             };
-            execute("conns", "conns".to_string(), &a.target, None, params, |t, _names| async move {
-                let mut notes = Vec::new();
-                let r = scenario::conns::run(&t, &spec, &mut notes).await.map(|m| {
-                    let status = if m.established == 0 { Status::Failed } else { Status::Ok };
-                    Ran { status, metrics: Some(Metrics::Conns(m)) }
-                });
-                (r, notes)
-            })
+            execute(
+                "conns",
+                "conns".to_string(),
+                &a.target,
+                None,
+                params,
+                |t, _names| async move {
+                    let mut notes = Vec::new();
+                    let r = scenario::conns::run(&t, &spec, &mut notes).await.map(|m| {
+                        let status = if m.established == 0 {
+                            Status::Failed
+                        } else {
+                            Status::Ok
+                        };
+                        Ran {
+                            status,
+                            metrics: Some(Metrics::Conns(m)),
+                        }
+                    });
+                    (r, notes)
+                },
+            )
             .await
         }
         Command::Durable(a) => {
             check_load(&a.load)?;
-            let params = load_params(&a.load, [("inflight", json!(a.inflight)), ("reality", json!(a.reality))]);
+            let params = load_params(
+                &a.load,
+                [
+                    ("inflight", json!(a.inflight)),
+                    ("reality", json!(a.reality)),
+                ],
+            );
             let spec = scenario::durable::DurableSpec {
                 payload_bytes: a.load.payload_bytes,
                 duration: secs("--duration", a.load.duration)?,
@@ -365,26 +427,45 @@ async fn run(command: Command) -> Result<ExitCode> {
                 ack_timeout: secs("--ack-timeout", a.ack_timeout)?,
                 progress: !a.target.no_progress,
             };
-            execute("durable", "durable".to_string(), &a.target, Some(&a.load), params, |t, names| async move {
-                use scenario::durable::Outcome;
-                let mut notes = Vec::new();
-                let r = match scenario::durable::run(&t, &names, &spec, &mut notes).await {
-                    Ok(Outcome::Done(m)) => Ok(Ran { status: Status::Ok, metrics: Some(Metrics::Durable(m)) }),
-                    Ok(Outcome::Unsupported(why)) => {
-                        notes.push(format!("unsupported: {why}"));
-                        Ok(Ran { status: Status::Unsupported, metrics: None })
-                    }
-                    Err(e) => Err(e),
-                };
-                (r, notes)
-            })
+            execute(
+                "durable",
+                "durable".to_string(),
+                &a.target,
+                Some(&a.load),
+                params,
+                |t, names| async move {
+                    use scenario::durable::Outcome;
+                    let mut notes = Vec::new();
+                    let r = match scenario::durable::run(&t, &names, &spec, &mut notes).await {
+                        Ok(Outcome::Done(m)) => Ok(Ran {
+                            status: Status::Ok,
+                            metrics: Some(Metrics::Durable(m)),
+                        }),
+                        Ok(Outcome::Unsupported(why)) => {
+                            notes.push(format!("unsupported: {why}"));
+                            Ok(Ran {
+                                status: Status::Unsupported,
+                                metrics: None,
+                            })
+                        }
+                        Err(e) => Err(e),
+                    };
+                    (r, notes)
+                },
+            )
             .await
         }
         Command::Summarize(_) => unreachable!("handled before the runtime starts"),
     }
 }
 
-fn flow_spec(t: &TargetArgs, l: &LoadArgs, publishers: usize, subscribers: usize, rate: u64) -> scenario::flow::FlowSpec {
+fn flow_spec(
+    t: &TargetArgs,
+    l: &LoadArgs,
+    publishers: usize,
+    subscribers: usize,
+    rate: u64,
+) -> scenario::flow::FlowSpec {
     scenario::flow::FlowSpec {
         publishers,
         subscribers,
@@ -426,9 +507,15 @@ fn check_load(l: &LoadArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_params<const N: usize>(l: &LoadArgs, extra: [(&str, serde_json::Value); N]) -> BTreeMap<String, serde_json::Value> {
+fn load_params<const N: usize>(
+    l: &LoadArgs,
+    extra: [(&str, serde_json::Value); N],
+) -> BTreeMap<String, serde_json::Value> {
     let mut p = BTreeMap::from([
-        ("payload_bytes".to_string(), json!(l.payload_bytes.max(payload::HEADER_BYTES))),
+        (
+            "payload_bytes".to_string(),
+            json!(l.payload_bytes.max(payload::HEADER_BYTES)),
+        ),
         ("duration_s".to_string(), json!(l.duration)),
         ("realities".to_string(), json!(l.realities)),
     ]);
@@ -456,15 +543,38 @@ where
     Fut: std::future::Future<Output = (Result<Ran>, Vec<String>)>,
 {
     let target = Target::parse(&t.target, t.allow_non_loopback)?;
-    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let run_tag = format!("{:x}{:x}", std::process::id(), started_unix_ms % 0xffff_ffff);
-    let names = Names::new(target.kind, &run_tag, load.map(|l| l.realities).unwrap_or(1));
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let run_tag = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        started_unix_ms % 0xffff_ffff
+    );
+    let names = Names::new(
+        target.kind,
+        &run_tag,
+        load.map(|l| l.realities).unwrap_or(1),
+    );
     let label = t.label.clone().unwrap_or(default_label);
     let server_rss = || t.server_pid.and_then(|p| sys::rss_bytes(p).ok());
     let rss_before = server_rss();
+    let cpu_before = sys::CpuSnapshot::take(t.server_pid);
     payload::now_ns(); // fix the clock's epoch before any connection exists
     let started = Instant::now();
     let (outcome, mut notes) = body(target.clone(), names).await;
+    let cpu = cpu_before
+        .zip(sys::CpuSnapshot::take(t.server_pid))
+        .map(|(a, b)| a.until(&b));
+    // Without the server's PID its CPU time is inside `other`, so only warn when it is known.
+    if let Some(c) = cpu.filter(|c| c.server.is_some() && c.other > 0.25) {
+        notes.push(format!(
+            "other processes used {:.2} of the {} cores on average during the run; numbers from \
+             a busy machine are skewed",
+            c.other, c.machine_cores
+        ));
+    }
     let elapsed_s = started.elapsed().as_secs_f64();
     let (mut status, metrics) = match outcome {
         Ok(r) => (r.status, r.metrics),
@@ -504,6 +614,7 @@ where
         metrics,
         server_rss_before_bytes: rss_before,
         server_rss_after_bytes: server_rss(),
+        cpu,
     };
     let md = result.to_markdown();
     print!("{md}");
@@ -538,8 +649,18 @@ fn write_outputs(dir: &Path, r: &RunResult, md: &str) -> Result<()> {
             &svg,
             &format!("{} on {}: latency by percentile", r.label, r.target),
             &[
-                ("from intended send".to_string(), m.curve_from_intended.clone()),
-                ("from actual send".to_string(), m.curve_from_send.clone()),
+                plot::Curve {
+                    name: "from intended send".into(),
+                    points: m.curve_from_intended.clone(),
+                    color: 0,
+                    light: false,
+                },
+                plot::Curve {
+                    name: "from actual send".into(),
+                    points: m.curve_from_send.clone(),
+                    color: 1,
+                    light: false,
+                },
             ],
         )?,
         Some(Metrics::Flow(m)) => {
@@ -549,7 +670,13 @@ fn write_outputs(dir: &Path, r: &RunResult, md: &str) -> Result<()> {
                 cats.push(format!("sub {}", s.index));
                 vals.push(s.msgs_per_s);
             }
-            plot::bars(&svg, &format!("{} on {}", r.label, r.target), "msgs/s", &cats, &[(r.target.clone(), vals)])?;
+            plot::bars(
+                &svg,
+                &format!("{} on {}", r.label, r.target),
+                "msgs/s",
+                &cats,
+                &[(r.target.clone(), vals)],
+            )?;
         }
         _ => {}
     }

@@ -56,7 +56,7 @@ impl Header {
     }
 
     /// A fresh payload of `size` bytes carrying this header.
-    pub fn to_payload(&self, size: usize) -> Bytes {
+    pub fn to_payload(self, size: usize) -> Bytes {
         let mut out = BytesMut::with_capacity(size.max(HEADER_BYTES));
         self.write(&mut out, size);
         out.freeze()

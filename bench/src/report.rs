@@ -36,13 +36,16 @@ pub struct RunResult {
     /// The server's resident memory before and after the run, with --server-pid.
     pub server_rss_before_bytes: Option<u64>,
     pub server_rss_after_bytes: Option<u64>,
+    /// Average CPU use during the run, in cores: harness, server (with --server-pid), others.
+    #[serde(default)]
+    pub cpu: Option<crate::sys::CpuUse>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Metrics {
     Flow(FlowMetrics),
-    Latency(LatencyMetrics),
+    Latency(Box<LatencyMetrics>),
     Conns(ConnsMetrics),
     Durable(DurableMetrics),
 }
@@ -113,6 +116,9 @@ pub struct LatencyMetrics {
     /// Percentile curves (percentile, µs) for the plots.
     pub curve_from_intended: Vec<(f64, f64)>,
     pub curve_from_send: Vec<(f64, f64)>,
+    /// Worst latency (from intended send) per 100 ms of the schedule: stalls over time.
+    #[serde(default)]
+    pub timeline: Vec<crate::stats::Window>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -167,7 +173,11 @@ pub struct Headline {
 }
 
 fn h(name: &'static str, value: f64, better: Better) -> Headline {
-    Headline { name, value, better }
+    Headline {
+        name,
+        value,
+        better,
+    }
 }
 
 impl Metrics {
@@ -177,7 +187,11 @@ impl Metrics {
             Metrics::Flow(m) => vec![
                 h("publish msgs/s", m.publish_msgs_per_s, Higher),
                 h("deliveries/s (all subscribers)", m.deliveries_per_s, Higher),
-                h("slowest subscriber msgs/s", m.min_subscriber_msgs_per_s, Higher),
+                h(
+                    "slowest subscriber msgs/s",
+                    m.min_subscriber_msgs_per_s,
+                    Higher,
+                ),
                 h("delivered MB/s", m.delivery_mb_per_s, Higher),
                 h("lost pulses", m.lost as f64, Lower),
             ],
@@ -185,8 +199,16 @@ impl Metrics {
                 h("p50 µs (from intended send)", m.from_intended.p50_us, Lower),
                 h("p90 µs (from intended send)", m.from_intended.p90_us, Lower),
                 h("p99 µs (from intended send)", m.from_intended.p99_us, Lower),
-                h("p99.9 µs (from intended send)", m.from_intended.p999_us, Lower),
-                h("p99.99 µs (from intended send)", m.from_intended.p9999_us, Lower),
+                h(
+                    "p99.9 µs (from intended send)",
+                    m.from_intended.p999_us,
+                    Lower,
+                ),
+                h(
+                    "p99.99 µs (from intended send)",
+                    m.from_intended.p9999_us,
+                    Lower,
+                ),
                 h("max µs (from intended send)", m.from_intended.max_us, Lower),
                 h("p50 µs (from actual send)", m.from_send.p50_us, Lower),
                 h("p99 µs (from actual send)", m.from_send.p99_us, Lower),
@@ -267,12 +289,28 @@ impl RunResult {
             Status::Failed => "FAILED",
         };
         let _ = writeln!(md, "### {} — {} ({status})\n", self.label, self.target);
-        let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(md, "`{}` {}; {:.1} s\n", self.target_url, params.join(" "), self.elapsed_s);
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "`{}` {}; {:.1} s\n",
+            self.target_url,
+            params.join(" "),
+            self.elapsed_s
+        );
         match &self.metrics {
             Some(Metrics::Latency(m)) => {
-                let _ = writeln!(md, "| latency µs | p50 | p90 | p99 | p99.9 | p99.99 | max | samples |");
-                let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+                let _ = writeln!(
+                    md,
+                    "| latency µs | p50 | p90 | p99 | p99.9 | p99.99 | max | samples |"
+                );
+                let _ = writeln!(
+                    md,
+                    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+                );
                 lat_row(&mut md, "from intended send", &m.from_intended);
                 lat_row(&mut md, "from actual send", &m.from_send);
                 lat_row(&mut md, "sender lateness", &m.send_lateness);
@@ -330,18 +368,32 @@ impl RunResult {
             }
             Some(Metrics::Conns(m)) => {
                 let _ = writeln!(md, "| metric | value |\n| --- | ---: |");
-                let opt = |v: Option<u64>| v.map(|b| fmt_num(b as f64)).unwrap_or_else(|| "n/a".into());
+                let opt =
+                    |v: Option<u64>| v.map(|b| fmt_num(b as f64)).unwrap_or_else(|| "n/a".into());
                 let rows: Vec<(&str, String)> = vec![
                     ("requested", fmt_num(m.requested as f64)),
-                    ("capped to (RLIMIT_NOFILE)", m.capped_to.map(|c| fmt_num(c as f64)).unwrap_or_else(|| "no cap".into())),
+                    (
+                        "capped to (RLIMIT_NOFILE)",
+                        m.capped_to
+                            .map(|c| fmt_num(c as f64))
+                            .unwrap_or_else(|| "no cap".into()),
+                    ),
                     ("established", fmt_num(m.established as f64)),
                     ("failed", fmt_num(m.failed as f64)),
                     ("handshakes/s", fmt_num(m.handshakes_per_s)),
-                    ("closed by server while idle", fmt_num(m.closed_during_hold as f64)),
+                    (
+                        "closed by server while idle",
+                        fmt_num(m.closed_during_hold as f64),
+                    ),
                     ("server RSS before", opt(m.rss_before_bytes)),
                     ("server RSS with connections", opt(m.rss_after_bytes)),
                     ("server RSS after closing", opt(m.rss_after_close_bytes)),
-                    ("server bytes/connection", m.bytes_per_conn.map(fmt_num).unwrap_or_else(|| "n/a".into())),
+                    (
+                        "server bytes/connection",
+                        m.bytes_per_conn
+                            .map(fmt_num)
+                            .unwrap_or_else(|| "n/a".into()),
+                    ),
                     ("source addresses", m.source_addresses.join(", ")),
                 ];
                 for (k, v) in rows {
@@ -364,15 +416,37 @@ impl RunResult {
                     let _ = writeln!(md, "| {k} | {} |", fmt_num(v));
                 }
                 let _ = writeln!(md, "| storage | {} |", m.storage);
-                let _ = writeln!(md, "\n| ack latency µs | p50 | p90 | p99 | p99.9 | p99.99 | max | samples |");
-                let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+                let _ = writeln!(
+                    md,
+                    "\n| ack latency µs | p50 | p90 | p99 | p99.9 | p99.99 | max | samples |"
+                );
+                let _ = writeln!(
+                    md,
+                    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+                );
                 lat_row(&mut md, "publish to ack", &m.ack_latency);
                 md.push('\n');
             }
             None => {}
         }
+        if let Some(c) = &self.cpu {
+            let server = c
+                .server
+                .map(|s| format!("server {s:.2}, "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "CPU (cores, average over the run, of {}): harness {:.2}, {server}everything else {:.2}.\n",
+                c.machine_cores, c.harness, c.other
+            );
+        }
         if let (Some(b), Some(a)) = (self.server_rss_before_bytes, self.server_rss_after_bytes) {
-            let _ = writeln!(md, "Server RSS {} -> {} bytes.\n", fmt_num(b as f64), fmt_num(a as f64));
+            let _ = writeln!(
+                md,
+                "Server RSS {} -> {} bytes.\n",
+                fmt_num(b as f64),
+                fmt_num(a as f64)
+            );
         }
         for n in &self.notes {
             let _ = writeln!(md, "- {n}");
@@ -409,9 +483,13 @@ mod tests {
             status: Status::Ok,
             notes: vec!["n".into()],
             params: BTreeMap::from([("rate".to_string(), serde_json::json!(1000))]),
-            metrics: Some(Metrics::Latency(LatencyMetrics { rate_per_s: 1000, ..Default::default() })),
+            metrics: Some(Metrics::Latency(Box::new(LatencyMetrics {
+                rate_per_s: 1000,
+                ..Default::default()
+            }))),
             server_rss_before_bytes: None,
             server_rss_after_bytes: None,
+            cpu: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         let back: RunResult = serde_json::from_str(&json).unwrap();

@@ -22,8 +22,16 @@ pub struct OpenLoop {
 impl OpenLoop {
     /// `total` pulses at `rate_per_sec`, the first one intended at `start_ns`.
     pub fn new(start_ns: u64, rate_per_sec: u64, total: u64) -> Self {
-        assert!(rate_per_sec > 0, "an open-loop schedule needs a rate above zero");
-        OpenLoop { start_ns, rate_per_sec, total, next: 0 }
+        assert!(
+            rate_per_sec > 0,
+            "an open-loop schedule needs a rate above zero"
+        );
+        OpenLoop {
+            start_ns,
+            rate_per_sec,
+            total,
+            next: 0,
+        }
     }
 
     /// When pulse `i` is meant to be sent. Computed from the start every time, so rounding
@@ -42,7 +50,9 @@ impl OpenLoop {
             // The last index due by now: floor((now - start) * rate / 1e9).
             let elapsed = u128::from(now_ns - self.start_ns);
             let last_due = elapsed * u128::from(self.rate_per_sec) / NANOS_PER_SEC;
-            end = limit.min((last_due + 1).min(u128::from(u64::MAX)) as u64).max(first);
+            end = limit
+                .min((last_due + 1).min(u128::from(u64::MAX)) as u64)
+                .max(first);
         }
         self.next = end;
         first..end

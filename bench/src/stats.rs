@@ -34,11 +34,15 @@ impl Latency {
         if ns > MAX_TRACKABLE_NS {
             self.clamped += 1;
         }
-        self.hist.record(v).expect("value is clamped into the histogram's range");
+        self.hist
+            .record(v)
+            .expect("value is clamped into the histogram's range");
     }
 
     pub fn merge(&mut self, other: &Latency) {
-        self.hist.add(&other.hist).expect("histograms share their bounds");
+        self.hist
+            .add(&other.hist)
+            .expect("histograms share their bounds");
         self.clamped += other.clamped;
     }
 
@@ -61,8 +65,16 @@ impl Latency {
         let us = |ns: u64| ns as f64 / 1_000.0;
         LatencySummary {
             count: self.count(),
-            min_us: if self.hist.is_empty() { 0.0 } else { us(self.hist.min()) },
-            mean_us: if self.hist.is_empty() { 0.0 } else { self.hist.mean() / 1_000.0 },
+            min_us: if self.hist.is_empty() {
+                0.0
+            } else {
+                us(self.hist.min())
+            },
+            mean_us: if self.hist.is_empty() {
+                0.0
+            } else {
+                self.hist.mean() / 1_000.0
+            },
             p50_us: us(self.percentile_ns(50.0)),
             p90_us: us(self.percentile_ns(90.0)),
             p99_us: us(self.percentile_ns(99.0)),
@@ -82,12 +94,68 @@ impl Latency {
         let mut points: Vec<(f64, f64)> = self
             .hist
             .iter_quantiles(4)
-            .map(|v| (v.quantile_iterated_to() * 100.0, v.value_iterated_to() as f64 / 1_000.0))
+            .map(|v| {
+                (
+                    v.quantile_iterated_to() * 100.0,
+                    v.value_iterated_to() as f64 / 1_000.0,
+                )
+            })
             .filter(|(p, _)| *p < 100.0)
             .collect();
         points.push((100.0, self.hist.max() as f64 / 1_000.0));
         points.dedup_by(|a, b| a.0 == b.0);
         points
+    }
+}
+
+/// Latency over time: for each window of `WINDOW_NS` of intended send time, how many pulses
+/// and the worst latency. A periodic stall shows up as a row of bad windows.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    windows: std::collections::BTreeMap<u64, (u64, u64)>,
+}
+
+/// Width of a timeline window: 100 ms.
+pub const WINDOW_NS: u64 = 100_000_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Window {
+    /// Start of the window, in ms from the first window.
+    pub t_ms: u64,
+    pub count: u64,
+    pub max_us: f64,
+}
+
+impl Timeline {
+    pub fn record(&mut self, intended_ns: u64, latency_ns: u64) {
+        let w = self
+            .windows
+            .entry(intended_ns / WINDOW_NS)
+            .or_insert((0, 0));
+        w.0 += 1;
+        w.1 = w.1.max(latency_ns);
+    }
+
+    pub fn merge(&mut self, other: &Timeline) {
+        for (k, (c, m)) in &other.windows {
+            let w = self.windows.entry(*k).or_insert((0, 0));
+            w.0 += c;
+            w.1 = w.1.max(*m);
+        }
+    }
+
+    pub fn windows(&self) -> Vec<Window> {
+        let Some(first) = self.windows.keys().next().copied() else {
+            return Vec::new();
+        };
+        self.windows
+            .iter()
+            .map(|(k, (c, m))| Window {
+                t_ms: (k - first) * WINDOW_NS / 1_000_000,
+                count: *c,
+                max_us: *m as f64 / 1e3,
+            })
+            .collect()
     }
 }
 
@@ -199,7 +267,11 @@ impl LossTracker {
 /// Number of set bits among the first `n` bits.
 fn count_bits_below(bits: &[u64], n: u64) -> u64 {
     let full = (n / 64) as usize;
-    let mut count: u64 = bits.iter().take(full).map(|w| u64::from(w.count_ones())).sum();
+    let mut count: u64 = bits
+        .iter()
+        .take(full)
+        .map(|w| u64::from(w.count_ones()))
+        .sum();
     let rest = n % 64;
     if rest > 0 {
         if let Some(w) = bits.get(full) {
@@ -297,6 +369,36 @@ mod tests {
     }
 
     #[test]
+    fn timeline_keeps_the_worst_latency_per_window() {
+        let mut a = Timeline::default();
+        let base = 7 * WINDOW_NS;
+        a.record(base + 5, 1_000);
+        a.record(base + 10, 9_000);
+        a.record(base + WINDOW_NS * 2, 2_000);
+        let mut b = Timeline::default();
+        b.record(base + 1, 50_000);
+        a.merge(&b);
+        let w = a.windows();
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            w[0],
+            Window {
+                t_ms: 0,
+                count: 3,
+                max_us: 50.0
+            }
+        );
+        assert_eq!(
+            w[1],
+            Window {
+                t_ms: 200,
+                count: 1,
+                max_us: 2.0
+            }
+        );
+    }
+
+    #[test]
     fn loss_tracker_counts_gaps_duplicates_and_reordering() {
         let mut t = LossTracker::default();
         // Publisher 0 sent 0..10 over two realities (even and odd sequences): 3 and 7 never
@@ -305,7 +407,10 @@ mod tests {
             .iter()
             .map(|&seq| t.observe(0, (seq % 2) as u32, seq))
             .collect();
-        assert_eq!(fresh, [true, true, true, true, true, true, false, true, true]);
+        assert_eq!(
+            fresh,
+            [true, true, true, true, true, true, false, true, true]
+        );
         // Publisher 1 sent 0..3, all arrive; publisher 2 sent 4 and none arrived.
         for seq in 0..3 {
             t.observe(1, 0, seq);

@@ -24,7 +24,12 @@ pub fn summarize(dir: &Path) -> Result<String> {
         if !by_label.contains_key(&r.label) {
             order.push(r.label.clone());
         }
-        by_label.entry(r.label.clone()).or_default().entry(r.target.clone()).or_default().push(r);
+        by_label
+            .entry(r.label.clone())
+            .or_default()
+            .entry(r.target.clone())
+            .or_default()
+            .push(r);
     }
 
     let mut md = String::new();
@@ -35,7 +40,10 @@ pub fn summarize(dir: &Path) -> Result<String> {
          ArqonBus; for latencies, memory and losses a ratio below 1 does. The last column says \
          which way it went (≈ within 5 %).\n"
     );
-    let _ = writeln!(md, "| scenario | metric | ArqonBus | NATS | ratio | ArqonBus is |");
+    let _ = writeln!(
+        md,
+        "| scenario | metric | ArqonBus | NATS | ratio | ArqonBus is |"
+    );
     let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | --- |");
     for label in &order {
         let targets = &by_label[label];
@@ -44,13 +52,20 @@ pub fn summarize(dir: &Path) -> Result<String> {
         let theirs = targets.get(PEER).unwrap_or(&empty);
         let names = headline_names(ours.iter().chain(theirs.iter()));
         if names.is_empty() {
-            let _ = writeln!(md, "| {label} | – | {} | {} | – | – |", status_word(ours), status_word(theirs));
+            let _ = writeln!(
+                md,
+                "| {label} | – | {} | {} | – | – |",
+                status_word(ours),
+                status_word(theirs)
+            );
             continue;
         }
         for (name, better) in names {
             let a = median_of(ours, name);
             let b = median_of(theirs, name);
-            let cell = |v: Option<f64>, runs: &Vec<RunResult>| v.map(fmt_num).unwrap_or_else(|| status_word(runs));
+            let cell = |v: Option<f64>, runs: &Vec<RunResult>| {
+                v.map(fmt_num).unwrap_or_else(|| status_word(runs))
+            };
             let (ratio, verdict) = match (a, b) {
                 (Some(a), Some(b)) if b != 0.0 => {
                     let r = a / b;
@@ -59,7 +74,12 @@ pub fn summarize(dir: &Path) -> Result<String> {
                 (Some(a), Some(b)) if a == b => ("1.00".to_string(), "≈".to_string()),
                 _ => ("–".to_string(), "–".to_string()),
             };
-            let _ = writeln!(md, "| {label} | {name} | {} | {} | {ratio} | {verdict} |", cell(a, ours), cell(b, theirs));
+            let _ = writeln!(
+                md,
+                "| {label} | {name} | {} | {} | {ratio} | {verdict} |",
+                cell(a, ours),
+                cell(b, theirs)
+            );
         }
     }
     md.push('\n');
@@ -128,7 +148,11 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
-    Some(if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
 }
 
 fn status_word(runs: &[RunResult]) -> String {
@@ -154,7 +178,11 @@ fn verdict(ratio: f64, better: Better) -> String {
     }
 }
 
-fn draw_plots(dir: &Path, order: &[String], by_label: &BTreeMap<String, BTreeMap<String, Vec<RunResult>>>) -> Result<()> {
+fn draw_plots(
+    dir: &Path,
+    order: &[String],
+    by_label: &BTreeMap<String, BTreeMap<String, Vec<RunResult>>>,
+) -> Result<()> {
     let targets = [SUBJECT, PEER];
     // Rates side by side: deliveries/s for throughput and fan-out, acked/s for durable.
     let mut cats = Vec::new();
@@ -173,28 +201,55 @@ fn draw_plots(dir: &Path, order: &[String], by_label: &BTreeMap<String, BTreeMap
         if row.iter().any(Option::is_some) {
             cats.push(label.clone());
             for (i, v) in row.into_iter().enumerate() {
-                values[i].push(v.unwrap_or(0.0));
+                values[i].push(v.unwrap_or(f64::NAN));
             }
         }
     }
-    let series: Vec<(String, Vec<f64>)> = targets.iter().map(|t| t.to_string()).zip(values).collect();
-    plot::bars(&dir.join("summary-rates.svg"), "Deliveries/s (flows) and acked publishes/s (durable)", "per second", &cats, &series)?;
+    let series: Vec<(String, Vec<f64>)> =
+        targets.iter().map(|t| t.to_string()).zip(values).collect();
+    plot::bars(
+        &dir.join("summary-rates.svg"),
+        "Deliveries/s (flows) and acked publishes/s (durable)",
+        "per second",
+        &cats,
+        &series,
+    )?;
 
     for label in order {
         let mut curves = Vec::new();
-        for t in targets {
-            let Some(runs) = by_label[label].get(t) else { continue };
-            if let Some(m) = runs.iter().filter(|r| r.status == Status::Ok).find_map(|r| match &r.metrics {
-                Some(Metrics::Latency(m)) => Some(m),
-                _ => None,
-            }) {
-                curves.push((format!("{t} (from intended send)"), m.curve_from_intended.clone()));
-                curves.push((format!("{t} (from actual send)"), m.curve_from_send.clone()));
+        for (color, t) in targets.into_iter().enumerate() {
+            let Some(runs) = by_label[label].get(t) else {
+                continue;
+            };
+            if let Some(m) = runs
+                .iter()
+                .filter(|r| r.status == Status::Ok)
+                .find_map(|r| match &r.metrics {
+                    Some(Metrics::Latency(m)) => Some(m),
+                    _ => None,
+                })
+            {
+                curves.push(plot::Curve {
+                    name: format!("{t} (from intended send)"),
+                    points: m.curve_from_intended.clone(),
+                    color,
+                    light: false,
+                });
+                curves.push(plot::Curve {
+                    name: format!("{t} (from actual send)"),
+                    points: m.curve_from_send.clone(),
+                    color,
+                    light: true,
+                });
             }
         }
         if !curves.is_empty() {
-            // Same colour order as the bars: intended/actual of the first target, then the second.
-            plot::latency_curves(&dir.join(format!("summary-{label}.svg")), &format!("{label}: latency by percentile"), &curves)?;
+            // One colour per target, as in the bars; the from-actual-send curve is the lighter one.
+            plot::latency_curves(
+                &dir.join(format!("summary-{label}.svg")),
+                &format!("{label}: latency by percentile"),
+                &curves,
+            )?;
         }
     }
     Ok(())

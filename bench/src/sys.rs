@@ -14,21 +14,31 @@ pub struct FileLimit {
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit (no privilege needed).
 pub fn raise_nofile_limit() -> io::Result<FileLimit> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we own; the resource constant is valid.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let original_soft = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
         // SAFETY: setrlimit only reads the struct; raising soft up to hard needs no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
             return Err(io::Error::last_os_error());
         }
         lim = raised;
     }
-    Ok(FileLimit { soft: lim.rlim_cur, hard: lim.rlim_max, original_soft })
+    Ok(FileLimit {
+        soft: lim.rlim_cur,
+        hard: lim.rlim_max,
+        original_soft,
+    })
 }
 
 /// Files this process has open now.
@@ -52,6 +62,86 @@ fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// CPU time counters at one instant, in clock ticks: the whole machine's busy time, this
+/// process's and (when known) the server's.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSnapshot {
+    at: std::time::Instant,
+    machine_busy: u64,
+    harness: u64,
+    server: Option<u64>,
+}
+
+/// Average CPU use over an interval, in cores (1.0 = one core busy all the time).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct CpuUse {
+    pub machine_cores: f64,
+    pub harness: f64,
+    pub server: Option<f64>,
+    /// Everything else: other processes and the kernel's work for them. With no server PID,
+    /// the server is inside this.
+    pub other: f64,
+}
+
+impl CpuSnapshot {
+    pub fn take(server_pid: Option<u32>) -> Option<CpuSnapshot> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+        let busy = fields
+            .iter()
+            .take(8)
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, v)| v)
+            .sum();
+        Some(CpuSnapshot {
+            at: std::time::Instant::now(),
+            machine_busy: busy,
+            harness: process_ticks("self")?,
+            server: server_pid.and_then(|p| process_ticks(&p.to_string())),
+        })
+    }
+
+    /// Average use between `self` (earlier) and `later`.
+    pub fn until(&self, later: &CpuSnapshot) -> CpuUse {
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let cores = |ticks: u64| ticks as f64 / ticks_per_s / secs;
+        let machine = cores(later.machine_busy.saturating_sub(self.machine_busy));
+        let harness = cores(later.harness.saturating_sub(self.harness));
+        let server = match (self.server, later.server) {
+            (Some(a), Some(b)) => Some(cores(b.saturating_sub(a))),
+            _ => None,
+        };
+        CpuUse {
+            machine_cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1) as f64,
+            harness,
+            server,
+            other: (machine - harness - server.unwrap_or(0.0)).max(0.0),
+        }
+    }
+}
+
+/// utime + stime of /proc/WHO/stat, in clock ticks.
+fn process_ticks(who: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{who}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line are the 12th and 13th after the name.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 /// Asks the kernel to wake this thread's sleeps within `ns` of the deadline instead of the
 /// default 50 µs slack, so the open-loop sender can keep a sub-millisecond schedule.
 pub fn set_thread_timer_slack_ns(ns: u64) {
@@ -71,6 +161,22 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS:"), Some(2048));
         assert_eq!(parse_status_kib(status, "VmHWM:"), None);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_use_counts_this_process() {
+        let pid = Some(std::process::id());
+        let a = CpuSnapshot::take(pid).unwrap();
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let u = a.until(&CpuSnapshot::take(pid).unwrap());
+        assert!(x > 0);
+        // Loose bounds: on a busy machine this thread gets less than a whole core.
+        assert!(u.harness > 0.1 && u.harness < 1.5, "{u:?}");
+        assert!((u.server.unwrap() - u.harness).abs() < 0.2, "{u:?}");
     }
 
     #[test]

@@ -66,7 +66,11 @@ impl Target {
                 );
             }
         }
-        Ok(Target { kind, url: url.to_string(), addr })
+        Ok(Target {
+            kind,
+            url: url.to_string(),
+            addr,
+        })
     }
 }
 
@@ -87,7 +91,9 @@ mod tests {
 
     #[test]
     fn refuses_non_loopback_unless_allowed() {
-        let err = Target::parse("nats://192.0.2.1:4222", false).unwrap_err().to_string();
+        let err = Target::parse("nats://192.0.2.1:4222", false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--allow-non-loopback"), "{err}");
         assert!(Target::parse("nats://192.0.2.1:4222", true).is_ok());
     }

@@ -33,8 +33,9 @@ use std::time::Duration;
 
 use arqonbus_proto::frame::{put_frame, take_frame};
 use arqonbus_proto::v1::{
-    client_frame, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello, OperatorManifest,
-    Ping, PubAck, Publish, ServerFrame, StartPosition, Subscribe, Unsubscribe, Welcome,
+    client_frame, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello, HistoryEnd,
+    HistoryGet, OperatorManifest, Ping, PubAck, Publish, ServerFrame, StartPosition, Subscribe,
+    Unsubscribe, Welcome,
 };
 use bytes::BytesMut;
 use futures::Stream;
@@ -79,6 +80,8 @@ type Pending = oneshot::Sender<Result<ServerFrame, ClientError>>;
 
 struct Shared {
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Requests answered by several frames (history), by correlation id.
+    streams: Mutex<HashMap<u64, mpsc::Sender<ServerFrame>>>,
     subs: Mutex<HashMap<u64, mpsc::Sender<SubItem>>>,
     causal: Mutex<HashMap<String, u64>>,
     /// Set once the connection has failed or closed; every later call fails with it.
@@ -111,6 +114,7 @@ impl Shared {
         for (_, tx) in self.subs.lock().expect("subs lock").drain() {
             let _ = tx.try_send(Err(err.clone()));
         }
+        self.streams.lock().expect("streams lock").clear();
     }
 }
 
@@ -138,6 +142,7 @@ impl Client {
         let (rd, wr) = stream.into_split();
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             causal: Mutex::new(HashMap::new()),
             closed: Mutex::new(None),
@@ -291,6 +296,26 @@ impl Client {
         pattern: &str,
         start: Option<StartPosition>,
     ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(reality, pattern, start, false).await
+    }
+
+    /// Subscribes with causal delivery: a pulse arrives only after the pulses it depends on, in
+    /// realities this client also subscribes to, have arrived.
+    pub async fn subscribe_causal(
+        &self,
+        reality: &str,
+        pattern: &str,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(reality, pattern, None, true).await
+    }
+
+    async fn subscribe_with(
+        &self,
+        reality: &str,
+        pattern: &str,
+        start: Option<StartPosition>,
+        causal: bool,
+    ) -> Result<Subscription, ClientError> {
         let id = self.next_correlation();
         let (tx, rx) = mpsc::channel(self.subscription_buffer);
         self.shared.subs.lock().expect("subs lock").insert(id, tx);
@@ -299,7 +324,7 @@ impl Client {
             reality_id: reality.to_owned(),
             pattern: pattern.to_owned(),
             start,
-            causal: false,
+            causal,
         });
         let answer = match self.request(kind).await {
             Ok(a) => a,
@@ -321,6 +346,32 @@ impl Client {
                 Err(unexpected("Subscribed", other))
             }
         }
+    }
+
+    /// Reads a bounded range of a retained reality. The stream ends after the last pulse of the
+    /// range; the server sends chunks only as fast as they are read.
+    pub async fn history(&self, query: HistoryGet) -> Result<History, ClientError> {
+        let id = self.next_correlation();
+        let (tx, rx) = mpsc::channel(4);
+        self.shared
+            .streams
+            .lock()
+            .expect("streams lock")
+            .insert(id, tx);
+        if let Err(e) = self.send(id, client_frame::Kind::HistoryGet(query)).await {
+            self.shared
+                .streams
+                .lock()
+                .expect("streams lock")
+                .remove(&id);
+            return Err(e);
+        }
+        Ok(History {
+            rx,
+            buffered: std::collections::VecDeque::new(),
+            end: None,
+            shared: self.shared.clone(),
+        })
     }
 
     /// Round trip to the server; returns the server's clock.
@@ -423,6 +474,66 @@ impl Drop for Subscription {
     }
 }
 
+/// The answer to a history query: a `Stream` of pulses in sequence order.
+pub struct History {
+    rx: mpsc::Receiver<ServerFrame>,
+    buffered: std::collections::VecDeque<ArqonMessage>,
+    end: Option<HistoryEnd>,
+    shared: Arc<Shared>,
+}
+
+impl History {
+    /// The server's summary, once the stream has ended.
+    pub fn end(&self) -> Option<&HistoryEnd> {
+        self.end.as_ref()
+    }
+
+    /// Reads the whole range.
+    pub async fn collect_all(mut self) -> Result<(Vec<ArqonMessage>, HistoryEnd), ClientError> {
+        use futures::StreamExt;
+        let mut out = Vec::new();
+        while let Some(m) = self.next().await {
+            out.push(m?);
+        }
+        let end = self.end.take().ok_or(ClientError::Closed)?;
+        Ok((out, end))
+    }
+}
+
+impl Stream for History {
+    type Item = Result<ArqonMessage, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(m) = self.buffered.pop_front() {
+                self.shared.merge_causal(&m.causal);
+                return Poll::Ready(Some(Ok(m)));
+            }
+            if self.end.is_some() {
+                return Poll::Ready(None);
+            }
+            let frame = match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Some(Err(ClientError::Closed))),
+                Poll::Ready(Some(frame)) => frame,
+            };
+            match frame.kind {
+                Some(server_frame::Kind::HistoryChunk(chunk)) => {
+                    self.buffered.extend(chunk.messages)
+                }
+                Some(server_frame::Kind::HistoryEnd(end)) => self.end = Some(end),
+                Some(server_frame::Kind::Error(e)) => {
+                    self.end = Some(HistoryEnd::default());
+                    return Poll::Ready(Some(Err(ClientError::from_wire(&e))));
+                }
+                other => {
+                    return Poll::Ready(Some(Err(unexpected("HistoryChunk", other))));
+                }
+            }
+        }
+    }
+}
+
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, shared: Arc<Shared>) {
     let mut batch = Vec::with_capacity(64 << 10);
     while let Some(first) = rx.recv().await {
@@ -503,6 +614,31 @@ async fn route(shared: &Shared, frame: ServerFrame) -> Result<(), ClientError> {
         Some(server_frame::Kind::Error(e)) if frame.correlation_id == 0 => {
             // A connection-level error (slow consumer, protocol): the server closes next.
             return Err(ClientError::from_wire(&e));
+        }
+        _ if shared
+            .streams
+            .lock()
+            .expect("streams lock")
+            .contains_key(&frame.correlation_id) =>
+        {
+            let last = !matches!(frame.kind, Some(server_frame::Kind::HistoryChunk(_)));
+            let tx = shared
+                .streams
+                .lock()
+                .expect("streams lock")
+                .get(&frame.correlation_id)
+                .cloned();
+            if last {
+                shared
+                    .streams
+                    .lock()
+                    .expect("streams lock")
+                    .remove(&frame.correlation_id);
+            }
+            if let Some(tx) = tx {
+                // Waiting here is the flow control of history reads.
+                let _ = tx.send(frame).await;
+            }
         }
         _ => {
             let waiter = shared

@@ -68,6 +68,12 @@ impl Outgoing {
         self
     }
 
+    /// Causal context to send beyond what the client tracks itself (reality → sequence).
+    pub fn causal(mut self, context: HashMap<String, u64>) -> Self {
+        self.message.causal = context;
+        self
+    }
+
     /// The envelope as it will be sent (before the client adds its causal context).
     pub fn into_message(self) -> ArqonMessage {
         self.message

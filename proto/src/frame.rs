@@ -120,6 +120,74 @@ const fn tag(field: u32, wire_type: u32) -> u32 {
     (field << 3) | wire_type
 }
 
+/// Field numbers for history chunks.
+const SERVER_FRAME_CORRELATION_FIELD: u32 = 1;
+const SERVER_FRAME_HISTORY_CHUNK_FIELD: u32 = 6;
+const HISTORY_CHUNK_MESSAGES_FIELD: u32 = 1;
+/// `ArqonMessage.topic`.
+const ENVELOPE_TOPIC_FIELD: u32 = 3;
+
+/// Appends a `ServerFrame { correlation_id, history_chunk: HistoryChunk { messages } }` whose
+/// messages are already-encoded envelopes, without decoding them. Byte-for-byte what prost
+/// would encode.
+pub fn put_history_chunk(out: &mut BytesMut, correlation_id: u64, envelopes: &[&[u8]]) {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    let messages_len: usize = envelopes
+        .iter()
+        .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
+        .sum();
+    let corr_len = if correlation_id == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(correlation_id)
+    };
+    let body_len = corr_len + 1 + encoded_len_varint(messages_len as u64) + messages_len;
+    out.reserve(LENGTH_PREFIX_BYTES + body_len);
+    out.put_u32(body_len as u32);
+    if correlation_id != 0 {
+        encode_varint(
+            u64::from(tag(SERVER_FRAME_CORRELATION_FIELD, WIRE_VARINT)),
+            out,
+        );
+        encode_varint(correlation_id, out);
+    }
+    encode_varint(
+        u64::from(tag(SERVER_FRAME_HISTORY_CHUNK_FIELD, WIRE_LEN)),
+        out,
+    );
+    encode_varint(messages_len as u64, out);
+    for e in envelopes {
+        encode_varint(u64::from(tag(HISTORY_CHUNK_MESSAGES_FIELD, WIRE_LEN)), out);
+        encode_varint(e.len() as u64, out);
+        out.extend_from_slice(e);
+    }
+}
+
+/// The topic of an encoded `ArqonMessage`, read without decoding the rest.
+pub fn envelope_topic(mut envelope: &[u8]) -> Option<&str> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    while !envelope.is_empty() {
+        let (field, wire) = decode_key(&mut envelope).ok()?;
+        match wire {
+            WireType::Varint => {
+                decode_varint(&mut envelope).ok()?;
+            }
+            WireType::SixtyFourBit => envelope = envelope.get(8..)?,
+            WireType::ThirtyTwoBit => envelope = envelope.get(4..)?,
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut envelope).ok()? as usize;
+                let value = envelope.get(..len)?;
+                if field == ENVELOPE_TOPIC_FIELD {
+                    return std::str::from_utf8(value).ok();
+                }
+                envelope = &envelope[len..];
+            }
+            WireType::StartGroup | WireType::EndGroup => return None,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +221,46 @@ mod tests {
                 assert_eq!(deliver_frame_len(sub, encoded.len()), whole.len());
             }
         }
+    }
+
+    #[test]
+    fn history_chunk_matches_prost_encoding() {
+        use crate::v1::HistoryChunk;
+        let messages: Vec<ArqonMessage> = (0..5)
+            .map(|i| ArqonMessage {
+                topic: format!("a.b{i}"),
+                sequence: i,
+                producer_id: "p".repeat(i as usize * 50),
+                ..Default::default()
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = messages.iter().map(|m| m.encode_to_vec()).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(|e| &e[..]).collect();
+        for corr in [0u64, 7, 300] {
+            let mut manual = BytesMut::new();
+            put_history_chunk(&mut manual, corr, &refs);
+            let whole = encode_frame(&ServerFrame {
+                correlation_id: corr,
+                kind: Some(server_frame::Kind::HistoryChunk(HistoryChunk {
+                    messages: messages.clone(),
+                })),
+            });
+            assert_eq!(manual.freeze(), whole);
+        }
+    }
+
+    #[test]
+    fn envelope_topic_is_found_among_other_fields() {
+        let mut m = ArqonMessage {
+            id: "x".into(),
+            sequence: 9,
+            topic: "lab.rig.temp".into(),
+            timestamp_unix_nanos: 5,
+            ..Default::default()
+        };
+        m.causal.insert("r".into(), 3);
+        assert_eq!(envelope_topic(&m.encode_to_vec()), Some("lab.rig.temp"));
+        assert_eq!(envelope_topic(&[0xff, 0xff]), None);
     }
 
     #[test]

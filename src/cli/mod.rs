@@ -58,6 +58,36 @@ pub struct SubArgs {
     pub count: Option<u64>,
 }
 
+/// `arqonbus history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
+    pub server: String,
+    #[arg(long)]
+    pub reality: String,
+    /// Topic pattern to keep.
+    #[arg(long, default_value = ">")]
+    pub pattern: String,
+    /// First sequence (inclusive).
+    #[arg(long, conflicts_with = "from_time")]
+    pub from_seq: Option<u64>,
+    /// First time (inclusive), nanoseconds since the Unix epoch, UTC.
+    #[arg(long)]
+    pub from_time: Option<u64>,
+    /// Last sequence (exclusive).
+    #[arg(long, conflicts_with = "to_time")]
+    pub to_seq: Option<u64>,
+    /// Last time (exclusive), nanoseconds since the Unix epoch, UTC.
+    #[arg(long)]
+    pub to_time: Option<u64>,
+    /// At most this many pulses (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u32,
+    /// One JSON object per pulse.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,5 +204,43 @@ pub fn to_json(m: &ArqonMessage) -> serde_json::Value {
             "eigenvalues": s.eigenvalues,
         })),
         "payload": payload,
+    })
+}
+
+pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
+    use arqonbus_proto::v1::{history_get, HistoryGet};
+    let query = HistoryGet {
+        reality_id: args.reality.clone(),
+        pattern: args.pattern.clone(),
+        from: match (args.from_seq, args.from_time) {
+            (Some(s), _) => Some(history_get::From::FromSequence(s)),
+            (None, Some(t)) => Some(history_get::From::FromTimeUnixNanos(t)),
+            (None, None) => None,
+        },
+        to: match (args.to_seq, args.to_time) {
+            (Some(s), _) => Some(history_get::To::ToSequence(s)),
+            (None, Some(t)) => Some(history_get::To::ToTimeUnixNanos(t)),
+            (None, None) => None,
+        },
+        limit: args.limit,
+    };
+    runtime()?.block_on(async {
+        let client = Client::connect(&args.server, options("arqonbus-cli"))
+            .await
+            .with_context(|| format!("cannot connect to {}", args.server))?;
+        let mut stream = client.history(query).await?;
+        let mut stdout = std::io::stdout().lock();
+        while let Some(item) = stream.next().await {
+            let m = item?;
+            if args.json {
+                writeln!(stdout, "{}", to_json(&m))?;
+            } else {
+                writeln!(stdout, "{}", to_line(&m))?;
+            }
+        }
+        if let Some(end) = stream.end() {
+            eprintln!("{} pulses; next sequence {}", end.count, end.next_sequence);
+        }
+        Ok(())
     })
 }

@@ -76,6 +76,96 @@ pub struct Config {
     /// (the working directory when there is no file).
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    pub storage: StorageConfig,
+    /// Which realities are retained, first match wins. Realities no rule matches are
+    /// ephemeral: fire and forget, no history.
+    pub retention: Vec<RetentionRule>,
+}
+
+/// When a retained reality's records reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// An ack (and a delivery) means the record is on disk: group-committed fdatasync.
+    Always,
+    /// Flushed every `sync_interval_ms`; acks do not wait.
+    Interval,
+    /// Left to the kernel: survives a process crash, not a power cut.
+    Os,
+}
+
+/// A retention rule: realities whose id matches `realities` (a glob: `*`, `?`) keep their
+/// pulses on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    pub realities: String,
+    /// Segments whose newest record is older than this are deleted; 0 keeps forever.
+    #[serde(default)]
+    pub max_age_ms: u64,
+    /// Oldest segments are deleted while the reality holds more; 0 means no bound.
+    #[serde(default)]
+    pub max_bytes: u64,
+    #[serde(default = "default_sync")]
+    pub sync: SyncMode,
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    /// Size of each preallocated segment file; defaults to `storage.segment_bytes`.
+    #[serde(default)]
+    pub segment_bytes: Option<u64>,
+}
+
+fn default_sync() -> SyncMode {
+    SyncMode::Always
+}
+
+fn default_sync_interval_ms() -> u64 {
+    100
+}
+
+impl RetentionRule {
+    pub fn matches(&self, reality: &str) -> bool {
+        wildmatch::WildMatch::new(&self.realities).matches(reality)
+    }
+}
+
+/// What to do when recovery finds a bad record before the last durable checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorruption {
+    /// Refuse to start, naming the file and offset.
+    #[default]
+    Refuse,
+    /// Move the reality's files to `data_dir/quarantine/` and refuse its traffic until an
+    /// operator looks at them; the rest of the bus starts.
+    Quarantine,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub segment_bytes: u64,
+    pub on_corruption: OnCorruption,
+    /// Bytes a retained reality with `sync = "always"` may hold waiting for a flush before
+    /// publishers wait.
+    pub max_unflushed_bytes: u64,
+    /// How often each retained reality records its durable position (and, for `os`, flushes).
+    pub checkpoint_interval_ms: u64,
+    /// Bytes per history chunk (and per replay step); never more than half of
+    /// `limits.max_frame_bytes`, so a chunk always fits in a frame.
+    pub history_chunk_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            on_corruption: OnCorruption::Refuse,
+            max_unflushed_bytes: 8 << 20,
+            checkpoint_interval_ms: 1000,
+            history_chunk_bytes: 256 << 10,
+        }
+    }
 }
 
 /// Bounds on every queue, buffer and count.
@@ -103,6 +193,8 @@ pub struct Limits {
     pub shutdown_drain_ms: u64,
     /// Listen backlog of each shard's socket.
     pub listen_backlog: u64,
+    /// Pulses a connection with causal subscriptions may hold waiting for dependencies.
+    pub max_causal_held: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +315,8 @@ impl Default for Config {
             policies: Vec::new(),
             control: ControlConfig::default(),
             base_dir: None,
+            storage: StorageConfig::default(),
+            retention: Vec::new(),
         }
     }
 }
@@ -241,6 +335,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
+            max_causal_held: 10_000,
         }
     }
 }
@@ -295,6 +390,16 @@ impl Config {
         toml::from_str(text)
     }
 
+    /// The retention rule for a reality, if any (first match wins).
+    pub fn retention_for(&self, reality: &str) -> Option<&RetentionRule> {
+        self.retention.iter().find(|r| r.matches(reality))
+    }
+
+    /// Segment size for a rule.
+    pub fn segment_bytes_for(&self, rule: &RetentionRule) -> u64 {
+        rule.segment_bytes.unwrap_or(self.storage.segment_bytes)
+    }
+
     /// The number of shards to run: the configured count, or one per available core.
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
@@ -311,12 +416,9 @@ impl Config {
         let l = &self.limits;
         range("shards", self.shards as u64, 0, 256)?;
         range("limits.max_frame_bytes", l.max_frame_bytes, 1024, 64 << 20)?;
-        range(
-            "limits.max_payload_bytes",
-            l.max_payload_bytes,
-            0,
-            l.max_frame_bytes,
-        )?;
+        // Above max_frame_bytes it changes nothing (no frame can carry such a payload), so
+        // lowering the frame limit alone stays valid.
+        range("limits.max_payload_bytes", l.max_payload_bytes, 0, 64 << 20)?;
         range(
             "limits.max_outbound_bytes",
             l.max_outbound_bytes,
@@ -356,6 +458,7 @@ impl Config {
             3_600_000,
         )?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
+        range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
         range(
             "io.io_memory_bytes",
             self.io.io_memory_bytes,
@@ -363,6 +466,49 @@ impl Config {
             1 << 30,
         )?;
         range("io.ring_depth", self.io.ring_depth, 8, 32_768)?;
+        let st = &self.storage;
+        let min_segment = l.max_frame_bytes + 64;
+        range(
+            "storage.segment_bytes",
+            st.segment_bytes,
+            min_segment,
+            1 << 34,
+        )?;
+        range(
+            "storage.max_unflushed_bytes",
+            st.max_unflushed_bytes,
+            l.max_frame_bytes,
+            1 << 34,
+        )?;
+        range(
+            "storage.checkpoint_interval_ms",
+            st.checkpoint_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range(
+            "storage.history_chunk_bytes",
+            st.history_chunk_bytes,
+            4096,
+            64 << 20,
+        )?;
+        for rule in &self.retention {
+            if rule.realities.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "retention.realities",
+                    reason: "must be a glob such as `lab-*`".into(),
+                });
+            }
+            range(
+                "retention.sync_interval_ms",
+                rule.sync_interval_ms,
+                1,
+                3_600_000,
+            )?;
+            if let Some(size) = rule.segment_bytes {
+                range("retention.segment_bytes", size, min_segment, 1 << 34)?;
+            }
+        }
         self.validate_policy()?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::Invalid {
@@ -502,6 +648,18 @@ mod tests {
         let c = Config::from_toml("[limits]\nmax_frame_bytes = 10\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("limits.max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn retention_rules_match_by_glob_first_wins() {
+        let c = Config::from_toml(
+            "[[retention]]\nrealities = \"lab-*\"\nsync = \"os\"\n\n[[retention]]\nrealities = \"*\"\nmax_bytes = 10\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.retention_for("lab-1").unwrap().sync, SyncMode::Os);
+        assert_eq!(c.retention_for("other").unwrap().max_bytes, 10);
+        assert_eq!(c.retention_for("other").unwrap().sync, SyncMode::Always);
     }
 
     #[test]

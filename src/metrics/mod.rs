@@ -67,6 +67,12 @@ counters! {
     request_errors,
     /// Times a producer waited for room in a full outbox or ring.
     ring_full_waits,
+    /// Records found intact by recovery at start.
+    recovered_records,
+    /// Torn tails truncated by recovery.
+    recovery_truncations,
+    /// Old segments deleted by retention.
+    segments_trimmed,
     /// Policy inspections run (one per policy per pulse it binds).
     policy_evaluations,
     /// Pulses blocked because a policy answered deny (POLICY_DENIED).

@@ -5,6 +5,7 @@
 //! per frame kind); the writer drains the connection's bounded [`Outbound`] queue into the
 //! socket in batches. Neither ever blocks the shard: a slow socket only fills its own queue.
 
+mod causal;
 mod control;
 mod hello;
 mod history;
@@ -14,6 +15,7 @@ mod publish;
 mod subscribe;
 
 pub use outbound::{Outbound, Pushed};
+pub(crate) use subscribe::release_interest;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -82,11 +84,16 @@ pub struct Conn {
     fd: RawFd,
     out: RefCell<Outbound>,
     writer_wake: Event,
+    /// Told whenever the writer has written a batch.
+    drained: Event,
     /// subscription id -> reality.
     subscriptions: RefCell<HashMap<u64, String>>,
     session: RefCell<Option<SessionInfo>>,
     /// The reader is draining after a fatal error and will stop by itself.
     lingering: Cell<bool>,
+    /// Present once the connection has a causal subscription.
+    causal: RefCell<Option<causal::CausalGate>>,
+    max_causal_held: usize,
 }
 
 impl Conn {
@@ -100,9 +107,12 @@ impl Conn {
                 shard.config.slow_consumer,
             )),
             writer_wake: Event::new(),
+            drained: Event::new(),
             subscriptions: RefCell::new(HashMap::new()),
             session: RefCell::new(None),
             lingering: Cell::new(false),
+            causal: RefCell::new(None),
+            max_causal_held: shard.config.limits.max_causal_held as usize,
         }
     }
 
@@ -175,6 +185,79 @@ impl Conn {
         self.writer_wake.notify(1);
     }
 
+    pub fn is_causal(&self) -> bool {
+        self.causal.borrow().is_some()
+    }
+
+    /// Turns on causal delivery for this connection.
+    pub fn enable_causal(&self) {
+        let mut gate = self.causal.borrow_mut();
+        if gate.is_none() {
+            *gate = Some(causal::CausalGate::new(self.max_causal_held));
+        }
+    }
+
+    /// A pulse for a causal subscription: delivered now, or held until its dependencies pass.
+    pub fn causal_arrive(
+        &self,
+        counters: &ShardCounters,
+        subs: &crate::shard::SubIndex,
+        subscription_id: u64,
+        pulse: &std::sync::Arc<Pulse>,
+    ) {
+        let start_of = |r: &str| subs.start_for_conn(r, self.id);
+        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| self.push_deliver(counters, sub, p);
+        let overflow = match self.causal.borrow_mut().as_mut() {
+            Some(gate) => gate
+                .arrive(subscription_id, pulse, &start_of, &mut deliver)
+                .err(),
+            None => None,
+        };
+        if let Some(o) = overflow {
+            counters.request_errors.inc();
+            let msg = format!(
+                "causal hold buffer (limits.max_causal_held = {}) overflowed on subscription {}: \
+                 its dependencies did not arrive; closing",
+                self.max_causal_held, o.subscription_id
+            );
+            self.out
+                .borrow_mut()
+                .close_now(Some(error_frame(0, ErrorCode::LimitExceeded, &msg)));
+            self.stop_reading();
+            self.writer_wake.notify(1);
+        }
+    }
+
+    /// A pulse of a reality this connection subscribes to went by: held pulses that depended
+    /// on it may go now.
+    pub fn causal_passed(
+        &self,
+        counters: &ShardCounters,
+        subs: &crate::shard::SubIndex,
+        pulse: &std::sync::Arc<Pulse>,
+    ) {
+        let start_of = |r: &str| subs.start_for_conn(r, self.id);
+        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| self.push_deliver(counters, sub, p);
+        if let Some(gate) = self.causal.borrow_mut().as_mut() {
+            gate.note_seen(&pulse.reality, pulse.sequence);
+            gate.release(&start_of, &mut deliver);
+        }
+    }
+
+    /// Waits until the outbound queue is at most half full (or the connection is closing).
+    pub async fn wait_drained(&self) {
+        loop {
+            if self.out.borrow().has_room_for_more() {
+                return;
+            }
+            let listener = self.drained.listen();
+            if self.out.borrow().has_room_for_more() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.borrow().len()
     }
@@ -189,6 +272,9 @@ impl Conn {
 
     /// Forgets a subscription; returns its reality.
     pub fn forget_subscription(&self, id: u64) -> Option<String> {
+        if let Some(gate) = self.causal.borrow_mut().as_mut() {
+            gate.drop_subscription(id);
+        }
         self.subscriptions.borrow_mut().remove(&id)
     }
 
@@ -213,6 +299,23 @@ pub fn error_frame(correlation_id: u64, code: ErrorCode, message: &str) -> Bytes
             code: code as i32,
             message: message.to_owned(),
             first_available_sequence: 0,
+        })),
+    })
+}
+
+/// Encodes an error answer that names the first sequence still kept (HISTORY_UNAVAILABLE).
+pub fn error_frame_with_first(
+    correlation_id: u64,
+    code: ErrorCode,
+    message: &str,
+    first_available_sequence: u64,
+) -> Bytes {
+    encode_frame(&ServerFrame {
+        correlation_id,
+        kind: Some(server_frame::Kind::Error(WireError {
+            code: code as i32,
+            message: message.to_owned(),
+            first_available_sequence,
         })),
     })
 }
@@ -426,7 +529,7 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_
         Some(client_frame::Kind::Unsubscribe(u)) => {
             subscribe::unsubscribe(shard, conn, corr, u).await
         }
-        Some(client_frame::Kind::HistoryGet(h)) => history::handle(shard, conn, corr, h),
+        Some(client_frame::Kind::HistoryGet(h)) => history::handle(shard, conn, corr, h).await,
         Some(client_frame::Kind::Ping(p)) => ping::handle(shard, conn, corr, p),
         Some(client_frame::Kind::Hello(_)) => reject(
             shard,
@@ -458,6 +561,7 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
                 break;
             }
             if closing {
+                conn.drained.notify(usize::MAX);
                 let _ = wr.close().await;
                 if !conn.lingering.get() {
                     conn.stop_reading();
@@ -481,9 +585,11 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
         }
         if wr.write_all(&batch).await.is_err() {
             conn.abort();
+            conn.drained.notify(usize::MAX);
             return;
         }
         shard.counters.bytes_out.add(batch.len() as u64);
+        conn.drained.notify(usize::MAX);
         batch.clear();
         if conn.out.borrow().is_idle() {
             // An idle connection keeps no write buffer.
@@ -496,7 +602,9 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
 async fn release_subscriptions(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     let subs: Vec<(u64, String)> = conn.subscriptions.borrow_mut().drain().collect();
     for (id, reality) in subs {
-        shard.subs.borrow_mut().remove(&reality, conn.id, id);
-        subscribe::release_interest(shard, reality).await;
+        let removed = shard.subs.borrow_mut().remove(&reality, conn.id, id);
+        if removed.is_some_and(|s| s.interest_registered()) {
+            subscribe::release_interest(shard, reality).await;
+        }
     }
 }

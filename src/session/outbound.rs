@@ -76,6 +76,11 @@ impl Outbound {
         self.frames.is_empty() && (self.shed.is_empty() || self.state == State::Closing)
     }
 
+    /// True when the queue is at most half full, or closing (nothing more will be queued).
+    pub fn has_room_for_more(&self) -> bool {
+        self.state == State::Closing || self.queued_bytes <= self.max_bytes / 2
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -205,6 +210,7 @@ mod tests {
             sequence: 1,
             timestamp_unix_nanos: 0,
             encoded,
+            deps: Vec::new(),
         })
     }
 

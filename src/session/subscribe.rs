@@ -2,11 +2,12 @@
 
 use std::rc::Rc;
 
-use arqonbus_proto::v1::{start_position, ErrorCode, Subscribe, Unsubscribe};
+use arqonbus_proto::v1::{ErrorCode, Subscribe, Unsubscribe};
 
 use super::{reject, Conn};
+use crate::history::Cursor;
 use crate::routing::{validate_reality, Pattern};
-use crate::shard::{LocalSub, Shard, SubscribeOrigin, ToOwner};
+use crate::shard::{LocalSub, ReadOrigin, Shard, SubscribeOrigin, ToOwner};
 
 pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, s: Subscribe) {
     let fail = |code: ErrorCode, msg: &str| reject(shard, conn, correlation_id, code, msg);
@@ -41,26 +42,44 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
             return fail(ErrorCode::InvalidTopic, &msg);
         }
     };
-    match s.start.and_then(|p| p.position) {
-        None | Some(start_position::Position::Latest(_)) => {}
-        Some(_) => {
-            let msg = format!(
-                "reality `{}` is not retained: only `latest` subscriptions are possible",
-                s.reality_id
-            );
-            return fail(ErrorCode::HistoryUnavailable, &msg);
-        }
-    }
-    if s.causal {
+    let replay = Cursor::replay(
+        &s.reality_id,
+        s.start.as_ref(),
+        s.subscription_id,
+        correlation_id,
+        pattern.clone(),
+    );
+    if s.causal && replay.is_some() {
         return fail(
             ErrorCode::InvalidRequest,
-            "causal delivery is not supported by this server yet",
+            "causal subscriptions start at `latest`",
         );
     }
-
-    let sub = Rc::new(LocalSub::new(conn.clone(), s.subscription_id, pattern));
-    shard.subs.borrow_mut().insert(&s.reality_id, sub);
     conn.remember_subscription(s.subscription_id, s.reality_id.clone());
+    if let Some(cursor) = replay {
+        // Replay first, from the owner's log, then switch to live where replay ended.
+        let sub = Rc::new(LocalSub::replaying(
+            conn.clone(),
+            s.subscription_id,
+            pattern,
+        ));
+        shard.subs.borrow_mut().insert(&s.reality_id, sub);
+        let origin = ReadOrigin {
+            shard: shard.id,
+            conn: conn.id,
+        };
+        return shard.send_read(cursor, origin).await;
+    }
+    if s.causal {
+        conn.enable_causal();
+    }
+    let sub = Rc::new(LocalSub::live(
+        conn.clone(),
+        s.subscription_id,
+        pattern,
+        s.causal,
+    ));
+    shard.subs.borrow_mut().insert(&s.reality_id, sub);
     let origin = SubscribeOrigin {
         conn: conn.id,
         subscription_id: s.subscription_id,
@@ -85,11 +104,14 @@ pub async fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64
         let msg = format!("no subscription {} on this connection", u.subscription_id);
         return reject(shard, conn, correlation_id, ErrorCode::InvalidRequest, &msg);
     };
-    shard
+    let removed = shard
         .subs
         .borrow_mut()
         .remove(&reality, conn.id, u.subscription_id);
-    release_interest(shard, reality).await;
+    // A subscription still replaying was never counted by the owner.
+    if removed.is_some_and(|s| s.interest_registered()) {
+        release_interest(shard, reality).await;
+    }
 }
 
 /// Tells the owner one subscription of this shard to `reality` is gone.

@@ -1,9 +1,11 @@
 //! One shard: a glommio executor pinned to a core. It owns the connections the kernel gave it,
 //! sequences the realities that hash to it, and delivers to its own sockets.
 
+mod retained;
 mod sequencer;
 mod subscriptions;
 
+pub use retained::{ReadOrigin, ReadStep, Retained};
 pub use sequencer::{SequenceError, Sequencer, Stamp};
 pub use subscriptions::{LocalSub, SubIndex};
 
@@ -41,6 +43,9 @@ pub struct Pulse {
     pub timestamp_unix_nanos: u64,
     /// The encoded `ArqonMessage`.
     pub encoded: Bytes,
+    /// The producer's causal context for other realities: what must be delivered first to a
+    /// causal subscriber.
+    pub deps: Vec<(String, u64)>,
 }
 
 /// Where a publish came from, so the owner can answer it.
@@ -63,6 +68,8 @@ pub struct SubscribeOrigin {
 /// Requests to a reality's owner (the request mesh).
 pub enum ToOwner {
     Publish(Box<(ArqonMessage, Origin)>),
+    /// The next chunk of a history query or subscription replay.
+    Read(Box<(crate::history::Cursor, ReadOrigin)>),
     Interest {
         reality: String,
         from_shard: usize,
@@ -74,6 +81,8 @@ pub enum ToOwner {
 /// What an owner sends back (the delivery mesh). Consuming these never waits.
 pub enum FromOwner {
     Pulse(Arc<Pulse>),
+    /// A chunk of a read, for the connection that asked.
+    Read(Box<ReadStep>),
     /// A ready-encoded answer (ack or error) for one connection.
     Answer {
         conn: ConnId,
@@ -98,8 +107,9 @@ pub struct ShardStart {
     pub requests: MeshEnds<ToOwner>,
     pub deliveries: MeshEnds<FromOwner>,
     pub stop: Arc<AtomicBool>,
-    /// Told once the shard's rings are connected and it is accepting.
-    pub ready: std::sync::mpsc::Sender<()>,
+    /// Told once the shard has recovered its retained realities, connected its rings, and is
+    /// accepting; or why it could not.
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
     /// CASIL, shared by every shard: the engine and the registry of compiled policies.
     pub policy_host: Arc<PolicyHost>,
     pub audit: AuditLog,
@@ -116,6 +126,10 @@ pub struct Shard {
     next_conn: Cell<ConnId>,
     pub subs: RefCell<SubIndex>,
     sequencer: RefCell<Sequencer>,
+    /// Retained realities this shard owns.
+    retained: RefCell<HashMap<Arc<str>, Rc<Retained>>>,
+    /// Realities refused after recovery found them corrupt (quarantined), with the reason.
+    refused: RefCell<HashMap<String, String>>,
     requests: Vec<Option<ConnectedSender<ToOwner>>>,
     deliveries: Vec<Option<Rc<Outbox<FromOwner>>>>,
     stopping: Cell<bool>,
@@ -179,14 +193,13 @@ impl Shard {
         }
     }
 
-    /// Sequences a pulse of a reality this shard owns, then fans it out: to local subscribers
-    /// directly, and once to every other shard that has subscribers for the reality.
-    pub async fn sequence(&self, mut message: ArqonMessage, origin: Origin) {
-        debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
-        self.wait_for_delivery_room(&message.reality_id).await;
-
-        // From here on nothing waits: sequencing and the pushes into the outboxes happen in
-        // one step, so pulses enter every ring in sequence order.
+    /// Stamps a pulse of a reality this shard owns and encodes it once. Answers the publisher
+    /// itself when the reality cannot take another sequence.
+    fn stamp(
+        &self,
+        message: &mut ArqonMessage,
+        origin: Origin,
+    ) -> Option<(Arc<Pulse>, Option<Bytes>)> {
         let now = self.clock.now_unix_nanos();
         let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
             Ok(stamp) => stamp,
@@ -197,10 +210,16 @@ impl Shard {
                     &e.to_string(),
                 );
                 self.answer(origin.shard, origin.conn, frame);
-                return;
+                return None;
             }
         };
-        stamp_message(&mut message, &stamp);
+        stamp_message(message, &stamp);
+        let deps = message
+            .causal
+            .iter()
+            .filter(|(r, _)| **r != *stamp.reality)
+            .map(|(r, s)| (r.clone(), *s))
+            .collect();
         let ack = origin.ack.then(|| {
             encode_frame(&ServerFrame {
                 correlation_id: origin.correlation_id,
@@ -217,13 +236,11 @@ impl Shard {
             sequence: stamp.sequence,
             timestamp_unix_nanos: stamp.timestamp_unix_nanos,
             encoded: Bytes::from(message.encode_to_vec()),
-            topic: message.topic,
+            topic: std::mem::take(&mut message.topic),
+            deps,
         });
         self.counters.pulses_sequenced.inc();
-        self.fan_out(&pulse);
-        if let Some(frame) = ack {
-            self.answer(origin.shard, origin.conn, frame);
-        }
+        Some((pulse, ack))
     }
 
     async fn wait_for_delivery_room(&self, reality: &str) {
@@ -264,16 +281,38 @@ impl Shard {
         }
     }
 
-    /// Queues a pulse for every matching subscription on this shard.
+    /// Queues a pulse for every matching subscription on this shard. Causal subscriptions go
+    /// through their connection's gate, which may hold the pulse until its dependencies pass.
     pub fn deliver_local(&self, pulse: &Arc<Pulse>) {
         let subs = self.subs.borrow();
         let mut delivered = 0;
+        let mut gated: Vec<&Rc<Conn>> = Vec::new();
         for sub in subs.for_reality(&pulse.reality) {
-            if sub.wants(pulse.sequence, &pulse.topic) {
-                sub.conn
-                    .push_deliver(&self.counters, sub.subscription_id, pulse);
+            let wants = sub.wants(pulse.sequence, &pulse.topic);
+            if !sub.conn.is_causal() {
+                if wants {
+                    sub.conn
+                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                    delivered += 1;
+                }
+                continue;
+            }
+            if wants {
+                if sub.causal {
+                    sub.conn
+                        .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse);
+                } else {
+                    sub.conn
+                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                }
                 delivered += 1;
             }
+            if !gated.iter().any(|c| c.id == sub.conn.id) {
+                gated.push(&sub.conn);
+            }
+        }
+        for conn in gated {
+            conn.causal_passed(&self.counters, &subs, pulse);
         }
         self.counters.pulses_delivered.add(delivered);
     }
@@ -356,9 +395,10 @@ impl Shard {
         }
     }
 
-    fn handle_delivery(&self, msg: FromOwner) {
+    fn handle_delivery(self: &Rc<Self>, msg: FromOwner) {
         match msg {
             FromOwner::Pulse(pulse) => self.deliver_local(&pulse),
+            FromOwner::Read(step) => self.on_read_step(*step),
             FromOwner::Answer { conn, frame } => {
                 if let Some(c) = self.conn(conn) {
                     c.push_frame(&self.counters, frame);
@@ -372,11 +412,15 @@ impl Shard {
         }
     }
 
-    async fn handle_request(&self, msg: ToOwner) {
+    async fn handle_request(self: &Rc<Self>, msg: ToOwner) {
         match msg {
             ToOwner::Publish(boxed) => {
                 let (message, origin) = *boxed;
                 self.sequence(message, origin).await;
+            }
+            ToOwner::Read(boxed) => {
+                let (cursor, origin) = *boxed;
+                self.read_step(cursor, origin);
             }
             ToOwner::Interest {
                 reality,
@@ -455,6 +499,8 @@ pub async fn run(start: ShardStart) {
             shards,
             config.limits.max_realities_per_shard as usize,
         )),
+        retained: RefCell::new(HashMap::new()),
+        refused: RefCell::new(HashMap::new()),
         config,
         clock,
         counters,
@@ -470,6 +516,13 @@ pub async fn run(start: ShardStart) {
         audit,
     });
 
+    if let Err(why) = shard.recover_all() {
+        let _ = ready.send(Err(why));
+        return;
+    }
+    if !shard.config.retention.is_empty() || !shard.retained.borrow().is_empty() {
+        glommio::spawn_local(shard.clone().maintain_retained()).detach();
+    }
     for outbox in outboxes.into_iter().flatten() {
         glommio::spawn_local(outbox.pump()).detach();
     }
@@ -488,7 +541,7 @@ pub async fn run(start: ShardStart) {
     };
     let accept_stop = Rc::new(Event::new());
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, accept_stop.clone()));
-    let _ = ready.send(());
+    let _ = ready.send(Ok(()));
 
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -558,6 +611,7 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptor: glommio::Tas
             conn.abort();
         }
     }
+    shard.close_retained().await;
 }
 
 async fn consume_requests(shard: Rc<Shard>, rx: ConnectedReceiver<ToOwner>) {

@@ -68,6 +68,14 @@ impl Sequencer {
             .expect("inserted just above"))
     }
 
+    /// Sets where a recovered reality goes on: sequences never restart or repeat.
+    pub fn restore(&mut self, reality: &str, next_sequence: u64, last_timestamp_unix_nanos: u64) {
+        if let Ok(r) = self.entry(reality) {
+            r.next_sequence = next_sequence;
+            r.last_timestamp_unix_nanos = last_timestamp_unix_nanos;
+        }
+    }
+
     /// Which shards have subscribers for `reality` (counts per shard), if it exists.
     pub fn interest(&self, reality: &str) -> Option<&[u32]> {
         self.realities.get(reality).map(|r| &*r.interest)

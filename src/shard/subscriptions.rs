@@ -15,17 +15,38 @@ pub struct LocalSub {
     pub conn: Rc<Conn>,
     pub subscription_id: u64,
     pub pattern: Pattern,
+    /// Deliver only after causal dependencies (see `session::causal`).
+    pub causal: bool,
     /// First sequence to deliver; [`PENDING`] until the owner confirms.
     active_from: Cell<u64>,
+    /// The owner counts this subscription's interest (so removing it must tell the owner).
+    interest_registered: Cell<bool>,
+    /// `Subscribed` was sent.
+    announced: Cell<bool>,
 }
 
 impl LocalSub {
-    pub fn new(conn: Rc<Conn>, subscription_id: u64, pattern: Pattern) -> Self {
+    /// A subscription from `latest`: its interest is announced to the owner at once.
+    pub fn live(conn: Rc<Conn>, subscription_id: u64, pattern: Pattern, causal: bool) -> Self {
+        let mut s = Self::new(conn, subscription_id, pattern, true);
+        s.causal = causal;
+        s
+    }
+
+    /// A subscription that replays first: the owner counts it only once replay catches up.
+    pub fn replaying(conn: Rc<Conn>, subscription_id: u64, pattern: Pattern) -> Self {
+        Self::new(conn, subscription_id, pattern, false)
+    }
+
+    fn new(conn: Rc<Conn>, subscription_id: u64, pattern: Pattern, registered: bool) -> Self {
         Self {
             conn,
             subscription_id,
             pattern,
+            causal: false,
             active_from: Cell::new(PENDING),
+            interest_registered: Cell::new(registered),
+            announced: Cell::new(false),
         }
     }
 
@@ -33,6 +54,25 @@ impl LocalSub {
     /// subscription's: it asked for what comes after it was registered.
     pub fn activate(&self, sequence: u64) {
         self.active_from.set(sequence);
+        self.announced.set(true);
+    }
+
+    /// Replay caught up: live delivery starts at `sequence`, and the owner counts us.
+    pub fn go_live(&self, sequence: u64) {
+        self.interest_registered.set(true);
+        self.active_from.set(sequence);
+    }
+
+    pub fn interest_registered(&self) -> bool {
+        self.interest_registered.get()
+    }
+
+    pub fn announced(&self) -> bool {
+        self.announced.get()
+    }
+
+    pub fn announce(&self) {
+        self.announced.set(true);
     }
 
     #[inline]
@@ -64,18 +104,32 @@ impl SubIndex {
             .find(|s| s.conn.id == conn && s.subscription_id == subscription_id)
     }
 
-    /// Removes one subscription; true when it was there.
-    pub fn remove(&mut self, reality: &str, conn: u64, subscription_id: u64) -> bool {
-        let Some(list) = self.by_reality.get_mut(reality) else {
-            return false;
-        };
-        let before = list.len();
-        list.retain(|s| !(s.conn.id == conn && s.subscription_id == subscription_id));
-        let removed = list.len() != before;
+    /// Removes one subscription and returns it.
+    pub fn remove(
+        &mut self,
+        reality: &str,
+        conn: u64,
+        subscription_id: u64,
+    ) -> Option<Rc<LocalSub>> {
+        let list = self.by_reality.get_mut(reality)?;
+        let at = list
+            .iter()
+            .position(|s| s.conn.id == conn && s.subscription_id == subscription_id)?;
+        let removed = list.swap_remove(at);
         if list.is_empty() {
             self.by_reality.remove(reality);
         }
-        removed
+        Some(removed)
+    }
+
+    /// The first sequence any subscription of `conn` to `reality` delivers; `None` when it has
+    /// none there.
+    pub fn start_for_conn(&self, reality: &str, conn: u64) -> Option<u64> {
+        self.for_reality(reality)
+            .iter()
+            .filter(|s| s.conn.id == conn)
+            .map(|s| s.active_from.get())
+            .min()
     }
 
     /// The subscriptions to `reality` on this shard.

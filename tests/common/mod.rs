@@ -24,13 +24,20 @@ pub struct TestBus {
 
 impl TestBus {
     pub fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_clock(configure, arqonbus::time::system())
+    }
+
+    pub fn start_with_clock(
+        configure: impl FnOnce(&mut Config),
+        clock: arqonbus::time::SharedClock,
+    ) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
             ..Config::default()
         };
         configure(&mut config);
-        let server = Server::start(config).expect("server starts");
+        let server = Server::start_with_clock(config, clock).expect("server starts");
         let addr = server.local_addr();
         Self {
             server: Some(server),
@@ -174,4 +181,38 @@ pub fn raise_fd_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
     lim.rlim_cur
+}
+
+/// A config that retains realities matching `glob` in `dir` with `sync`.
+pub fn retain(
+    config: &mut Config,
+    dir: &std::path::Path,
+    glob: &str,
+    sync: arqonbus::config::SyncMode,
+) {
+    config.data_dir = dir.to_owned();
+    config.retention.push(arqonbus::config::RetentionRule {
+        realities: glob.into(),
+        max_age_ms: 0,
+        max_bytes: 0,
+        sync,
+        sync_interval_ms: 20,
+        segment_bytes: None,
+    });
+}
+
+/// A history query.
+pub fn history_query(
+    reality: &str,
+    from: Option<arqonbus::proto::v1::history_get::From>,
+    to: Option<arqonbus::proto::v1::history_get::To>,
+    limit: u32,
+) -> arqonbus::proto::v1::HistoryGet {
+    arqonbus::proto::v1::HistoryGet {
+        reality_id: reality.into(),
+        pattern: String::new(),
+        from,
+        to,
+        limit,
+    }
 }

@@ -48,20 +48,31 @@ pub struct Session {
 }
 
 /// Opens a TCP connection (bound to `source` first when given) and completes Hello -> Welcome.
-pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, client_name: &str) -> Result<Session> {
+pub async fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    client_name: &str,
+) -> Result<Session> {
     let stream = tcp_connect(addr, source).await?;
     handshake(stream, client_name).await
 }
 
 /// A TCP connection to `addr`, bound to `source` (any port) before connecting when given.
 pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(ip) = source {
         socket
             .bind(SocketAddr::new(ip, 0))
             .with_context(|| format!("binding the source address {ip}"))?;
     }
-    let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    let stream = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
@@ -93,7 +104,10 @@ pub async fn handshake(stream: TcpStream, client_name: &str) -> Result<Session> 
             Ok(s)
         }
         Some(server_frame::Kind::Error(e)) => Err(ServerError::from_proto(&e).into()),
-        other => bail!("expected Welcome in answer to Hello, got {}", kind_name(&other)),
+        other => bail!(
+            "expected Welcome in answer to Hello, got {}",
+            kind_name(&other)
+        ),
     }
 }
 
@@ -107,7 +121,10 @@ impl Session {
     async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
         let mut out = BytesMut::new();
         put_frame(&mut out, frame);
-        self.wr.write_all(&out).await.context("writing to the server")?;
+        self.wr
+            .write_all(&out)
+            .await
+            .context("writing to the server")?;
         Ok(())
     }
 
@@ -149,7 +166,9 @@ impl Session {
             match self.read_server_frame().await?.kind {
                 Some(server_frame::Kind::Subscribed(_)) => pending -= 1,
                 Some(server_frame::Kind::Error(e)) => {
-                    return Err(anyhow::Error::from(ServerError::from_proto(&e)).context("Subscribe"))
+                    return Err(
+                        anyhow::Error::from(ServerError::from_proto(&e)).context("Subscribe")
+                    )
                 }
                 Some(server_frame::Kind::Deliver(_)) => {
                     // A pulse for a subscription already registered: cannot happen before the
@@ -163,7 +182,11 @@ impl Session {
 
     /// Asks for the first pulse of `reality`'s history: `Ok(None)` when the server can replay
     /// it (the reality is retained), `Ok(Some(error))` when it answers an error.
-    pub async fn history_probe(&mut self, reality: &str, pattern: &str) -> Result<Option<ServerError>> {
+    pub async fn history_probe(
+        &mut self,
+        reality: &str,
+        pattern: &str,
+    ) -> Result<Option<ServerError>> {
         let corr = self.correlation();
         self.send(&ClientFrame {
             correlation_id: corr,
@@ -185,14 +208,19 @@ impl Session {
                 Some(server_frame::Kind::Error(e)) => return Ok(Some(ServerError::from_proto(&e))),
                 Some(server_frame::Kind::HistoryEnd(_)) => return Ok(None),
                 Some(server_frame::Kind::HistoryChunk(_)) => continue,
-                other => bail!("expected HistoryChunk/HistoryEnd, got {}", kind_name(&other)),
+                other => bail!(
+                    "expected HistoryChunk/HistoryEnd, got {}",
+                    kind_name(&other)
+                ),
             }
         }
     }
 
     /// The connection itself, for holding it idle.
     pub fn into_stream(self) -> TcpStream {
-        self.rd.reunite(self.wr).expect("the two halves of one stream")
+        self.rd
+            .reunite(self.wr)
+            .expect("the two halves of one stream")
     }
 
     pub fn into_subscriber(self) -> Subscriber {
@@ -239,9 +267,12 @@ impl Subscriber {
         }
         let frame = ServerFrame::decode(body).context("decoding a ServerFrame")?;
         Ok(match frame.kind {
-            Some(server_frame::Kind::Deliver(d)) => {
-                Event::Msg(d.message.and_then(|m| m.payload).map(|a| Bytes::from(a.value)).unwrap_or_default())
-            }
+            Some(server_frame::Kind::Deliver(d)) => Event::Msg(
+                d.message
+                    .and_then(|m| m.payload)
+                    .map(|a| Bytes::from(a.value))
+                    .unwrap_or_default(),
+            ),
             Some(server_frame::Kind::Dropped(d)) => Event::Dropped(d.count),
             Some(server_frame::Kind::Error(e)) => Event::ServerError(ServerError::from_proto(&e)),
             _ => Event::Other,
@@ -288,14 +319,23 @@ impl Publisher {
                         topic: TOPIC.to_string(),
                         reality_id: reality.clone(),
                         producer_id: producer_id.to_string(),
-                        payload: Some(prost_types::Any { type_url: TYPE_URL.to_string(), value: Vec::new() }),
+                        payload: Some(prost_types::Any {
+                            type_url: TYPE_URL.to_string(),
+                            value: Vec::new(),
+                        }),
                         ..Default::default()
                     }),
                     ack: false,
                 })),
             })
             .collect();
-        let Session { rd, wr, rbuf, next_correlation, .. } = session;
+        let Session {
+            rd,
+            wr,
+            rbuf,
+            next_correlation,
+            ..
+        } = session;
         let answers = Arc::new(Answers::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_answers(rd, rbuf, answers.clone(), tx));
@@ -312,7 +352,13 @@ impl Publisher {
 
     /// Queues one Publish of a `size`-byte payload carrying `header` to reality `reality`;
     /// writes the batch out when it is large. Returns the frame's correlation id.
-    pub async fn send(&mut self, reality: usize, header: &Header, size: usize, ack: bool) -> Result<u64> {
+    pub async fn send(
+        &mut self,
+        reality: usize,
+        header: &Header,
+        size: usize,
+        ack: bool,
+    ) -> Result<u64> {
         let corr = self.next_correlation;
         self.next_correlation += 1;
         let frame = &mut self.templates[reality];
@@ -334,7 +380,10 @@ impl Publisher {
     /// Writes every queued frame to the socket.
     pub async fn flush(&mut self) -> Result<()> {
         if !self.wbuf.is_empty() {
-            self.wr.write_all(&self.wbuf).await.context("writing Publish frames")?;
+            self.wr
+                .write_all(&self.wbuf)
+                .await
+                .context("writing Publish frames")?;
             self.wbuf.clear();
         }
         Ok(())
@@ -377,13 +426,19 @@ async fn read_answers(
         let correlation_id = frame.correlation_id;
         match frame.kind {
             Some(server_frame::Kind::PubAck(a)) => {
-                let _ = acks.send(Ack { correlation_id, result: Ok(a.sequence) });
+                let _ = acks.send(Ack {
+                    correlation_id,
+                    result: Ok(a.sequence),
+                });
             }
             Some(server_frame::Kind::Error(e)) => {
                 let err = ServerError::from_proto(&e);
                 answers.errors.fetch_add(1, Ordering::Relaxed);
                 *answers.last_error.lock().expect("not poisoned") = Some(err.clone());
-                let _ = acks.send(Ack { correlation_id, result: Err(err) });
+                let _ = acks.send(Ack {
+                    correlation_id,
+                    result: Err(err),
+                });
             }
             _ => {}
         }
@@ -395,7 +450,11 @@ impl ServerError {
         let name = ErrorCode::try_from(e.code)
             .map(|c| c.as_str_name().to_string())
             .unwrap_or_else(|_| "UNKNOWN".to_string());
-        ServerError { code: e.code, name, message: e.message.clone() }
+        ServerError {
+            code: e.code,
+            name,
+            message: e.message.clone(),
+        }
     }
 }
 
@@ -447,7 +506,12 @@ pub fn deliver_payload(body: &Bytes) -> Option<Result<Bytes>> {
 
 /// Finds the last length-delimited field `field` in `buf[start..end]` (protobuf keeps the last
 /// occurrence of a non-repeated field) and returns its byte range.
-fn find_len_field(buf: &[u8], start: usize, end: usize, field: u32) -> Result<Option<(usize, usize)>> {
+fn find_len_field(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    field: u32,
+) -> Result<Option<(usize, usize)>> {
     let mut pos = start;
     let mut found = None;
     while pos < end {
@@ -460,7 +524,10 @@ fn find_len_field(buf: &[u8], start: usize, end: usize, field: u32) -> Result<Op
             1 => pos += 8,
             2 => {
                 let len = read_varint(buf, &mut pos, end)? as usize;
-                let field_end = pos.checked_add(len).filter(|e| *e <= end).ok_or_else(|| anyhow!("truncated field"))?;
+                let field_end = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= end)
+                    .ok_or_else(|| anyhow!("truncated field"))?;
                 if number == field {
                     found = Some((pos, field_end));
                 }
@@ -498,7 +565,13 @@ mod tests {
     use std::collections::HashMap;
 
     fn frame_body(kind: server_frame::Kind) -> Bytes {
-        Bytes::from(ServerFrame { correlation_id: 0, kind: Some(kind) }.encode_to_vec())
+        Bytes::from(
+            ServerFrame {
+                correlation_id: 0,
+                kind: Some(kind),
+            }
+            .encode_to_vec(),
+        )
     }
 
     #[test]
@@ -512,7 +585,10 @@ mod tests {
                 producer_id: "p".into(),
                 reality_id: "bench-r0".into(),
                 trace_context: HashMap::from([("traceparent".to_string(), "00-x".to_string())]),
-                payload: Some(prost_types::Any { type_url: TYPE_URL.into(), value: value.clone() }),
+                payload: Some(prost_types::Any {
+                    type_url: TYPE_URL.into(),
+                    value: value.clone(),
+                }),
                 timestamp_unix_nanos: 99,
                 causal: HashMap::from([("bench-r0".to_string(), 12345)]),
                 ..Default::default()
@@ -521,14 +597,19 @@ mod tests {
                 subscription_id: 300,
                 message: Some(message),
             }));
-            let got = deliver_payload(&body).expect("is a Deliver").expect("well formed");
+            let got = deliver_payload(&body)
+                .expect("is a Deliver")
+                .expect("well formed");
             assert_eq!(&got[..], &value[..], "size {size}");
         }
     }
 
     #[test]
     fn other_frames_are_left_to_prost() {
-        let body = frame_body(server_frame::Kind::Dropped(Dropped { subscription_id: 1, count: 5 }));
+        let body = frame_body(server_frame::Kind::Dropped(Dropped {
+            subscription_id: 1,
+            count: 5,
+        }));
         assert!(deliver_payload(&body).is_none());
     }
 
@@ -537,11 +618,16 @@ mod tests {
         let body = frame_body(server_frame::Kind::Deliver(Deliver {
             subscription_id: 1,
             message: Some(ArqonMessage {
-                payload: Some(prost_types::Any { type_url: "t".into(), value: vec![1; 100] }),
+                payload: Some(prost_types::Any {
+                    type_url: "t".into(),
+                    value: vec![1; 100],
+                }),
                 ..Default::default()
             }),
         }));
         let cut = body.slice(0..body.len() - 10);
-        assert!(deliver_payload(&cut).expect("starts like a Deliver").is_err());
+        assert!(deliver_payload(&cut)
+            .expect("starts like a Deliver")
+            .is_err());
     }
 }

@@ -23,7 +23,11 @@ pub struct ServerError {
 
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "server error {} {}: {}", self.code, self.name, self.message)
+        write!(
+            f,
+            "server error {} {}: {}",
+            self.code, self.name, self.message
+        )
     }
 }
 
@@ -83,7 +87,9 @@ impl Publisher {
                 let s = arqon::connect(target.addr, None, name).await?;
                 Publisher::Arqon(s.into_publisher(&names.realities, name))
             }
-            Kind::Nats => Publisher::Nats(nats::Publisher::connect(target.addr, &names.realities, name).await?),
+            Kind::Nats => Publisher::Nats(
+                nats::Publisher::connect(target.addr, &names.realities, name).await?,
+            ),
         })
     }
 
@@ -111,7 +117,12 @@ impl Publisher {
                     server_errors: a.errors.load(Ordering::Relaxed),
                     client_drops: 0,
                     disconnects: a.closed.load(Ordering::Relaxed),
-                    last_error: a.last_error.lock().expect("not poisoned").as_ref().map(|e| e.to_string()),
+                    last_error: a
+                        .last_error
+                        .lock()
+                        .expect("not poisoned")
+                        .as_ref()
+                        .map(|e| e.to_string()),
                 }
             }
             Publisher::Nats(p) => nats_trouble(&p.events),
@@ -133,7 +144,9 @@ impl Subscriber {
                 s.subscribe(&names.realities, arqon::TOPIC).await?;
                 Subscriber::Arqon(s.into_subscriber())
             }
-            Kind::Nats => Subscriber::Nats(nats::Subscriber::connect(target.addr, &names.realities, name).await?),
+            Kind::Nats => Subscriber::Nats(
+                nats::Subscriber::connect(target.addr, &names.realities, name).await?,
+            ),
         })
     }
 

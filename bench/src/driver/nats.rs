@@ -77,8 +77,15 @@ pub struct Publisher {
 impl Publisher {
     pub async fn connect(addr: SocketAddr, realities: &[String], name: &str) -> Result<Self> {
         let (client, events) = connect(addr, name).await?;
-        let subjects = realities.iter().map(|r| Subject::from(subject(r))).collect();
-        Ok(Publisher { client, subjects, events })
+        let subjects = realities
+            .iter()
+            .map(|r| Subject::from(subject(r)))
+            .collect();
+        Ok(Publisher {
+            client,
+            subjects,
+            events,
+        })
     }
 
     pub async fn send(&mut self, reality: usize, header: &Header, size: usize) -> Result<()> {
@@ -113,10 +120,18 @@ impl Subscriber {
         let (client, events) = connect(addr, name).await?;
         let mut subs = SelectAll::new();
         for r in realities {
-            subs.push(client.subscribe(subject(r)).await.context("NATS subscribe")?);
+            subs.push(
+                client
+                    .subscribe(subject(r))
+                    .await
+                    .context("NATS subscribe")?,
+            );
         }
         let probe = client.new_inbox();
-        let mut probe_sub = client.subscribe(probe.clone()).await.context("NATS subscribe")?;
+        let mut probe_sub = client
+            .subscribe(probe.clone())
+            .await
+            .context("NATS subscribe")?;
         client.publish(probe, Bytes::from_static(b"ready")).await?;
         client.flush().await?;
         match tokio::time::timeout(READY_TIMEOUT, probe_sub.next()).await {
@@ -125,7 +140,11 @@ impl Subscriber {
             Err(_) => bail!("NATS did not confirm the subscriptions within {READY_TIMEOUT:?}"),
         }
         probe_sub.unsubscribe().await.ok();
-        Ok(Subscriber { _client: client, subs, events })
+        Ok(Subscriber {
+            _client: client,
+            subs,
+            events,
+        })
     }
 
     /// The next message. Cancel-safe.

@@ -39,7 +39,11 @@ const MAX_CONSECUTIVE_FAILURES: u64 = 200;
 /// Bytes a NATS handshake may take before it counts as a failure.
 const MAX_NATS_HANDSHAKE_BYTES: usize = 64 << 10;
 
-pub async fn run(target: &Target, spec: &ConnsSpec, notes: &mut Vec<String>) -> Result<ConnsMetrics> {
+pub async fn run(
+    target: &Target,
+    spec: &ConnsSpec,
+    notes: &mut Vec<String>,
+) -> Result<ConnsMetrics> {
     let limit = raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
     let open_now = open_files().unwrap_or(16);
     let available = limit.soft.saturating_sub(open_now + RESERVED_FILES);
@@ -51,7 +55,10 @@ pub async fn run(target: &Target, spec: &ConnsSpec, notes: &mut Vec<String>) -> 
         ..Default::default()
     };
     if limit.soft > limit.original_soft {
-        notes.push(format!("raised the soft open-file limit from {} to the hard limit {}", limit.original_soft, limit.hard));
+        notes.push(format!(
+            "raised the soft open-file limit from {} to the hard limit {}",
+            limit.original_soft, limit.hard
+        ));
     }
     let n = spec.conns.min(available);
     if n < spec.conns {
@@ -78,7 +85,8 @@ pub async fn run(target: &Target, spec: &ConnsSpec, notes: &mut Vec<String>) -> 
     let mut consecutive_failures = 0u64;
     let mut results = stream::iter(0..n)
         .map(|i| {
-            let source = (!sources.is_empty()).then(|| IpAddr::V4(sources[(i % sources.len() as u64) as usize]));
+            let source = (!sources.is_empty())
+                .then(|| IpAddr::V4(sources[(i % sources.len() as u64) as usize]));
             let (addr, kind, timeout) = (target.addr, target.kind, spec.handshake_timeout);
             async move {
                 match tokio::time::timeout(timeout, open_one(addr, source, kind)).await {
@@ -126,7 +134,10 @@ pub async fn run(target: &Target, spec: &ConnsSpec, notes: &mut Vec<String>) -> 
     tokio::time::sleep(spec.hold.saturating_sub(spec.settle)).await;
     m.closed_during_hold = held.iter().filter(|s| is_closed(s)).count() as u64;
     if m.closed_during_hold > 0 {
-        notes.push(format!("the server closed {} idle connections while they were held", m.closed_during_hold));
+        notes.push(format!(
+            "the server closed {} idle connections while they were held",
+            m.closed_during_hold
+        ));
     }
     drop(held);
     tokio::time::sleep(spec.settle).await;
@@ -139,7 +150,12 @@ pub async fn run(target: &Target, spec: &ConnsSpec, notes: &mut Vec<String>) -> 
 
 /// 127.0.0.2, 127.0.0.3, ... enough for `n` connections at `per_source` each; none when the
 /// target is not IPv4 loopback (the source must be able to reach it).
-fn source_addresses(target: &Target, spec: &ConnsSpec, n: u64, notes: &mut Vec<String>) -> Result<Vec<Ipv4Addr>> {
+fn source_addresses(
+    target: &Target,
+    spec: &ConnsSpec,
+    n: u64,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Ipv4Addr>> {
     let IpAddr::V4(dst) = target.addr.ip() else {
         notes.push("IPv6 target: connections use the default source address".into());
         return Ok(Vec::new());
@@ -152,16 +168,26 @@ fn source_addresses(target: &Target, spec: &ConnsSpec, n: u64, notes: &mut Vec<S
     let first = u32::from(spec.first_source);
     let mut out = Vec::new();
     for k in 0..count {
-        let ip = Ipv4Addr::from(first.checked_add(k as u32).context("source address overflow")?);
+        let ip = Ipv4Addr::from(
+            first
+                .checked_add(k as u32)
+                .context("source address overflow")?,
+        );
         if !ip.is_loopback() {
-            bail!("source address {ip} is outside 127.0.0.0/8; lower --conns or raise --per-source");
+            bail!(
+                "source address {ip} is outside 127.0.0.0/8; lower --conns or raise --per-source"
+            );
         }
         out.push(ip);
     }
     Ok(out)
 }
 
-async fn open_one(addr: std::net::SocketAddr, source: Option<IpAddr>, kind: Kind) -> Result<TcpStream> {
+async fn open_one(
+    addr: std::net::SocketAddr,
+    source: Option<IpAddr>,
+    kind: Kind,
+) -> Result<TcpStream> {
     let stream = arqon::tcp_connect(addr, source).await?;
     match kind {
         Kind::Arqon => Ok(arqon::handshake(stream, "bench-idle").await?.into_stream()),
@@ -190,7 +216,11 @@ async fn nats_handshake(mut s: TcpStream) -> Result<TcpStream> {
     })
     .await?;
     if let Some(i) = find(&buf[after_info..], b"-ERR") {
-        let line = String::from_utf8_lossy(&buf[after_info + i..]).lines().next().unwrap_or("").to_string();
+        let line = String::from_utf8_lossy(&buf[after_info + i..])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
         bail!("NATS refused the connection: {line}");
     }
     Ok(s)

@@ -35,7 +35,12 @@ pub enum Outcome {
     Unsupported(String),
 }
 
-pub async fn run(target: &Target, names: &Names, spec: &DurableSpec, notes: &mut Vec<String>) -> Result<Outcome> {
+pub async fn run(
+    target: &Target,
+    names: &Names,
+    spec: &DurableSpec,
+    notes: &mut Vec<String>,
+) -> Result<Outcome> {
     match target.kind {
         Kind::Arqon => run_arqon(target, spec, notes).await,
         Kind::Nats => run_nats(target, names, spec, notes).await,
@@ -53,7 +58,14 @@ struct Window {
 
 impl Window {
     fn new() -> Self {
-        Window { acked: 0, failed: 0, sent: 0, latency: Latency::new(), first_ns: 0, last_ack_ns: 0 }
+        Window {
+            acked: 0,
+            failed: 0,
+            sent: 0,
+            latency: Latency::new(),
+            first_ns: 0,
+            last_ack_ns: 0,
+        }
     }
 
     fn metrics(&self, storage: String, spec: &DurableSpec) -> DurableMetrics {
@@ -74,7 +86,11 @@ impl Window {
     }
 }
 
-async fn run_arqon(target: &Target, spec: &DurableSpec, notes: &mut Vec<String>) -> Result<Outcome> {
+async fn run_arqon(
+    target: &Target,
+    spec: &DurableSpec,
+    notes: &mut Vec<String>,
+) -> Result<Outcome> {
     let mut session = arqon::connect(target.addr, None, "bench-durable").await?;
     if let Some(err) = session.history_probe(&spec.reality, "bench.>").await? {
         return Ok(Outcome::Unsupported(format!(
@@ -82,7 +98,8 @@ async fn run_arqon(target: &Target, spec: &DurableSpec, notes: &mut Vec<String>)
             spec.reality
         )));
     }
-    let mut publisher = session.into_publisher(&[spec.reality.clone()], "bench-durable");
+    let mut publisher =
+        session.into_publisher(std::slice::from_ref(&spec.reality), "bench-durable");
     let mut acks = publisher.take_acks().context("ack stream")?;
     let mut w = Window::new();
     let mut pending: HashMap<u64, u64> = HashMap::new();
@@ -98,7 +115,14 @@ async fn run_arqon(target: &Target, spec: &DurableSpec, notes: &mut Vec<String>)
         if sending && pending.len() < spec.inflight {
             while w.sent < limit && pending.len() < spec.inflight {
                 let t = now_ns();
-                let h = Header { publisher: 0, seq: w.sent, reality: 0, flags: 0, intended_ns: t, sent_ns: t };
+                let h = Header {
+                    publisher: 0,
+                    seq: w.sent,
+                    reality: 0,
+                    flags: 0,
+                    intended_ns: t,
+                    sent_ns: t,
+                };
                 let corr = publisher.send(0, &h, spec.payload_bytes, true).await?;
                 pending.insert(corr, t);
                 w.sent += 1;
@@ -107,11 +131,20 @@ async fn run_arqon(target: &Target, spec: &DurableSpec, notes: &mut Vec<String>)
         }
         let ack = match tokio::time::timeout(spec.ack_timeout, acks.recv()).await {
             Ok(Some(a)) => a,
-            Ok(None) => bail!("the server closed the connection with {} publishes unacknowledged", pending.len()),
-            Err(_) => bail!("no PubAck within {:?} ({} publishes waiting)", spec.ack_timeout, pending.len()),
+            Ok(None) => bail!(
+                "the server closed the connection with {} publishes unacknowledged",
+                pending.len()
+            ),
+            Err(_) => bail!(
+                "no PubAck within {:?} ({} publishes waiting)",
+                spec.ack_timeout,
+                pending.len()
+            ),
         };
         let now = now_ns();
-        let Some(sent_at) = pending.remove(&ack.correlation_id) else { continue };
+        let Some(sent_at) = pending.remove(&ack.correlation_id) else {
+            continue;
+        };
         match ack.result {
             Ok(_) => {
                 w.acked += 1;
@@ -119,7 +152,9 @@ async fn run_arqon(target: &Target, spec: &DurableSpec, notes: &mut Vec<String>)
                 w.last_ack_ns = now;
             }
             Err(e) if w.acked == 0 => {
-                return Ok(Outcome::Unsupported(format!("the first acked publish was answered with {e}")));
+                return Ok(Outcome::Unsupported(format!(
+                    "the first acked publish was answered with {e}"
+                )));
             }
             Err(e) => {
                 w.failed += 1;
@@ -128,13 +163,25 @@ async fn run_arqon(target: &Target, spec: &DurableSpec, notes: &mut Vec<String>)
                 }
             }
         }
-        pb.set_position(spec.duration.as_millis().min(((now - w.first_ns) / 1_000_000) as u128) as u64);
+        pb.set_position(
+            spec.duration
+                .as_millis()
+                .min(((now - w.first_ns) / 1_000_000) as u128) as u64,
+        );
     }
     pb.finish_and_clear();
-    Ok(Outcome::Done(w.metrics(format!("ArqonBus retained reality {:?}", spec.reality), spec)))
+    Ok(Outcome::Done(w.metrics(
+        format!("ArqonBus retained reality {:?}", spec.reality),
+        spec,
+    )))
 }
 
-async fn run_nats(target: &Target, names: &Names, spec: &DurableSpec, notes: &mut Vec<String>) -> Result<Outcome> {
+async fn run_nats(
+    target: &Target,
+    names: &Names,
+    spec: &DurableSpec,
+    notes: &mut Vec<String>,
+) -> Result<Outcome> {
     use async_nats::jetstream::{self, stream};
     let (client, _events) = nats::connect(target.addr, "bench-durable").await?;
     let js = jetstream::new(client.clone());
@@ -164,10 +211,17 @@ async fn run_nats(target: &Target, names: &Names, spec: &DurableSpec, notes: &mu
     if w.failed > 0 {
         notes.push(format!("{} JetStream publishes failed", w.failed));
     }
-    Ok(Outcome::Done(w.metrics(format!("JetStream file stream {stream_name}"), spec)))
+    Ok(Outcome::Done(w.metrics(
+        format!("JetStream file stream {stream_name}"),
+        spec,
+    )))
 }
 
-async fn nats_window(js: &async_nats::jetstream::Context, subject: &str, spec: &DurableSpec) -> Result<Window> {
+async fn nats_window(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    spec: &DurableSpec,
+) -> Result<Window> {
     let mut w = Window::new();
     let mut pending = FuturesUnordered::new();
     let deadline = now_ns() + spec.duration.as_nanos() as u64;
@@ -177,13 +231,25 @@ async fn nats_window(js: &async_nats::jetstream::Context, subject: &str, spec: &
     loop {
         while w.sent < limit && now_ns() < deadline && pending.len() < spec.inflight {
             let t = now_ns();
-            let h = Header { publisher: 0, seq: w.sent, reality: 0, flags: 0, intended_ns: t, sent_ns: t };
-            let ack = js.publish(subject.to_string(), h.to_payload(spec.payload_bytes)).await?;
+            let h = Header {
+                publisher: 0,
+                seq: w.sent,
+                reality: 0,
+                flags: 0,
+                intended_ns: t,
+                sent_ns: t,
+            };
+            let ack = js
+                .publish(subject.to_string(), h.to_payload(spec.payload_bytes))
+                .await?;
             let timeout = spec.ack_timeout;
-            pending.push(async move { (t, tokio::time::timeout(timeout, ack.into_future()).await) });
+            pending
+                .push(async move { (t, tokio::time::timeout(timeout, ack.into_future()).await) });
             w.sent += 1;
         }
-        let Some((sent_at, r)) = pending.next().await else { break };
+        let Some((sent_at, r)) = pending.next().await else {
+            break;
+        };
         let now = now_ns();
         match r {
             Ok(Ok(_)) => {
@@ -191,11 +257,17 @@ async fn nats_window(js: &async_nats::jetstream::Context, subject: &str, spec: &
                 w.latency.record_ns(now - sent_at);
                 w.last_ack_ns = now;
             }
-            Ok(Err(e)) if w.acked == 0 && w.failed == 0 => bail!("first JetStream publish failed: {e}"),
+            Ok(Err(e)) if w.acked == 0 && w.failed == 0 => {
+                bail!("first JetStream publish failed: {e}")
+            }
             Ok(Err(_)) => w.failed += 1,
             Err(_) => bail!("no JetStream ack within {:?}", spec.ack_timeout),
         }
-        pb.set_position(spec.duration.as_millis().min(((now - w.first_ns) / 1_000_000) as u128) as u64);
+        pb.set_position(
+            spec.duration
+                .as_millis()
+                .min(((now - w.first_ns) / 1_000_000) as u128) as u64,
+        );
     }
     pb.finish_and_clear();
     Ok(w)

@@ -40,33 +40,49 @@ struct PubOutcome {
 /// How many pulses a flat-out publisher sends between looks at the clock.
 const CHECK_EVERY: u64 = 128;
 
-pub async fn run(target: &Target, names: &Names, spec: &FlowSpec, notes: &mut Vec<String>) -> Result<FlowMetrics> {
-    let subs = try_join_all(
-        (0..spec.subscribers).map(|i| async move { Subscriber::connect(target, names, &format!("bench-sub-{i}")).await }),
-    )
+pub async fn run(
+    target: &Target,
+    names: &Names,
+    spec: &FlowSpec,
+    notes: &mut Vec<String>,
+) -> Result<FlowMetrics> {
+    let subs = try_join_all((0..spec.subscribers).map(|i| async move {
+        Subscriber::connect(target, names, &format!("bench-sub-{i}")).await
+    }))
     .await
     .context("connecting subscribers")?;
-    let pubs = try_join_all(
-        (0..spec.publishers).map(|i| async move { Publisher::connect(target, names, &format!("bench-pub-{i}")).await }),
-    )
+    let pubs = try_join_all((0..spec.publishers).map(|i| async move {
+        Publisher::connect(target, names, &format!("bench-pub-{i}")).await
+    }))
     .await
     .context("connecting publishers")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let received: Vec<Arc<AtomicU64>> = (0..spec.subscribers).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let received: Vec<Arc<AtomicU64>> = (0..spec.subscribers)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
     let sub_tasks: Vec<_> = subs
         .into_iter()
         .zip(&received)
         .map(|(s, r)| tokio::spawn(run_subscriber(s, stop_rx.clone(), r.clone(), false)))
         .collect();
 
-    let sent: Vec<Arc<AtomicU64>> = (0..spec.publishers).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let sent: Vec<Arc<AtomicU64>> = (0..spec.publishers)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
     let barrier = Arc::new(Barrier::new(spec.publishers));
     let pub_tasks: Vec<_> = pubs
         .into_iter()
         .enumerate()
         .map(|(i, p)| {
-            tokio::spawn(publish(p, i as u32, names.realities.len(), spec.clone(), sent[i].clone(), barrier.clone()))
+            tokio::spawn(publish(
+                p,
+                i as u32,
+                names.realities.len(),
+                spec.clone(),
+                sent[i].clone(),
+                barrier.clone(),
+            ))
         })
         .collect();
 
@@ -80,7 +96,7 @@ pub async fn run(target: &Target, names: &Names, spec: &FlowSpec, notes: &mut Ve
                 pb.set_position(start.elapsed().as_millis() as u64);
                 let s: u64 = sent.iter().map(|c| c.load(Ordering::Relaxed)).sum();
                 let r: u64 = received.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                pb.set_message(format!("sent {s}, received {r}"));
+                pb.set_message(format!("sent {s}, accounted for {r}"));
             }
         })
     };
@@ -92,7 +108,10 @@ pub async fn run(target: &Target, names: &Names, spec: &FlowSpec, notes: &mut Ve
     let sent_per_pub: Vec<u64> = outcomes.iter().map(|o| o.sent).collect();
     let expected: u64 = sent_per_pub.iter().sum();
     pb.set_prefix("draining");
-    drain(&received, expected, spec.drain_timeout, || sub_tasks.iter().all(|t| t.is_finished())).await;
+    drain(&received, expected, spec.drain_timeout, || {
+        sub_tasks.iter().all(|t| t.is_finished())
+    })
+    .await;
     let _ = stop_tx.send(true);
     ticker.abort();
     pb.finish_and_clear();
@@ -101,7 +120,13 @@ pub async fn run(target: &Target, names: &Names, spec: &FlowSpec, notes: &mut Ve
         subs_out.push(t.await.context("subscriber task panicked")?);
     }
     let payload = spec.payload_bytes.max(crate::payload::HEADER_BYTES) as u64;
-    Ok(summarise(&outcomes, &subs_out, &sent_per_pub, payload, notes))
+    Ok(summarise(
+        &outcomes,
+        &subs_out,
+        &sent_per_pub,
+        payload,
+        notes,
+    ))
 }
 
 async fn publish(
@@ -158,7 +183,12 @@ async fn publish(
     }
     p.flush().await?;
     let end_ns = now_ns();
-    Ok(PubOutcome { sent: seq, first_ns: start, end_ns, trouble: p.trouble() })
+    Ok(PubOutcome {
+        sent: seq,
+        first_ns: start,
+        end_ns,
+        trouble: p.trouble(),
+    })
 }
 
 fn summarise(
@@ -168,13 +198,18 @@ fn summarise(
     payload_bytes: u64,
     notes: &mut Vec<String>,
 ) -> FlowMetrics {
-    let mut m = FlowMetrics::default();
-    m.published = sent.iter().sum();
+    let mut m = FlowMetrics {
+        published: sent.iter().sum(),
+        ..Default::default()
+    };
     let first = pubs.iter().map(|p| p.first_ns).min().unwrap_or(0);
     let end = pubs.iter().map(|p| p.end_ns).max().unwrap_or(0);
     m.publish_secs = end.saturating_sub(first) as f64 / 1e9;
-    (m.publish_msgs_per_s, m.publish_mb_per_s) =
-        rates(m.published, m.published * payload_bytes, end.saturating_sub(first));
+    (m.publish_msgs_per_s, m.publish_mb_per_s) = rates(
+        m.published,
+        m.published * payload_bytes,
+        end.saturating_sub(first),
+    );
 
     let mut sub_rates = Vec::new();
     for (i, s) in subs.iter().enumerate() {
@@ -200,17 +235,26 @@ fn summarise(
         });
         note_subscriber_trouble(i, s, loss.unexpected, notes);
     }
-    let first_rx = subs.iter().filter(|s| s.first_ns > 0).map(|s| s.first_ns).min().unwrap_or(0);
+    let first_rx = subs
+        .iter()
+        .filter(|s| s.first_ns > 0)
+        .map(|s| s.first_ns)
+        .min()
+        .unwrap_or(0);
     let last_rx = subs.iter().map(|s| s.last_ns).max().unwrap_or(0);
     m.delivery_secs = last_rx.saturating_sub(first_rx) as f64 / 1e9;
     let bytes: u64 = subs.iter().map(|s| s.bytes).sum();
-    (m.deliveries_per_s, m.delivery_mb_per_s) = rates(m.deliveries, bytes, last_rx.saturating_sub(first_rx));
+    (m.deliveries_per_s, m.delivery_mb_per_s) =
+        rates(m.deliveries, bytes, last_rx.saturating_sub(first_rx));
     m.min_subscriber_msgs_per_s = sub_rates.iter().cloned().fold(f64::INFINITY, f64::min);
     if !m.min_subscriber_msgs_per_s.is_finite() {
         m.min_subscriber_msgs_per_s = 0.0;
     }
-    m.mean_subscriber_msgs_per_s =
-        if sub_rates.is_empty() { 0.0 } else { sub_rates.iter().sum::<f64>() / sub_rates.len() as f64 };
+    m.mean_subscriber_msgs_per_s = if sub_rates.is_empty() {
+        0.0
+    } else {
+        sub_rates.iter().sum::<f64>() / sub_rates.len() as f64
+    };
     for (i, p) in pubs.iter().enumerate() {
         note_trouble(&format!("publisher {i}"), &p.trouble, notes);
     }
@@ -229,7 +273,9 @@ pub fn note_subscriber_trouble(i: usize, s: &SubOutcome, unexpected: u64, notes:
     if let Some(f) = &s.failure {
         notes.push(format!("subscriber {i} failed: {f}"));
     } else if s.closed_early {
-        notes.push(format!("subscriber {i}: the server closed the connection before the run ended"));
+        notes.push(format!(
+            "subscriber {i}: the server closed the connection before the run ended"
+        ));
     }
     if s.server_errors > 0 {
         notes.push(format!(
@@ -239,10 +285,15 @@ pub fn note_subscriber_trouble(i: usize, s: &SubOutcome, unexpected: u64, notes:
         ));
     }
     if s.foreign > 0 {
-        notes.push(format!("subscriber {i}: {} payloads without the harness header", s.foreign));
+        notes.push(format!(
+            "subscriber {i}: {} payloads without the harness header",
+            s.foreign
+        ));
     }
     if unexpected > 0 {
-        notes.push(format!("subscriber {i}: {unexpected} pulses with sequences never sent"));
+        notes.push(format!(
+            "subscriber {i}: {unexpected} pulses with sequences never sent"
+        ));
     }
     note_trouble(&format!("subscriber {i}"), &s.trouble, notes);
 }

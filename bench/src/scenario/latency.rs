@@ -19,7 +19,7 @@ use crate::driver::{Names, Publisher, Subscriber};
 use crate::payload::{now_ns, Header, FLAG_WARMUP};
 use crate::report::LatencyMetrics;
 use crate::schedule::OpenLoop;
-use crate::stats::Latency;
+use crate::stats::{Latency, Timeline};
 use crate::sys::set_thread_timer_slack_ns;
 use crate::target::Target;
 
@@ -58,16 +58,25 @@ struct SenderOutcome {
     publisher: Publisher,
 }
 
-pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut Vec<String>) -> Result<LatencyMetrics> {
-    let subs = try_join_all(
-        (0..spec.subscribers).map(|i| async move { Subscriber::connect(target, names, &format!("bench-lat-sub-{i}")).await }),
-    )
+pub async fn run(
+    target: &Target,
+    names: &Names,
+    spec: &LatencySpec,
+    notes: &mut Vec<String>,
+) -> Result<LatencyMetrics> {
+    let subs = try_join_all((0..spec.subscribers).map(|i| async move {
+        Subscriber::connect(target, names, &format!("bench-lat-sub-{i}")).await
+    }))
     .await
     .context("connecting subscribers")?;
-    let publisher = Publisher::connect(target, names, "bench-lat-pub").await.context("connecting the publisher")?;
+    let publisher = Publisher::connect(target, names, "bench-lat-pub")
+        .await
+        .context("connecting the publisher")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let received: Vec<Arc<AtomicU64>> = (0..spec.subscribers).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let received: Vec<Arc<AtomicU64>> = (0..spec.subscribers)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
     let sub_tasks: Vec<_> = subs
         .into_iter()
         .zip(&received)
@@ -86,7 +95,10 @@ pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 pb.set_position(start.elapsed().as_millis() as u64);
                 let r: u64 = received.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                pb.set_message(format!("sent {}, received {r}", sent.load(Ordering::Relaxed)));
+                pb.set_message(format!(
+                    "sent {}, accounted for {r}",
+                    sent.load(Ordering::Relaxed)
+                ));
             }
         })
     };
@@ -96,15 +108,30 @@ pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut
     let realities = names.realities.len() as u64;
     let sender = std::thread::Builder::new()
         .name("open-loop-sender".into())
-        .spawn(move || send_on_schedule(handle, publisher, sender_spec, scheduled, realities, sent_counter))
+        .spawn(move || {
+            send_on_schedule(
+                handle,
+                publisher,
+                sender_spec,
+                scheduled,
+                realities,
+                sent_counter,
+            )
+        })
         .context("starting the sender thread")?;
-    let SenderOutcome { stats: outcome, publisher } = tokio::task::spawn_blocking(move || sender.join())
+    let SenderOutcome {
+        stats: outcome,
+        publisher,
+    } = tokio::task::spawn_blocking(move || sender.join())
         .await
         .context("joining the sender")?
         .map_err(|_| anyhow!("the sender thread panicked"))?;
 
     pb.set_prefix("draining");
-    drain(&received, outcome.sent, spec.drain_timeout, || sub_tasks.iter().all(|t| t.is_finished())).await;
+    drain(&received, outcome.sent, spec.drain_timeout, || {
+        sub_tasks.iter().all(|t| t.is_finished())
+    })
+    .await;
     let _ = stop_tx.send(true);
     ticker.abort();
     pb.finish_and_clear();
@@ -130,7 +157,9 @@ pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut
     }
     let mut from_intended = Latency::new();
     let mut from_send = Latency::new();
+    let mut timeline = Timeline::default();
     for (i, s) in subs_out.iter().enumerate() {
+        timeline.merge(&s.timeline);
         let loss = s.tracker.report(&[outcome.sent]);
         m.expected += loss.expected;
         m.received += loss.received;
@@ -148,6 +177,8 @@ pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut
     m.from_send = from_send.summary();
     m.curve_from_intended = from_intended.curve();
     m.curve_from_send = from_send.curve();
+    m.timeline = timeline.windows();
+    note_stalls(&m.timeline, notes);
     note_trouble("publisher", &publisher.trouble(), notes);
     if let Some(f) = outcome.failure {
         notes.push(format!("the sender stopped early: {f}"));
@@ -173,6 +204,36 @@ pub async fn run(target: &Target, names: &Names, spec: &LatencySpec, notes: &mut
         ));
     }
     Ok(m)
+}
+
+/// Windows whose worst latency is over 10 ms (and 50 times the median window's worst): when
+/// and how bad, so a periodic stall can be told from a one-off.
+fn note_stalls(timeline: &[crate::stats::Window], notes: &mut Vec<String>) {
+    let mut worsts: Vec<f64> = timeline.iter().map(|w| w.max_us).collect();
+    let Some(typical) = crate::summary::median(&mut worsts) else {
+        return;
+    };
+    let threshold = (typical * 50.0).max(10_000.0);
+    let bad: Vec<&crate::stats::Window> =
+        timeline.iter().filter(|w| w.max_us > threshold).collect();
+    if bad.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = bad
+        .iter()
+        .take(12)
+        .map(|w| format!("{:.1} s: {:.1} ms", w.t_ms as f64 / 1e3, w.max_us / 1e3))
+        .collect();
+    notes.push(format!(
+        "stalls: {} of {} 100-ms windows had a worst latency above {:.1} ms (the median window's \
+         worst is {:.0} µs); at {}{}",
+        bad.len(),
+        timeline.len(),
+        threshold / 1e3,
+        typical,
+        shown.join(", "),
+        if bad.len() > 12 { ", ..." } else { "" }
+    ));
 }
 
 fn send_on_schedule(
@@ -201,7 +262,9 @@ fn send_on_schedule(
     };
     loop {
         let now = now_ns();
-        let Some(wait) = schedule.wait_ns(now) else { break };
+        let Some(wait) = schedule.wait_ns(now) else {
+            break;
+        };
         if wait > 0 {
             precise_sleep(wait, spin_ns);
             continue;
@@ -224,7 +287,9 @@ fn send_on_schedule(
                     intended_ns: intended,
                     sent_ns,
                 };
-                publisher.send(h.reality as usize, &h, spec.payload_bytes).await?;
+                publisher
+                    .send(h.reality as usize, &h, spec.payload_bytes)
+                    .await?;
                 out.lateness.record_ns(sent_ns.saturating_sub(intended));
                 if out.first_ns == 0 {
                     out.first_ns = sent_ns;
@@ -241,7 +306,10 @@ fn send_on_schedule(
             break;
         }
     }
-    SenderOutcome { stats: out, publisher }
+    SenderOutcome {
+        stats: out,
+        publisher,
+    }
 }
 
 /// Sleeps `ns`, spinning for the last `spin_ns` of it.

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::driver::{Event, Subscriber, Trouble};
 use crate::payload::{now_ns, Header};
-use crate::stats::{Latency, LossTracker};
+use crate::stats::{Latency, LossTracker, Timeline};
 
 /// What one subscriber saw over a run.
 pub struct SubOutcome {
@@ -34,15 +34,18 @@ pub struct SubOutcome {
     pub failure: Option<String>,
     /// Latency from the intended and from the actual send time (latency runs only).
     pub latency: Option<(Latency, Latency)>,
+    /// Worst latency from the intended send per 100 ms window (latency runs only).
+    pub timeline: Timeline,
     pub trouble: Trouble,
 }
 
 /// Receives until told to stop (or the connection ends), accounting every pulse. Publishes the
-/// running count of distinct pulses in `received` for progress and the drain.
+/// running count of pulses accounted for (distinct pulses received plus those the server said
+/// it shed) in `accounted`, for progress and the drain.
 pub async fn run_subscriber(
     mut sub: Subscriber,
     mut stop: watch::Receiver<bool>,
-    received: Arc<AtomicU64>,
+    accounted: Arc<AtomicU64>,
     record_latency: bool,
 ) -> SubOutcome {
     let mut out = SubOutcome {
@@ -57,6 +60,7 @@ pub async fn run_subscriber(
         closed_early: false,
         failure: None,
         latency: record_latency.then(|| (Latency::new(), Latency::new())),
+        timeline: Timeline::default(),
         trouble: Trouble::default(),
     };
     let mut distinct = 0u64;
@@ -75,7 +79,7 @@ pub async fn run_subscriber(
                 };
                 if out.tracker.observe(h.publisher, h.reality, h.seq) {
                     distinct += 1;
-                    received.store(distinct, Ordering::Relaxed);
+                    accounted.store(distinct + out.dropped_notices, Ordering::Relaxed);
                 }
                 if out.first_ns == 0 {
                     out.first_ns = now;
@@ -85,11 +89,16 @@ pub async fn run_subscriber(
                 if let Some((intended, sent)) = out.latency.as_mut() {
                     if !h.is_warmup() {
                         intended.record_ns(now.saturating_sub(h.intended_ns));
+                        out.timeline
+                            .record(h.intended_ns, now.saturating_sub(h.intended_ns));
                         sent.record_ns(now.saturating_sub(h.sent_ns));
                     }
                 }
             }
-            Ok(Event::Dropped(n)) => out.dropped_notices += n,
+            Ok(Event::Dropped(n)) => {
+                out.dropped_notices += n;
+                accounted.store(distinct + out.dropped_notices, Ordering::Relaxed);
+            }
             Ok(Event::ServerError(e)) => {
                 out.server_errors += 1;
                 out.last_server_error = Some(e.to_string());
@@ -110,9 +119,14 @@ pub async fn run_subscriber(
     out
 }
 
-/// Waits until every subscriber has `expected` distinct pulses, or none made progress for
-/// `idle_timeout` (the rest are lost), or all of them ended.
-pub async fn drain(received: &[Arc<AtomicU64>], expected: u64, idle_timeout: Duration, all_done: impl Fn() -> bool) {
+/// Waits until every subscriber has accounted for `expected` pulses (received or announced as
+/// shed), or none made progress for `idle_timeout` (the rest are lost), or all of them ended.
+pub async fn drain(
+    received: &[Arc<AtomicU64>],
+    expected: u64,
+    idle_timeout: Duration,
+    all_done: impl Fn() -> bool,
+) {
     let mut last_total = u64::MAX;
     let mut idle_since = tokio::time::Instant::now();
     loop {

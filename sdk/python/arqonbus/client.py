@@ -67,6 +67,8 @@ ALL = "*.>"
 #: Largest server frame the client accepts before calling the stream broken. Server frames are
 #: bounded by the server's own limits; this only guards against a corrupt length prefix.
 DEFAULT_MAX_INCOMING_FRAME_BYTES = 64 * 1024 * 1024
+#: Queued outgoing bytes that trigger a write before the end of the event-loop turn.
+WRITE_COALESCE_BYTES = 64 * 1024
 #: Codes after which a reconnection cannot succeed without a change on the client's side.
 _FATAL_HANDSHAKE_CODES = frozenset({_pb.UNAUTHENTICATED, _pb.UNSUPPORTED_VERSION})
 
@@ -146,6 +148,16 @@ def _fill_spectral(target: "_pb.SpectralMetadata", spectral: SpectralLike) -> No
 
 
 def _fill_payload(target: Any, payload: Any) -> None:
+    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), encoding the
+    common bytes and str cases directly rather than through a wrapper message."""
+    if isinstance(payload, bytes):
+        target.type_url = _payload.BYTES_TYPE_URL
+        target.value = _payload.encode_wrapper(payload)
+        return
+    if isinstance(payload, str):
+        target.type_url = _payload.STRING_TYPE_URL
+        target.value = _payload.encode_wrapper(payload.encode("utf-8"))
+        return
     packed = _payload.pack(payload)
     if packed is not None:
         target.type_url = packed.type_url
@@ -171,6 +183,8 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self._write_paused = False
         self._drain_waiters: List["asyncio.Future[None]"] = []
+        self._out = bytearray()
+        self._flush_scheduled = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -233,9 +247,29 @@ class _Connection(asyncio.Protocol):
     # Sending --------------------------------------------------------------------------------
 
     def send(self, body: bytes) -> None:
+        """Queues one frame. Frames queued in one turn of the event loop go out in one write
+        (one system call instead of one per frame), at the end of the turn or as soon as
+        `WRITE_COALESCE_BYTES` are waiting."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionLost("not connected", cause=self.close_error)
-        self.transport.write(len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body)
+        out = self._out
+        out += len(body).to_bytes(LENGTH_PREFIX_BYTES, "big")
+        out += body
+        if len(out) >= WRITE_COALESCE_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._bus._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hands the queued frames to the transport."""
+        self._flush_scheduled = False
+        if not self._out or self.lost or self.transport is None or self.transport.is_closing():
+            return
+        # The transport may keep a reference to what it could not send yet: give it its own
+        # buffer rather than one this connection goes on appending to.
+        out, self._out = self._out, bytearray()
+        self.transport.write(out)
 
     async def drain(self) -> None:
         """Waits while the transport's write buffer is above its high-water mark."""
@@ -922,7 +956,8 @@ class Bus:
         self._subscriptions.clear()
         conn = self._conn
         if conn is not None and conn.transport is not None and not conn.lost:
-            conn.transport.close()  # flushes the write buffer first
+            conn.flush()
+            conn.transport.close()  # sends what the transport still buffers first
             try:
                 await asyncio.wait_for(asyncio.shield(conn.closed), 5.0)
             except asyncio.TimeoutError:
@@ -1105,8 +1140,11 @@ class Bus:
             _fill_spectral(message.spectral, spectral)
         if trace_context:
             message.trace_context.update(trace_context)
-        if len(self.causal):
-            message.causal.update(self.causal.items())
+        clock = self.causal._clock
+        if clock:
+            causal = message.causal
+            for reality_id, sequence in clock.items():
+                causal[reality_id] = sequence
         if ack:
             publish.ack = True
         body = frame.SerializeToString()

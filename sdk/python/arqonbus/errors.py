@@ -35,6 +35,7 @@ __all__ = [
     "InvalidRequest",
     "ShuttingDown",
     "LimitExceeded",
+    "StorageFailed",
     "ConnectionLost",
     "ClientClosed",
     "ProtocolViolation",
@@ -174,6 +175,13 @@ class LimitExceeded(ServerError):
     code = _pb.LIMIT_EXCEEDED
 
 
+class StorageFailed(ServerError):
+    """A retained reality could not store the pulse (disk full, failed flush, quarantined).
+    Nothing was acknowledged or delivered."""
+
+    code = _pb.STORAGE_FAILED
+
+
 #: Wire code -> exception class. `tests/test_errors.py` checks that every `ErrorCode` of the
 #: proto (except UNSPECIFIED) has its class here.
 ERROR_CLASSES: Dict[int, Type[ServerError]] = {
@@ -196,6 +204,7 @@ ERROR_CLASSES: Dict[int, Type[ServerError]] = {
         InvalidRequest,
         ShuttingDown,
         LimitExceeded,
+        StorageFailed,
     )
 }
 

@@ -32,6 +32,20 @@ PayloadLike = Union[bytes, bytearray, memoryview, str, Message, None]
 M = TypeVar("M", bound=Message)
 
 
+def encode_wrapper(value: bytes) -> bytes:
+    """The encoding of a `BytesValue`/`StringValue` holding `value` (field 1, length-delimited),
+    byte for byte what protobuf writes: nothing for an empty value."""
+    if not value:
+        return b""
+    n = len(value)
+    prefix = bytearray(b"\x0a")
+    while n >= 0x80:
+        prefix.append((n & 0x7F) | 0x80)
+        n >>= 7
+    prefix.append(n)
+    return bytes(prefix) + value
+
+
 def type_url_of(message_type: Union[Message, Type[Message]]) -> str:
     return TYPE_URL_PREFIX + message_type.DESCRIPTOR.full_name
 

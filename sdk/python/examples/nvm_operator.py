@@ -106,8 +106,8 @@ async def serve(
             async with limit:
                 try:
                     await answer(bus, pulse, steps, step_delay)
-                except arqonbus.ArqonError as exc:
-                    print(f"answering job pulse {pulse.sequence} failed: {exc}", file=sys.stderr, flush=True)
+                except Exception as exc:  # one bad job must not stop the operator
+                    print(f"answering job pulse {pulse.sequence} failed: {exc!r}", file=sys.stderr, flush=True)
             answered += 1
             if max_jobs and answered >= max_jobs:
                 done.set()

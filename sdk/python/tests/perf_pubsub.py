@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -172,6 +173,8 @@ def start_operator(url: str, reality: str) -> subprocess.Popen:
 async def job_latency(url: str, reality: str, operator: subprocess.Popen, jobs: int, pings: int) -> dict:
     line = await asyncio.wait_for(asyncio.to_thread(operator.stdout.readline), 30)
     assert b"ready" in line, line
+    # Keep reading its one line per job, or it blocks on a full pipe.
+    threading.Thread(target=operator.stdout.read, daemon=True).start()
     async with Bus.connect(url, name="perf-jobs") as bus:
         ping_s = [(await bus.ping()).rtt_seconds for _ in range(pings)]
         for _ in range(10):  # warm up

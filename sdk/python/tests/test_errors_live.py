@@ -102,3 +102,16 @@ async def test_client_errors_after_close(url):
     await bus.close()
     with pytest.raises(arqonbus.ClientClosed):
         await bus.publish("r", "a.b", b"")
+
+
+@aio()
+async def test_replay_start_positions_need_a_retained_reality(url, reality):
+    """Ephemeral realities only take `latest` subscriptions; the others raise HistoryUnavailable."""
+    async with Bus.connect(url) as bus:
+        await bus.publish(reality, "st.a", b"x", ack=True)
+        for start in (arqonbus.Start.from_sequence(1), arqonbus.Start.last(5), arqonbus.Start.from_time(1)):
+            with pytest.raises(arqonbus.HistoryUnavailable):
+                await bus.subscribe(reality, "st.a", start=start)
+        assert not bus._subscriptions
+        async with bus.subscribe(reality, "st.a", start=arqonbus.Start.latest()) as sub:
+            assert sub.next_sequence == 2

@@ -130,3 +130,11 @@ def test_reply_topics_are_valid_topics():
     parts = topic.split(".")
     assert 2 <= len(parts) <= 8 and all(re.fullmatch(r"[a-z0-9_-]+", s) for s in parts)
     assert topic.startswith("nvm.job.result.") and topic != arqonbus.new_reply_topic()
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16383, 16384, 1 << 20])
+def test_direct_wrapper_encoding_matches_protobuf(size):
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert payload.encode_wrapper(data) == wrappers_pb2.BytesValue(value=data).SerializeToString()
+    text = "é" * (size // 2)
+    assert payload.encode_wrapper(text.encode()) == wrappers_pb2.StringValue(value=text).SerializeToString()

@@ -28,6 +28,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_REQUEST: _ClassVar[ErrorCode]
     SHUTTING_DOWN: _ClassVar[ErrorCode]
     LIMIT_EXCEEDED: _ClassVar[ErrorCode]
+    STORAGE_FAILED: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 FRAME_TOO_LARGE: ErrorCode
 DECODE_FAILED: ErrorCode
@@ -46,6 +47,7 @@ UNSUPPORTED_VERSION: ErrorCode
 INVALID_REQUEST: ErrorCode
 SHUTTING_DOWN: ErrorCode
 LIMIT_EXCEEDED: ErrorCode
+STORAGE_FAILED: ErrorCode
 
 class SpectralMetadata(_message.Message):
     __slots__ = ("coherence", "criticality", "eigenvalues")

@@ -1,0 +1,110 @@
+# Shared by compare.sh and smoke.sh: finding binaries, free loopback ports, starting and stopping
+# the two servers. Sourced, not run.
+
+BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# The arqonbus server: $ARQONBUS_BIN, else target/release/arqonbus.
+find_arqonbus() {
+  local bin=${ARQONBUS_BIN:-$BENCH_ROOT/target/release/arqonbus}
+  if [[ ! -x $bin ]]; then
+    echo "arqonbus binary not found at $bin (set ARQONBUS_BIN or run: cargo build --release -p arqonbus)" >&2
+    return 1
+  fi
+  echo "$bin"
+}
+
+# nats-server on PATH or at /usr/sbin/nats-server (Debian package nats-server); empty if absent.
+find_nats() {
+  if [[ -n ${NATS_SERVER_BIN:-} ]]; then echo "$NATS_SERVER_BIN"; return; fi
+  command -v nats-server 2>/dev/null && return
+  [[ -x /usr/sbin/nats-server ]] && echo /usr/sbin/nats-server
+  return 0
+}
+
+# The harness: $BENCH_BIN, else target/release/arqonbus-bench, built if missing.
+find_bench() {
+  local bin=${BENCH_BIN:-$BENCH_ROOT/target/release/arqonbus-bench}
+  if [[ ! -x $bin ]]; then
+    echo "building arqonbus-bench ..." >&2
+    (cd "$BENCH_ROOT" && cargo build -q -p arqonbus-bench --release) >&2 || return 1
+  fi
+  echo "$bin"
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "no free loopback port found" >&2
+  return 1
+}
+
+# Waits up to $2 seconds for something to listen on 127.0.0.1:$1.
+wait_port() {
+  local port=$1 secs=${2:-10}
+  for _ in $(seq $((secs * 10))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$port after ${secs}s" >&2
+  return 1
+}
+
+SERVER_PIDS=()
+
+# start_arqonbus BIN PORT WORKDIR LOG: starts `arqonbus serve` on loopback, sets ARQ_PID.
+start_arqonbus() {
+  local bin=$1 port=$2 dir=$3 log=$4
+  local args=(serve --listen "127.0.0.1:$port" --shards 2)
+  if "$bin" serve --help 2>/dev/null | grep -q -- '--data-dir'; then
+    args+=(--data-dir "$dir/arqonbus-data")
+  fi
+  (cd "$dir" && exec "$bin" "${args[@]}") >"$log" 2>&1 &
+  ARQ_PID=$!
+  SERVER_PIDS+=("$ARQ_PID")
+  if ! wait_port "$port" 15; then
+    echo "arqonbus did not start; its log:" >&2
+    tail -20 "$log" >&2
+    return 1
+  fi
+}
+
+# start_nats BIN PORT WORKDIR LOG: nats-server with JetStream (file store in WORKDIR), sets NATS_PID.
+start_nats() {
+  local bin=$1 port=$2 dir=$3 log=$4
+  "$bin" -a 127.0.0.1 -p "$port" -js -sd "$dir/jetstream" >"$log" 2>&1 &
+  NATS_PID=$!
+  SERVER_PIDS+=("$NATS_PID")
+  if ! wait_port "$port" 15; then
+    echo "nats-server did not start; its log:" >&2
+    tail -20 "$log" >&2
+    return 1
+  fi
+}
+
+# Stops the servers this script started (by PID), politely then firmly.
+stop_servers() {
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${SERVER_PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    [[ $alive == 0 ]] && break
+    sleep 0.1
+  done
+  for pid in "${SERVER_PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PIDS=()
+}

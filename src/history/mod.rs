@@ -1,0 +1,267 @@
+//! Bounded reads of a retained reality: `history.get` queries and the replay part of a
+//! replay-then-live subscription.
+//!
+//! A read is a cursor that moves between the requesting connection's shard and the reality's
+//! owner, one chunk at a time: the owner reads up to `storage.history_chunk_bytes` of records
+//! and sends them back with the cursor; the connection's shard asks for the next chunk only once
+//! the client has drained its outbound queue. Memory stays bounded for any range, and a client
+//! that stops reading stops the query.
+
+use arqonbus_proto::frame::{envelope_topic, put_deliver_header, put_history_chunk};
+use arqonbus_proto::v1::{history_get, start_position, HistoryGet, StartPosition};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::routing::Pattern;
+use crate::store::RealityLog;
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest record kept.
+    Oldest,
+    Sequence(u64),
+    Time(u64),
+    /// The last n records.
+    LastN(u64),
+}
+
+/// Where a read stops (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// What had been published when the query started.
+    Now,
+    Sequence(u64),
+    Time(u64),
+}
+
+/// What the read is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `history.get`: `HistoryChunk` frames, then `HistoryEnd`.
+    History { correlation_id: u64, limit: u64 },
+    /// The replay of a subscription: `Deliver` frames, then the switch to live.
+    Replay {
+        subscription_id: u64,
+        correlation_id: u64,
+    },
+}
+
+/// A read in progress. It travels between shards by value.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    pub reality: String,
+    pub pattern: Pattern,
+    pub purpose: Purpose,
+    pub from: Start,
+    pub to: Stop,
+    /// The next sequence to read, once the start is resolved.
+    pub next: Option<u64>,
+    /// For history: the exclusive end sequence fixed when the query started.
+    pub end: Option<u64>,
+    /// Records returned so far.
+    pub count: u64,
+}
+
+/// Why a read cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub message: String,
+    pub first_available_sequence: u64,
+}
+
+/// The result of one step.
+pub struct Step {
+    /// Frames for the client (chunk; and the end, when done).
+    pub frames: Bytes,
+    /// True when the read is complete (history) or caught up (replay).
+    pub done: bool,
+    /// The first sequence this read covers (for `Subscribed`).
+    pub first: u64,
+}
+
+impl Cursor {
+    /// A cursor for a `HistoryGet`.
+    pub fn history(q: &HistoryGet, correlation_id: u64, pattern: Pattern) -> Self {
+        let from = match q.from {
+            None => Start::Oldest,
+            Some(history_get::From::FromSequence(s)) => Start::Sequence(s),
+            Some(history_get::From::FromTimeUnixNanos(t)) => Start::Time(t),
+        };
+        let to = match q.to {
+            None => Stop::Now,
+            Some(history_get::To::ToSequence(s)) => Stop::Sequence(s),
+            Some(history_get::To::ToTimeUnixNanos(t)) => Stop::Time(t),
+        };
+        Self {
+            reality: q.reality_id.clone(),
+            pattern,
+            purpose: Purpose::History {
+                correlation_id,
+                limit: if q.limit == 0 {
+                    u64::MAX
+                } else {
+                    u64::from(q.limit)
+                },
+            },
+            from,
+            to,
+            next: None,
+            end: None,
+            count: 0,
+        }
+    }
+
+    /// A cursor for the replay of a subscription; `None` for a `latest` start.
+    pub fn replay(
+        reality: &str,
+        start: Option<&StartPosition>,
+        subscription_id: u64,
+        correlation_id: u64,
+        pattern: Pattern,
+    ) -> Option<Self> {
+        let from = match start.and_then(|s| s.position) {
+            None | Some(start_position::Position::Latest(_)) => return None,
+            Some(start_position::Position::FromSequence(s)) => Start::Sequence(s),
+            Some(start_position::Position::FromTimeUnixNanos(t)) => Start::Time(t),
+            Some(start_position::Position::LastN(n)) => Start::LastN(n),
+        };
+        Some(Self {
+            reality: reality.to_owned(),
+            pattern,
+            purpose: Purpose::Replay {
+                subscription_id,
+                correlation_id,
+            },
+            from,
+            to: Stop::Now,
+            next: None,
+            end: None,
+            count: 0,
+        })
+    }
+
+    /// Resolves the start on the first step; refuses ranges retention already trimmed.
+    fn resolve(&mut self, log: &RealityLog, visible_end: u64) -> Result<u64, Unavailable> {
+        if let Some(next) = self.next {
+            return Ok(next);
+        }
+        let first_kept = log.first_sequence();
+        let trimmed = first_kept > 1;
+        let unavailable = |what: String| Unavailable {
+            message: format!(
+                "reality `{}`: {what}; retention keeps sequences from {first_kept}",
+                self.reality
+            ),
+            first_available_sequence: first_kept,
+        };
+        let start = match self.from {
+            Start::Oldest => first_kept,
+            Start::Sequence(s) => {
+                let s = s.max(1);
+                if s < first_kept {
+                    return Err(unavailable(format!("sequence {s} was trimmed")));
+                }
+                s
+            }
+            Start::Time(t) => {
+                if trimmed && log.first_timestamp().is_some_and(|first| t < first) {
+                    return Err(unavailable(format!("time {t} was trimmed")));
+                }
+                log.read(log.seek_time(t))
+                    .map(|(r, _)| r.sequence.min(visible_end))
+                    .unwrap_or(visible_end)
+            }
+            Start::LastN(n) => visible_end.saturating_sub(n).max(first_kept),
+        };
+        if let Purpose::History { .. } = self.purpose {
+            self.end = Some(match self.to {
+                Stop::Sequence(s) => s.min(visible_end),
+                Stop::Now | Stop::Time(_) => visible_end,
+            });
+        }
+        self.next = Some(start);
+        Ok(start)
+    }
+
+    /// Reads the next chunk. `visible_end` is one past the last sequence subscribers may see
+    /// (with `sync = "always"`, what is durable).
+    pub fn step(
+        &mut self,
+        log: &RealityLog,
+        visible_end: u64,
+        chunk_bytes: usize,
+    ) -> Result<Step, Unavailable> {
+        let first = self.resolve(log, visible_end)?;
+        let start = self.next.expect("resolved");
+        let end = self.end.unwrap_or(visible_end);
+        let limit = match self.purpose {
+            Purpose::History { limit, .. } => limit,
+            Purpose::Replay { .. } => u64::MAX,
+        };
+        let mut bodies: Vec<&[u8]> = Vec::new();
+        let mut bytes = 0;
+        let mut next = start;
+        let mut done = true;
+        let mut at = log.seek_sequence(start);
+        while let Some((record, after)) = log.read(at) {
+            if record.sequence >= end
+                || matches!(self.to, Stop::Time(t) if record.timestamp_unix_nanos >= t)
+                || self.count >= limit
+            {
+                break;
+            }
+            let wanted = envelope_topic(record.body).is_some_and(|t| self.pattern.matches(t));
+            if wanted && bytes > 0 && bytes + record.body.len() > chunk_bytes {
+                // The chunk is full; this record starts the next one.
+                done = false;
+                break;
+            }
+            if wanted {
+                bytes += record.body.len();
+                bodies.push(record.body);
+                self.count += 1;
+            }
+            next = record.sequence + 1;
+            at = after;
+        }
+        self.next = Some(next);
+        let mut out = BytesMut::new();
+        match self.purpose {
+            Purpose::History { correlation_id, .. } => {
+                if !bodies.is_empty() {
+                    put_history_chunk(&mut out, correlation_id, &bodies);
+                }
+                if done {
+                    put_history_end(&mut out, correlation_id, self.count, next);
+                }
+            }
+            Purpose::Replay {
+                subscription_id, ..
+            } => {
+                for body in &bodies {
+                    put_deliver_header(&mut out, subscription_id, body.len());
+                    out.put_slice(body);
+                }
+            }
+        }
+        Ok(Step {
+            frames: out.freeze(),
+            done,
+            first,
+        })
+    }
+}
+
+fn put_history_end(out: &mut BytesMut, correlation_id: u64, count: u64, next_sequence: u64) {
+    use arqonbus_proto::v1::{server_frame, HistoryEnd, ServerFrame};
+    arqonbus_proto::frame::put_frame(
+        out,
+        &ServerFrame {
+            correlation_id,
+            kind: Some(server_frame::Kind::HistoryEnd(HistoryEnd {
+                count,
+                next_sequence,
+            })),
+        },
+    );
+}

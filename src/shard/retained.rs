@@ -1,0 +1,616 @@
+//! The owner shard's side of retained realities: opening and recovering logs, holding pulses
+//! until their flush (`sync = "always"`), group commit, checkpoints, retention, and the reads
+//! behind `history.get` and replay-then-live subscriptions.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arqonbus_proto::v1::{ArqonMessage, ErrorCode};
+use bytes::Bytes;
+use event_listener::Event;
+use prost::Message;
+
+use super::{FromOwner, Origin, Pulse, Shard, ToOwner};
+use crate::config::{OnCorruption, RetentionRule, SyncMode};
+use crate::history::{Cursor, Purpose};
+use crate::session::{error_frame, subscribed_frame, ConnId};
+use crate::store::{self, RealityLog, StoreError};
+
+/// Where a read's chunks go.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOrigin {
+    pub shard: usize,
+    pub conn: ConnId,
+}
+
+/// A pulse sequenced and written, waiting for the flush that makes it durable.
+struct Held {
+    pulse: Arc<Pulse>,
+    origin: Origin,
+    ack: Option<Bytes>,
+}
+
+/// One retained reality on its owner shard.
+pub struct Retained {
+    pub log: RefCell<RealityLog>,
+    held: RefCell<VecDeque<Held>>,
+    held_bytes: Cell<usize>,
+    /// The last sequence fanned out to subscribers (and so visible to reads).
+    released_through: Cell<u64>,
+    flushing: Cell<bool>,
+    flushed: Event,
+    /// Set when a flush failed: the reality takes no more pulses until restart.
+    failed: RefCell<Option<String>>,
+}
+
+impl Retained {
+    fn new(log: RealityLog) -> Rc<Self> {
+        let last = log.last_sequence();
+        Rc::new(Self {
+            log: RefCell::new(log),
+            held: RefCell::new(VecDeque::new()),
+            held_bytes: Cell::new(0),
+            released_through: Cell::new(last),
+            flushing: Cell::new(false),
+            flushed: Event::new(),
+            failed: RefCell::new(None),
+        })
+    }
+
+    /// One past the last sequence readers may see.
+    pub fn visible_end(&self) -> u64 {
+        self.released_through.get() + 1
+    }
+
+    async fn wait_for_room(&self, max_held_bytes: usize) {
+        while self.held_bytes.get() >= max_held_bytes && self.flushing.get() {
+            let listener = self.flushed.listen();
+            if self.held_bytes.get() < max_held_bytes || !self.flushing.get() {
+                break;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Room to leave for what the owner adds to an envelope when it stamps it (sequence,
+/// timestamp, a UUIDv7 id, the causal entry).
+fn stamp_slack(reality: &str) -> usize {
+    11 + 11 + 38 + reality.len() + 16
+}
+
+impl Shard {
+    fn storage_error(&self, origin: Origin, message: &str) {
+        self.counters.request_errors.inc();
+        let frame = error_frame(origin.correlation_id, ErrorCode::StorageFailed, message);
+        self.answer(origin.shard, origin.conn, frame);
+    }
+
+    /// The retained state of a reality this shard owns, opened on first use when a retention
+    /// rule matches; `Ok(None)` for an ephemeral reality.
+    pub fn retained_for(&self, reality: &str) -> Result<Option<Rc<Retained>>, String> {
+        if let Some(r) = self.retained.borrow().get(reality) {
+            return Ok(Some(r.clone()));
+        }
+        if let Some(why) = self.refused.borrow().get(reality) {
+            return Err(why.clone());
+        }
+        let Some(rule) = self.config.retention_for(reality).cloned() else {
+            return Ok(None);
+        };
+        let (log, _) = self
+            .open_log(reality, &rule)
+            .map_err(|e| format!("reality `{reality}` cannot be stored: {e}"))?;
+        let r = Retained::new(log);
+        self.retained
+            .borrow_mut()
+            .insert(Arc::from(reality), r.clone());
+        Ok(Some(r))
+    }
+
+    fn open_log(
+        &self,
+        reality: &str,
+        rule: &RetentionRule,
+    ) -> Result<(RealityLog, store::RecoveryReport), StoreError> {
+        let segment_bytes = self.config.segment_bytes_for(rule) as usize;
+        RealityLog::open(
+            &self.config.data_dir,
+            Arc::from(reality),
+            rule,
+            segment_bytes,
+        )
+    }
+
+    /// Recovers every retained reality this shard owns. Runs before the shard accepts.
+    pub fn recover_all(&self) -> Result<(), String> {
+        let names = store::list_realities(&self.config.data_dir).map_err(|e| {
+            format!(
+                "cannot list {}: {e}",
+                self.config.data_dir.join("realities").display()
+            )
+        })?;
+        // A reality whose rule was removed from the config keeps its log: sequences are
+        // never reused, so it goes on as retained, keeping everything.
+        let keep_all = RetentionRule {
+            realities: String::new(),
+            max_age_ms: 0,
+            max_bytes: 0,
+            sync: SyncMode::Always,
+            sync_interval_ms: 100,
+            segment_bytes: None,
+        };
+        for name in names.into_iter().filter(|n| self.owner_of(n) == self.id) {
+            let rule = self
+                .config
+                .retention_for(&name)
+                .cloned()
+                .unwrap_or(keep_all.clone());
+            match self.open_log(&name, &rule) {
+                Ok((log, report)) => {
+                    tracing::info!(
+                        shard = self.id,
+                        reality = %name,
+                        segments = report.segments,
+                        records = report.records,
+                        truncated = ?report.truncated_at,
+                        "recovered retained reality"
+                    );
+                    self.counters.recovered_records.add(report.records);
+                    if report.truncated_at.is_some() {
+                        self.counters.recovery_truncations.inc();
+                    }
+                    self.sequencer.borrow_mut().restore(
+                        &name,
+                        log.last_sequence() + 1,
+                        log.last_timestamp(),
+                    );
+                    self.retained
+                        .borrow_mut()
+                        .insert(Arc::from(name.as_str()), Retained::new(log));
+                }
+                Err(e @ StoreError::Corrupt { .. })
+                    if self.config.storage.on_corruption == OnCorruption::Quarantine =>
+                {
+                    let moved = self.quarantine(&name);
+                    tracing::error!(reality = %name, error = %e, quarantine = %moved, "reality quarantined");
+                    self.refused.borrow_mut().insert(
+                        name.clone(),
+                        format!("reality `{name}` is quarantined after corruption ({e}); its files are in {moved}"),
+                    );
+                }
+                Err(e) => return Err(format!("cannot recover reality `{name}`: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn quarantine(&self, reality: &str) -> String {
+        let from = store::reality_dir(&self.config.data_dir, reality);
+        let dir = self.config.data_dir.join("quarantine");
+        let to = dir.join(format!(
+            "{reality}.{}",
+            self.clock.now_unix_nanos() / 1_000_000_000
+        ));
+        let moved = std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&from, &to));
+        match moved {
+            Ok(()) => to.display().to_string(),
+            Err(e) => format!("{} (could not move it: {e})", from.display()),
+        }
+    }
+
+    /// Sequences, stores (when retained) and fans out a pulse of a reality this shard owns.
+    pub async fn sequence(self: &Rc<Self>, mut message: ArqonMessage, origin: Origin) {
+        debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
+        let retained = match self.retained_for(&message.reality_id) {
+            Ok(r) => r,
+            Err(why) => return self.storage_error(origin, &why),
+        };
+        self.wait_for_delivery_room(&message.reality_id).await;
+        if let Some(r) = &retained {
+            r.wait_for_room(self.config.storage.max_unflushed_bytes as usize)
+                .await;
+            if let Some(why) = r.failed.borrow().as_ref() {
+                return self.storage_error(origin, why);
+            }
+            let room = message.encoded_len() + stamp_slack(&message.reality_id);
+            if let Err(e) = r.log.borrow_mut().reserve(room) {
+                return self.storage_error(origin, &e.to_string());
+            }
+        }
+        // From here on nothing waits: sequencing, storing and the pushes into the outboxes
+        // happen in one step, so pulses enter every ring in sequence order.
+        let Some((pulse, ack)) = self.stamp(&mut message, origin) else {
+            return;
+        };
+        let Some(r) = retained else {
+            self.release(&pulse, origin, ack);
+            return;
+        };
+        r.log
+            .borrow_mut()
+            .append(pulse.sequence, pulse.timestamp_unix_nanos, &pulse.encoded);
+        if r.log.borrow().sync == SyncMode::Always {
+            r.held_bytes.set(r.held_bytes.get() + pulse.encoded.len());
+            r.held.borrow_mut().push_back(Held { pulse, origin, ack });
+            if !r.flushing.get() {
+                self.start_flush(&r);
+            }
+        } else {
+            r.released_through.set(pulse.sequence);
+            self.release(&pulse, origin, ack);
+        }
+    }
+
+    fn release(&self, pulse: &Arc<Pulse>, origin: Origin, ack: Option<Bytes>) {
+        self.fan_out(pulse);
+        if let Some(frame) = ack {
+            self.answer(origin.shard, origin.conn, frame);
+        }
+    }
+
+    /// Starts a group commit: everything written so far is flushed by one fdatasync off the
+    /// reactor; pulses held for it are then released in order. One flush per reality at a time;
+    /// what arrives meanwhile waits for the next.
+    pub fn start_flush(self: &Rc<Self>, r: &Rc<Retained>) {
+        r.flushing.set(true);
+        let shard = self.clone();
+        let r = r.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let job = r.log.borrow_mut().flush_job();
+                let outcome = match job {
+                    Ok(job) => {
+                        let through = job.through;
+                        let files = job.files;
+                        let synced = glommio::executor()
+                            .spawn_blocking(move || store::run_flush(&files))
+                            .await;
+                        synced.map(|_| through)
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(through) => {
+                        r.log.borrow_mut().flushed(through);
+                        shard.release_held(&r, through.sequence);
+                    }
+                    Err(e) => {
+                        let dir = r.log.borrow().dir.display().to_string();
+                        shard.fail_retained(&r, format!("flushing {dir} failed: {e}"));
+                        break;
+                    }
+                }
+                if r.held.borrow().is_empty() {
+                    break;
+                }
+            }
+            r.flushing.set(false);
+            r.flushed.notify(usize::MAX);
+        })
+        .detach();
+    }
+
+    fn release_held(&self, r: &Retained, through: u64) {
+        loop {
+            let next = {
+                let mut held = r.held.borrow_mut();
+                match held.front() {
+                    Some(h) if h.pulse.sequence <= through => held.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(h) = next else { break };
+            r.held_bytes.set(r.held_bytes.get() - h.pulse.encoded.len());
+            r.released_through.set(h.pulse.sequence);
+            self.release(&h.pulse, h.origin, h.ack);
+        }
+    }
+
+    /// A flush failed: nothing held is acknowledged or delivered, and the reality refuses new
+    /// pulses until an operator restarts the bus (recovery then decides what is on disk).
+    fn fail_retained(&self, r: &Retained, why: String) {
+        tracing::error!(shard = self.id, error = %why, "retained reality failed");
+        let held: Vec<Held> = r.held.borrow_mut().drain(..).collect();
+        r.held_bytes.set(0);
+        for h in held {
+            self.storage_error(h.origin, &why);
+        }
+        *r.failed.borrow_mut() = Some(why);
+    }
+
+    /// Periodic upkeep: interval flushes, checkpoints, retention. Runs for the life of the shard.
+    pub async fn maintain_retained(self: Rc<Self>) {
+        let tick = Duration::from_millis(50);
+        let checkpoint_every = Duration::from_millis(self.config.storage.checkpoint_interval_ms);
+        let mut since_checkpoint = Duration::ZERO;
+        let mut since_flush: std::collections::HashMap<Arc<str>, Duration> = Default::default();
+        loop {
+            glommio::timer::sleep(tick).await;
+            since_checkpoint += tick;
+            let checkpoint_now = since_checkpoint >= checkpoint_every;
+            if checkpoint_now {
+                since_checkpoint = Duration::ZERO;
+            }
+            let all: Vec<(Arc<str>, Rc<Retained>)> = self
+                .retained
+                .borrow()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (name, r) in all {
+                if r.failed.borrow().is_some() {
+                    continue;
+                }
+                let (sync, interval, dirty) = {
+                    let log = r.log.borrow();
+                    (log.sync, log.sync_interval_ms, log.is_dirty())
+                };
+                let waited = since_flush.entry(name.clone()).or_default();
+                *waited += tick;
+                let due = match sync {
+                    SyncMode::Always => false,
+                    SyncMode::Interval => *waited >= Duration::from_millis(interval),
+                    SyncMode::Os => checkpoint_now,
+                };
+                if due && dirty && !r.flushing.get() {
+                    *waited = Duration::ZERO;
+                    self.start_flush(&r);
+                }
+                if checkpoint_now {
+                    self.checkpoint_and_trim(&r).await;
+                }
+            }
+        }
+    }
+
+    async fn checkpoint_and_trim(&self, r: &Rc<Retained>) {
+        let due = r.log.borrow().checkpoint_due();
+        if let Some(cp) = due {
+            let dir = r.log.borrow().dir.clone();
+            let written = glommio::executor()
+                .spawn_blocking(move || cp.write(&dir))
+                .await;
+            match written {
+                Ok(()) => r.log.borrow_mut().checkpoint_written(cp),
+                Err(e) => tracing::warn!(error = %e, "checkpoint write failed; will retry"),
+            }
+        }
+        let removed = r.log.borrow_mut().trim(self.clock.now_unix_nanos());
+        if !removed.is_empty() {
+            self.counters.segments_trimmed.add(removed.len() as u64);
+            glommio::executor()
+                .spawn_blocking(move || {
+                    for path in removed {
+                        let _ = std::fs::remove_file(path);
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// On shutdown: flush what is written and record it in the checkpoint.
+    pub async fn close_retained(&self) {
+        let all: Vec<Rc<Retained>> = self.retained.borrow().values().cloned().collect();
+        for r in all {
+            if r.failed.borrow().is_some() {
+                continue;
+            }
+            let job = r.log.borrow_mut().flush_job();
+            if let Ok(job) = job {
+                let through = job.through;
+                let files = job.files;
+                let synced = glommio::executor()
+                    .spawn_blocking(move || store::run_flush(&files))
+                    .await;
+                if synced.is_ok() {
+                    r.log.borrow_mut().flushed(through);
+                }
+            }
+            self.checkpoint_and_trim(&r).await;
+        }
+    }
+
+    /// Sends a read step to the reality's owner (or does it here).
+    pub async fn send_read(self: &Rc<Self>, cursor: Cursor, origin: ReadOrigin) {
+        let owner = self.owner_of(&cursor.reality);
+        if owner == self.id {
+            self.read_step(cursor, origin);
+        } else {
+            self.send_to_owner(owner, ToOwner::Read(Box::new((cursor, origin))))
+                .await;
+        }
+    }
+
+    /// Owner side of a read: one chunk, and the switch to live when a replay has caught up.
+    pub fn read_step(self: &Rc<Self>, mut cursor: Cursor, origin: ReadOrigin) {
+        let chunk = (self.config.storage.history_chunk_bytes)
+            .min(self.config.limits.max_frame_bytes / 2) as usize;
+        let result = match self.retained_for(&cursor.reality) {
+            Ok(Some(r)) => {
+                let log = r.log.borrow();
+                cursor
+                    .step(&log, r.visible_end(), chunk)
+                    .map(|step| (step, r.visible_end()))
+                    .map_err(|u| {
+                        (
+                            ErrorCode::HistoryUnavailable,
+                            u.message,
+                            u.first_available_sequence,
+                        )
+                    })
+            }
+            Ok(None) => Err((
+                ErrorCode::HistoryUnavailable,
+                format!(
+                    "reality `{}` is not retained: no retention rule matches it",
+                    cursor.reality
+                ),
+                0,
+            )),
+            Err(why) => Err((ErrorCode::StorageFailed, why, 0)),
+        };
+        let correlation_id = match cursor.purpose {
+            Purpose::History { correlation_id, .. } | Purpose::Replay { correlation_id, .. } => {
+                correlation_id
+            }
+        };
+        let (outcome, live_from) = match result {
+            Ok((step, visible_end)) => {
+                let live_from = match cursor.purpose {
+                    Purpose::Replay { .. } if step.done => {
+                        // Caught up: from this moment every pulse reaches the subscriber's shard
+                        // live, starting exactly where the replay ended.
+                        let _ = self.sequencer.borrow_mut().change_interest(
+                            &cursor.reality,
+                            origin.shard,
+                            true,
+                        );
+                        Some(visible_end)
+                    }
+                    _ => None,
+                };
+                (Ok(step), live_from)
+            }
+            Err((code, message, first)) => {
+                let frame =
+                    crate::session::error_frame_with_first(correlation_id, code, &message, first);
+                (Err(frame), None)
+            }
+        };
+        let step = ReadStep {
+            cursor: Box::new(cursor),
+            origin,
+            outcome,
+            live_from,
+        };
+        match &self.deliveries[origin.shard] {
+            Some(outbox) => outbox.push(FromOwner::Read(Box::new(step))),
+            None => self.on_read_step(step),
+        }
+    }
+
+    /// Requesting side of a read: hand the chunk to the client, then ask for the next once the
+    /// client has drained its queue.
+    pub fn on_read_step(self: &Rc<Self>, step: ReadStep) {
+        let ReadStep {
+            cursor,
+            origin,
+            outcome,
+            live_from,
+        } = step;
+        let conn = self.conn(origin.conn);
+        let sub = match cursor.purpose {
+            Purpose::Replay {
+                subscription_id, ..
+            } => conn.as_ref().and_then(|c| {
+                self.subs
+                    .borrow()
+                    .find(&cursor.reality, c.id, subscription_id)
+                    .cloned()
+            }),
+            Purpose::History { .. } => None,
+        };
+        let Some(conn) = conn else {
+            if live_from.is_some() {
+                self.release_interest_later(cursor.reality.clone());
+            }
+            return;
+        };
+        match cursor.purpose {
+            Purpose::History { .. } => match outcome {
+                Err(frame) => conn.push_frame(&self.counters, frame),
+                Ok(s) => {
+                    if !s.frames.is_empty() {
+                        conn.push_frame(&self.counters, s.frames);
+                    }
+                    if !s.done {
+                        self.continue_read(conn, *cursor, origin);
+                    }
+                }
+            },
+            Purpose::Replay {
+                subscription_id,
+                correlation_id,
+            } => {
+                let Some(sub) = sub else {
+                    // Unsubscribed while replaying.
+                    if live_from.is_some() {
+                        self.release_interest_later(cursor.reality.clone());
+                    }
+                    return;
+                };
+                match outcome {
+                    Err(frame) => {
+                        self.subs
+                            .borrow_mut()
+                            .remove(&cursor.reality, conn.id, subscription_id);
+                        conn.forget_subscription(subscription_id);
+                        conn.push_frame(&self.counters, frame);
+                    }
+                    Ok(s) => {
+                        if !sub.announced() {
+                            sub.announce();
+                            let origin = super::SubscribeOrigin {
+                                conn: conn.id,
+                                subscription_id,
+                                correlation_id,
+                            };
+                            conn.push_frame(&self.counters, subscribed_frame(origin, s.first));
+                        }
+                        if !s.frames.is_empty() {
+                            conn.push_frame(&self.counters, s.frames);
+                        }
+                        match live_from {
+                            Some(from) => sub.go_live(from),
+                            None => self.continue_read(conn, *cursor, origin),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn continue_read(
+        self: &Rc<Self>,
+        conn: Rc<crate::session::Conn>,
+        cursor: Cursor,
+        origin: ReadOrigin,
+    ) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            // glommio runs a new task right away; yielding first keeps a local owner's
+            // read loop from recursing through spawn.
+            futures_lite::future::yield_now().await;
+            conn.wait_drained().await;
+            if conn.is_closing() {
+                if let Purpose::Replay { .. } = cursor.purpose {
+                    // The subscription goes with the connection; it never registered interest.
+                }
+                return;
+            }
+            shard.send_read(cursor, origin).await;
+        })
+        .detach();
+    }
+
+    fn release_interest_later(self: &Rc<Self>, reality: String) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            crate::session::release_interest(&shard, reality).await;
+        })
+        .detach();
+    }
+}
+
+/// One chunk of a read, on its way back to the requesting shard.
+pub struct ReadStep {
+    pub cursor: Box<Cursor>,
+    pub origin: ReadOrigin,
+    pub outcome: Result<crate::history::Step, Bytes>,
+    /// Set when a replay caught up: the sequence live delivery starts at.
+    pub live_from: Option<u64>,
+}
