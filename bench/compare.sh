@@ -14,6 +14,7 @@
 #   CONNS          idle connections (20000; capped by the open-file limit, and said so)
 #   ROUNDS         repeats of the whole set (1); summary.md reports medians
 #   SCENARIOS      subset to run ("throughput fanout latency conns durable")
+#   QUIET_WAIT     seconds to wait for other work on the machine to stop first (0: don't wait)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -24,6 +25,7 @@ FANOUT_SUBS=${FANOUT_SUBS:-4}
 CONNS=${CONNS:-20000}
 ROUNDS=${ROUNDS:-1}
 SCENARIOS=${SCENARIOS:-"throughput fanout latency conns durable"}
+QUIET_WAIT=${QUIET_WAIT:-0}
 
 ARQ_BIN=$(find_arqonbus)
 NATS_BIN=$(find_nats)
@@ -46,6 +48,11 @@ trap 'exit 130' INT TERM
 # Both servers and the harness get the hard open-file limit (the conns scenario needs it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+if ((QUIET_WAIT > 0)); then
+  wait_quiet "$QUIET_WAIT" || true
+fi
+BUSY_BEFORE=$(busy_cores 3)
+
 APORT=$(free_port)
 start_arqonbus "$ARQ_BIN" "$APORT" "$WORK" "$OUT/arqonbus-server.log"
 NPORT=$(free_port)
@@ -58,6 +65,7 @@ start_nats "$NATS_BIN" "$NPORT" "$WORK" "$OUT/nats-server.log"
   echo "nats-server: $("$NATS_BIN" --version 2>/dev/null || echo '?'), -js -sd (file store) on 127.0.0.1:$NPORT, pid $NATS_PID"
   echo "commit: $(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "open-file limit: soft $(ulimit -Sn), hard $(ulimit -Hn)"
+  echo "cores busy before the servers started: $BUSY_BEFORE (each run's own CPU line shows other processes during it)"
   echo "knobs: DURATION=$DURATION PAYLOAD=$PAYLOAD RATES=\"$RATES\" FANOUT_SUBS=$FANOUT_SUBS CONNS=$CONNS ROUNDS=$ROUNDS"
 } >"$OUT/environment.txt"
 cat "$OUT/environment.txt"

@@ -108,3 +108,31 @@ stop_servers() {
   done
   SERVER_PIDS=()
 }
+
+# Cores busy (user+nice+system+irq+softirq) over the next $1 seconds, from /proc/stat.
+busy_cores() {
+  local secs=${1:-5} a b
+  a=$(awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat)
+  sleep "$secs"
+  b=$(awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat)
+  awk -v a="$a" -v b="$b" -v s="$secs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz / s}'
+}
+
+# Waits up to $1 seconds for the machine to be quiet (under $2 busy cores over 10 s), so that
+# other work does not skew a comparison. Returns 1 if it never was.
+wait_quiet() {
+  local max=$1 limit=${2:-0.3} waited=0 busy
+  while :; do
+    busy=$(busy_cores 10)
+    if awk -v b="$busy" -v l="$limit" 'BEGIN {exit !(b < l)}'; then
+      echo "machine quiet: $busy cores busy" >&2
+      return 0
+    fi
+    waited=$((waited + 10))
+    if ((waited >= max)); then
+      echo "machine still busy after ${max}s ($busy cores); running anyway" >&2
+      return 1
+    fi
+    echo "machine busy ($busy cores); waiting" >&2
+  done
+}

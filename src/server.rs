@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -166,7 +167,12 @@ impl Server {
             } else {
                 Placement::Unbound
             };
-            let handle = LocalExecutorBuilder::new(placement)
+            let mut builder = LocalExecutorBuilder::new(placement);
+            if config.io.spin_before_park_us > 0 {
+                builder =
+                    builder.spin_before_park(Duration::from_micros(config.io.spin_before_park_us));
+            }
+            let handle = builder
                 .name(&format!("shard-{id}"))
                 .io_memory(config.io.io_memory_bytes as usize)
                 .ring_depth(config.io.ring_depth as usize)

@@ -436,8 +436,9 @@ impl RunResult {
                 .unwrap_or_default();
             let _ = writeln!(
                 md,
-                "CPU (cores, average over the run, of {}): harness {:.2}, {server}everything else {:.2}.\n",
-                c.machine_cores, c.harness, c.other
+                "CPU (cores, average over the run, of {}): harness {:.2}, {server}other processes \
+                 {:.2}, interrupts {:.2}, steal {:.2}.\n",
+                c.machine_cores, c.harness, c.other, c.interrupts, c.steal
             );
         }
         if let (Some(b), Some(a)) = (self.server_rss_before_bytes, self.server_rss_after_bytes) {

@@ -83,6 +83,10 @@ pub fn summarize(dir: &Path) -> Result<String> {
         }
     }
     md.push('\n');
+    interference(
+        &mut md,
+        by_label.values().flat_map(|t| t.values()).flatten(),
+    );
 
     let _ = writeln!(md, "## Runs\n");
     for label in &order {
@@ -97,6 +101,31 @@ pub fn summarize(dir: &Path) -> Result<String> {
     let path = dir.join("summary.md");
     std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
     Ok(md)
+}
+
+/// One line on how much other work ran beside the benchmark: a comparison made on a busy
+/// machine says so.
+fn interference<'a>(md: &mut String, runs: impl Iterator<Item = &'a RunResult>) {
+    let with_cpu: Vec<(&RunResult, f64)> = runs
+        .filter_map(|r| r.cpu.filter(|c| c.server.is_some()).map(|c| (r, c.other)))
+        .collect();
+    if with_cpu.is_empty() {
+        return;
+    }
+    let mean = with_cpu.iter().map(|(_, o)| o).sum::<f64>() / with_cpu.len() as f64;
+    let (worst, worst_other) = with_cpu
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("not empty");
+    let cores = worst.cpu.map(|c| c.machine_cores).unwrap_or(0.0);
+    let _ = writeln!(
+        md,
+        "Other processes on the machine used {mean:.2} of its {cores} cores on average during these \
+         runs (the most: {worst_other:.2}, during {} on {}).{}\n",
+        worst.label,
+        worst.target,
+        if mean > 0.25 { " The numbers are skewed by that work; compare again on a quiet machine." } else { "" }
+    );
 }
 
 fn load(dir: &Path) -> Result<Vec<RunResult>> {

@@ -62,12 +62,17 @@ fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// CPU time counters at one instant, in clock ticks: the whole machine's busy time, this
-/// process's and (when known) the server's.
+/// CPU time counters at one instant, in clock ticks: the whole machine's, this process's and
+/// (when known) the server's.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSnapshot {
     at: std::time::Instant,
-    machine_busy: u64,
+    /// user + nice + system over all CPUs: time processes ran.
+    machine_tasks: u64,
+    /// irq + softirq: interrupt work (on loopback, much of the TCP stack) charged to no process.
+    machine_interrupts: u64,
+    /// Time the hypervisor ran something else while this machine's CPUs wanted to run.
+    machine_steal: u64,
     harness: u64,
     server: Option<u64>,
 }
@@ -78,9 +83,15 @@ pub struct CpuUse {
     pub machine_cores: f64,
     pub harness: f64,
     pub server: Option<f64>,
-    /// Everything else: other processes and the kernel's work for them. With no server PID,
-    /// the server is inside this.
+    /// Other processes. With no server PID, the server is inside this.
     pub other: f64,
+    /// Interrupt and softirq work, which the kernel charges to no process: on loopback this is
+    /// largely TCP delivery for the harness and the server.
+    #[serde(default)]
+    pub interrupts: f64,
+    /// Time taken by the hypervisor (virtual machines only).
+    #[serde(default)]
+    pub steal: f64,
 }
 
 impl CpuSnapshot {
@@ -93,17 +104,13 @@ impl CpuSnapshot {
             .skip(1)
             .filter_map(|f| f.parse().ok())
             .collect();
-        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-        let busy = fields
-            .iter()
-            .take(8)
-            .enumerate()
-            .filter(|(i, _)| *i != 3 && *i != 4)
-            .map(|(_, v)| v)
-            .sum();
+        // user nice system idle iowait irq softirq steal ...
+        let f = |i: usize| fields.get(i).copied().unwrap_or(0);
         Some(CpuSnapshot {
             at: std::time::Instant::now(),
-            machine_busy: busy,
+            machine_tasks: f(0) + f(1) + f(2),
+            machine_interrupts: f(5) + f(6),
+            machine_steal: f(7),
             harness: process_ticks("self")?,
             server: server_pid.and_then(|p| process_ticks(&p.to_string())),
         })
@@ -115,7 +122,7 @@ impl CpuSnapshot {
         let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-3);
         let cores = |ticks: u64| ticks as f64 / ticks_per_s / secs;
-        let machine = cores(later.machine_busy.saturating_sub(self.machine_busy));
+        let tasks = cores(later.machine_tasks.saturating_sub(self.machine_tasks));
         let harness = cores(later.harness.saturating_sub(self.harness));
         let server = match (self.server, later.server) {
             (Some(a), Some(b)) => Some(cores(b.saturating_sub(a))),
@@ -127,7 +134,13 @@ impl CpuSnapshot {
                 .unwrap_or(1) as f64,
             harness,
             server,
-            other: (machine - harness - server.unwrap_or(0.0)).max(0.0),
+            other: (tasks - harness - server.unwrap_or(0.0)).max(0.0),
+            interrupts: cores(
+                later
+                    .machine_interrupts
+                    .saturating_sub(self.machine_interrupts),
+            ),
+            steal: cores(later.machine_steal.saturating_sub(self.machine_steal)),
         }
     }
 }

@@ -312,9 +312,10 @@ class Subscription:
         pulse = await sub.get(timeout=5)
 
     `next_sequence` is the `Subscribed.next_sequence` of the latest (re)subscription: pulses
-    from that sequence on are delivered in order. `dropped` counts pulses this subscription
-    missed (server `Dropped` frames plus local overflow of `max_pending`); `resubscribed`
-    counts automatic or explicit re-subscriptions after a reconnect.
+    from that sequence on are delivered in order. `last_sequence` is the sequence of the last
+    pulse received. `dropped` counts pulses this subscription missed (server `Dropped` frames
+    plus local overflow of `max_pending`); `resubscribed` counts re-subscriptions after a
+    reconnect.
     """
 
     def __init__(
@@ -341,6 +342,8 @@ class Subscription:
         self.dropped = 0
         self.dropped_locally = 0
         self.resubscribed = 0
+        #: The sequence of the last pulse received for this subscription (0: none yet).
+        self.last_sequence = 0
         self._queue: Deque[Any] = collections.deque()
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._started = False
@@ -686,7 +689,8 @@ class Bus:
         self._streams: Dict[int, History] = {}
         self._subscriptions: Dict[int, Subscription] = {}
         self._reconnect_task: Optional["asyncio.Task[None]"] = None
-        self._resubscribing: Dict[int, Subscription] = {}
+        # Re-Subscribe in flight: correlation id -> (subscription, started at `latest`).
+        self._resubscribing: Dict[int, Tuple[Subscription, bool]] = {}
         self._restart_check: Optional[Tuple[Dict[str, int], Set[str]]] = None
         self._closed = False
         # Set when automatic reconnection gave up (or is off): what every call raises.
@@ -789,12 +793,13 @@ class Bus:
         """Opens a new connection (dropping the current one if any) and re-subscribes every
         open subscription.
 
-        Re-subscriptions start at `latest`: pulses published while the client was
-        disconnected are not delivered (use history on retained realities to fill the gap).
-        Requests in flight on the old connection fail with `ConnectionLost`; nothing is
-        resent. If a re-subscribed reality's `next_sequence` shows that the reality restarted
-        (ephemeral realities restart at 1 when the server does), its causal entry is lowered
-        to match, so later publishes do not claim to depend on pulses the server forgot.
+        A subscription resumes from the sequence after the last pulse it received, so on a
+        retained reality nothing is missed or repeated; on an ephemeral one (which keeps no
+        history) it resumes at `latest` and pulses published while the client was away are
+        missed. Requests in flight on the old connection fail with `ConnectionLost`; nothing
+        is resent. If a reality re-subscribed at `latest` shows by its `next_sequence` that it
+        restarted (ephemeral realities restart at 1 when the server does), its causal entry is
+        lowered to match, so later publishes do not claim to depend on pulses the server forgot.
         """
         if self._closed:
             raise ClientClosed("the bus is closed")
@@ -817,32 +822,52 @@ class Bus:
             return
         conn = self._conn
         assert conn is not None
-        # Checked in _on_frame when each Subscribed arrives, in order with the Deliver frames
-        # around it, so that no pulse observed after it is undone by the check.
+        # Checked in _on_frame when each `latest` re-Subscribed arrives, in order with the
+        # Deliver frames around it, so that no pulse observed after it is undone by the check.
         self._restart_check = (self.causal.snapshot(), set())
-        futures = []
-        for sub in subs:
-            sub._error = None
-            cid = next(self._correlation_ids)
-            fut = self._loop.create_future()
-            self._pending[cid] = fut
-            self._resubscribing[cid] = sub
-            conn.send(sub._subscribe_frame(cid, None).SerializeToString())
-            futures.append((sub, cid, fut))
         try:
-            for sub, cid, fut in futures:
-                try:
-                    answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
-                except ServerErrorTypes as exc:
-                    log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, exc)
-                    self._subscriptions.pop(sub.id, None)
-                    sub._fail(exc)
-                    continue
-                sub.next_sequence = answer.subscribed.next_sequence
-                sub.resubscribed += 1
+            results = await asyncio.gather(*(self._resubscribe_one(conn, sub) for sub in subs), return_exceptions=True)
         finally:
             self._resubscribing.clear()
             self._restart_check = None
+        for sub, result in zip(subs, results):
+            if isinstance(result, BaseException) and not isinstance(result, ServerErrorTypes):
+                raise result  # ConnectionLost, cancellation: the whole attempt failed
+            if isinstance(result, BaseException):
+                log.error("arqonbus: re-subscribing %r in %r failed: %s", sub.pattern, sub.reality, result)
+                self._subscriptions.pop(sub.id, None)
+                sub._fail(result)
+
+    async def _resubscribe_one(self, conn: _Connection, sub: Subscription) -> None:
+        """Re-subscribes `sub` where it left off: from the sequence after the last one it
+        received (no gap, no duplicate) when the reality keeps history, else at `latest`."""
+        sub._error = None
+        if sub.last_sequence:
+            start: Optional["_pb.StartPosition"] = Start.from_sequence(sub.last_sequence + 1)
+        else:
+            start = sub.start  # nothing received yet: the subscription's own start
+        while True:
+            cid = next(self._correlation_ids)
+            fut = self._loop.create_future()
+            self._pending[cid] = fut
+            self._resubscribing[cid] = (sub, start is None)
+            conn.send(sub._subscribe_frame(cid, start).SerializeToString())
+            try:
+                answer = await self._await_answer(cid, fut, f"re-Subscribe {sub.pattern!r}", self.request_timeout)
+            except _errors.HistoryUnavailable:
+                if start is None:
+                    raise
+                log.warning(
+                    "arqonbus: %r in %r resumes at the latest pulse: the reality keeps no history, "
+                    "so pulses published while disconnected are missed",
+                    sub.pattern,
+                    sub.reality,
+                )
+                start = None
+                continue
+            sub.next_sequence = answer.subscribed.next_sequence
+            sub.resubscribed += 1
+            return
 
     def _check_restart(self, reality: str, next_sequence: int) -> None:
         """On the first re-Subscribed of `reality`: if the server's next sequence is not past
@@ -983,6 +1008,7 @@ class Bus:
             causal.observe(message.reality_id, message.sequence)
             sub = self._subscriptions.get(deliver.subscription_id)
             if sub is not None:
+                sub.last_sequence = message.sequence
                 sub._push(Pulse(message, deliver.subscription_id))
             return
         cid = frame.correlation_id
@@ -991,9 +1017,9 @@ class Bus:
             self.causal.observe(ack.reality_id, ack.sequence)
             self._resolve(cid, frame)
         elif kind == "subscribed":
-            sub = self._resubscribing.pop(cid, None)
-            if sub is not None:
-                self._check_restart(sub.reality, frame.subscribed.next_sequence)
+            resubscribed = self._resubscribing.pop(cid, None)
+            if resubscribed is not None and resubscribed[1]:
+                self._check_restart(resubscribed[0].reality, frame.subscribed.next_sequence)
             self._resolve(cid, frame)
         elif kind == "pong":
             self._resolve(cid, frame)
