@@ -1,6 +1,7 @@
 //! The cost of CASIL at the shield, per pulse: one `energy_cap` evaluation (encode the
 //! PolicyInput, copy it into the instance, run the guest, read its answer) on a small and on a
-//! 1 KiB job, allowing and denying; a pulse the policy is not bound to; and no policy at all.
+//! 1 KiB job, allowing and denying; the same around a guest that only answers allow (the host's
+//! share); a pulse the policy is not bound to; and no policy at all.
 //!
 //! `cargo bench -p arqonbus --bench policy` (builds policy/guest for wasm32 first).
 
@@ -43,17 +44,17 @@ fn job(energy_joules: f64, payload_bytes: usize) -> ArqonMessage {
     }
 }
 
-fn energy_cap(config: &PolicyConfig) -> Arc<PolicyHost> {
+/// A host with one policy bound to `nvm.job.submit`.
+fn host_with(config: &PolicyConfig, name: &str, wasm: &[u8]) -> Arc<PolicyHost> {
     let host = Arc::new(PolicyHost::new(config).expect("policy engine"));
-    let wasm = std::fs::read(guest::guest_wasm("energy_cap")).expect("energy_cap.wasm");
     let spec = PolicySpec {
-        name: "energy_cap".into(),
+        name: name.into(),
         bindings: vec![Binding::parse("*", "nvm.job.submit").unwrap()],
         limits: Limits::resolve(config, 0, 0, 0).unwrap(),
         params: BTreeMap::from([("max_energy_joules".to_owned(), "50".to_owned())]),
         order: 0,
     };
-    let policy = host.compile(spec, &wasm).expect("energy_cap compiles");
+    let policy = host.compile(spec, wasm).expect("the policy compiles");
     host.registry.install(Arc::new(policy)).unwrap();
     host
 }
@@ -61,7 +62,15 @@ fn energy_cap(config: &PolicyConfig) -> Arc<PolicyHost> {
 fn bench(c: &mut Criterion) {
     let config = PolicyConfig::default();
     let counters = ShardCounters::default();
-    let mut with_cap = ShardPolicies::new(energy_cap(&config));
+    let energy_cap = std::fs::read(guest::guest_wasm("energy_cap")).expect("energy_cap.wasm");
+    let mut with_cap = ShardPolicies::new(host_with(&config, "energy_cap", &energy_cap));
+    // The floor: the host's side of the ABI around a guest that only answers allow.
+    let allow_all = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/policy/allow_all.wat"
+    ))
+    .expect("allow_all.wat");
+    let mut with_allow_all = ShardPolicies::new(host_with(&config, "allow_all", &allow_all));
     let mut without = ShardPolicies::new(Arc::new(PolicyHost::new(&config).unwrap()));
 
     let mut g = c.benchmark_group("policy");
@@ -77,6 +86,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| with_cap.check(black_box(&message), frame_bytes, &counters))
         });
     }
+    let message = job(49.0, 1024);
+    g.bench_function("allow_all_wat_1k", |b| {
+        b.iter(|| with_allow_all.check(black_box(&message), 1100, &counters))
+    });
     let mut unbound = job(49.0, 1024);
     unbound.topic = "nvm.job.status".into();
     g.bench_function("energy_cap_loaded_not_bound_1k", |b| {

@@ -266,7 +266,7 @@ pub struct PolicyFile {
     pub deadline_ms: u64,
 }
 
-/// A reality glob (`*` = any run of characters) and a topic pattern (`*` one segment, `>` the
+/// A reality glob (`*` = any run of characters, `?` = one) and a topic pattern (`*` one segment, `>` the
 /// rest).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -5,8 +5,9 @@ use crate::routing::Pattern;
 /// Longest reality glob, in bytes.
 const MAX_GLOB_BYTES: usize = 128;
 
-/// A reality glob: `*` stands for any run of characters (including none); everything else is
-/// literal. `*` alone matches every reality.
+/// A reality glob, as in `[[retention]]`: `*` stands for any run of characters (including
+/// none), `?` for any one character; everything else is literal. `*` alone matches every
+/// reality.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealityGlob {
     text: Box<str>,
@@ -21,10 +22,10 @@ impl RealityGlob {
         }
         if let Some(ch) = glob
             .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*')))
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*' | '?')))
         {
             return Err(format!(
-                "reality glob `{glob}` has {ch:?}; globs use [A-Za-z0-9_.-] and `*`"
+                "reality glob `{glob}` has {ch:?}; globs use [A-Za-z0-9_.-], `*` and `?`"
             ));
         }
         Ok(Self { text: glob.into() })
@@ -39,7 +40,7 @@ impl RealityGlob {
             if pi < p.len() && p[pi] == b'*' {
                 star = Some((pi, si));
                 pi += 1;
-            } else if pi < p.len() && p[pi] == s[si] {
+            } else if pi < p.len() && (p[pi] == s[si] || p[pi] == b'?') {
                 pi += 1;
                 si += 1;
             } else if let Some((sp, ss)) = star {
@@ -108,6 +109,9 @@ mod tests {
         assert!(glob("a*b*c").matches("axxbyyc"));
         assert!(!glob("a*b*c").matches("axxbyy"));
         assert!(glob("a**").matches("a"));
+        assert!(glob("lab-?").matches("lab-1"));
+        assert!(!glob("lab-?").matches("lab-12"));
+        assert!(!glob("lab-?").matches("lab-"));
         for bad in ["", "a b", "a/b", "é"] {
             assert!(RealityGlob::parse(bad).is_err(), "{bad}");
         }
@@ -127,14 +131,14 @@ mod tests {
         match (p.first(), s.first()) {
             (None, None) => true,
             (Some(b'*'), _) => reference(&p[1..], s) || (!s.is_empty() && reference(p, &s[1..])),
-            (Some(a), Some(b)) if a == b => reference(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b || *a == b'?' => reference(&p[1..], &s[1..]),
             _ => false,
         }
     }
 
     proptest! {
         #[test]
-        fn glob_agrees_with_reference(p in "[ab*]{1,8}", s in "[ab]{0,10}") {
+        fn glob_agrees_with_reference(p in "[ab*?]{1,8}", s in "[ab]{0,10}") {
             prop_assert_eq!(glob(&p).matches(&s), reference(p.as_bytes(), s.as_bytes()));
         }
     }

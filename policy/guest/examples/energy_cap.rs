@@ -17,10 +17,7 @@ pub const NOT_A_JOB: u32 = 2;
 pub const MISCONFIGURED: u32 = 3;
 
 fn inspect(input: &PolicyInput) -> Verdict {
-    let cap = input
-        .param("max_energy_joules")
-        .and_then(|s| s.trim().parse::<f64>().ok());
-    let Some(cap) = cap else {
+    let Some(cap) = input.param_f64("max_energy_joules") else {
         return Verdict::deny(
             MISCONFIGURED,
             "energy_cap needs the parameter max_energy_joules (joules, a number)",

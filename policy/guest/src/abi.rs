@@ -16,7 +16,7 @@ pub const DECISION_DENY: i64 = 2;
 pub const REASON_UNDECODABLE_INPUT: u32 = u32::MAX;
 
 /// Guest state. A Wasm instance runs one call at a time on one thread, so plain cells suffice.
-struct GuestCell<T>(UnsafeCell<T>);
+pub(crate) struct GuestCell<T>(pub(crate) UnsafeCell<T>);
 
 // SAFETY: wasm32-unknown-unknown modules are single-threaded: the host never calls into one
 // instance from two threads, nor re-enters it.

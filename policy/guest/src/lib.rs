@@ -159,6 +159,68 @@ impl<'a> PolicyInput<'a> {
     }
 }
 
+impl PolicyInput<'_> {
+    /// The parameter `key` as a number. Parsing a float costs more than the rest of a typical
+    /// inspection, and an instance's parameters never change, so the last parse is remembered
+    /// (keyed by the key and the exact text, so a different value is parsed afresh).
+    pub fn param_f64(&self, key: &str) -> Option<f64> {
+        let text = self.param(key)?.trim();
+        // SAFETY: single-threaded and not re-entered (see `abi::GuestCell`).
+        let cache = unsafe { &mut *NUMBER_CACHE.0.get() };
+        if let Some(value) = cache.get(key, text) {
+            return Some(value);
+        }
+        let value = text.parse::<f64>().ok()?;
+        cache.put(key, text, value);
+        Some(value)
+    }
+}
+
+const CACHE_TEXT_BYTES: usize = 64;
+
+/// One remembered `param_f64` parse.
+struct NumberCache {
+    key: [u8; CACHE_TEXT_BYTES],
+    key_len: usize,
+    text: [u8; CACHE_TEXT_BYTES],
+    text_len: usize,
+    value: f64,
+}
+
+impl NumberCache {
+    const fn new() -> Self {
+        Self {
+            key: [0; CACHE_TEXT_BYTES],
+            key_len: usize::MAX,
+            text: [0; CACHE_TEXT_BYTES],
+            text_len: 0,
+            value: 0.0,
+        }
+    }
+
+    fn get(&self, key: &str, text: &str) -> Option<f64> {
+        let same = self.key_len == key.len()
+            && self.text_len == text.len()
+            && &self.key[..key.len()] == key.as_bytes()
+            && &self.text[..text.len()] == text.as_bytes();
+        same.then_some(self.value)
+    }
+
+    fn put(&mut self, key: &str, text: &str, value: f64) {
+        if key.len() > CACHE_TEXT_BYTES || text.len() > CACHE_TEXT_BYTES {
+            return;
+        }
+        self.key[..key.len()].copy_from_slice(key.as_bytes());
+        self.key_len = key.len();
+        self.text[..text.len()].copy_from_slice(text.as_bytes());
+        self.text_len = text.len();
+        self.value = value;
+    }
+}
+
+static NUMBER_CACHE: abi::GuestCell<NumberCache> =
+    abi::GuestCell(core::cell::UnsafeCell::new(NumberCache::new()));
+
 fn utf8(b: &[u8]) -> Result<&str, DecodeError> {
     core::str::from_utf8(b).map_err(|_| DecodeError::NotUtf8)
 }
@@ -181,4 +243,51 @@ fn spectral(b: &[u8]) -> Result<Spectral, DecodeError> {
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // A trap: the host blocks the pulse and reports POLICY_FAULT.
     core::arch::wasm32::unreachable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PolicyInput with params {k: v}: field 9 entries of (1: key, 2: value).
+    fn input_with(params: &[(&str, &str)]) -> [u8; 128] {
+        let mut out = [0u8; 128];
+        let mut n = 0;
+        for (k, v) in params {
+            let entry = 4 + k.len() + v.len();
+            for b in [0x4a, entry as u8, 0x0a, k.len() as u8] {
+                out[n] = b;
+                n += 1;
+            }
+            out[n..n + k.len()].copy_from_slice(k.as_bytes());
+            n += k.len();
+            out[n] = 0x12;
+            out[n + 1] = v.len() as u8;
+            n += 2;
+            out[n..n + v.len()].copy_from_slice(v.as_bytes());
+            n += v.len();
+        }
+        out
+    }
+
+    #[test]
+    fn param_f64_parses_and_notices_a_new_value() {
+        let a = input_with(&[("cap", "50")]);
+        let len = a.iter().rposition(|&b| b != 0).unwrap() + 1;
+        let input = PolicyInput::decode(&a[..len]).unwrap();
+        assert_eq!(input.param("cap"), Some("50"));
+        assert_eq!(input.param_f64("cap"), Some(50.0));
+        assert_eq!(input.param_f64("cap"), Some(50.0));
+        let b = input_with(&[("cap", "12.5")]);
+        let len = b.iter().rposition(|&b| b != 0).unwrap() + 1;
+        let input = PolicyInput::decode(&b[..len]).unwrap();
+        assert_eq!(input.param_f64("cap"), Some(12.5));
+        assert_eq!(input.param_f64("other"), None);
+        let c = input_with(&[("cap", "lots")]);
+        let len = c.iter().rposition(|&b| b != 0).unwrap() + 1;
+        assert_eq!(
+            PolicyInput::decode(&c[..len]).unwrap().param_f64("cap"),
+            None
+        );
+    }
 }
