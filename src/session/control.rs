@@ -149,7 +149,7 @@ async fn refuse(shard: &Shard, audited: &Audited, refusal: Refusal) -> Result<()
 fn audit_failed(e: AuditError, refusal: Refusal) -> Refusal {
     tracing::error!(error = %e, "cannot write the audit log");
     Refusal {
-        code: ErrorCode::Internal,
+        code: refusal.code,
         reason: format!(
             "{} (and the audit log could not record this: {e})",
             refusal.reason
@@ -163,35 +163,29 @@ async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Resul
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
     let host = shard.policy_host.clone();
-    let extra = json!({
-        "sha256": prepared.sha256_hex(),
-        "wasm_bytes": prepared.wasm_bytes,
-        "spec": prepared.spec.describe(),
-    });
-    let replaced = host
-        .registry
-        .get(&prepared.spec.name)
-        .map(|p| p.sha256_hex());
-    let applied = audited.entry(Ok(()), {
-        let mut e = extra.clone();
-        e["replaced_sha256"] = replaced.into();
-        e
-    });
-    let name = prepared.spec.name.clone();
-    let refused_template = audited.entry(Ok(()), extra);
-    // Check, record, then apply, with no other governance action in between.
+    let mut entry = audited.entry(
+        Ok(()),
+        json!({
+            "sha256": prepared.sha256_hex(),
+            "wasm_bytes": prepared.wasm_bytes,
+            "spec": prepared.spec.describe(),
+        }),
+    );
+    // Check, record, then apply, with no other governance action in between: what the record
+    // says it replaced is what it replaced.
     let committed = shard
         .audit
         .commit_async(move |w| -> Result<Result<(), String>, AuditError> {
-            if let Err(e) = host.registry.check_install(&name) {
-                let mut entry = refused_template;
+            let name = &prepared.spec.name;
+            if let Err(e) = host.registry.check_install(name) {
                 entry.details["outcome"] = "refused".into();
                 entry.details["reason"] = e.to_string().into();
                 w.append(entry)?;
                 return Ok(Err(e.to_string()));
             }
-            w.append(applied)?;
-            // Checked above under the same lock: nothing else installs in between.
+            entry.details["replaced_sha256"] =
+                host.registry.get(name).map(|p| p.sha256_hex()).into();
+            w.append(entry)?;
             Ok(host
                 .registry
                 .install(prepared)
