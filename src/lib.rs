@@ -19,7 +19,8 @@
 //!   shard, fail-closed).
 //! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
 //! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
-//! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
+//! - [`cli`]: the client subcommands (`pub`, `sub`, `history`, and `policy` for controllers) on
+//!   the Rust client, and `audit verify|show`.
 //!
 //! # Invariants worth naming
 //!
