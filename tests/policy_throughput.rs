@@ -24,7 +24,7 @@ fn pulses() -> u64 {
     std::env::var("ARQONBUS_POLICY_PULSES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000)
+        .unwrap_or(200_000)
 }
 const ROUNDS: usize = 3;
 const PAYLOAD_BYTES: usize = 1024;
