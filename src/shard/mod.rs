@@ -580,8 +580,13 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptor: glommio::Tas
     }
     // Let requests already in the rings be sequenced and their deliveries queued.
     glommio::timer::sleep(Duration::from_millis(50)).await;
+    let bye = error_frame(
+        0,
+        ErrorCode::ShuttingDown,
+        "the server is shutting down; everything queued for this connection was sent first",
+    );
     for conn in &conns {
-        conn.finish();
+        conn.close_with(bye.clone());
     }
     let deadline = Duration::from_millis(shard.config.limits.shutdown_drain_ms);
     let all_closed = async {

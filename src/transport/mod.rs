@@ -30,6 +30,24 @@ fn socket_for(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Checks that nobody holds `addr`. A server killed a moment ago can hold its port for a few
+/// milliseconds more while the kernel tears its sockets down, so this retries for up to a second
+/// before it calls the address taken.
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let socket = socket_for(addr, false)?;
+        match socket.bind(&SockAddr::from(addr)) {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Binds `count` listening sockets to `addr` (port 0 picks one port for all of them).
 ///
 /// SO_REUSEPORT would also let a second server owned by the same user share the port and
@@ -48,8 +66,7 @@ pub fn bind_shared(
         }
     };
     if addr.port() != 0 {
-        let probe = socket_for(addr, false).map_err(bind_err)?;
-        probe.bind(&SockAddr::from(addr)).map_err(bind_err)?;
+        probe(addr).map_err(bind_err)?;
     }
     let mut sockets = Vec::with_capacity(count);
     let mut bound = addr;

@@ -181,7 +181,10 @@ pub async fn run(
     note_stalls(&m.timeline, notes);
     note_trouble("publisher", &publisher.trouble(), notes);
     if let Some(f) = outcome.failure {
-        notes.push(format!("the sender stopped early: {f}"));
+        anyhow::bail!(
+            "the sender failed after {} of {scheduled} pulses: {f}",
+            outcome.sent
+        );
     }
     if m.not_sent > 0 {
         notes.push(format!(

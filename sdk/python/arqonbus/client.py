@@ -19,6 +19,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import struct
 import time
 from typing import (
     TYPE_CHECKING,
@@ -61,6 +62,7 @@ log = logging.getLogger("arqonbus")
 
 PROTOCOL_VERSION = 1
 LENGTH_PREFIX_BYTES = 4
+_LENGTH = struct.Struct(">I")
 #: A pattern that matches every topic: `*` (one segment) then `>` (one or more), i.e. every
 #: topic of 2 to 8 segments.
 ALL = "*.>"
@@ -148,15 +150,15 @@ def _fill_spectral(target: "_pb.SpectralMetadata", spectral: SpectralLike) -> No
 
 
 def _fill_payload(target: Any, payload: Any) -> None:
-    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), encoding the
-    common bytes and str cases directly rather than through a wrapper message."""
+    """Writes `payload` into the `Any` field `target` (see `arqonbus.payload`), the common bytes
+    and str cases without building an intermediate `Any`."""
     if isinstance(payload, bytes):
         target.type_url = _payload.BYTES_TYPE_URL
-        target.value = _payload.encode_wrapper(payload)
+        target.value = payload
         return
     if isinstance(payload, str):
-        target.type_url = _payload.STRING_TYPE_URL
-        target.value = _payload.encode_wrapper(payload.encode("utf-8"))
+        target.type_url = _payload.TEXT_TYPE_URL
+        target.value = payload.encode("utf-8")
         return
     packed = _payload.pack(payload)
     if packed is not None:
@@ -192,27 +194,33 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
+        if self._buf:
+            # A frame was cut at the end of the previous chunk: join once, parse from bytes.
+            self._buf += data
+            data = bytes(self._buf)
+            self._buf.clear()
         pos = 0
-        end = len(buf)
+        end = len(data)
+        unpack_length = _LENGTH.unpack_from
+        decode = _pb.ServerFrame.FromString
+        on_frame = self._bus._on_frame
         try:
             while end - pos >= LENGTH_PREFIX_BYTES:
-                length = int.from_bytes(buf[pos : pos + LENGTH_PREFIX_BYTES], "big")
+                (length,) = unpack_length(data, pos)
                 if length > self._max_incoming:
                     raise ProtocolViolation(
                         f"server frame of {length} bytes exceeds the client's limit of "
                         f"{self._max_incoming} bytes (max_incoming_frame_bytes)"
                     )
-                if end - pos - LENGTH_PREFIX_BYTES < length:
-                    break
                 start = pos + LENGTH_PREFIX_BYTES
+                if end - start < length:
+                    break
                 pos = start + length
                 try:
-                    frame = _pb.ServerFrame.FromString(bytes(buf[start:pos]))
+                    frame = decode(data[start:pos])
                 except DecodeError as exc:
                     raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
-                self._bus._on_frame(self, frame)
+                on_frame(self, frame)
                 if self.lost:
                     return
         except ProtocolViolation as exc:
@@ -221,8 +229,8 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            self._buf += data[pos:]
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.lost = True
@@ -756,11 +764,19 @@ class Bus:
         """Connects, restores the subscriptions, then lets requests through."""
         await self._open()
         conn = self._conn
-        await self._resubscribe()
-        if conn is None or conn.lost or self._conn is not conn:
-            # Lost after the last Subscribed arrived (a server shutting down may still welcome
-            # a session and then close it): not established, let the caller try again.
-            raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        try:
+            await self._resubscribe()
+            if conn is None or conn.lost or self._conn is not conn:
+                # Lost after the last Subscribed arrived (a server shutting down may still
+                # welcome a session and then close it): not established, try again.
+                raise ConnectionLost(f"connection to {self.url} lost while re-subscribing")
+        except BaseException:
+            # Detach before closing, so the close is not taken for a new loss to recover from.
+            if conn is not None and self._conn is conn:
+                self._conn = None
+            if conn is not None and not conn.lost:
+                conn.abort()
+            raise
         self._broken = None
         self._connected.set()
 
@@ -1002,13 +1018,21 @@ class Bus:
         if kind == "deliver":
             deliver = frame.deliver
             message = deliver.message
-            causal = self.causal
-            if message.causal:
-                causal.merge(message.causal)
-            causal.observe(message.reality_id, message.sequence)
+            sequence = message.sequence
+            # Inline merge of the pulse's causal map and its own (reality, sequence): this runs
+            # once per delivered pulse.
+            clock = self.causal._clock
+            carried = message.causal
+            for reality_id in carried:
+                seen = carried[reality_id]
+                if seen > clock.get(reality_id, 0):
+                    clock[reality_id] = seen
+            reality_id = message.reality_id
+            if sequence > clock.get(reality_id, 0):
+                clock[reality_id] = sequence
             sub = self._subscriptions.get(deliver.subscription_id)
             if sub is not None:
-                sub.last_sequence = message.sequence
+                sub.last_sequence = sequence
                 sub._push(Pulse(message, deliver.subscription_id))
             return
         cid = frame.correlation_id
@@ -1139,8 +1163,10 @@ class Bus:
 
         With `ack=True` waits for the `PubAck` and returns it (its sequence is merged into the
         causal context), or raises the server's error (`InvalidTopic`, `PolicyDenied`, ...).
-        Without, returns None once the frame is handed to the socket; a server error is then
-        reported to `on_error` (default: logged) and kept in `last_error`.
+        Without, returns None once the frame is queued on the connection (frames queued in one
+        turn of the event loop are written together, at the end of the turn or every 64 KiB);
+        a server error is then reported to `on_error` (default: logged) and kept in
+        `last_error`.
         Raises `FrameTooLarge` (with `.local = True`, nothing sent) when the frame would exceed
         the server's `max_frame_bytes`.
         """

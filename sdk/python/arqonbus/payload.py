@@ -2,16 +2,18 @@
 
 What `publish(payload=...)` accepts, and how it travels:
 
-| given | carried as (`Any.type_url`) |
-| --- | --- |
-| `bytes`, `bytearray`, `memoryview` | `type.googleapis.com/google.protobuf.BytesValue` |
-| `str` | `type.googleapis.com/google.protobuf.StringValue` (UTF-8) |
-| a protobuf message | its own type URL, `type.googleapis.com/<full.name>` |
-| a `google.protobuf.Any` | as is |
-| `None` | no payload |
+| given | `Any.type_url` | `Any.value` |
+| --- | --- | --- |
+| `bytes`, `bytearray`, `memoryview` | `application/octet-stream` | the bytes |
+| `str` | `text/plain; charset=utf-8` | its UTF-8 encoding |
+| a protobuf message | `type.googleapis.com/<full.name>` | its encoding |
+| a `google.protobuf.Any` | as given | as given |
+| `None` | no payload | |
 
-The wrappers are the protobuf well-known types, so any language can read them without an
-ArqonBus-specific convention.
+Raw bytes use the same type URL as the Rust client (`Outgoing::bytes`) and the `arqonbus pub`
+CLI, so what one publishes the others read as is (`arqonbus sub` prints text payloads as text).
+`decode` also understands the protobuf wrapper types `BytesValue` and `StringValue`, which other
+clients may use.
 """
 
 from __future__ import annotations
@@ -22,28 +24,27 @@ from typing import Optional, Type, TypeVar, Union
 from google.protobuf import any_pb2, descriptor_pool, message_factory, wrappers_pb2
 from google.protobuf.message import Message
 
-__all__ = ["PayloadLike", "TYPE_URL_PREFIX", "pack", "unpack", "decode", "type_url_of"]
+__all__ = [
+    "BYTES_TYPE_URL",
+    "TEXT_TYPE_URL",
+    "TYPE_URL_PREFIX",
+    "PayloadLike",
+    "decode",
+    "pack",
+    "type_url_of",
+    "unpack",
+]
 
 TYPE_URL_PREFIX = "type.googleapis.com/"
-BYTES_TYPE_URL = TYPE_URL_PREFIX + "google.protobuf.BytesValue"
-STRING_TYPE_URL = TYPE_URL_PREFIX + "google.protobuf.StringValue"
+#: Raw bytes, as the Rust client and the CLI publish them.
+BYTES_TYPE_URL = "application/octet-stream"
+#: UTF-8 text.
+TEXT_TYPE_URL = "text/plain; charset=utf-8"
+_WRAPPED_BYTES_URL = TYPE_URL_PREFIX + "google.protobuf.BytesValue"
+_WRAPPED_STRING_URL = TYPE_URL_PREFIX + "google.protobuf.StringValue"
 
 PayloadLike = Union[bytes, bytearray, memoryview, str, Message, None]
 M = TypeVar("M", bound=Message)
-
-
-def encode_wrapper(value: bytes) -> bytes:
-    """The encoding of a `BytesValue`/`StringValue` holding `value` (field 1, length-delimited),
-    byte for byte what protobuf writes: nothing for an empty value."""
-    if not value:
-        return b""
-    n = len(value)
-    prefix = bytearray(b"\x0a")
-    while n >= 0x80:
-        prefix.append((n & 0x7F) | 0x80)
-        n >>= 7
-    prefix.append(n)
-    return bytes(prefix) + value
 
 
 def type_url_of(message_type: Union[Message, Type[Message]]) -> str:
@@ -57,11 +58,9 @@ def pack(payload: PayloadLike) -> Optional[any_pb2.Any]:
     if isinstance(payload, any_pb2.Any):
         return payload
     if isinstance(payload, (bytes, bytearray, memoryview)):
-        return any_pb2.Any(
-            type_url=BYTES_TYPE_URL, value=wrappers_pb2.BytesValue(value=bytes(payload)).SerializeToString()
-        )
+        return any_pb2.Any(type_url=BYTES_TYPE_URL, value=bytes(payload))
     if isinstance(payload, str):
-        return any_pb2.Any(type_url=STRING_TYPE_URL, value=wrappers_pb2.StringValue(value=payload).SerializeToString())
+        return any_pb2.Any(type_url=TEXT_TYPE_URL, value=payload.encode("utf-8"))
     if isinstance(payload, Message):
         packed = any_pb2.Any()
         packed.Pack(payload)
@@ -81,22 +80,25 @@ def unpack(packed: any_pb2.Any, message_type: Type[M]) -> M:
 
 
 def decode(packed: Optional[any_pb2.Any]) -> _AnyT:
-    """The payload as a Python value: bytes for BytesValue, str for StringValue, the message
-    for a type this process has loaded (e.g. `NvmJob`), else the `Any` itself."""
+    """The payload as a Python value: bytes for raw bytes, str for text, the message for a
+    protobuf type this process has loaded (e.g. `NvmJob`), else the `Any` itself."""
     if packed is None:
         return None
-    if packed.type_url == BYTES_TYPE_URL:
+    url = packed.type_url
+    if url == BYTES_TYPE_URL:
+        return packed.value
+    if url.startswith("text/"):
+        return packed.value.decode("utf-8", errors="replace")
+    if url == _WRAPPED_BYTES_URL:
         return wrappers_pb2.BytesValue.FromString(packed.value).value
-    if packed.type_url == STRING_TYPE_URL:
+    if url == _WRAPPED_STRING_URL:
         return wrappers_pb2.StringValue.FromString(packed.value).value
-    if not packed.type_url:
+    if not url.startswith(TYPE_URL_PREFIX):
         return packed
-    name = packed.type_url.rsplit("/", 1)[-1]
     try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(url[len(TYPE_URL_PREFIX) :])
     except KeyError:
         return packed
-    cls = message_factory.GetMessageClass(descriptor)
-    out = cls()
+    out = message_factory.GetMessageClass(descriptor)()
     out.ParseFromString(packed.value)
     return out

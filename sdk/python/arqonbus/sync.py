@@ -62,6 +62,8 @@ class _LoopThread:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():
+                raise  # the call's own time-out (ArqonTimeout is a TimeoutError too)
             future.cancel()
             raise ArqonTimeout(f"call did not complete within {timeout}s") from None
         except BaseException:

@@ -54,6 +54,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_socket_owned_by(pid: int, port: int) -> Optional[bool]:
+    """Whether process `pid` holds a socket listening on 127.0.0.1:`port` (Linux /proc); None
+    where that cannot be told. Other programs on this machine pick free ports too, and may
+    take the one chosen here between the choice and the server's bind."""
+    try:
+        with open("/proc/net/tcp") as table:
+            rows = table.read().splitlines()[1:]
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    wanted = {"0100007F:%04X" % port, "00000000:%04X" % port}
+    inodes = {f"socket:[{cols[9]}]" for cols in (r.split() for r in rows) if cols[1] in wanted and cols[3] == "0A"}
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def port_accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -85,6 +106,8 @@ class ServerProcess:
             config_path.write_text(config)
             self.extra_args += ["--config", str(config_path)]
         self.proc: Optional[subprocess.Popen] = None
+        # A restart must keep the port (clients reconnect to it); a first start may move.
+        self.started_once = False
 
     @property
     def url(self) -> str:
@@ -102,7 +125,15 @@ class ServerProcess:
             *self.extra_args,
         ]
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 30.0, attempts_left: int = 3) -> "ServerProcess":
+        # A server killed a moment ago can keep its listening socket for some milliseconds
+        # (io_uring releases it asynchronously): it still accepts, then resets, and a new server
+        # refuses to bind. Wait until the port is really free before restarting on it.
+        if self.started_once:
+            self.wait_port_free()
+        else:
+            while port_accepts(self.port):  # someone else listens there: choose another
+                self.port = free_port()
         log = open(self.log_path, "ab")
         log.write(f"\n=== {' '.join(self.args)}\n".encode())
         log.flush()
@@ -111,11 +142,16 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if not self.started_once and attempts_left > 0 and "already in use" in self.log_tail(5):
+                    # Another program took the port after free_port() chose it: choose again.
+                    self.port = free_port()
+                    return self.start(timeout, attempts_left - 1)
                 pytest.fail(
                     f"arqonbus serve exited with {self.proc.returncode} before accepting:\n{self.log_tail()}",
                     pytrace=False,
                 )
-            if port_accepts(self.port):
+            if port_accepts(self.port) and listening_socket_owned_by(self.proc.pid, self.port) is not False:
+                self.started_once = True
                 return self
             time.sleep(0.05)
         self.stop()
@@ -142,8 +178,10 @@ class ServerProcess:
 
     def wait_port_free(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and port_accepts(self.port):
-            time.sleep(0.05)
+        while port_accepts(self.port):
+            if time.monotonic() > deadline:
+                pytest.fail(f"port {self.port} still accepts connections {timeout}s after the server stopped")
+            time.sleep(0.02)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

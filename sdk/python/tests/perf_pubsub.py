@@ -93,6 +93,7 @@ def subscriber_process(url: str, reality: str, count: int, ready, results) -> No
                 ready.set()
                 received = 0
                 first = last = 0.0
+                cpu0 = time.process_time()
                 last_seq = 0
                 out_of_order = 0
                 while received + sub.dropped < count:
@@ -108,7 +109,7 @@ def subscriber_process(url: str, reality: str, count: int, ready, results) -> No
                     if pulse.sequence <= last_seq:
                         out_of_order += 1
                     last_seq = pulse.sequence
-                results.put((received, sub.dropped, first, last, out_of_order))
+                results.put((received, sub.dropped, first, last, out_of_order, time.process_time() - cpu0))
 
     asyncio.run(run())
 
@@ -116,9 +117,10 @@ def subscriber_process(url: str, reality: str, count: int, ready, results) -> No
 async def publish_all(url: str, reality: str, count: int, payload: bytes, ack_every: int) -> tuple:
     async with Bus.connect(url, name="perf-pub") as bus:
         started = time.perf_counter()
+        cpu0 = time.process_time()
         for i in range(1, count + 1):
             await bus.publish(reality, "perf.pulse", payload, ack=(i % ack_every == 0 or i == count))
-        return started, time.perf_counter()
+        return started, time.perf_counter(), time.process_time() - cpu0
 
 
 def throughput(url: str, count: int, payload_bytes: int, ack_every: int) -> dict:
@@ -130,8 +132,8 @@ def throughput(url: str, count: int, payload_bytes: int, ack_every: int) -> dict
     if not ready.wait(30):
         child.kill()
         sys.exit("subscriber did not start")
-    started, finished = asyncio.run(publish_all(url, reality, count, os.urandom(payload_bytes), ack_every))
-    received, dropped, first, last, out_of_order = results.get(timeout=120)
+    started, finished, pub_cpu = asyncio.run(publish_all(url, reality, count, os.urandom(payload_bytes), ack_every))
+    received, dropped, first, last, out_of_order, sub_cpu = results.get(timeout=120)
     child.join(30)
     publish_seconds = finished - started
     deliver_seconds = max(last - started, 1e-9)
@@ -144,6 +146,9 @@ def throughput(url: str, count: int, payload_bytes: int, ack_every: int) -> dict
         "out_of_order": out_of_order,
         "delivered_per_s": received / deliver_seconds,
         "delivered_mb_per_s": received * payload_bytes / deliver_seconds / 1e6,
+        # Client cost, less sensitive than wall time to other load on the machine.
+        "publish_per_cpu_s": count / max(pub_cpu, 1e-9),
+        "receive_per_cpu_s": received / max(sub_cpu, 1e-9),
     }
 
 
@@ -211,6 +216,7 @@ def main() -> int:
     if url is None:
         server, url, binary = start_server()
         print(f"server: {binary} on {url} (--shards 2)")
+    print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     try:
         tp = throughput(url, args.count, args.payload_bytes, args.ack_every)
         print(
@@ -218,6 +224,10 @@ def main() -> int:
             f"publish {tp['publish_per_s']:,.0f} pulses/s; delivered {tp['delivered']} "
             f"at {tp['delivered_per_s']:,.0f} pulses/s ({tp['delivered_mb_per_s']:.1f} MB/s); "
             f"dropped {tp['dropped']}; out of order {tp['out_of_order']}"
+        )
+        print(
+            f"client CPU: publisher {tp['publish_per_cpu_s']:,.0f} pulses per CPU-second, "
+            f"subscriber {tp['receive_per_cpu_s']:,.0f} pulses per CPU-second"
         )
         reality = f"perf-jobs-{uuid.uuid4().hex[:8]}"
         operator = start_operator(url, reality)

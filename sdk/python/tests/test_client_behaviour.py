@@ -103,3 +103,31 @@ async def test_local_overflow_drops_and_counts_beyond_max_pending(url, reality):
             assert got == [bytes([i]) for i in range(5)]
             assert sub.dropped == sub.dropped_locally == 7
         await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000, 1 << 20])
+@aio()
+async def test_frames_split_anywhere_across_reads_are_reassembled(chunk):
+    """The reader gets the byte stream in arbitrary pieces; every frame must come out whole."""
+    from arqonbus.client import _Connection
+    from arqonbus.proto import ArqonMessage, Deliver
+
+    bus = Bus("tcp://127.0.0.1:1")
+    conn = _Connection(bus, 1 << 26)
+    sub = bus.subscribe("r", "a.>", max_pending=1000)
+    sub._started = True
+    bus._subscriptions[sub.id] = sub
+    stream = bytearray()
+    for seq in range(1, 51):
+        message = ArqonMessage(sequence=seq, topic="a.b", reality_id="r", causal={"r": seq, "q": 7})
+        message.payload.type_url = "application/octet-stream"
+        message.payload.value = bytes([seq]) * (seq * 37)
+        body = ServerFrame(deliver=Deliver(subscription_id=sub.id, message=message)).SerializeToString()
+        stream += len(body).to_bytes(4, "big") + body
+    for i in range(0, len(stream), chunk):
+        conn.data_received(bytes(stream[i : i + chunk]))
+    got = [await sub.get(timeout=1) for _ in range(50)]
+    assert [p.sequence for p in got] == list(range(1, 51))
+    assert all(p.data == bytes([p.sequence]) * (p.sequence * 37) for p in got)
+    assert bus.causal.snapshot() == {"r": 50, "q": 7}
+    assert not conn._buf

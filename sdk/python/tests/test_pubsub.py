@@ -228,7 +228,7 @@ def test_blocking_facade(url, reality):
             it = iter(sub)
             assert next(it).value == "one"
             assert next(it).value == b"two"
-            with pytest.raises(arqonbus.ArqonTimeout):
+            with pytest.raises(arqonbus.ArqonTimeout, match="no pulse on 'blk.>'"):
                 sub.get(timeout=0.3)
         with pytest.raises(arqonbus.InvalidTopic):
             bus.publish(reality, "BAD", b"", ack=True)

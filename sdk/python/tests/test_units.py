@@ -100,8 +100,19 @@ def test_payload_packing_round_trips():
     assert payload.pack(None) is None
     with pytest.raises(TypeError):
         payload.pack(12)
-    assert payload.pack(b"x").type_url == "type.googleapis.com/google.protobuf.BytesValue"
-    assert wrappers_pb2.BytesValue.FromString(payload.pack(b"x").value).value == b"x"
+
+
+def test_bytes_and_text_use_the_rust_client_and_cli_convention():
+    """Raw bytes travel as `application/octet-stream` (Rust `Outgoing::bytes`, `arqonbus pub`)."""
+    assert (payload.pack(b"x").type_url, payload.pack(b"x").value) == ("application/octet-stream", b"x")
+    assert (payload.pack("é").type_url, payload.pack("é").value) == ("text/plain; charset=utf-8", "é".encode())
+    # Other clients may use the protobuf wrappers; they decode too.
+    wrapped = any_pb2.Any()
+    wrapped.Pack(wrappers_pb2.StringValue(value="w"))
+    assert payload.decode(wrapped) == "w"
+    wrapped.Pack(wrappers_pb2.BytesValue(value=b"w"))
+    assert payload.decode(wrapped) == b"w"
+    assert payload.decode(any_pb2.Any(type_url="application/json", value=b"{}")).value == b"{}"
 
 
 def test_pulse_view():
@@ -130,11 +141,3 @@ def test_reply_topics_are_valid_topics():
     parts = topic.split(".")
     assert 2 <= len(parts) <= 8 and all(re.fullmatch(r"[a-z0-9_-]+", s) for s in parts)
     assert topic.startswith("nvm.job.result.") and topic != arqonbus.new_reply_topic()
-
-
-@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16383, 16384, 1 << 20])
-def test_direct_wrapper_encoding_matches_protobuf(size):
-    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    assert payload.encode_wrapper(data) == wrappers_pb2.BytesValue(value=data).SerializeToString()
-    text = "é" * (size // 2)
-    assert payload.encode_wrapper(text.encode()) == wrappers_pb2.StringValue(value=text).SerializeToString()
