@@ -14,6 +14,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "== Rust workspace tests"
 cargo test --workspace --release
 
+echo "== Policy guest crate (policy/guest, its own workspace) tests"
+cargo test --manifest-path policy/guest/Cargo.toml --lib --target-dir target/policy-guest
+
 echo "== Python SDK tests"
 venv=target/py-venv
 if [ ! -x "$venv/bin/python" ]; then

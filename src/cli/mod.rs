@@ -1,4 +1,8 @@
-//! The client subcommands: `arqonbus pub` and `arqonbus sub`, on the Rust client.
+//! The client subcommands: `arqonbus pub` and `arqonbus sub`, on the Rust client; `arqonbus
+//! policy load|unload` for controllers; `arqonbus audit verify|show` for the audit log.
+
+pub mod audit;
+pub mod policy;
 
 use std::io::Write;
 use std::path::PathBuf;

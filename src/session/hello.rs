@@ -7,7 +7,7 @@ use arqonbus_proto::v1::{server_frame, ErrorCode, Hello, ServerFrame, Welcome};
 use arqonbus_proto::PROTOCOL_VERSION;
 use bytes::Bytes;
 
-use super::{error_frame, Conn, SessionInfo};
+use super::{error_frame, Conn, Role, SessionInfo};
 use crate::shard::{uuid_v7, Shard};
 
 /// Accepts the session or returns the fatal error frame that ends it.
@@ -28,12 +28,18 @@ pub fn handle(
         ));
     }
     let session_id = uuid_v7(shard.clock.now_unix_nanos());
+    let role = if is_controller_token(&shard.config.control.controller_tokens, &hello.token) {
+        Role::Controller
+    } else {
+        Role::Client
+    };
     tracing::debug!(
         shard = shard.id,
         conn = conn.id,
         peer = ?conn.peer,
         client = %hello.client_name,
         operator = hello.manifest.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
+        role = role.as_str(),
         "session started"
     );
     let welcome = encode_frame(&ServerFrame {
@@ -50,7 +56,46 @@ pub fn handle(
         session_id,
         client_name: hello.client_name,
         manifest: hello.manifest,
+        role,
     });
     conn.push_frame(&shard.counters, welcome);
     Ok(())
+}
+
+/// Is `token` one of the controller tokens? Compares every byte of every candidate of the same
+/// length, so the time taken does not say how much of a token was right.
+fn is_controller_token(tokens: &[String], token: &str) -> bool {
+    if token.is_empty() {
+        return false;
+    }
+    let mut found = false;
+    for candidate in tokens {
+        if candidate.len() == token.len() {
+            let diff = candidate
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            found |= diff == 0;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_tokens_match_exactly() {
+        let tokens = vec![
+            "0123456789abcdef".to_owned(),
+            "another-long-token".to_owned(),
+        ];
+        assert!(is_controller_token(&tokens, "0123456789abcdef"));
+        assert!(is_controller_token(&tokens, "another-long-token"));
+        assert!(!is_controller_token(&tokens, "0123456789abcdeF"));
+        assert!(!is_controller_token(&tokens, "0123456789abcde"));
+        assert!(!is_controller_token(&tokens, ""));
+        assert!(!is_controller_token(&[], "0123456789abcdef"));
+    }
 }
