@@ -2,7 +2,11 @@
 //! `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["arqon/v1/arqon.proto", "arqon/nvm/v1/nvm.proto"];
+    let files = [
+        "arqon/v1/arqon.proto",
+        "arqon/nvm/v1/nvm.proto",
+        "arqon/policy/v1/policy.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -25,6 +25,13 @@
 //! - [`service`]: life under systemd: READY, WATCHDOG (only while every shard turns), STOPPING.
 //! - [`tune`]: `arqonbus tune --check|--apply`, the kernel settings a bus host needs.
 //! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
+//! - [`policy`]: CASIL, the Wasm safety policies every published pulse passes on its
+//!   connection's shard before it is sequenced (one wasmtime engine per process, instances per
+//!   shard, fail-closed).
+//! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
+//! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
+//! - [`cli`]: the client subcommands (`pub`, `sub`, `history`, and `policy` for controllers) on
+//!   the Rust client, and `audit verify|show`.
 //!
 //! # Invariants worth naming
 //!
@@ -35,6 +42,10 @@
 //!   full ring makes the sender wait, it never drops.
 //! - A pulse is encoded once, by its owner. Every subscriber on every shard is sent the same
 //!   reference-counted bytes behind a small per-subscription header.
+//! - A pulse is sequenced only after every policy bound to it has answered allow; a policy that
+//!   traps, runs out of fuel or time, cannot be instantiated, or answers anything else blocks it.
+//! - A governance action (`sys.control.*`, policy loads and unloads) takes effect only after its
+//!   audit record is on disk.
 //! - A session's identity is settled once, at Hello, and every publish, subscribe and history
 //!   read is checked against it; a refusal answers that request only.
 //! - Tenants share no per-pulse state: publish rates are per-shard token buckets; connection and
@@ -43,12 +54,14 @@
 //!   stalls its shard, the rings, or other subscribers.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod policy;
 pub mod routing;
 pub mod server;
 pub mod service;

@@ -41,6 +41,10 @@ enum Command {
     Config(ConfigArgs),
     /// Check the kernel settings a bus host needs, or apply them.
     Tune(TuneArgs),
+    /// Check or print the audit log.
+    Audit(arqonbus::cli::audit::AuditArgs),
+    /// Load or unload CASIL policies (needs a controller token).
+    Policy(arqonbus::cli::policy::PolicyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +117,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Pub(args) => arqonbus::cli::publish(args),
         Command::Sub(args) => arqonbus::cli::subscribe(args),
+        Command::Audit(args) => arqonbus::cli::audit::run(args),
+        Command::Policy(args) => arqonbus::cli::policy::run(args),
         Command::History(args) => arqonbus::cli::history(args),
         Command::Token(command) => arqonbus::cli::token::run(command),
         Command::Config(args) => config(args),

@@ -9,9 +9,11 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::admin::{AdminError, AdminServer};
+use crate::audit::{self, AuditError, AuditLog};
 use crate::config::{Config, ConfigError};
 use crate::health::Status;
 use crate::metrics::{ShardCounters, Snapshot};
+use crate::policy::{PolicyError, PolicyHost, PolicySpec};
 use crate::shard::{self, ShardStart};
 use crate::shield::{Shield, ShieldError};
 use crate::spsc;
@@ -30,6 +32,10 @@ pub enum ServerError {
     Shield(#[from] ShieldError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error(
         "cannot start shard {shard}: {reason}. glommio needs io_uring and locked memory: raise \
          the memlock limit (`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the systemd unit), \
@@ -141,6 +147,43 @@ pub struct Server {
     status: Arc<Status>,
     /// Stopped (dropped) after the shards, so /metrics and /readyz answer while they drain.
     admin: Option<AdminServer>,
+    policy_host: Arc<PolicyHost>,
+    audit: AuditLog,
+}
+
+/// Compiles the policies of the config file and installs them, each audited (actor `config`)
+/// before it takes effect. A policy that cannot be read or compiled stops the start: the bus
+/// does not run without a safety policy its operator asked for.
+fn load_configured_policies(
+    config: &Config,
+    host: &PolicyHost,
+    log: &AuditLog,
+) -> Result<(), ServerError> {
+    for file in &config.policies {
+        let (spec, wasm) = PolicySpec::from_file(config, file)?;
+        let policy = Arc::new(host.compile(spec, &wasm)?);
+        let details = serde_json::json!({
+            "outcome": "applied",
+            "source": config.resolve_path(&file.wasm_path).display().to_string(),
+            "sha256": policy.sha256_hex(),
+            "wasm_bytes": policy.wasm_bytes,
+            "spec": policy.spec.describe(),
+        });
+        let entry = audit::Entry {
+            actor: "config".into(),
+            action: "policy.load".into(),
+            target: file.name.clone(),
+            details,
+        };
+        log.commit(|w| -> Result<(), ServerError> {
+            host.registry.check_install(&file.name)?;
+            w.append(entry)?;
+            host.registry.install(policy)?;
+            Ok(())
+        })?;
+        tracing::info!(policy = %file.name, "policy loaded from the config file");
+    }
+    Ok(())
 }
 
 impl Server {
@@ -173,6 +216,9 @@ impl Server {
         admin: Option<AdminServer>,
     ) -> Result<Self, ServerError> {
         config.validate()?;
+        let audit = AuditLog::open(&config.data_dir, clock.clone())?;
+        let policy_host = Arc::new(PolicyHost::new(&config.policy)?);
+        load_configured_policies(&config, &policy_host, &audit)?;
         let config = Arc::new(config);
         let count = config.shard_count();
         let shield = Arc::new(Shield::from_config(&config)?);
@@ -212,6 +258,8 @@ impl Server {
                 requests,
                 deliveries,
                 stop: stop.clone(),
+                policy_host: policy_host.clone(),
+                audit: audit.clone(),
                 ready: {
                     let (tx, rx) = std::sync::mpsc::channel();
                     ready.push(rx);
@@ -265,6 +313,8 @@ impl Server {
             reloader,
             status,
             admin,
+            policy_host,
+            audit,
         })
     }
 
@@ -313,6 +363,16 @@ impl Server {
     /// The flag that stops the server when raised (signal handlers raise it).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    /// CASIL: the engine and the registry of loaded policies.
+    pub fn policy_host(&self) -> &Arc<PolicyHost> {
+        &self.policy_host
+    }
+
+    /// The audit log's file.
+    pub fn audit_path(&self) -> &std::path::Path {
+        self.audit.path()
     }
 
     /// Counters summed over shards.

@@ -127,20 +127,63 @@ async fn grants_are_enforced_per_reality_and_topic_pattern() {
     c.publish_acked(Outgoing::new("lab-2", "rig.b.temp"))
         .await
         .expect("the session survives refusals");
-    assert!(bus.metrics().permission_denied >= 6);
+    // The sys.control.* refusal is counted by the control handler (control_refusals).
+    assert!(bus.metrics().permission_denied >= 5);
+    assert!(bus.metrics().control_refusals >= 1);
 
-    // A subscriber-only token may not publish; a controller may steer.
+    // A subscriber-only token may not publish.
     let reader = token(&key, "lab", &[Role::Subscriber], &["*:>"], &["*:>"]);
     let r = client_with_token(bus.addr, &reader).await.unwrap();
     assert_eq!(
         code(r.publish_acked(Outgoing::new("lab-1", "rig.a.temp")).await),
         Some(ErrorCode::PermissionDenied)
     );
-    let ctl = token(&key, "lab", &[Role::Controller], &[], &[]);
-    let ctl = client_with_token(bus.addr, &ctl).await.unwrap();
-    ctl.publish_acked(Outgoing::new("lab-1", "sys.control.reload"))
+}
+
+/// The signed token's `controller` role is what makes a session a controller: it may load a
+/// policy (an audited `sys.control.*` pulse); a publisher with every grant may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_role_in_a_signed_token_steers_the_bus() {
+    use arqonbus::proto::policy::v1::PolicyLimits;
+    use common::policy::{fixture, Load};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        c.data_dir = data_dir;
+        key = Some(token_key(c, true));
+    });
+    let key = key.unwrap();
+    let deny_all = Load {
+        name: "lockdown",
+        wasm: std::fs::read(fixture("deny_all")).unwrap(),
+        reality_glob: "locked-*",
+        topic_pattern: ">",
+        params: vec![],
+        limits: PolicyLimits::default(),
+    };
+    let publisher = token(&key, "lab", &[Role::Publisher], &["*:>"], &[]);
+    let p = client_with_token(bus.addr, &publisher).await.unwrap();
+    assert_eq!(
+        code(p.publish_acked(deny_all.pulse("ops")).await),
+        Some(ErrorCode::PermissionDenied),
+        "grants do not make a controller"
+    );
+    let controller = token(&key, "ops", &[Role::Controller], &[], &[]);
+    let ctl = client_with_token(bus.addr, &controller).await.unwrap();
+    ctl.publish_acked(deny_all.pulse("ops"))
         .await
-        .expect("controller may publish sys.control.*");
+        .expect("a controller token loads a policy");
+    assert_eq!(
+        code(p.publish_acked(Outgoing::new("locked-1", "a.b")).await),
+        Some(ErrorCode::PolicyDenied),
+        "the policy it loaded is in force"
+    );
+    p.publish_acked(Outgoing::new("open-1", "a.b"))
+        .await
+        .expect("other realities unaffected");
+    let audited = common::policy::audit_records(dir.path());
+    assert_eq!(audited.len(), 2, "both control pulses are audited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

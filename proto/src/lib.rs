@@ -1,7 +1,8 @@
 //! The ArqonBus wire contract, generated from `proto/arqon/**.proto` at build time.
 //!
 //! `v1` holds the envelope ([`v1::ArqonMessage`]) and the client/server frames; `nvm::v1` the
-//! payloads of the `nvm.*` topics. Framing helpers that every Rust peer needs live in [`frame`].
+//! payloads of the `nvm.*` topics; `policy::v1` what a CASIL policy inspects and the payloads of
+//! the `sys.control.policy.*` topics. Framing helpers that every Rust peer needs live in [`frame`].
 
 #[allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
 pub mod v1 {
@@ -12,6 +13,13 @@ pub mod nvm {
     #[allow(clippy::doc_lazy_continuation)]
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/arqon.nvm.v1.rs"));
+    }
+}
+
+pub mod policy {
+    #[allow(clippy::doc_lazy_continuation)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/arqon.policy.v1.rs"));
     }
 }
 

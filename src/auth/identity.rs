@@ -74,6 +74,17 @@ impl Identity {
         }
     }
 
+    /// A session that said Hello with a static `control.controller_tokens` entry.
+    pub fn static_controller(tenant: Arc<str>) -> Self {
+        Self {
+            tenant,
+            subject: "controller".into(),
+            roles: vec![Role::Controller, Role::Publisher, Role::Subscriber],
+            access: Access::Unrestricted,
+            expires_unix_secs: None,
+        }
+    }
+
     /// The identity a verified token describes.
     pub fn from_claims(claims: Claims) -> Result<Self, String> {
         let parse = |list: &[String]| -> Result<Vec<Grant>, String> {

@@ -1,6 +1,9 @@
-//! The client subcommands: `arqonbus pub`, `sub` and `history` on the Rust client, and the
-//! `token` tools.
+//! The client subcommands: `arqonbus pub`, `sub` and `history` on the Rust client; `arqonbus
+//! policy load|unload` for controllers; `arqonbus audit verify|show` for the audit log;
+//! `arqonbus token keygen|issue` for signed tokens.
 
+pub mod audit;
+pub mod policy;
 pub mod token;
 
 use std::io::Write;

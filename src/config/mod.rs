@@ -78,6 +78,15 @@ pub struct Config {
     pub slow_consumer: SlowConsumerPolicy,
     pub log: LogConfig,
     pub io: IoConfig,
+    /// CASIL: engine-wide settings, defaults and ceilings for policies.
+    pub policy: PolicyConfig,
+    /// Policies loaded at start, in the file as `[[policies]]`.
+    pub policies: Vec<PolicyFile>,
+    pub control: ControlConfig,
+    /// The directory of the config file, against which relative `wasm_path`s are resolved
+    /// (the working directory when there is no file).
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
     pub storage: StorageConfig,
     /// Which realities are retained, first match wins. Realities no rule matches are
     /// ephemeral: fire and forget, no history.
@@ -250,6 +259,9 @@ impl Default for StorageConfig {
 pub struct Limits {
     /// Largest frame a client may send, and the largest the server will build.
     pub max_frame_bytes: u64,
+    /// Largest payload (`ArqonMessage.payload.value`) a pulse may carry; checked at the shield
+    /// before any policy runs.
+    pub max_payload_bytes: u64,
     /// Bytes queued for one connection before the slow-consumer policy applies.
     pub max_outbound_bytes: u64,
     pub max_subscriptions_per_connection: u64,
@@ -293,6 +305,90 @@ pub struct IoConfig {
     pub spin_before_park_us: u64,
 }
 
+/// `[policy]`: how policies run, and the ceilings a policy's own limits may not exceed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Period of the one epoch ticker thread that enforces policy deadlines. A deadline fires
+    /// between `deadline_ms` and `deadline_ms + epoch_tick_ms` after a call starts.
+    pub epoch_tick_ms: u64,
+    /// Policies loaded at once (from the file and by controllers).
+    pub max_policies: u64,
+    /// Largest module accepted, in bytes.
+    pub max_wasm_bytes: u64,
+    /// Limits of a policy that does not set its own.
+    pub default_fuel_per_call: u64,
+    pub default_max_memory_pages: u64,
+    pub default_deadline_ms: u64,
+    /// Ceilings: a policy asking for more is refused.
+    pub max_fuel_per_call: u64,
+    pub max_memory_pages: u64,
+    pub max_deadline_ms: u64,
+}
+
+/// One `[[policies]]` entry: a policy loaded at start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// `[a-z0-9_-]`, 1 to 64 bytes; controllers replace or unload the policy by this name.
+    pub name: String,
+    /// The module (binary or text format); relative to the config file's directory.
+    pub wasm_path: PathBuf,
+    /// Where the policy applies; at least one.
+    pub bindings: Vec<BindingConfig>,
+    /// Policies that apply to one pulse run in ascending `order`, then by name.
+    #[serde(default)]
+    pub order: i32,
+    /// Handed to the policy in `PolicyInput.params`.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// 0 or absent: the `[policy]` default.
+    #[serde(default)]
+    pub fuel_per_call: u64,
+    #[serde(default)]
+    pub max_memory_pages: u64,
+    #[serde(default)]
+    pub deadline_ms: u64,
+}
+
+/// A reality glob (`*` = any run of characters, `?` = one) and a topic pattern (`*` one segment, `>` the
+/// rest).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BindingConfig {
+    pub reality_glob: String,
+    pub topic_pattern: String,
+}
+
+/// `[control]`: who may send `sys.control.*` pulses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// A session whose Hello.token equals one of these is a controller. Until the
+    /// authentication work lands this is the only credential the bus checks. Each token must be
+    /// at least 16 bytes.
+    pub controller_tokens: Vec<String>,
+}
+
+/// Shortest controller token accepted.
+pub const MIN_CONTROLLER_TOKEN_BYTES: usize = 16;
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            epoch_tick_ms: 1,
+            max_policies: 64,
+            max_wasm_bytes: 4 << 20,
+            default_fuel_per_call: 1_000_000,
+            default_max_memory_pages: 64,
+            default_deadline_ms: 20,
+            max_fuel_per_call: 1_000_000_000,
+            max_memory_pages: 1024,
+            max_deadline_ms: 1000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -304,6 +400,10 @@ impl Default for Config {
             slow_consumer: SlowConsumerPolicy::default(),
             log: LogConfig::default(),
             io: IoConfig::default(),
+            policy: PolicyConfig::default(),
+            policies: Vec::new(),
+            control: ControlConfig::default(),
+            base_dir: None,
             storage: StorageConfig::default(),
             retention: Vec::new(),
             tls_listen: None,
@@ -321,6 +421,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_frame_bytes: 1 << 20,
+            max_payload_bytes: 1 << 20,
             max_outbound_bytes: 8 << 20,
             max_subscriptions_per_connection: 1024,
             max_connections_per_shard: 50_000,
@@ -399,10 +500,20 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+        let mut config = Self::from_toml(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        config.base_dir = path.parent().map(Path::to_owned);
+        Ok(config)
+    }
+
+    /// Where a policy's `wasm_path` points: absolute, or relative to the config file.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_owned(),
+        }
     }
 
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
@@ -435,6 +546,9 @@ impl Config {
         let l = &self.limits;
         range("shards", self.shards as u64, 0, 256)?;
         range("limits.max_frame_bytes", l.max_frame_bytes, 1024, 64 << 20)?;
+        // Above max_frame_bytes it changes nothing (no frame can carry such a payload), so
+        // lowering the frame limit alone stays valid.
+        range("limits.max_payload_bytes", l.max_payload_bytes, 0, 64 << 20)?;
         range(
             "limits.max_outbound_bytes",
             l.max_outbound_bytes,
@@ -532,6 +646,7 @@ impl Config {
             }
         }
         self.validate_security()?;
+        self.validate_policy()?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "log.level",
@@ -606,6 +721,81 @@ impl Config {
         Ok(())
     }
 
+    fn validate_policy(&self) -> Result<(), ConfigError> {
+        let p = &self.policy;
+        range("policy.epoch_tick_ms", p.epoch_tick_ms, 1, 1000)?;
+        range("policy.max_policies", p.max_policies, 1, 4096)?;
+        range("policy.max_wasm_bytes", p.max_wasm_bytes, 1024, 256 << 20)?;
+        range(
+            "policy.max_fuel_per_call",
+            p.max_fuel_per_call,
+            1_000,
+            u64::MAX / 2,
+        )?;
+        range("policy.max_memory_pages", p.max_memory_pages, 1, 65_536)?;
+        range("policy.max_deadline_ms", p.max_deadline_ms, 1, 60_000)?;
+        range(
+            "policy.default_fuel_per_call",
+            p.default_fuel_per_call,
+            1_000,
+            p.max_fuel_per_call,
+        )?;
+        range(
+            "policy.default_max_memory_pages",
+            p.default_max_memory_pages,
+            1,
+            p.max_memory_pages,
+        )?;
+        range(
+            "policy.default_deadline_ms",
+            p.default_deadline_ms,
+            1,
+            p.max_deadline_ms,
+        )?;
+        if self.policies.len() as u64 > p.max_policies {
+            return Err(ConfigError::Invalid {
+                key: "policies",
+                reason: format!(
+                    "{} policies listed; policy.max_policies is {}",
+                    self.policies.len(),
+                    p.max_policies
+                ),
+            });
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, f) in self.policies.iter().enumerate() {
+            let invalid = |reason: String| ConfigError::Invalid {
+                key: "policies",
+                reason: format!("entry {i} (`{}`): {reason}", f.name),
+            };
+            crate::policy::check_name(&f.name).map_err(invalid)?;
+            if !names.insert(f.name.as_str()) {
+                return Err(invalid("the name is listed twice".into()));
+            }
+            if f.bindings.is_empty() {
+                return Err(invalid("needs at least one of `bindings`".into()));
+            }
+            for b in &f.bindings {
+                crate::policy::Binding::parse(&b.reality_glob, &b.topic_pattern)
+                    .map_err(invalid)?;
+            }
+            crate::policy::Limits::resolve(p, f.fuel_per_call, f.max_memory_pages, f.deadline_ms)
+                .map_err(invalid)?;
+        }
+        for token in &self.control.controller_tokens {
+            if token.len() < MIN_CONTROLLER_TOKEN_BYTES {
+                return Err(ConfigError::Invalid {
+                    key: "control.controller_tokens",
+                    reason: format!(
+                        "a token is shorter than {MIN_CONTROLLER_TOKEN_BYTES} bytes; use a long \
+                         random string"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The quota of a tenant, if one is configured.
     pub fn tenant_quota(&self, tenant: &str) -> Option<&TenantQuota> {
         self.tenants.iter().find(|t| t.name == tenant)
@@ -646,6 +836,17 @@ mod tests {
             d.limits.max_outbound_bytes
         );
         assert_eq!(from_file.slow_consumer, d.slow_consumer);
+        assert_eq!(
+            from_file.limits.max_payload_bytes,
+            d.limits.max_payload_bytes
+        );
+        assert_eq!(from_file.policy.epoch_tick_ms, d.policy.epoch_tick_ms);
+        assert_eq!(
+            from_file.policy.default_deadline_ms,
+            d.policy.default_deadline_ms
+        );
+        assert_eq!(from_file.policy.max_memory_pages, d.policy.max_memory_pages);
+        assert!(from_file.control.controller_tokens.is_empty());
     }
 
     #[test]

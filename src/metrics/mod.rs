@@ -105,6 +105,19 @@ counters! {
     recovery_truncations => "recovery_truncations_total",
     /// Old segments deleted by retention.
     segments_trimmed => "segments_trimmed_total",
+    /// Policy inspections run (one per policy per pulse it binds).
+    policy_evaluations => "policy_evaluations_total",
+    /// Pulses blocked because a policy answered deny (POLICY_DENIED).
+    policy_denials => "policy_denials_total",
+    /// Pulses blocked because a policy failed: trap, fuel, deadline, instantiation, bad answer
+    /// (POLICY_FAULT).
+    policy_faults => "policy_faults_total",
+    /// Policy instances created on this shard (first use, and after each fault).
+    policy_instantiations => "policy_instantiations_total",
+    /// `sys.control.*` pulses received.
+    control_pulses => "control_pulses_total",
+    /// `sys.control.*` pulses refused (not a controller, malformed, or not applicable).
+    control_refusals => "control_refusals_total",
     /// Hellos refused with UNAUTHENTICATED (bad, expired or missing token; identity mismatch).
     auth_failures => "auth_failures_total",
     /// Connections closed on arrival because their address failed to authenticate too often.

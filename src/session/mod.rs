@@ -11,6 +11,7 @@
 //! (`hello.rs`); every later request is checked against them.
 
 mod causal;
+mod control;
 mod hello;
 mod history;
 mod io;
@@ -55,12 +56,31 @@ const WRITE_BATCH_BYTES: usize = 64 << 10;
 /// Frames a connection's reader serves before it lets the shard's other tasks run.
 const FRAMES_PER_TURN: u32 = 32;
 
+/// What a session may do beyond publishing and subscribing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Client,
+    /// Said Hello with a token listed in `control.controller_tokens`: may send `sys.control.*`.
+    Controller,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Controller => "controller",
+        }
+    }
+}
+
 /// What a client said about itself in Hello.
 #[derive(Debug, Clone, Default)]
 pub struct SessionInfo {
     pub session_id: String,
     pub client_name: String,
     pub manifest: Option<arqonbus_proto::v1::OperatorManifest>,
+    pub role: Role,
 }
 
 /// What the shield knows about a session once Hello has settled it.
@@ -304,6 +324,14 @@ impl Conn {
 
     pub(crate) fn set_shielded(&self, shielded: Shielded) {
         *self.shielded.borrow_mut() = Some(Rc::new(shielded));
+    }
+
+    /// The session's role; `Client` before Hello.
+    pub fn role(&self) -> Role {
+        self.session
+            .borrow()
+            .as_ref()
+            .map_or(Role::Client, |s| s.role)
     }
 }
 
@@ -562,11 +590,12 @@ async fn serve_frames(
             Err(end) => return end,
         };
         shard.counters.frames_in.inc();
+        let frame_bytes = body.len();
         let frame = match ClientFrame::decode(body) {
             Ok(f) => f,
             Err(e) => return ReadEnd::Fatal(decode_failed(e)),
         };
-        dispatch(shard, conn, frame).await;
+        dispatch(shard, conn, frame, frame_bytes).await;
         if conn.is_closing() {
             return ReadEnd::Eof;
         }
@@ -625,10 +654,12 @@ pub(crate) fn reject_unacked(
     conn.push_frame(&shard.counters, error_frame(correlation_id, code, &message));
 }
 
-async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
+async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_bytes: usize) {
     let corr = frame.correlation_id;
     match frame.kind {
-        Some(client_frame::Kind::Publish(p)) => publish::handle(shard, conn, corr, p).await,
+        Some(client_frame::Kind::Publish(p)) => {
+            publish::handle(shard, conn, corr, p, frame_bytes).await
+        }
         Some(client_frame::Kind::Subscribe(s)) => subscribe::subscribe(shard, conn, corr, s).await,
         Some(client_frame::Kind::Unsubscribe(u)) => {
             subscribe::unsubscribe(shard, conn, corr, u).await

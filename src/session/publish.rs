@@ -1,17 +1,30 @@
-//! `Publish` → sequenced by the reality's owner → `PubAck` when asked.
+//! `Publish` → the shield → sequenced by the reality's owner → `PubAck` when asked.
+//!
+//! The shield runs on the connection's shard, in this order: envelope checks (reality and topic
+//! syntax, payload size), then `sys.control.*` pulses go to their own handler (governed by the
+//! controller role, audited, not subject to grants, quotas or policies, so nothing can lock
+//! controllers out), then the session's grants and its tenant's publish rate, then every CASIL
+//! policy bound to the pulse, and last the tenant's retained-bytes quota (so only a pulse that
+//! will be stored counts). Only a pulse that passes all of them is sent to its owner.
 
 use std::rc::Rc;
-
 use std::time::Duration;
 
 use arqonbus_proto::v1::{ArqonMessage, ErrorCode, Publish};
 use prost::Message;
 
-use super::{reject, reject_unacked, Conn, Shielded};
+use super::{control, reject, reject_unacked, Conn, Shielded};
+use crate::policy::Decision;
 use crate::routing::{validate_reality, validate_topic};
 use crate::shard::{traceparent, Origin, Shard, ToOwner};
 
-pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, publish: Publish) {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    correlation_id: u64,
+    publish: Publish,
+    frame_bytes: usize,
+) {
     let Some(message) = publish.message else {
         return reject(
             shard,
@@ -42,6 +55,17 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, pub
         let msg = format!("topic `{}` is invalid: {e}", message.topic);
         return refused(ErrorCode::InvalidTopic, &msg);
     }
+    let payload_bytes = message.payload.as_ref().map_or(0, |p| p.value.len()) as u64;
+    if payload_bytes > shard.config.limits.max_payload_bytes {
+        let msg = format!(
+            "payload of {payload_bytes} bytes exceeds limits.max_payload_bytes ({})",
+            shard.config.limits.max_payload_bytes
+        );
+        return reject(shard, conn, correlation_id, ErrorCode::LimitExceeded, &msg);
+    }
+    if control::is_control(&message.topic) {
+        return control::handle(shard, conn, correlation_id, message, publish.ack).await;
+    }
     if let Some(shielded) = conn.shielded() {
         if let Err((code, why, pause)) = shield(shard, &shielded, &message) {
             if publish.ack {
@@ -56,6 +80,38 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, pub
                 glommio::timer::sleep(pause).await;
             }
             return;
+        }
+    }
+    let decision = shard
+        .policies
+        .borrow_mut()
+        .check(&message, frame_bytes, &shard.counters);
+    match decision {
+        Decision::Allow => {}
+        Decision::Denied {
+            policy,
+            code,
+            reason,
+        } => {
+            shard.counters.policy_denials.inc();
+            let msg = format!("policy `{policy}` denied the pulse (reason {code}): {reason}");
+            return reject(shard, conn, correlation_id, ErrorCode::PolicyDenied, &msg);
+        }
+        Decision::Fault { policy, reason } => {
+            shard.counters.policy_faults.inc();
+            tracing::debug!(shard = shard.id, %policy, %reason, "policy fault blocked a pulse");
+            let msg = format!("policy `{policy}` failed, so the pulse is blocked: {reason}");
+            return reject(shard, conn, correlation_id, ErrorCode::PolicyFault, &msg);
+        }
+    }
+    if let Some(shielded) = conn.shielded() {
+        if let Err(why) = reserve_retained(shard, &shielded, &message) {
+            shard.counters.quota_exceeded.inc();
+            return if publish.ack {
+                reject(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &why)
+            } else {
+                reject_unacked(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &why)
+            };
         }
     }
     let origin = Origin {
@@ -77,9 +133,9 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, pub
 /// Longest a connection over its publish rate is left unread.
 const MAX_RATE_PAUSE: Duration = Duration::from_millis(100);
 
-/// The shield's checks on one publish: grants, then the tenant's publish rate, then its
-/// retained bytes. A refusal carries its code, the message for the client, and how long to
-/// leave the connection unread (rate refusals only).
+/// The shield's checks on one publish: grants, then the tenant's publish rate. A refusal
+/// carries its code, the message for the client, and how long to leave the connection unread
+/// (rate refusals only).
 fn shield(
     shard: &Shard,
     shielded: &Shielded,
@@ -102,15 +158,24 @@ fn shield(
             ));
         }
     }
-    if let Some(tenant) = &shielded.tenant {
-        if tenant.quota.max_retained_bytes > 0
-            && shard.config.retention_for(&message.reality_id).is_some()
-        {
-            if let Err(over) = tenant.reserve_retained(message.encoded_len() as u64) {
-                shard.counters.quota_exceeded.inc();
-                return Err((ErrorCode::QuotaExceeded, over.0, None));
-            }
-        }
-    }
     Ok(())
+}
+
+/// Counts a pulse for a retained reality against its tenant's `max_retained_bytes`.
+fn reserve_retained(
+    shard: &Shard,
+    shielded: &Shielded,
+    message: &ArqonMessage,
+) -> Result<(), String> {
+    let Some(tenant) = &shielded.tenant else {
+        return Ok(());
+    };
+    if tenant.quota.max_retained_bytes == 0
+        || shard.config.retention_for(&message.reality_id).is_none()
+    {
+        return Ok(());
+    }
+    tenant
+        .reserve_retained(message.encoded_len() as u64)
+        .map_err(|over| over.0)
 }

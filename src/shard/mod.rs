@@ -25,8 +25,10 @@ use glommio::net::TcpListener;
 use glommio::{GlommioError, ResourceType};
 use prost::Message;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::ShardCounters;
+use crate::policy::{PolicyHost, ShardPolicies};
 use crate::routing::owner_shard;
 use crate::session::{self, error_frame, Conn, ConnId};
 use crate::shield::Shield;
@@ -113,6 +115,9 @@ pub struct ShardStart {
     /// Told once the shard has recovered its retained realities, connected its rings, and is
     /// accepting; or why it could not.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    /// CASIL, shared by every shard: the engine and the registry of compiled policies.
+    pub policy_host: Arc<PolicyHost>,
+    pub audit: AuditLog,
 }
 
 /// The state of one shard, shared by its tasks (single-threaded: `Rc` and `RefCell`).
@@ -141,6 +146,10 @@ pub struct Shard {
     deliveries: Vec<Option<Rc<Outbox<FromOwner>>>>,
     stopping: Cell<bool>,
     stopped: Event,
+    /// This shard's policy instances (its own stores; nothing shared with other cores).
+    pub policies: RefCell<ShardPolicies>,
+    pub policy_host: Arc<PolicyHost>,
+    pub audit: AuditLog,
 }
 
 impl Shard {
@@ -546,6 +555,8 @@ pub async fn run(start: ShardStart) {
         deliveries,
         stop,
         ready,
+        policy_host,
+        audit,
     } = start;
 
     // Every end waits for its peer's end to connect, so all of them connect at once.
@@ -584,6 +595,9 @@ pub async fn run(start: ShardStart) {
         deliveries: outboxes.clone(),
         stopping: Cell::new(false),
         stopped: Event::new(),
+        policies: RefCell::new(ShardPolicies::new(policy_host.clone())),
+        policy_host,
+        audit,
     });
 
     if let Err(why) = shard.recover_all() {

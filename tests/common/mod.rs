@@ -2,6 +2,9 @@
 //! I/O for protocol edge cases, and clients pinned to a chosen shard.
 #![allow(dead_code)]
 
+pub mod guest;
+pub mod policy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -42,6 +45,10 @@ impl TestBus {
             server: Some(server),
             addr,
         }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
     }
 
     pub fn metrics(&self) -> Snapshot {
@@ -413,12 +420,8 @@ pub fn wss_connect(
     WsConn { ws }
 }
 
-/// The server of a TestBus, for transport addresses and the shield.
+/// Transport addresses of a TestBus.
 impl TestBus {
-    pub fn server(&self) -> &Server {
-        self.server.as_ref().unwrap()
-    }
-
     pub fn addr_of(&self, transport: arqonbus::transport::Transport) -> SocketAddr {
         self.server()
             .addr_of(transport)

@@ -1,0 +1,132 @@
+//! `arqonbus policy load|unload`: the controller's side of `sys.control.policy.*`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use arqonbus_client::{Client, ConnectOptions, Outgoing};
+use arqonbus_proto::policy::v1::{PolicyBinding, PolicyLimits, PolicyLoad, PolicyUnload};
+
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
+    pub server: String,
+    /// A controller token (one of the server's control.controller_tokens).
+    #[arg(long, env = "ARQONBUS_CONTROLLER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The reality the control pulse is published in (recorded in the audit log).
+    #[arg(long, default_value = "sys")]
+    pub reality: String,
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Load a policy, or replace the one of the same name.
+    Load {
+        #[arg(long)]
+        name: String,
+        /// The module (.wasm, or .wat text).
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Bindings as `REALITY_GLOB:TOPIC_PATTERN`, e.g. `*:nvm.job.submit`; repeatable.
+        #[arg(long = "bind", required = true)]
+        bindings: Vec<String>,
+        /// Parameters as `KEY=VALUE`; repeatable.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        order: i32,
+        /// 0: the server's default.
+        #[arg(long, default_value_t = 0)]
+        fuel_per_call: u64,
+        #[arg(long, default_value_t = 0)]
+        max_memory_pages: u32,
+        #[arg(long, default_value_t = 0)]
+        deadline_ms: u32,
+    },
+    /// Unload a policy by name.
+    Unload {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
+    let (topic, outgoing) = match args.command {
+        PolicyCommand::Load {
+            name,
+            wasm,
+            bindings,
+            params,
+            order,
+            fuel_per_call,
+            max_memory_pages,
+            deadline_ms,
+        } => {
+            let wasm =
+                std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            let bindings = bindings
+                .iter()
+                .map(|b| {
+                    let (reality_glob, topic_pattern) = b.split_once(':').with_context(|| {
+                        format!("binding `{b}` is not REALITY_GLOB:TOPIC_PATTERN")
+                    })?;
+                    Ok(PolicyBinding {
+                        reality_glob: reality_glob.to_owned(),
+                        topic_pattern: topic_pattern.to_owned(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let params = params
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .with_context(|| format!("parameter `{p}` is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<HashMap<_, _>>>()?;
+            let load = PolicyLoad {
+                name,
+                bindings,
+                limits: Some(PolicyLimits {
+                    fuel_per_call,
+                    max_memory_pages,
+                    deadline_ms,
+                }),
+                wasm: wasm.into(),
+                params,
+                order,
+            };
+            let topic = "sys.control.policy.load";
+            (topic, Outgoing::new(&args.reality, topic).message(&load))
+        }
+        PolicyCommand::Unload { name } => {
+            let topic = "sys.control.policy.unload";
+            let out = Outgoing::new(&args.reality, topic).message(&PolicyUnload { name });
+            (topic, out)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the client runtime")?;
+    runtime.block_on(async {
+        let options = ConnectOptions {
+            client_name: "arqonbus-cli".into(),
+            token: args.token.clone(),
+            ..Default::default()
+        };
+        let client = Client::connect(&args.server, options)
+            .await
+            .with_context(|| format!("cannot connect to {}", args.server))?;
+        client
+            .publish_acked(outgoing)
+            .await
+            .with_context(|| format!("{topic} was refused"))?;
+        println!("ok: {topic} applied (and audited)");
+        client.close().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,332 @@
+//! `sys.control.*` pulses: governance of the bus by its controllers.
+//!
+//! A control pulse is consumed by the shard that received it, never sequenced into its reality.
+//! Only a controller session (a signed token with role `controller` or `admin`, or a Hello.token
+//! in `control.controller_tokens`) may send one. Every
+//! control pulse, applied or refused, gets exactly one audit record, written and synced before
+//! anything changes; the pulse is then answered: a `PubAck` with `sequence = 0` when `ack` was
+//! asked for, or an error (PERMISSION_DENIED for a non-controller, INVALID_REQUEST for a pulse
+//! that cannot be applied, INTERNAL when the audit log cannot record it — then nothing changes).
+//!
+//! Topics: `sys.control.policy.load` (payload `arqon.policy.v1.PolicyLoad`; a name already
+//! loaded is replaced) and `sys.control.policy.unload` (`arqon.policy.v1.PolicyUnload`).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use arqonbus_proto::frame::encode_frame;
+use arqonbus_proto::policy::v1::{PolicyLoad, PolicyUnload};
+use arqonbus_proto::v1::{server_frame, ArqonMessage, ErrorCode, PubAck, ServerFrame};
+use prost::{Message, Name};
+use serde_json::json;
+
+use super::{reject, Conn, Role};
+use crate::audit::{AuditError, Entry};
+use crate::policy::{CompiledPolicy, PolicySpec};
+use crate::shard::{uuid_v7, Shard};
+
+/// Every topic under this prefix is a control pulse.
+pub const PREFIX: &str = "sys.control.";
+pub const POLICY_LOAD: &str = "sys.control.policy.load";
+pub const POLICY_UNLOAD: &str = "sys.control.policy.unload";
+
+pub fn is_control(topic: &str) -> bool {
+    topic.starts_with(PREFIX)
+}
+
+/// Why a control pulse was not applied: the error code and message for the sender.
+struct Refusal {
+    code: ErrorCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn invalid(reason: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::InvalidRequest,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What one control pulse is about, for its audit record.
+struct Audited {
+    actor: String,
+    action: String,
+    target: String,
+    details: serde_json::Value,
+}
+
+impl Audited {
+    fn entry(&self, outcome: Result<(), &str>, extra: serde_json::Value) -> Entry {
+        let mut details = self.details.clone();
+        match outcome {
+            Ok(()) => details["outcome"] = "applied".into(),
+            Err(reason) => {
+                details["outcome"] = "refused".into();
+                details["reason"] = reason.into();
+            }
+        }
+        if let (Some(d), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
+            d.extend(extra);
+        }
+        Entry {
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            target: self.target.clone(),
+            details,
+        }
+    }
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    correlation_id: u64,
+    message: ArqonMessage,
+    ack: bool,
+) {
+    shard.counters.control_pulses.inc();
+    let audited = Audited {
+        actor: actor(conn),
+        action: message.topic.clone(),
+        target: target_of(&message),
+        details: json!({
+            "reality_id": message.reality_id,
+            "producer_id": message.producer_id,
+            "correlation_id": correlation_id,
+        }),
+    };
+    let result = if conn.role() != Role::Controller {
+        let refusal = Refusal {
+            code: ErrorCode::PermissionDenied,
+            reason: "sys.control.* pulses are accepted only from controllers (a signed token \
+                     with role `controller`, or a Hello token listed in \
+                     control.controller_tokens)"
+                .into(),
+        };
+        refuse(shard, &audited, refusal).await
+    } else {
+        match message.topic.as_str() {
+            POLICY_LOAD => load(shard, &audited, &message).await,
+            POLICY_UNLOAD => unload(shard, &audited, &message).await,
+            other => {
+                let refusal = Refusal::invalid(format!(
+                    "unknown control topic `{other}`; known: {POLICY_LOAD}, {POLICY_UNLOAD}"
+                ));
+                refuse(shard, &audited, refusal).await
+            }
+        }
+    };
+    match result {
+        Ok(()) => {
+            if ack {
+                conn.push_frame(&shard.counters, ack_frame(shard, correlation_id, &message));
+            }
+        }
+        Err(refusal) => {
+            shard.counters.control_refusals.inc();
+            tracing::info!(
+                shard = shard.id,
+                topic = %message.topic,
+                actor = %audited.actor,
+                reason = %refusal.reason,
+                "control pulse refused"
+            );
+            reject(shard, conn, correlation_id, refusal.code, &refusal.reason);
+        }
+    }
+}
+
+/// Records a refusal, then hands it back for the answer.
+async fn refuse(shard: &Shard, audited: &Audited, refusal: Refusal) -> Result<(), Refusal> {
+    let entry = audited.entry(Err(&refusal.reason), json!({}));
+    match shard.audit.commit_async(move |w| w.append(entry)).await {
+        Ok(_) => Err(refusal),
+        // The refusal stands either way; say that the record is missing.
+        Err(e) => Err(audit_failed(e, refusal)),
+    }
+}
+
+fn audit_failed(e: AuditError, refusal: Refusal) -> Refusal {
+    tracing::error!(error = %e, "cannot write the audit log");
+    Refusal {
+        code: refusal.code,
+        reason: format!(
+            "{} (and the audit log could not record this: {e})",
+            refusal.reason
+        ),
+    }
+}
+
+async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
+    let prepared = match prepare_load(shard, message).await {
+        Ok(policy) => policy,
+        Err(refusal) => return refuse(shard, audited, refusal).await,
+    };
+    let host = shard.policy_host.clone();
+    let mut entry = audited.entry(
+        Ok(()),
+        json!({
+            "sha256": prepared.sha256_hex(),
+            "wasm_bytes": prepared.wasm_bytes,
+            "spec": prepared.spec.describe(),
+        }),
+    );
+    // Check, record, then apply, with no other governance action in between: what the record
+    // says it replaced is what it replaced.
+    let committed = shard
+        .audit
+        .commit_async(move |w| -> Result<Result<(), String>, AuditError> {
+            let name = &prepared.spec.name;
+            if let Err(e) = host.registry.check_install(name) {
+                entry.details["outcome"] = "refused".into();
+                entry.details["reason"] = e.to_string().into();
+                w.append(entry)?;
+                return Ok(Err(e.to_string()));
+            }
+            entry.details["replaced_sha256"] =
+                host.registry.get(name).map(|p| p.sha256_hex()).into();
+            w.append(entry)?;
+            Ok(host
+                .registry
+                .install(prepared)
+                .map(|_| ())
+                .map_err(|e| e.to_string()))
+        })
+        .await;
+    match committed {
+        Ok(Ok(())) => {
+            tracing::info!(policy = %audited.target, actor = %audited.actor, "policy loaded");
+            Ok(())
+        }
+        Ok(Err(reason)) => Err(Refusal::invalid(reason)),
+        Err(e) => Err(Refusal {
+            code: ErrorCode::Internal,
+            reason: format!("the audit log could not record this, so nothing was changed: {e}"),
+        }),
+    }
+}
+
+/// Decodes, checks and compiles (on the blocking pool) the policy a load pulse carries.
+async fn prepare_load(
+    shard: &Shard,
+    message: &ArqonMessage,
+) -> Result<Arc<CompiledPolicy>, Refusal> {
+    let load: PolicyLoad = decode(message)?;
+    let host = shard.policy_host.clone();
+    let (spec, wasm) =
+        PolicySpec::from_load(host.config(), &load).map_err(|e| Refusal::invalid(e.to_string()))?;
+    let compiled = glommio::executor()
+        .spawn_blocking(move || host.compile(spec, &wasm))
+        .await;
+    compiled
+        .map(Arc::new)
+        .map_err(|e| Refusal::invalid(e.to_string()))
+}
+
+async fn unload(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
+    let unload: PolicyUnload = match decode(message) {
+        Ok(u) => u,
+        Err(refusal) => return refuse(shard, audited, refusal).await,
+    };
+    let host = shard.policy_host.clone();
+    let name = unload.name;
+    let applied = audited.entry(Ok(()), json!({}));
+    let missing = format!("no policy named `{name}` is loaded");
+    let refused = audited.entry(Err(&missing), json!({}));
+    let committed = shard
+        .audit
+        .commit_async(move |w| -> Result<bool, AuditError> {
+            let Some(current) = host.registry.get(&name) else {
+                w.append(refused)?;
+                return Ok(false);
+            };
+            let mut applied = applied;
+            applied.details["sha256"] = current.sha256_hex().into();
+            w.append(applied)?;
+            host.registry.remove(&name);
+            Ok(true)
+        })
+        .await;
+    match committed {
+        Ok(true) => {
+            tracing::info!(policy = %audited.target, actor = %audited.actor, "policy unloaded");
+            Ok(())
+        }
+        Ok(false) => Err(Refusal::invalid(missing)),
+        Err(e) => Err(Refusal {
+            code: ErrorCode::Internal,
+            reason: format!("the audit log could not record this, so nothing was changed: {e}"),
+        }),
+    }
+}
+
+/// The payload as `M`: its type_url must name `M` (or be empty).
+fn decode<M: Message + Default + Name>(message: &ArqonMessage) -> Result<M, Refusal> {
+    let Some(any) = &message.payload else {
+        return Err(Refusal::invalid(format!(
+            "{} needs a {} payload",
+            message.topic,
+            M::full_name()
+        )));
+    };
+    if !any.type_url.is_empty() && any.type_url != M::type_url() {
+        return Err(Refusal::invalid(format!(
+            "{} needs a {} payload, not `{}`",
+            message.topic,
+            M::type_url(),
+            any.type_url
+        )));
+    }
+    M::decode(&any.value[..]).map_err(|e| {
+        Refusal::invalid(format!(
+            "the payload does not decode as {}: {e}",
+            M::full_name()
+        ))
+    })
+}
+
+/// The policy a control pulse names, when it can be read (for the audit record).
+fn target_of(message: &ArqonMessage) -> String {
+    let Some(any) = &message.payload else {
+        return String::new();
+    };
+    match message.topic.as_str() {
+        POLICY_LOAD => PolicyLoad::decode(&any.value[..]).map(|l| l.name),
+        POLICY_UNLOAD => PolicyUnload::decode(&any.value[..]).map(|u| u.name),
+        _ => Ok(String::new()),
+    }
+    .unwrap_or_default()
+}
+
+/// Who sent it, for the audit record. Never the token itself.
+fn actor(conn: &Conn) -> String {
+    let peer = conn
+        .peer
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match conn.session() {
+        Some(s) => format!(
+            "{} session={} client={:?} peer={peer}",
+            s.role.as_str(),
+            s.session_id,
+            s.client_name
+        ),
+        None => format!("unknown peer={peer}"),
+    }
+}
+
+fn ack_frame(shard: &Shard, correlation_id: u64, message: &ArqonMessage) -> bytes::Bytes {
+    let now = shard.clock.now_unix_nanos();
+    encode_frame(&ServerFrame {
+        correlation_id,
+        kind: Some(server_frame::Kind::PubAck(PubAck {
+            reality_id: message.reality_id.clone(),
+            // Control pulses are not sequenced.
+            sequence: 0,
+            id: uuid_v7(now),
+            timestamp_unix_nanos: now,
+        })),
+    })
+}
