@@ -61,7 +61,8 @@ SERVER_PIDS=()
 # start_arqonbus BIN PORT WORKDIR LOG: starts `arqonbus serve` on loopback, sets ARQ_PID.
 start_arqonbus() {
   local bin=$1 port=$2 dir=$3 log=$4
-  local args=(serve --listen "127.0.0.1:$port" --shards 2)
+  # The admin listener (default 127.0.0.1:4721) takes a free port, so runs can overlap.
+  local args=(serve --listen "127.0.0.1:$port" --shards 2 --admin-listen 127.0.0.1:0)
   if "$bin" serve --help 2>/dev/null | grep -q -- '--data-dir'; then
     args+=(--data-dir "$dir/arqonbus-data")
   fi

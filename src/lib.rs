@@ -18,7 +18,13 @@
 //!   connection's shard before it is sequenced (one wasmtime engine per process, instances per
 //!   shard, fail-closed).
 //! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
-//! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
+//! - [`metrics`]: per-shard counters and the latency histogram, written by one shard and summed
+//!   by readers.
+//! - [`health`]: the server's phase (starting, ready, stopping) and shard liveness, shared with
+//!   the admin listener and the systemd watchdog.
+//! - [`admin`]: the admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
+//! - [`service`]: life under systemd: READY, WATCHDOG (only while every shard turns), STOPPING.
+//! - [`tune`]: `arqonbus tune --check|--apply`, the kernel settings a bus host needs.
 //! - [`cli`]: the client subcommands (`pub`, `sub`, `history`, and `policy` for controllers) on
 //!   the Rust client, and `audit verify|show`.
 //!
@@ -38,20 +44,24 @@
 //! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
 //!   stalls its shard, the rings, or other subscribers.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod policy;
 pub mod routing;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod shard;
 pub mod spsc;
 pub mod store;
 pub mod time;
 pub mod transport;
+pub mod tune;
 
 pub use arqonbus_proto as proto;
 pub use config::Config;

@@ -1,5 +1,5 @@
 //! Starting and stopping the bus: one pinned glommio executor per shard, the SPSC meshes
-//! between them, and a listening socket each.
+//! between them, a listening socket each, and the admin listener beside them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::admin::{AdminError, AdminServer};
 use crate::audit::{self, AuditError, AuditLog};
 use crate::config::{Config, ConfigError};
+use crate::health::Status;
 use crate::metrics::{ShardCounters, Snapshot};
 use crate::policy::{PolicyError, PolicyHost, PolicySpec};
 use crate::shard::{self, ShardStart};
@@ -28,6 +30,8 @@ pub enum ServerError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error(
         "cannot start shard {shard}: {reason}. glommio needs io_uring and locked memory: raise \
          the memlock limit (`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the systemd unit), \
@@ -73,6 +77,9 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     counters: Vec<Arc<ShardCounters>>,
     shards: Vec<glommio::ExecutorJoinHandle<()>>,
+    status: Arc<Status>,
+    /// Stopped (dropped) after the shards, so /metrics and /readyz answer while they drain.
+    admin: Option<AdminServer>,
     policy_host: Arc<PolicyHost>,
     audit: AuditLog,
 }
@@ -113,14 +120,34 @@ fn load_configured_policies(
 }
 
 impl Server {
-    /// Validates `config`, binds the listeners and starts every shard. Returns once all shards
-    /// are accepting.
+    /// Validates `config`, starts the admin listener (when `admin_listen` is set), binds the
+    /// client listeners and starts every shard. Returns once all shards are accepting; only then
+    /// does `/readyz` answer ready.
     pub fn start(config: Config) -> Result<Self, ServerError> {
         Self::start_with_clock(config, time::system())
     }
 
     /// As [`Server::start`], with a chosen clock (tests).
     pub fn start_with_clock(config: Config, clock: SharedClock) -> Result<Self, ServerError> {
+        config.validate()?;
+        let status = Status::new();
+        let admin = match config.admin_listen {
+            Some(addr) => Some(AdminServer::start(addr, status.clone())?),
+            None => None,
+        };
+        Self::start_with(config, clock, status, admin)
+    }
+
+    /// Starts the shards and reports to `status`, which `admin` (started by the caller, so it
+    /// can answer "not ready" while start-up runs) serves. `config.admin_listen` is not used
+    /// here. The server owns `admin` from now on and stops it last. `status` is marked ready
+    /// only when this returns `Ok`.
+    pub fn start_with(
+        config: Config,
+        clock: SharedClock,
+        status: Arc<Status>,
+        admin: Option<AdminServer>,
+    ) -> Result<Self, ServerError> {
         config.validate()?;
         let audit = AuditLog::open(&config.data_dir, clock.clone())?;
         let policy_host = Arc::new(PolicyHost::new(&config.policy)?);
@@ -187,12 +214,17 @@ impl Server {
             shards.push(handle);
         }
         wait_ready(&stop, ready, &mut shards)?;
+        // Every shard has recovered its retained realities, connected its rings and is accepting:
+        // only now is the server ready (/readyz, and READY=1 to systemd once this returns).
+        status.attach(counters.clone(), stop.clone(), addr);
         tracing::info!(%addr, shards = count, "arqonbus listening");
         Ok(Self {
             addr,
             stop,
             counters,
             shards,
+            status,
+            admin,
             policy_host,
             audit,
         })
@@ -201,6 +233,17 @@ impl Server {
     /// The address clients connect to (the bound port when the config said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// The server's phase, counters and shard heartbeats, shareable with other threads (the
+    /// systemd watchdog).
+    pub fn status(&self) -> Arc<Status> {
+        self.status.clone()
     }
 
     /// The flag that stops the server when raised (signal handlers raise it).
@@ -236,6 +279,7 @@ impl Server {
                 result = Err(ServerError::ShardPanicked { shard });
             }
         }
+        drop(self.admin);
         result
     }
 

@@ -22,7 +22,9 @@ fn free_port() -> u16 {
 
 fn start(config: &std::path::Path, addr: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_arqonbus"))
-        .args(["serve", "--shards", "2", "--listen", addr, "--config"])
+        .args(["serve", "--shards", "2", "--listen", addr])
+        // The default admin port is fixed; other tests run side by side.
+        .args(["--admin-listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .stderr(Stdio::piped())
         .spawn()

@@ -26,13 +26,14 @@ async fn graceful_shutdown_flushes_and_exits_zero() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_arqonbus"))
         .args(["serve", "--shards", "2", "--listen", &addr.to_string()])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Wait for the "listening" line.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.contains("listening") {
+    while !line.contains("arqonbus listening") {
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds ArqonBus and runs every test: the Rust workspace (unit, property and integration tests
-# over real sockets), the Python SDK against a real server, and a short smoke run of the load
-# harness. Works on a fresh Debian machine with Rust; installs Python packages into a venv
-# under target/.
+# over real sockets), the Python SDK against a real server, a short smoke run of the load
+# harness, and (in CI) the .deb build, install, upgrade and purge. Works on a fresh Debian
+# machine with Rust; installs Python packages into a venv under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,4 +34,13 @@ if [ -x bench/smoke.sh ] || [ -f bench/smoke.sh ]; then
   cargo build --release -p arqonbus-bench
   ARQONBUS_BIN="$PWD/target/release/arqonbus" bash bench/smoke.sh
 fi
+echo "== Debian package"
+if [ "${CI:-}" = "true" ]; then
+  # Builds the .deb, installs, upgrades and purges it with dpkg on this machine.
+  timeout 2700 bash systemd/test-deb.sh
+else
+  echo "skipped outside CI: systemd/test-deb.sh installs into this system" \
+       "(run it with ARQONBUS_DEB_TEST_INSTALL=1 on a throwaway machine)"
+fi
+
 echo "== all tests passed"

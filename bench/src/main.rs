@@ -564,9 +564,12 @@ where
     payload::now_ns(); // fix the clock's epoch before any connection exists
     let started = Instant::now();
     let (outcome, mut notes) = body(target.clone(), names).await;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    // Averages over less than a second (a probe answered `unsupported`) mean nothing.
     let cpu = cpu_before
         .zip(sys::CpuSnapshot::take(t.server_pid))
-        .map(|(a, b)| a.until(&b));
+        .map(|(a, b)| a.until(&b))
+        .filter(|_| elapsed_s >= 1.0);
     // Without the server's PID its CPU time is inside `other`, so only warn when it is known.
     if let Some(c) = cpu.filter(|c| c.server.is_some() && c.other > 0.25) {
         notes.push(format!(
@@ -575,7 +578,6 @@ where
             c.other, c.machine_cores
         ));
     }
-    let elapsed_s = started.elapsed().as_secs_f64();
     let (mut status, metrics) = match outcome {
         Ok(r) => (r.status, r.metrics),
         Err(e) => {

@@ -61,7 +61,9 @@ pub struct Config {
     pub shards: usize,
     /// Where retained realities and the audit log live.
     pub data_dir: PathBuf,
-    /// Admin HTTP listener (metrics, health); none when unset.
+    /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); `"off"` in the file (`None`)
+    /// turns it off. A bare port means loopback.
+    #[serde(deserialize_with = "deserialize_admin_listen")]
     pub admin_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub slow_consumer: SlowConsumerPolicy,
@@ -310,7 +312,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4720)),
             shards: 0,
             data_dir: PathBuf::from("./arqonbus-data"),
-            admin_listen: None,
+            admin_listen: Some(DEFAULT_ADMIN_LISTEN),
             limits: Limits::default(),
             slow_consumer: SlowConsumerPolicy::default(),
             log: LogConfig::default(),
@@ -364,8 +366,41 @@ impl Default for IoConfig {
     }
 }
 
-/// The commented default configuration, shipped as a file and printed by `arqonbus config`.
+/// The commented default configuration, printed by `arqonbus config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The configuration the .deb installs as /etc/arqonbus/arqonbus.toml: the default, with
+/// `data_dir` in the service's state directory. A test keeps the two in step.
+pub const PACKAGED_TOML: &str = include_str!("../../systemd/arqonbus.toml");
+
+/// Where the admin listener runs unless told otherwise: loopback, beside the client port.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    4721,
+));
+
+/// Parses an `admin_listen` value: `off` (no admin listener), a bare port (loopback), or an
+/// address.
+pub fn parse_admin_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    value.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("`{value}` is not `off`, a port, or an address such as 127.0.0.1:4721")
+    })
+}
+
+fn deserialize_admin_listen<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = String::deserialize(deserializer)?;
+    parse_admin_listen(&value).map_err(serde::de::Error::custom)
+}
 
 impl Config {
     /// Reads a TOML file over the embedded defaults. Keys absent from the file keep their
@@ -635,6 +670,7 @@ mod tests {
         from_file.validate().unwrap();
         let d = Config::default();
         assert_eq!(from_file.listen, d.listen);
+        assert_eq!(from_file.admin_listen, d.admin_listen);
         assert_eq!(from_file.limits.max_frame_bytes, d.limits.max_frame_bytes);
         assert_eq!(
             from_file.limits.max_outbound_bytes,
@@ -659,6 +695,40 @@ mod tests {
         let c = Config::from_toml("[limits]\nmax_frame_bytes = 10\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("limits.max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn admin_listen_takes_off_a_port_or_an_address() {
+        assert_eq!(Config::default().admin_listen, Some(DEFAULT_ADMIN_LISTEN));
+        let off = Config::from_toml("admin_listen = \"off\"\n").unwrap();
+        assert_eq!(off.admin_listen, None);
+        let port = Config::from_toml("admin_listen = \"9000\"\n").unwrap();
+        assert_eq!(port.admin_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        let addr = Config::from_toml("admin_listen = \"[::1]:9001\"\n").unwrap();
+        assert_eq!(addr.admin_listen, Some("[::1]:9001".parse().unwrap()));
+        assert!(Config::from_toml("admin_listen = \"nowhere\"\n").is_err());
+    }
+
+    #[test]
+    fn packaged_config_is_the_default_with_the_state_directory() {
+        let packaged = Config::from_toml(PACKAGED_TOML).unwrap();
+        packaged.validate().unwrap();
+        assert_eq!(packaged.data_dir, PathBuf::from("/var/lib/arqonbus"));
+        // Line for line the same file, so its comments stay true.
+        let differs: Vec<(&str, &str)> = DEFAULT_TOML
+            .lines()
+            .zip(PACKAGED_TOML.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(
+            differs,
+            vec![(
+                "data_dir = \"./arqonbus-data\"",
+                "data_dir = \"/var/lib/arqonbus\""
+            )],
+            "systemd/arqonbus.toml must be src/config/default.toml with only data_dir changed"
+        );
+        assert_eq!(DEFAULT_TOML.lines().count(), PACKAGED_TOML.lines().count());
     }
 
     #[test]

@@ -1,24 +1,32 @@
-//! Per-shard counters.
+//! Per-shard counters and the publish-to-deliver latency histogram.
 //!
 //! Each shard owns one [`ShardCounters`] and is its only writer: an increment is a relaxed load
 //! and store (no locked read-modify-write, no cache line shared with another writer). Readers on
-//! other threads (the admin endpoint, tests) load the values and sum them over shards.
+//! other threads (the admin endpoint, tests) load the values and sum them over shards, so a scrape
+//! costs the data path nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $name:ident => $exposed:literal ),* $(,)?) => {
         /// Counters of one shard. Written only by that shard.
         #[derive(Debug, Default)]
         #[repr(align(128))]
         pub struct ShardCounters {
-            $( $(#[$doc])* pub $name: Counter, )*
+            $( $(#[doc = $doc])* pub $name: Counter, )*
+            /// Bumped by the shard's run loop every 20 ms while its reactor turns; the systemd
+            /// watchdog and `/healthz` watch it advance. Not a metric.
+            pub heartbeat: Counter,
+            /// Time from the owner's timestamp on a pulse to the moment a subscriber's writer puts
+            /// it into a socket batch.
+            pub deliver_latency: LatencyHistogram,
         }
 
         /// A point-in-time copy of counters, summed over shards.
         #[derive(Debug, Default, Clone, PartialEq, Eq)]
         pub struct Snapshot {
-            $( $(#[$doc])* pub $name: u64, )*
+            $( $(#[doc = $doc])* pub $name: u64, )*
+            pub deliver_latency: HistogramSnapshot,
         }
 
         impl Snapshot {
@@ -27,6 +35,7 @@ macro_rules! counters {
                 let mut s = Self::default();
                 for c in shards {
                     $( s.$name += c.$name.get(); )*
+                    s.deliver_latency.add(&c.deliver_latency);
                 }
                 s
             }
@@ -35,57 +44,80 @@ macro_rules! counters {
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![$( (stringify!($name), self.$name), )*]
             }
+
+            /// Every counter with its exposed name (Prometheus, without the `arqonbus_` prefix)
+            /// and its help text (the field's doc comment).
+            pub fn counters(&self) -> Vec<CounterField> {
+                vec![$( CounterField {
+                    field: stringify!($name),
+                    exposed: $exposed,
+                    help: concat!($($doc),*),
+                    value: self.$name,
+                }, )*]
+            }
         }
     };
 }
 
+/// One counter of a [`Snapshot`], described for exposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterField {
+    /// The Rust field name.
+    pub field: &'static str,
+    /// The metric name after `arqonbus_`; counters end in `_total`, byte counts say `bytes`.
+    pub exposed: &'static str,
+    pub help: &'static str,
+    pub value: u64,
+}
+
 counters! {
     /// Connections accepted.
-    connections_accepted,
+    connections_accepted => "connections_accepted_total",
     /// Connections closed, for any reason.
-    connections_closed,
-    /// Connections refused because the shard was at max_connections_per_shard.
-    connections_refused,
+    connections_closed => "connections_closed_total",
+    /// Connections refused because the shard was at limits.max_connections_per_shard or
+    /// stopping.
+    connections_refused => "connections_refused_total",
     /// Frames received from clients.
-    frames_in,
+    frames_in => "frames_received_total",
     /// Bytes received from clients.
-    bytes_in,
+    bytes_in => "received_bytes_total",
     /// Bytes written to clients.
-    bytes_out,
-    /// Pulses sequenced by this shard (as owner).
-    pulses_sequenced,
-    /// Pulses queued for delivery to subscribers on this shard.
-    pulses_delivered,
-    /// Deliveries dropped by the shed policy.
-    pulses_shed,
+    bytes_out => "sent_bytes_total",
+    /// Pulses sequenced by their reality's owner shard (pulses in).
+    pulses_sequenced => "pulses_sequenced_total",
+    /// Pulses queued for delivery to a subscription (pulses out, one per subscription).
+    pulses_delivered => "pulses_delivered_total",
+    /// Deliveries dropped by the shed slow-consumer policy.
+    pulses_shed => "pulses_shed_total",
     /// Connections closed by the disconnect slow-consumer policy, or for overflowing with
     /// answers they never read.
-    slow_consumer_disconnects,
+    slow_consumer_disconnects => "slow_consumer_disconnects_total",
     /// Protocol errors that closed a connection (oversize, undecodable, no Hello).
-    protocol_errors,
-    /// Requests answered with a non-fatal error.
-    request_errors,
-    /// Times a producer waited for room in a full outbox or ring.
-    ring_full_waits,
-    /// Records found intact by recovery at start.
-    recovered_records,
-    /// Torn tails truncated by recovery.
-    recovery_truncations,
+    protocol_errors => "protocol_errors_total",
+    /// Requests answered with a non-fatal error (invalid topic or reality, limits).
+    request_errors => "request_errors_total",
+    /// Times a producer waited for room in a full outbox or ring (backpressure between shards).
+    ring_full_waits => "ring_full_waits_total",
+    /// Records of retained realities found intact by recovery at start.
+    recovered_records => "recovered_records_total",
+    /// Torn tails truncated by recovery at start.
+    recovery_truncations => "recovery_truncations_total",
     /// Old segments deleted by retention.
-    segments_trimmed,
+    segments_trimmed => "segments_trimmed_total",
     /// Policy inspections run (one per policy per pulse it binds).
-    policy_evaluations,
+    policy_evaluations => "policy_evaluations_total",
     /// Pulses blocked because a policy answered deny (POLICY_DENIED).
-    policy_denials,
+    policy_denials => "policy_denials_total",
     /// Pulses blocked because a policy failed: trap, fuel, deadline, instantiation, bad answer
     /// (POLICY_FAULT).
-    policy_faults,
+    policy_faults => "policy_faults_total",
     /// Policy instances created on this shard (first use, and after each fault).
-    policy_instantiations,
+    policy_instantiations => "policy_instantiations_total",
     /// `sys.control.*` pulses received.
-    control_pulses,
+    control_pulses => "control_pulses_total",
     /// `sys.control.*` pulses refused (not a controller, malformed, or not applicable).
-    control_refusals,
+    control_refusals => "control_refusals_total",
 }
 
 /// A counter with one writer.
@@ -112,6 +144,85 @@ impl Counter {
     }
 }
 
+/// Upper bounds (inclusive) of the latency buckets, in nanoseconds: 5 µs to 10 s. Fixed, so
+/// shards can be summed bucket by bucket and a scrape allocates nothing per shard.
+pub const LATENCY_BOUNDS_NANOS: [u64; 20] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Buckets: one per bound, plus one for everything above the last.
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NANOS.len() + 1;
+
+/// A fixed-bucket histogram with one writer (its shard), like [`Counter`].
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative).
+    buckets: [Counter; LATENCY_BUCKETS],
+    sum_nanos: Counter,
+}
+
+impl LatencyHistogram {
+    /// Records one observation. Only the owning shard calls this.
+    #[inline]
+    pub fn observe_nanos(&self, nanos: u64) {
+        let bucket = LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
+        self.buckets[bucket].inc();
+        self.sum_nanos.add(nanos);
+    }
+}
+
+/// A copy of one or more [`LatencyHistogram`]s, summed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    pub buckets: [u64; LATENCY_BUCKETS],
+    pub sum_nanos: u64,
+}
+
+impl HistogramSnapshot {
+    fn add(&mut self, h: &LatencyHistogram) {
+        for (total, bucket) in self.buckets.iter_mut().zip(&h.buckets) {
+            *total += bucket.get();
+        }
+        self.sum_nanos += h.sum_nanos.get();
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// (upper bound in nanoseconds, cumulative count) per bound; the `+Inf` bucket is
+    /// [`HistogramSnapshot::count`].
+    pub fn cumulative(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        LATENCY_BOUNDS_NANOS
+            .iter()
+            .zip(&self.buckets)
+            .scan(0, |acc, (bound, n)| {
+                *acc += n;
+                Some((*bound, *acc))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,9 +234,43 @@ mod tests {
         a.pulses_sequenced.add(3);
         b.pulses_sequenced.inc();
         b.pulses_shed.add(7);
+        a.deliver_latency.observe_nanos(7_000);
+        b.deliver_latency.observe_nanos(7_000);
         let s = Snapshot::sum([&a, &b]);
         assert_eq!(s.pulses_sequenced, 4);
         assert_eq!(s.pulses_shed, 7);
         assert!(s.fields().contains(&("pulses_shed", 7)));
+        assert_eq!(s.deliver_latency.count(), 2);
+        assert_eq!(s.deliver_latency.sum_nanos, 14_000);
+    }
+
+    #[test]
+    fn histogram_bounds_are_inclusive_and_cumulative() {
+        let h = LatencyHistogram::default();
+        h.observe_nanos(0);
+        h.observe_nanos(5_000); // on the first bound: first bucket
+        h.observe_nanos(5_001); // just above: second bucket
+        h.observe_nanos(u64::MAX / 2); // above every bound
+        let s = Snapshot::sum([&ShardCounters {
+            deliver_latency: h,
+            ..Default::default()
+        }])
+        .deliver_latency;
+        let cumulative: Vec<_> = s.cumulative().collect();
+        assert_eq!(cumulative[0], (5_000, 2));
+        assert_eq!(cumulative[1], (10_000, 3));
+        assert_eq!(cumulative.last().unwrap(), &(10_000_000_000, 3));
+        assert_eq!(s.count(), 4);
+    }
+
+    #[test]
+    fn every_counter_is_described() {
+        let s = Snapshot::default();
+        let counters = s.counters();
+        assert_eq!(counters.len(), s.fields().len());
+        for c in counters {
+            assert!(c.exposed.ends_with("_total"), "{} is a counter", c.exposed);
+            assert!(!c.help.trim().is_empty(), "{} has help", c.field);
+        }
     }
 }

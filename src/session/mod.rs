@@ -577,9 +577,12 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: WriteHalf<TcpStr
                 listener.await;
             }
         }
-        conn.out
-            .borrow_mut()
-            .drain_into(&mut batch, WRITE_BATCH_BYTES);
+        conn.out.borrow_mut().drain_into(
+            &mut batch,
+            WRITE_BATCH_BYTES,
+            &shard.counters.deliver_latency,
+            shard.clock.now_unix_nanos(),
+        );
         if batch.is_empty() {
             continue;
         }

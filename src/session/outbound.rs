@@ -14,6 +14,7 @@ use arqonbus_proto::v1::{server_frame, Dropped, ServerFrame};
 use bytes::{Bytes, BytesMut};
 
 use crate::config::SlowConsumerPolicy;
+use crate::metrics::LatencyHistogram;
 use crate::shard::Pulse;
 
 /// One frame waiting to be written.
@@ -147,7 +148,16 @@ impl Outbound {
 
     /// Moves queued frames into `out` until it holds about `batch_bytes`. Reports shed pulses
     /// once the queue has drained below half its budget, so the report itself is not shed.
-    pub fn drain_into(&mut self, out: &mut BytesMut, batch_bytes: usize) {
+    ///
+    /// Each pulse's publish-to-deliver latency (`now_unix_nanos` less its owner's timestamp) is
+    /// recorded in `latency`: one clock read per batch, not per pulse.
+    pub fn drain_into(
+        &mut self,
+        out: &mut BytesMut,
+        batch_bytes: usize,
+        latency: &LatencyHistogram,
+        now_unix_nanos: u64,
+    ) {
         while out.len() < batch_bytes {
             let Some(frame) = self.frames.pop_front() else {
                 break;
@@ -165,6 +175,8 @@ impl Outbound {
                     self.queued_bytes -= deliver_frame_len(subscription_id, body.len());
                     put_deliver_header(out, subscription_id, body.len());
                     out.extend_from_slice(body);
+                    latency
+                        .observe_nanos(now_unix_nanos.saturating_sub(pulse.timestamp_unix_nanos));
                 }
             }
         }
@@ -233,7 +245,7 @@ mod tests {
         assert_eq!(q.push_deliver(9, &p), Pushed::Shed);
         assert_eq!(q.push_deliver(9, &p), Pushed::Shed);
         let mut out = BytesMut::new();
-        q.drain_into(&mut out, usize::MAX);
+        q.drain_into(&mut out, usize::MAX, &LatencyHistogram::default(), 0);
         assert_eq!(q.queued_bytes(), 0);
         let got = frames(out);
         assert_eq!(got.len(), 4);
@@ -244,6 +256,33 @@ mod tests {
             other => panic!("expected Dropped, got {other:?}"),
         }
         assert!(q.is_idle());
+    }
+
+    #[test]
+    fn draining_a_delivery_records_its_latency() {
+        let p = pulse(12); // stamped at 0 ns
+        let mut q = Outbound::new(1 << 20, SlowConsumerPolicy::Shed);
+        q.push_deliver(1, &p);
+        q.push_deliver(2, &p);
+        q.push_answer(Bytes::from_static(&[0, 0, 0, 0]));
+        let latency = LatencyHistogram::default();
+        let mut out = BytesMut::new();
+        q.drain_into(&mut out, usize::MAX, &latency, 30_000);
+        let counters = crate::metrics::ShardCounters {
+            deliver_latency: latency,
+            ..Default::default()
+        };
+        let s = crate::metrics::Snapshot::sum([&counters]).deliver_latency;
+        assert_eq!(s.count(), 2, "two deliveries, the answer is not a pulse");
+        assert_eq!(s.sum_nanos, 60_000);
+        assert_eq!(
+            s.cumulative().find(|(b, _)| *b == 50_000),
+            Some((50_000, 2))
+        );
+        assert_eq!(
+            s.cumulative().find(|(b, _)| *b == 25_000),
+            Some((25_000, 0))
+        );
     }
 
     #[test]
@@ -274,7 +313,7 @@ mod tests {
         q.close_after(Some(Bytes::from_static(&[0, 0, 0, 0])));
         assert_eq!(q.push_deliver(1, &p), Pushed::Ignored);
         let mut out = BytesMut::new();
-        q.drain_into(&mut out, usize::MAX);
+        q.drain_into(&mut out, usize::MAX, &LatencyHistogram::default(), 0);
         assert_eq!(out.len(), deliver_frame_len(1, 12) + 4);
         assert!(q.is_idle() && q.is_closing());
     }

@@ -12,7 +12,7 @@ use arqonbus_proto::v1::{ErrorCode, Publish};
 use super::{control, reject, Conn};
 use crate::policy::Decision;
 use crate::routing::{validate_reality, validate_topic};
-use crate::shard::{Origin, Shard, ToOwner};
+use crate::shard::{traceparent, Origin, Shard, ToOwner};
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -30,13 +30,26 @@ pub async fn handle(
             "Publish carries no message",
         );
     };
+    let refused = |code: ErrorCode, msg: &str| {
+        tracing::debug!(
+            shard = shard.id,
+            conn = conn.id,
+            reality = %message.reality_id,
+            topic = %message.topic,
+            traceparent = traceparent(&message),
+            code = ?code,
+            reason = msg,
+            "publish refused"
+        );
+        reject(shard, conn, correlation_id, code, msg);
+    };
     if let Err(e) = validate_reality(&message.reality_id) {
         let msg = format!("reality `{}` is invalid: {e}", message.reality_id);
-        return reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
+        return refused(ErrorCode::InvalidReality, &msg);
     }
     if let Err(e) = validate_topic(&message.topic) {
         let msg = format!("topic `{}` is invalid: {e}", message.topic);
-        return reject(shard, conn, correlation_id, ErrorCode::InvalidTopic, &msg);
+        return refused(ErrorCode::InvalidTopic, &msg);
     }
     let payload_bytes = message.payload.as_ref().map_or(0, |p| p.value.len()) as u64;
     if payload_bytes > shard.config.limits.max_payload_bytes {

@@ -204,6 +204,7 @@ impl Shard {
         let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
             Ok(stamp) => stamp,
             Err(e) => {
+                log_refused(self.id, message, &e.to_string());
                 let frame = error_frame(
                     origin.correlation_id,
                     ErrorCode::LimitExceeded,
@@ -214,6 +215,14 @@ impl Shard {
             }
         };
         stamp_message(message, &stamp);
+        tracing::debug!(
+            shard = self.id,
+            reality = %message.reality_id,
+            topic = %message.topic,
+            sequence = stamp.sequence,
+            traceparent = traceparent(message),
+            "pulse sequenced"
+        );
         let deps = message
             .causal
             .iter()
@@ -451,6 +460,26 @@ fn stamp_message(message: &mut ArqonMessage, stamp: &Stamp) {
     }
 }
 
+/// Logs (at debug level) a publish its owner refused, with the pulse's traceparent.
+pub fn log_refused(shard: usize, message: &ArqonMessage, reason: &str) {
+    tracing::debug!(
+        shard,
+        reality = %message.reality_id,
+        topic = %message.topic,
+        traceparent = traceparent(message),
+        reason,
+        "publish refused"
+    );
+}
+
+/// The W3C `traceparent` a pulse carries in its `trace_context`, or "" (for log fields).
+pub fn traceparent(message: &ArqonMessage) -> &str {
+    message
+        .trace_context
+        .get("traceparent")
+        .map_or("", String::as_str)
+}
+
 /// A UUIDv7 from the owner's timestamp and random bits.
 pub fn uuid_v7(unix_nanos: u64) -> String {
     let millis = unix_nanos / 1_000_000;
@@ -543,7 +572,10 @@ pub async fn run(start: ShardStart) {
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, accept_stop.clone()));
     let _ = ready.send(Ok(()));
 
+    // The heartbeat shows the reactor turns: a shard stuck in a busy loop or a blocking call stops
+    // bumping it, and the systemd watchdog and /healthz notice.
     while !stop.load(Ordering::Acquire) {
+        shard.counters.heartbeat.inc();
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     drain(&shard, accept_stop, acceptor).await;

@@ -205,20 +205,24 @@ impl Shard {
     /// Sequences, stores (when retained) and fans out a pulse of a reality this shard owns.
     pub async fn sequence(self: &Rc<Self>, mut message: ArqonMessage, origin: Origin) {
         debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
+        let refuse = |why: &str| {
+            super::log_refused(self.id, &message, why);
+            self.storage_error(origin, why);
+        };
         let retained = match self.retained_for(&message.reality_id) {
             Ok(r) => r,
-            Err(why) => return self.storage_error(origin, &why),
+            Err(why) => return refuse(&why),
         };
         self.wait_for_delivery_room(&message.reality_id).await;
         if let Some(r) = &retained {
             r.wait_for_room(self.config.storage.max_unflushed_bytes as usize)
                 .await;
             if let Some(why) = r.failed.borrow().as_ref() {
-                return self.storage_error(origin, why);
+                return refuse(why);
             }
             let room = message.encoded_len() + stamp_slack(&message.reality_id);
             if let Err(e) = r.log.borrow_mut().reserve(room) {
-                return self.storage_error(origin, &e.to_string());
+                return refuse(&e.to_string());
             }
         }
         // From here on nothing waits: sequencing, storing and the pushes into the outboxes

@@ -33,6 +33,8 @@ impl TestBus {
     ) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            // The default admin port is fixed; tests run side by side.
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
             shards: 2,
             ..Config::default()
         };
@@ -51,6 +53,15 @@ impl TestBus {
 
     pub fn metrics(&self) -> Snapshot {
         self.server.as_ref().unwrap().metrics()
+    }
+
+    /// The admin listener's address (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .unwrap()
+            .admin_addr()
+            .expect("admin listener")
     }
 
     /// Stops the server and waits for every shard.
@@ -215,4 +226,31 @@ pub fn history_query(
         to,
         limit,
     }
+}
+
+pub mod prometheus;
+
+/// A plain HTTP/1.1 GET (one request per connection) against the admin listener: status code and
+/// body. Test-side only; the server uses tiny_http.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8(response)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in {text:?}")))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    // Chunked bodies are not expected: tiny_http sends a length for string bodies.
+    Ok((code, body.to_owned()))
 }

@@ -122,6 +122,10 @@ class ServerProcess:
             f"127.0.0.1:{self.port}",
             "--shards",
             str(self.shards),
+            # The admin listener defaults to 127.0.0.1:4721; servers running side by side each
+            # take a free port instead.
+            "--admin-listen",
+            "127.0.0.1:0",
             *self.extra_args,
         ]
 

@@ -1,0 +1,208 @@
+//! `/metrics`: the Prometheus text exposition format (version 0.0.4).
+//!
+//! Names are `arqonbus_*` in base units (seconds, bytes), counters end in `_total`, and no
+//! label has more than a handful of values: per-shard counters are summed here, at scrape time,
+//! so the data path never shares a cache line with a reader. The standard `process_*` family
+//! (memory, CPU, descriptors) is added from /proc/self.
+
+use std::fmt::Write;
+
+use crate::health::{Phase, Status};
+use crate::metrics::Snapshot;
+
+/// The content type Prometheus expects for this format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric of `status` into `out`.
+pub fn render(status: &Status, out: &mut String) {
+    let s = status.snapshot();
+    gauge(
+        out,
+        "arqonbus_build_info",
+        "The running server's version (always 1).",
+        &format!("{{version=\"{}\"}}", crate::VERSION),
+        1.0,
+    );
+    let ready = status.phase() == Phase::Ready;
+    gauge(
+        out,
+        "arqonbus_ready",
+        "1 from the end of start-up until shutdown begins.",
+        "",
+        f64::from(u8::from(ready)),
+    );
+    gauge(
+        out,
+        "arqonbus_shards",
+        "Shards (pinned reactors) running.",
+        "",
+        status.shard_count() as f64,
+    );
+    gauge(
+        out,
+        "arqonbus_connections_open",
+        "Client connections open now (accepted less closed).",
+        "",
+        s.connections_accepted.saturating_sub(s.connections_closed) as f64,
+    );
+    counters(out, &s);
+    latency(out, &s);
+    // Later issues add their families here, each summed over shards the same way:
+    // - arqonbus_policy_denials_total{reason="deny|trap|timeout|fuel|load"} (CASIL, fail-closed)
+    // - arqonbus_retained_bytes (all retained realities; per reality only as an opt-in, since
+    //   reality names are unbounded and a label per reality would be high-cardinality)
+    // Recovery and retention results are counters of ShardCounters, exposed with the others.
+    process(out, status);
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {}", help.trim());
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, labels: &str, value: f64) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name}{labels} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: f64) {
+    header(out, name, help, "counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn counters(out: &mut String, s: &Snapshot) {
+    for c in s.counters() {
+        let name = format!("arqonbus_{}", c.exposed);
+        header(out, &name, c.help, "counter");
+        let _ = writeln!(out, "{name} {}", c.value);
+    }
+}
+
+fn latency(out: &mut String, s: &Snapshot) {
+    let name = "arqonbus_deliver_latency_seconds";
+    header(
+        out,
+        name,
+        "Time from a pulse's sequencing by its owner shard to its subscriber's writer putting it \
+         in a socket batch.",
+        "histogram",
+    );
+    let h = &s.deliver_latency;
+    for (bound_nanos, cumulative) in h.cumulative() {
+        let le = bound_nanos as f64 / 1e9;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let count = h.count();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", h.sum_nanos as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
+/// The `process_*` metrics every Prometheus client library exports, read from /proc/self.
+fn process(out: &mut String, status: &Status) {
+    gauge(
+        out,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds.",
+        "",
+        status.started_unix_seconds(),
+    );
+    if let Some(stat) = ProcStat::read() {
+        counter(
+            out,
+            "process_cpu_seconds_total",
+            "User and system CPU time spent, in seconds.",
+            stat.cpu_seconds,
+        );
+        gauge(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory size, in bytes.",
+            "",
+            stat.resident_bytes as f64,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            out,
+            "process_open_fds",
+            "Open file descriptors (client connections are most of them).",
+            "",
+            fds.count() as f64,
+        );
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        gauge(
+            out,
+            "process_max_fds",
+            "The soft limit on open file descriptors (LimitNOFILE).",
+            "",
+            lim.rlim_cur as f64,
+        );
+    }
+}
+
+struct ProcStat {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+}
+
+impl ProcStat {
+    fn read() -> Option<Self> {
+        let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name is in parentheses and may hold spaces: count fields after it.
+        let rest = &text[text.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the name, field 3 (state) is index 0: utime is field 14, stime 15, rss 24.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+        // SAFETY: sysconf only reads configuration values.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if ticks <= 0 || page <= 0 {
+            return None;
+        }
+        Some(Self {
+            cpu_seconds: (utime + stime) as f64 / ticks as f64,
+            resident_bytes: rss_pages * page as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_server_renders_zeros() {
+        let status = Status::new();
+        let mut out = String::new();
+        render(&status, &mut out);
+        assert!(out.contains("\narqonbus_ready 0\n"), "{out}");
+        assert!(
+            out.contains("\narqonbus_pulses_sequenced_total 0\n"),
+            "{out}"
+        );
+        assert!(out.contains("arqonbus_deliver_latency_seconds_bucket{le=\"0.000005\"} 0\n"));
+        assert!(out.contains("arqonbus_deliver_latency_seconds_bucket{le=\"10\"} 0\n"));
+        assert!(out.contains("arqonbus_deliver_latency_seconds_count 0\n"));
+        assert!(out.contains("\nprocess_resident_memory_bytes "), "{out}");
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(
+                name.starts_with("arqonbus_") || name.starts_with("process_"),
+                "{name}"
+            );
+        }
+    }
+}

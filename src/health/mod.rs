@@ -1,0 +1,184 @@
+//! What the outside world may ask about a running server: its phase (starting, ready,
+//! stopping), its counters, and whether every shard's reactor is still turning.
+//!
+//! A [`Status`] exists before the server does, so the admin listener can answer `/healthz` and
+//! `/readyz` (not ready) while start-up runs; [`crate::Server`] attaches its shards to it only
+//! once every listener is bound and every shard accepts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::{ShardCounters, Snapshot};
+
+/// Where a server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Binding listeners, starting shards, recovering retained realities.
+    Starting,
+    /// Every listener is bound and every shard accepts.
+    Ready,
+    /// Shutdown has begun: no new connections, queues draining.
+    Stopping,
+}
+
+/// What a started server hands its [`Status`].
+struct Attached {
+    counters: Vec<Arc<ShardCounters>>,
+    stop: Arc<AtomicBool>,
+    listen: SocketAddr,
+}
+
+/// The shared, thread-safe view of one server. Read by the admin listener and the systemd
+/// watchdog; written once by [`crate::Server`] when start-up completes.
+pub struct Status {
+    attached: OnceLock<Attached>,
+    started: SystemTime,
+}
+
+impl Status {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            attached: OnceLock::new(),
+            started: SystemTime::now(),
+        })
+    }
+
+    /// Marks the server ready. Called by the server once, at the end of a successful start; a
+    /// second call (a second server on the same status) is ignored.
+    pub(crate) fn attach(
+        &self,
+        counters: Vec<Arc<ShardCounters>>,
+        stop: Arc<AtomicBool>,
+        listen: SocketAddr,
+    ) {
+        let fresh = self
+            .attached
+            .set(Attached {
+                counters,
+                stop,
+                listen,
+            })
+            .is_ok();
+        debug_assert!(fresh, "a Status serves one server");
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.attached.get() {
+            None => Phase::Starting,
+            Some(a) if a.stop.load(Ordering::Acquire) => Phase::Stopping,
+            Some(_) => Phase::Ready,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.phase() == Phase::Ready
+    }
+
+    /// The client listener's address, once ready.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.attached.get().map(|a| a.listen)
+    }
+
+    /// Shards running (0 before start-up completes).
+    pub fn shard_count(&self) -> usize {
+        self.attached.get().map_or(0, |a| a.counters.len())
+    }
+
+    /// Counters summed over shards (all zero before start-up completes).
+    pub fn snapshot(&self) -> Snapshot {
+        match self.attached.get() {
+            Some(a) => Snapshot::sum(a.counters.iter().map(|c| &**c)),
+            None => Snapshot::default(),
+        }
+    }
+
+    /// Each shard's heartbeat (empty before start-up completes).
+    pub fn heartbeats(&self) -> Vec<u64> {
+        self.attached.get().map_or_else(Vec::new, |a| {
+            a.counters.iter().map(|c| c.heartbeat.get()).collect()
+        })
+    }
+
+    /// When this status (and so the process's server) was created, in Unix seconds.
+    pub fn started_unix_seconds(&self) -> f64 {
+        self.started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+/// Tracks shard heartbeats between samples, to tell a turning reactor from a stuck one.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Per shard: the last heartbeat seen and when it last changed.
+    seen: Vec<(u64, Instant)>,
+}
+
+impl Liveness {
+    /// Records a sample. Returns true when every shard's heartbeat advanced since the previous
+    /// sample (false on the first sample, and when there are no shards yet).
+    pub fn observe(&mut self, heartbeats: &[u64], now: Instant) -> bool {
+        if self.seen.len() != heartbeats.len() {
+            self.seen = heartbeats.iter().map(|&h| (h, now)).collect();
+            return false;
+        }
+        let mut all = !heartbeats.is_empty();
+        for ((last, changed), &h) in self.seen.iter_mut().zip(heartbeats) {
+            if h != *last {
+                *last = h;
+                *changed = now;
+            } else {
+                all = false;
+            }
+        }
+        all
+    }
+
+    /// Shards whose heartbeat has not changed for longer than `max_still`, as of `now`.
+    pub fn stalled(&self, now: Instant, max_still: Duration) -> Vec<usize> {
+        self.seen
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, changed))| now.saturating_duration_since(*changed) > max_still)
+            .map(|(shard, _)| shard)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_follows_attach_and_stop() {
+        let status = Status::new();
+        assert_eq!(status.phase(), Phase::Starting);
+        assert_eq!(status.snapshot(), Snapshot::default());
+        assert!(status.heartbeats().is_empty());
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = vec![Arc::new(ShardCounters::default())];
+        counters[0].heartbeat.add(5);
+        status.attach(counters, stop.clone(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(status.phase(), Phase::Ready);
+        assert_eq!(status.heartbeats(), vec![5]);
+        stop.store(true, Ordering::Release);
+        assert_eq!(status.phase(), Phase::Stopping);
+    }
+
+    #[test]
+    fn liveness_needs_every_shard_to_advance() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut l = Liveness::default();
+        assert!(!l.observe(&[1, 1], ms(0)), "first sample proves nothing");
+        assert!(l.observe(&[2, 3], ms(100)));
+        assert!(!l.observe(&[3, 3], ms(200)), "shard 1 did not move");
+        assert_eq!(l.stalled(ms(200), Duration::from_millis(50)), vec![1]);
+        assert!(l.stalled(ms(200), Duration::from_millis(150)).is_empty());
+        assert!(l.observe(&[4, 4], ms(300)));
+        assert!(l.stalled(ms(300), Duration::from_millis(50)).is_empty());
+        assert!(!Liveness::default().observe(&[], ms(0)));
+    }
+}
