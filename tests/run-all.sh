@@ -11,6 +11,10 @@ ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
 # The 1,000-connection test holds both ends of every connection in one process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# CASIL's example policies (policy/guest) are built for wasm32 by the tests.
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || \
+  echo "warning: could not add the wasm32-unknown-unknown target; the policy tests will fail" >&2
+
 echo "== Rust workspace tests"
 cargo test --workspace --release
 
