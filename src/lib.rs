@@ -17,6 +17,10 @@
 //!   the failure rate limit) and [`tenant`] (per-tenant quotas).
 //! - [`routing`]: topic syntax, subscription patterns and the stable reality-to-shard hash.
 //! - [`time`]: the one clock seam.
+//! - [`policy`]: CASIL, the Wasm safety policies every published pulse passes on its
+//!   connection's shard before it is sequenced (one wasmtime engine per process, instances per
+//!   shard, fail-closed).
+//! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
 //! - [`metrics`]: per-shard counters and the latency histogram, written by one shard and summed
 //!   by readers.
 //! - [`health`]: the server's phase (starting, ready, stopping) and shard liveness, shared with
@@ -24,12 +28,6 @@
 //! - [`admin`]: the admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
 //! - [`service`]: life under systemd: READY, WATCHDOG (only while every shard turns), STOPPING.
 //! - [`tune`]: `arqonbus tune --check|--apply`, the kernel settings a bus host needs.
-//! - [`cli`]: the `pub` and `sub` subcommands, on the Rust client.
-//! - [`policy`]: CASIL, the Wasm safety policies every published pulse passes on its
-//!   connection's shard before it is sequenced (one wasmtime engine per process, instances per
-//!   shard, fail-closed).
-//! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
-//! - [`metrics`]: per-shard counters, written by one shard and summed by readers.
 //! - [`cli`]: the client subcommands (`pub`, `sub`, `history`, and `policy` for controllers) on
 //!   the Rust client, and `audit verify|show`.
 //!

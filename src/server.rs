@@ -31,11 +31,11 @@ pub enum ServerError {
     #[error(transparent)]
     Shield(#[from] ShieldError),
     #[error(transparent)]
-    Admin(#[from] AdminError),
-    #[error(transparent)]
     Audit(#[from] AuditError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error(
         "cannot start shard {shard}: {reason}. glommio needs io_uring and locked memory: raise \
          the memlock limit (`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the systemd unit), \

@@ -74,6 +74,7 @@ async fn audit_verify_names_the_edited_record() {
     let mut config = arqonbus::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         shards: 1,
+        admin_listen: None,
         ..Default::default()
     };
     configure(&mut config);

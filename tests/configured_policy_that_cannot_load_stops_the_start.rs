@@ -11,6 +11,7 @@ fn config_with(dir: &std::path::Path, wasm_path: std::path::PathBuf, deadline_ms
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         shards: 1,
+        admin_listen: None,
         data_dir: dir.to_owned(),
         policies: vec![PolicyFile {
             name: "guard".into(),

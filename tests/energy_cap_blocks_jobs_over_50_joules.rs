@@ -33,10 +33,11 @@ async fn energy_cap_blocks_jobs_over_50_joules() {
     assert_eq!(cap.name, "energy_cap");
     assert_eq!(cap.params["max_energy_joules"], "50");
     let bus = TestBus::start(move |c| {
-        let (listen, shards) = (c.listen, c.shards);
+        let (listen, shards, admin_listen) = (c.listen, c.shards, c.admin_listen);
         *c = example;
         c.listen = listen;
         c.shards = shards;
+        c.admin_listen = admin_listen;
     });
 
     let subscriber = client_on_shard(bus.addr, 0).await;
