@@ -300,3 +300,30 @@ async fn cli_keygen_and_issue_make_tokens_the_server_accepts() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("lab-1 #1 "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_does_not_outlive_its_token() {
+    let mut key = None;
+    let bus = TestBus::start(|c| key = Some(token_key(c, true)));
+    let short = token::issue(
+        &key.unwrap(),
+        &Claims {
+            tenant: "lab".into(),
+            sub: "brief".into(),
+            roles: vec![Role::Publisher, Role::Subscriber],
+            publish: vec!["*:>".into()],
+            subscribe: vec!["*:>".into()],
+            exp: now_secs() + 2,
+            iat: now_secs(),
+        },
+    );
+    let c = client_with_token(bus.addr, &short).await.unwrap();
+    c.publish_acked(Outgoing::new("r", "a.b")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let refused = c.publish_acked(Outgoing::new("r", "a.b")).await;
+    assert_eq!(code(refused), Some(ErrorCode::PermissionDenied));
+    assert_eq!(
+        code(c.subscribe("r", ">").await),
+        Some(ErrorCode::PermissionDenied)
+    );
+}
