@@ -10,12 +10,13 @@ find_arqonbus() {
     echo "arqonbus binary not found at $bin (set ARQONBUS_BIN or run: cargo build --release -p arqonbus)" >&2
     return 1
   fi
-  echo "$bin"
+  # Absolute, because the servers are started from their own working directories.
+  realpath "$bin"
 }
 
 # nats-server on PATH or at /usr/sbin/nats-server (Debian package nats-server); empty if absent.
 find_nats() {
-  if [[ -n ${NATS_SERVER_BIN:-} ]]; then echo "$NATS_SERVER_BIN"; return; fi
+  if [[ -n ${NATS_SERVER_BIN:-} ]]; then realpath "$NATS_SERVER_BIN"; return; fi
   command -v nats-server 2>/dev/null && return
   [[ -x /usr/sbin/nats-server ]] && echo /usr/sbin/nats-server
   return 0
@@ -28,7 +29,7 @@ find_bench() {
     echo "building arqonbus-bench ..." >&2
     (cd "$BENCH_ROOT" && cargo build -q -p arqonbus-bench --release) >&2 || return 1
   fi
-  echo "$bin"
+  realpath "$bin"
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on.
