@@ -114,7 +114,12 @@ for round in $(seq "$ROUNDS"); do
         done
         ;;
       conns) bench conns --conns "$CONNS" ;;
-      durable) bench durable --duration "$DURATION" --payload-bytes "$PAYLOAD" ;;
+      durable)
+        # NATS has one durable mode (JetStream file storage); it runs under both labels.
+        for mode in always os; do
+          bench durable --reality "bench-sync-$mode" --duration "$DURATION" --payload-bytes "$PAYLOAD"
+        done
+        ;;
       *) echo "unknown scenario $s" >&2; exit 2 ;;
     esac
   done

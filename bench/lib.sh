@@ -64,8 +64,25 @@ start_arqonbus() {
   local bin=$1 port=$2 dir=$3 log=$4
   # The admin listener (default 127.0.0.1:4721) takes a free port, so runs can overlap.
   local args=(serve --listen "127.0.0.1:$port" --shards 2 --admin-listen 127.0.0.1:0)
-  if "$bin" serve --help 2>/dev/null | grep -q -- '--data-dir'; then
+  local help
+  help=$("$bin" serve --help 2>/dev/null || true)
+  if grep -q -- '--data-dir' <<<"$help"; then
     args+=(--data-dir "$dir/arqonbus-data")
+  fi
+  if grep -q -- '--config' <<<"$help"; then
+    # Retained realities for the durable scenario, one per sync mode; each bounded to 2 GiB.
+    cat >"$dir/arqonbus-bench.toml" <<'TOML'
+[[retention]]
+realities = "bench-sync-always*"
+sync = "always"
+max_bytes = 2147483648
+
+[[retention]]
+realities = "bench-sync-os*"
+sync = "os"
+max_bytes = 2147483648
+TOML
+    args+=(--config "$dir/arqonbus-bench.toml")
   fi
   (cd "$dir" && exec "$bin" "${args[@]}") >"$log" 2>&1 &
   ARQ_PID=$!

@@ -195,8 +195,11 @@ struct DurableArgs {
     /// Publishes awaiting their ack at once.
     #[arg(long, default_value_t = 64)]
     inflight: usize,
-    /// ArqonBus: the retained reality to publish to.
-    #[arg(long, default_value = "bench-durable")]
+    /// ArqonBus: the retained reality to publish to; the server must have a retention rule for
+    /// it (`bench/compare.sh` configures `bench-sync-always*` with `sync = "always"` and
+    /// `bench-sync-os*` with `sync = "os"`). The result is labelled `durable-<reality without
+    /// "bench-">`, so runs against different realities are compared separately.
+    #[arg(long, default_value = "bench-sync-always")]
     reality: String,
     /// Seconds to wait for an ack before failing.
     #[arg(long, default_value_t = 10.0)]
@@ -427,9 +430,13 @@ async fn run(command: Command) -> Result<ExitCode> {
                 ack_timeout: secs("--ack-timeout", a.ack_timeout)?,
                 progress: !a.target.no_progress,
             };
+            let label = format!(
+                "durable-{}",
+                a.reality.strip_prefix("bench-").unwrap_or(&a.reality)
+            );
             execute(
                 "durable",
-                "durable".to_string(),
+                label,
                 &a.target,
                 Some(&a.load),
                 params,
