@@ -7,6 +7,8 @@
 //! frozen once and each frame is sent as a slice of it, without a copy.
 
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use arqonbus_proto::frame::{take_frame, FrameError};
@@ -21,7 +23,7 @@ use futures::{SinkExt, StreamExt};
 use super::error_frame;
 use crate::metrics::ShardCounters;
 
-/// Smallest read; an idle connection holds no read buffer at all.
+/// Smallest read.
 const MIN_READ_BYTES: usize = 512;
 /// Largest single read; reads grow toward it while the client keeps them full.
 const MAX_READ_BYTES: usize = 64 << 10;
@@ -97,17 +99,31 @@ impl<S: AsyncRead + AsyncWrite> FrameSource for StreamSource<S> {
                 }
             }
             if self.buf.is_empty() && self.buf.capacity() > MAX_READ_BYTES {
-                // Give back what a burst grew; an idle connection keeps no buffer.
+                // Give back what a burst grew.
                 self.buf = BytesMut::new();
             }
-            let start = self.buf.len();
-            self.buf.resize(start + self.read_bytes, 0);
-            let n = match self.rd.read(&mut self.buf[start..]).await {
+            let (rd, buf, want) = (&mut self.rd, &mut self.buf, self.read_bytes);
+            let read = futures::future::poll_fn(|cx| {
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                let polled = Pin::new(&mut *rd).poll_read(cx, &mut buf[start..]);
+                let n = match &polled {
+                    Poll::Ready(Ok(n)) => *n,
+                    _ => 0,
+                };
+                buf.truncate(start + n);
+                if polled.is_pending() && buf.is_empty() {
+                    // Nothing to read and no partial frame: while it waits, an idle connection
+                    // holds no read buffer at all.
+                    *buf = BytesMut::new();
+                }
+                polled
+            });
+            let n = match read.await {
                 Ok(n) => n,
                 Err(e) if is_eof(&e) => 0,
                 Err(_) => return Err(ReadEnd::Io),
             };
-            self.buf.truncate(start + n);
             if n == 0 {
                 return Ok(None);
             }
@@ -121,7 +137,8 @@ impl<S: AsyncRead + AsyncWrite> FrameSource for StreamSource<S> {
     }
 
     async fn linger(&mut self) {
-        let mut scratch = [0u8; 4096];
+        // On the heap: this future is part of every connection's task.
+        let mut scratch = vec![0u8; 4096];
         let _ = glommio::timer::timeout(LINGER, async {
             while let Ok(n) = self.rd.read(&mut scratch).await {
                 if n == 0 {

@@ -64,7 +64,16 @@ pub async fn handle(
         return reject(shard, conn, correlation_id, ErrorCode::LimitExceeded, &msg);
     }
     if control::is_control(&message.topic) {
-        return control::handle(shard, conn, correlation_id, message, publish.ack).await;
+        // Boxed: control pulses are rare and their future is large; inline, every
+        // connection's task would carry its size.
+        return Box::pin(control::handle(
+            shard,
+            conn,
+            correlation_id,
+            message,
+            publish.ack,
+        ))
+        .await;
     }
     if let Some(shielded) = conn.shielded() {
         if let Err((code, why, pause)) = shield(shard, &shielded, &message) {
