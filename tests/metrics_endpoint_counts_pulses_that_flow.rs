@@ -177,3 +177,64 @@ fn keep_alive_scrapes_are_not_held_by_delayed_acks() {
     );
     bus.stop();
 }
+
+/// Each retained reality's bytes are on `/metrics` (the largest `storage.metrics_max_realities`
+/// of them with a series of their own), with totals over all of them; ephemeral realities are
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_bytes_per_reality_are_exposed() {
+    use arqonbus::config::SyncMode;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = common::TestBus::start(|c| {
+        common::retain(c, dir.path(), "kept-*", SyncMode::Os);
+        c.storage.metrics_max_realities = 2;
+    });
+    let publisher = common::client(bus.addr).await;
+    // Three retained realities of different sizes, and one ephemeral.
+    for (reality, pulses) in [("kept-small", 10), ("kept-mid", 50), ("kept-big", 100)] {
+        for _ in 0..pulses {
+            publisher
+                .publish_acked(Outgoing::new(reality, "rig.a.temp").bytes(vec![7u8; 1000]))
+                .await
+                .unwrap();
+        }
+    }
+    publisher
+        .publish_acked(Outgoing::new("passing", "rig.a.temp").bytes(vec![7u8; 1000]))
+        .await
+        .unwrap();
+
+    // Shards report about once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = scrape(&bus);
+        if m.value("arqonbus_retained_realities") == 3.0
+            && m.value("arqonbus_retained_bytes") >= 160_000.0
+        {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let series = "arqonbus_reality_retained_bytes";
+    assert_eq!(m.types[series], "gauge");
+    let big = m.labelled(series, "reality", "kept-big");
+    let mid = m.labelled(series, "reality", "kept-mid");
+    // Each record is the 1,000-byte payload plus its envelope and record header.
+    assert!((100_000.0..130_000.0).contains(&big), "{big}");
+    assert!((50_000.0..65_000.0).contains(&mid), "{mid}");
+    let per_reality: Vec<&str> = m
+        .samples
+        .iter()
+        .filter(|(n, _, _)| n == series)
+        .flat_map(|(_, labels, _)| labels.iter().map(|(_, v)| v.as_str()))
+        .collect();
+    assert_eq!(per_reality, ["kept-big", "kept-mid"], "largest two only");
+    let total = m.value("arqonbus_retained_bytes");
+    assert!(
+        total > big + mid,
+        "the total covers kept-small too: {total}"
+    );
+    publisher.close().await.unwrap();
+    bus.stop();
+}

@@ -47,11 +47,7 @@ pub fn render(status: &Status, out: &mut String) {
     );
     counters(out, &s);
     latency(out, &s);
-    // Later issues add their families here, each summed over shards the same way:
-    // - arqonbus_policy_denials_total{reason="deny|trap|timeout|fuel|load"} (CASIL, fail-closed)
-    // - arqonbus_retained_bytes (all retained realities; per reality only as an opt-in, since
-    //   reality names are unbounded and a label per reality would be high-cardinality)
-    // Recovery and retention results are counters of ShardCounters, exposed with the others.
+    retained(out, &s, status.reality_series());
     process(out, status);
 }
 
@@ -96,6 +92,55 @@ fn latency(out: &mut String, s: &Snapshot) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
     let _ = writeln!(out, "{name}_sum {}", h.sum_nanos as f64 / 1e9);
     let _ = writeln!(out, "{name}_count {count}");
+}
+
+/// Retained bytes: the totals over every retained reality, and a series per reality for the
+/// largest `series` of them (reality names are unbounded; the label's cardinality is not).
+fn retained(out: &mut String, s: &Snapshot, series: usize) {
+    gauge(
+        out,
+        "arqonbus_retained_realities",
+        "Retained realities open on this server.",
+        "",
+        s.retained.len() as f64,
+    );
+    gauge(
+        out,
+        "arqonbus_retained_bytes",
+        "Bytes of records held by all retained realities (segment data, updated about once a \
+         second).",
+        "",
+        s.retained.iter().map(|(_, b)| *b).sum::<u64>() as f64,
+    );
+    let name = "arqonbus_reality_retained_bytes";
+    header(
+        out,
+        name,
+        "Bytes of records held by one retained reality; only the largest \
+         storage.metrics_max_realities realities have a series.",
+        "gauge",
+    );
+    for (reality, bytes) in s.retained.iter().take(series) {
+        let _ = writeln!(
+            out,
+            "{name}{{reality=\"{}\"}} {bytes}",
+            label_value(reality)
+        );
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format requires.
+fn label_value(v: &str) -> String {
+    let mut escaped = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// The `process_*` metrics every Prometheus client library exports, read from /proc/self.
@@ -182,6 +227,12 @@ impl ProcStat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("lab-1"), "lab-1");
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 
     #[test]
     fn not_ready_server_renders_zeros() {

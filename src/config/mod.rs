@@ -239,6 +239,10 @@ pub struct StorageConfig {
     /// Bytes per history chunk (and per replay step); never more than half of
     /// `limits.max_frame_bytes`, so a chunk always fits in a frame.
     pub history_chunk_bytes: u64,
+    /// Retained realities that get a series of their own on `/metrics`
+    /// (`arqonbus_reality_retained_bytes{reality=...}`), largest first; the totals always cover
+    /// all of them. Bounded because reality names are not.
+    pub metrics_max_realities: u64,
 }
 
 impl Default for StorageConfig {
@@ -249,6 +253,7 @@ impl Default for StorageConfig {
             max_unflushed_bytes: 8 << 20,
             checkpoint_interval_ms: 1000,
             history_chunk_bytes: 256 << 10,
+            metrics_max_realities: 100,
         }
     }
 }
@@ -627,6 +632,12 @@ impl Config {
             st.history_chunk_bytes,
             4096,
             64 << 20,
+        )?;
+        range(
+            "storage.metrics_max_realities",
+            st.metrics_max_realities,
+            0,
+            10_000,
         )?;
         for rule in &self.retention {
             if rule.realities.is_empty() {

@@ -6,7 +6,7 @@
 //! once every listener is bound and every shard accepts.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +35,8 @@ struct Attached {
 pub struct Status {
     attached: OnceLock<Attached>,
     started: SystemTime,
+    /// Retained realities given a series of their own on `/metrics`.
+    reality_series: AtomicUsize,
 }
 
 impl Status {
@@ -42,7 +44,18 @@ impl Status {
         Arc::new(Self {
             attached: OnceLock::new(),
             started: SystemTime::now(),
+            reality_series: AtomicUsize::new(100),
         })
+    }
+
+    /// How many retained realities (the largest) get a series of their own on `/metrics`
+    /// (`storage.metrics_max_realities`).
+    pub fn set_reality_series(&self, n: usize) {
+        self.reality_series.store(n, Ordering::Relaxed);
+    }
+
+    pub fn reality_series(&self) -> usize {
+        self.reality_series.load(Ordering::Relaxed)
     }
 
     /// Marks the server ready. Called by the server once, at the end of a successful start; a

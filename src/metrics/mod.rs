@@ -6,6 +6,7 @@
 //! costs the data path nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident => $exposed:literal ),* $(,)?) => {
@@ -20,6 +21,9 @@ macro_rules! counters {
             /// Time from the owner's timestamp on a pulse to the moment a subscriber's writer puts
             /// it into a socket batch.
             pub deliver_latency: LatencyHistogram,
+            /// Bytes held by each retained reality this shard owns, republished about once a
+            /// second by the shard (not on the data path).
+            pub retained: RetainedBytes,
         }
 
         /// A point-in-time copy of counters, summed over shards.
@@ -27,6 +31,8 @@ macro_rules! counters {
         pub struct Snapshot {
             $( $(#[doc = $doc])* pub $name: u64, )*
             pub deliver_latency: HistogramSnapshot,
+            /// (reality, bytes) of every retained reality, largest first.
+            pub retained: Vec<(Arc<str>, u64)>,
         }
 
         impl Snapshot {
@@ -36,7 +42,9 @@ macro_rules! counters {
                 for c in shards {
                     $( s.$name += c.$name.get(); )*
                     s.deliver_latency.add(&c.deliver_latency);
+                    s.retained.extend(c.retained.get().iter().cloned());
                 }
+                s.retained.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 s
             }
 
@@ -156,6 +164,22 @@ impl Counter {
     }
 }
 
+/// The retained realities of one shard and the bytes each holds. The shard replaces the whole
+/// list about once a second; a scrape clones the `Arc`. The lock is held for a pointer swap, and
+/// never on the data path.
+#[derive(Debug, Default)]
+pub struct RetainedBytes(Mutex<Arc<Vec<(Arc<str>, u64)>>>);
+
+impl RetainedBytes {
+    pub fn publish(&self, realities: Vec<(Arc<str>, u64)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(realities);
+    }
+
+    pub fn get(&self) -> Arc<Vec<(Arc<str>, u64)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Upper bounds (inclusive) of the latency buckets, in nanoseconds: 5 µs to 10 s. Fixed, so
 /// shards can be summed bucket by bucket and a scrape allocates nothing per shard.
 pub const LATENCY_BOUNDS_NANOS: [u64; 20] = [
@@ -254,6 +278,23 @@ mod tests {
         assert!(s.fields().contains(&("pulses_shed", 7)));
         assert_eq!(s.deliver_latency.count(), 2);
         assert_eq!(s.deliver_latency.sum_nanos, 14_000);
+    }
+
+    #[test]
+    fn retained_bytes_are_merged_over_shards_largest_first() {
+        let a = ShardCounters::default();
+        let b = ShardCounters::default();
+        a.retained
+            .publish(vec![("lab-1".into(), 10), ("lab-3".into(), 30)]);
+        b.retained.publish(vec![("lab-2".into(), 20)]);
+        let s = Snapshot::sum([&a, &b]);
+        let names: Vec<(&str, u64)> = s.retained.iter().map(|(r, n)| (&**r, *n)).collect();
+        assert_eq!(names, [("lab-3", 30), ("lab-2", 20), ("lab-1", 10)]);
+        // A newer list replaces the shard's old one.
+        a.retained.publish(vec![("lab-1".into(), 11)]);
+        let s = Snapshot::sum([&a, &b]);
+        assert_eq!(s.retained.len(), 2);
+        assert_eq!(s.retained[0], ("lab-2".into(), 20));
     }
 
     #[test]

@@ -157,6 +157,17 @@ impl Shard {
         self.stopping.get()
     }
 
+    /// Publishes the bytes each retained reality of this shard holds, for `/metrics`.
+    pub fn report_retained_bytes(&self) {
+        let realities = self
+            .retained
+            .borrow()
+            .iter()
+            .map(|(name, r)| (name.clone(), r.log.borrow().bytes()))
+            .collect();
+        self.counters.retained.publish(realities);
+    }
+
     /// Wall-clock Unix seconds, good to a few milliseconds (expiry checks).
     pub fn now_secs(&self) -> u64 {
         self.now_secs.get()
@@ -640,8 +651,13 @@ pub async fn run(start: ShardStart) {
 
     // The heartbeat shows the reactor turns: a shard stuck in a busy loop or a blocking call stops
     // bumping it, and the systemd watchdog and /healthz notice.
+    let mut ticks = 0u64;
     while !stop.load(Ordering::Acquire) {
         shard.counters.heartbeat.inc();
+        if ticks % RETAINED_REPORT_TICKS == 0 {
+            shard.report_retained_bytes();
+        }
+        ticks += 1;
         glommio::timer::sleep(Duration::from_millis(20)).await;
         shard
             .now_secs
@@ -730,6 +746,8 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptors: Vec<glommio
 /// Messages a ring consumer handles before it lets the shard's other tasks run: a ring that
 /// never empties (a peer shard flooding) must not keep this shard's connections waiting.
 const RING_MESSAGES_PER_TURN: u32 = 64;
+/// Heartbeats (20 ms each) between reports of retained bytes: about once a second.
+const RETAINED_REPORT_TICKS: u64 = 50;
 
 async fn consume_requests(shard: Rc<Shard>, rx: ConnectedReceiver<ToOwner>) {
     let mut handled = 0u32;
