@@ -1,14 +1,15 @@
 """The asyncio client: `Bus`, its subscriptions and history queries.
 
-One `Bus` is one TCP connection (the server pins it to one shard for life). Everything is
-pipelined on it: each request carries a fresh non-zero correlation id and waits for the frame
-that carries the same id back, while `Deliver`/`Dropped` frames (correlation id 0) are routed to
-subscriptions by their client-chosen subscription id.
+One `Bus` is one connection (the server pins it to one shard for life), over TCP, TLS, WebSocket
+or secure WebSocket as its URL says (`arqonbus.transport`; everything above the transport is the
+same). Everything is pipelined on it: each request carries a fresh non-zero correlation id and
+waits for the frame that carries the same id back, while `Deliver`/`Dropped` frames (correlation
+id 0) are routed to subscriptions by their client-chosen subscription id.
 
-Reading is done in an `asyncio.Protocol` callback that decodes every complete frame and
-dispatches it without awaiting, so acks, pongs and errors are never stuck behind a subscriber
-that is not reading. Each subscription buffers at most `max_pending` pulses; past that the SDK
-drops and counts them (`Subscription.dropped`), just as the server sheds for a slow connection.
+The transport decodes every complete frame as it arrives and dispatches it without awaiting, so
+acks, pongs and errors are never stuck behind a subscriber that is not reading. Each
+subscription buffers at most `max_pending` pulses; past that the SDK drops and counts them
+(`Subscription.dropped`), just as the server sheds for a slow connection.
 
 Reconnecting is described in `Bus.reconnect` and in the README.
 """
@@ -19,7 +20,8 @@ import asyncio
 import collections
 import itertools
 import logging
-import struct
+import os
+import ssl
 import time
 from typing import (
     TYPE_CHECKING,
@@ -36,8 +38,6 @@ from typing import (
     Union,
 )
 
-from google.protobuf.message import DecodeError
-
 from arqonbus import errors as _errors
 from arqonbus import payload as _payload
 from arqonbus._proto.arqon.v1 import arqon_pb2 as _pb
@@ -51,6 +51,7 @@ from arqonbus.errors import (
     ProtocolViolation,
 )
 from arqonbus.pulse import Pulse
+from arqonbus.transport import Connection, make_ssl_context, open_connection, require_websockets
 from arqonbus.url import DEFAULT_URL, Endpoint, parse_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,20 +62,18 @@ __all__ = ["Bus", "Subscription", "History", "HistoryResult", "PingResult", "Sta
 log = logging.getLogger("arqonbus")
 
 PROTOCOL_VERSION = 1
-LENGTH_PREFIX_BYTES = 4
-_LENGTH = struct.Struct(">I")
 #: A pattern that matches every topic: `*` (one segment) then `>` (one or more), i.e. every
 #: topic of 2 to 8 segments.
 ALL = "*.>"
-#: Largest server frame the client accepts before calling the stream broken. Server frames are
-#: bounded by the server's own limits; this only guards against a corrupt length prefix.
+#: Largest server frame the client accepts before calling the connection broken (on WebSocket,
+#: the `max_size` of a message). Server frames are bounded by the server's own limits (1 MiB by
+#: default, plus the envelope of a delivered pulse); this only guards against a corrupt stream.
 DEFAULT_MAX_INCOMING_FRAME_BYTES = 64 * 1024 * 1024
-#: Queued outgoing bytes that trigger a write before the end of the event-loop turn.
-WRITE_COALESCE_BYTES = 64 * 1024
 #: Codes after which a reconnection cannot succeed without a change on the client's side.
 _FATAL_HANDSHAKE_CODES = frozenset({_pb.UNAUTHENTICATED, _pb.UNSUPPORTED_VERSION})
 
 SpectralLike = Union["_pb.SpectralMetadata", Mapping[str, Any], None]
+PathLike = Union[str, "os.PathLike[str]"]
 StartLike = Union["_pb.StartPosition", str, None]
 
 
@@ -164,138 +163,6 @@ def _fill_payload(target: Any, payload: Any) -> None:
     if packed is not None:
         target.type_url = packed.type_url
         target.value = packed.value
-
-
-# --------------------------------------------------------------------------------------------
-# The connection (one per TCP session)
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP session: splits the byte stream into frames and hands them to the `Bus`."""
-
-    def __init__(self, bus: "Bus", max_incoming_frame_bytes: int):
-        self._bus = bus
-        self._max_incoming = max_incoming_frame_bytes
-        self._buf = bytearray()
-        self.transport: Optional[asyncio.Transport] = None
-        self.welcome: "asyncio.Future[_pb.Welcome]" = bus._loop.create_future()
-        self.closed: "asyncio.Future[None]" = bus._loop.create_future()
-        # The Error frame that announced the server's close, if any.
-        self.close_error: Optional[ArqonError] = None
-        self.lost = False
-        self._write_paused = False
-        self._drain_waiters: List["asyncio.Future[None]"] = []
-        self._out = bytearray()
-        self._flush_scheduled = False
-
-    # asyncio.Protocol -----------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self._buf:
-            # A frame was cut at the end of the previous chunk: join once, parse from bytes.
-            self._buf += data
-            data = bytes(self._buf)
-            self._buf.clear()
-        pos = 0
-        end = len(data)
-        unpack_length = _LENGTH.unpack_from
-        decode = _pb.ServerFrame.FromString
-        on_frame = self._bus._on_frame
-        try:
-            while end - pos >= LENGTH_PREFIX_BYTES:
-                (length,) = unpack_length(data, pos)
-                if length > self._max_incoming:
-                    raise ProtocolViolation(
-                        f"server frame of {length} bytes exceeds the client's limit of "
-                        f"{self._max_incoming} bytes (max_incoming_frame_bytes)"
-                    )
-                start = pos + LENGTH_PREFIX_BYTES
-                if end - start < length:
-                    break
-                pos = start + length
-                try:
-                    frame = decode(data[start:pos])
-                except DecodeError as exc:
-                    raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
-                on_frame(self, frame)
-                if self.lost:
-                    return
-        except ProtocolViolation as exc:
-            log.error("arqonbus: %s; closing the connection", exc)
-            self.close_error = exc
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        if pos < end:
-            self._buf += data[pos:]
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        self.lost = True
-        self._wake_drainers(exc)
-        if not self.welcome.done():
-            self.welcome.set_exception(
-                self.close_error or ConnectionLost(f"connection closed during the handshake: {exc or 'EOF'}")
-            )
-            # Retrieved by the opener; avoid "exception never retrieved" if it gave up.
-            self.welcome.exception()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        self._bus._on_connection_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_drainers(None)
-
-    # Sending --------------------------------------------------------------------------------
-
-    def send(self, body: bytes) -> None:
-        """Queues one frame. Frames queued in one turn of the event loop go out in one write
-        (one system call instead of one per frame), at the end of the turn or as soon as
-        `WRITE_COALESCE_BYTES` are waiting."""
-        if self.lost or self.transport is None or self.transport.is_closing():
-            raise ConnectionLost("not connected", cause=self.close_error)
-        out = self._out
-        out += len(body).to_bytes(LENGTH_PREFIX_BYTES, "big")
-        out += body
-        if len(out) >= WRITE_COALESCE_BYTES:
-            self.flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._bus._loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        """Hands the queued frames to the transport."""
-        self._flush_scheduled = False
-        if not self._out or self.lost or self.transport is None or self.transport.is_closing():
-            return
-        # The transport may keep a reference to what it could not send yet: give it its own
-        # buffer rather than one this connection goes on appending to.
-        out, self._out = self._out, bytearray()
-        self.transport.write(out)
-
-    async def drain(self) -> None:
-        """Waits while the transport's write buffer is above its high-water mark."""
-        if not self._write_paused or self.lost:
-            return
-        waiter = self._bus._loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
-
-    def _wake_drainers(self, exc: Optional[Exception]) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
 
 # --------------------------------------------------------------------------------------------
@@ -646,7 +513,8 @@ class _Connector:
 
 
 class Bus:
-    """An asyncio connection to an ArqonBus server. Create it with `await Bus.connect(...)`."""
+    """An asyncio connection to an ArqonBus server. Create it with `await Bus.connect(...)`
+    (see there for the URL schemes and the options)."""
 
     def __init__(
         self,
@@ -664,9 +532,39 @@ class Bus:
         check_frame_size: bool = True,
         max_incoming_frame_bytes: int = DEFAULT_MAX_INCOMING_FRAME_BYTES,
         on_error: Optional[Callable[[ArqonError], None]] = None,
+        ca: Optional[PathLike] = None,
+        cert: Optional[PathLike] = None,
+        key: Optional[PathLike] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        server_hostname: Optional[str] = None,
     ):
         self.endpoint: Endpoint = parse_url(url)
         self.url = str(self.endpoint)
+        tls_options = {
+            "ca": ca,
+            "cert": cert,
+            "key": key,
+            "ssl_context": ssl_context,
+            "server_hostname": server_hostname,
+        }
+        given = [name for name, value in tls_options.items() if value is not None]
+        #: The TLS context of `tls://` and `wss://` connections (None for the others).
+        self.ssl_context: Optional[ssl.SSLContext] = None
+        #: The name the server's certificate must carry; None: the URL's host.
+        self.server_hostname = server_hostname
+        if self.endpoint.uses_tls:
+            if ssl_context is not None:
+                if ca is not None or cert is not None or key is not None:
+                    raise ValueError("give ssl_context= or ca=/cert=/key=, not both")
+                self.ssl_context = ssl_context
+            else:
+                self.ssl_context = make_ssl_context(ca, cert, key)
+        elif given:
+            raise ValueError(
+                f"{', '.join(n + '=' for n in given)} apply to tls:// and wss:// URLs only, not {self.url}"
+            )
+        if self.endpoint.is_websocket:
+            require_websockets()
         self.token = token
         self.name = name
         self.producer_id = producer_id if producer_id is not None else name
@@ -689,7 +587,7 @@ class Bus:
         self.last_error: Optional[ArqonError] = None
 
         self._loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
-        self._conn: Optional[_Connection] = None
+        self._conn: Optional[Connection] = None
         self._connected = asyncio.Event()
         self._correlation_ids = itertools.count(1)
         self._subscription_ids = itertools.count(1)
@@ -712,11 +610,24 @@ class Bus:
     ) -> _Connector:
         """Connects and performs the Hello/Welcome handshake.
 
-        `await Bus.connect(url)` returns the `Bus`; `async with Bus.connect(url) as bus:`
-        closes it on exit. Options are those of `Bus(...)`: `producer_id`, `manifest` (an
-        `OperatorManifest`, the SAM handshake), `connect_timeout`, `request_timeout`,
-        `reconnect` (automatic reconnection, default on), `reconnect_timeout`, `max_pending`,
-        `check_frame_size`, `on_error`.
+        `url` is `tcp://host:port` (or `host:port`), `tls://host:port`, `ws://host:port[/path]`
+        or `wss://host:port[/path]` (see `arqonbus.url`). `await Bus.connect(url)` returns the
+        `Bus`; `async with Bus.connect(url) as bus:` closes it on exit. Options are those of
+        `Bus(...)`: `producer_id`, `manifest` (an `OperatorManifest`, the SAM handshake),
+        `connect_timeout`, `request_timeout`, `reconnect` (automatic reconnection, default on),
+        `reconnect_timeout`, `max_pending`, `check_frame_size`, `max_incoming_frame_bytes` (also
+        the WebSocket `max_size`), `on_error`, and for `tls://`/`wss://`: `ca` (PEM file of the
+        CA to trust; default: the system's), `cert` and `key` (PEM client certificate and key,
+        for mTLS), `ssl_context` (a ready `ssl.SSLContext` instead of those three) and
+        `server_hostname` (the name the server's certificate must carry; default: the URL's
+        host). TLS is 1.3 at least and the server's certificate is always verified unless an
+        `ssl_context` says otherwise.
+
+        Raises `ConnectFailed` (a `ConnectionLost`) saying what failed when the connection
+        cannot be opened: refused, TLS handshake (certificate not verified, client certificate
+        required or refused), WebSocket upgrade refused, closed before the `Welcome`.
+        `ArqonTimeout` after `connect_timeout`; the server's error (e.g. `Unauthenticated`)
+        when it refuses the session.
         """
 
         async def factory() -> "Bus":
@@ -727,18 +638,9 @@ class Bus:
         return _Connector(factory)
 
     async def _open(self) -> None:
-        """Opens a new TCP session and handshakes; installs it as the current connection."""
-        loop = self._loop
-        conn = _Connection(self, self.max_incoming_frame_bytes)
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: conn, self.endpoint.host, self.endpoint.port),
-                self.connect_timeout,
-            )
-        except asyncio.TimeoutError:
-            raise ArqonTimeout(f"could not connect to {self.url} within {self.connect_timeout}s") from None
-        except OSError as exc:
-            raise ConnectionLost(f"could not connect to {self.url}: {exc}") from exc
+        """Opens a new session (TCP, TLS, WebSocket or secure WebSocket, per the URL) and
+        handshakes; installs it as the current connection."""
+        conn = await open_connection(self)
         hello = _pb.ClientFrame(correlation_id=next(self._correlation_ids))
         hello.hello.protocol_version = PROTOCOL_VERSION
         hello.hello.client_name = self.name
@@ -747,7 +649,8 @@ class Bus:
         if self.manifest is not None:
             hello.hello.manifest.CopyFrom(self.manifest)
         try:
-            conn.send(hello.SerializeToString())
+            if not conn.lost:  # else `welcome` already holds why (e.g. a TLS alert)
+                conn.send(hello.SerializeToString())
             welcome = await asyncio.wait_for(asyncio.shield(conn.welcome), self.connect_timeout)
         except asyncio.TimeoutError:
             conn.abort()
@@ -788,7 +691,7 @@ class Bus:
     def max_frame_bytes(self) -> int:
         return self.welcome.max_frame_bytes if self.welcome is not None else 0
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self) -> Connection:
         """The live connection, waiting for an automatic reconnection in progress."""
         conn = self._conn
         if conn is not None and not conn.lost and self._connected.is_set():
@@ -854,7 +757,7 @@ class Bus:
                 self._subscriptions.pop(sub.id, None)
                 sub._fail(result)
 
-    async def _resubscribe_one(self, conn: _Connection, sub: Subscription) -> None:
+    async def _resubscribe_one(self, conn: Connection, sub: Subscription) -> None:
         """Re-subscribes `sub` where it left off: from the sequence after the last one it
         received (no gap, no duplicate) when the reality keeps history, else at `latest`."""
         sub._error = None
@@ -935,7 +838,7 @@ class Bus:
         self._connected.set()  # wake waiters; they see _broken
         self._connected.clear()
 
-    def _on_connection_lost(self, conn: _Connection, exc: Optional[Exception]) -> None:
+    def _on_connection_lost(self, conn: Connection, exc: Optional[Exception]) -> None:
         if conn is not self._conn:
             return
         self._conn = None
@@ -996,9 +899,8 @@ class Bus:
             sub._wake()
         self._subscriptions.clear()
         conn = self._conn
-        if conn is not None and conn.transport is not None and not conn.lost:
-            conn.flush()
-            conn.transport.close()  # sends what the transport still buffers first
+        if conn is not None and not conn.lost:
+            conn.close()  # sends what is queued first
             try:
                 await asyncio.wait_for(asyncio.shield(conn.closed), 5.0)
             except asyncio.TimeoutError:
@@ -1013,7 +915,7 @@ class Bus:
 
     # Frames from the server --------------------------------------------------------------------
 
-    def _on_frame(self, conn: _Connection, frame: "_pb.ServerFrame") -> None:
+    def _on_frame(self, conn: Connection, frame: "_pb.ServerFrame") -> None:
         kind = frame.WhichOneof("kind")
         if kind == "deliver":
             deliver = frame.deliver
@@ -1078,7 +980,7 @@ class Bus:
         if fut is not None and not fut.done():
             fut.set_result(frame)
 
-    def _on_error_frame(self, conn: _Connection, frame: "_pb.ServerFrame") -> None:
+    def _on_error_frame(self, conn: Connection, frame: "_pb.ServerFrame") -> None:
         cid = frame.correlation_id
         error = _errors.error_from_proto(frame.error, cid)
         if error.closes_connection:

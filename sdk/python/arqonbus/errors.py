@@ -5,8 +5,8 @@ A server `Error{code, message}` becomes an instance of the class registered for 
 `.correlation_id`. Codes this SDK does not know yet become a plain `ArqonError` with the number,
 so a newer server never makes the client crash on an error frame.
 
-Errors that do not come from the server (connection lost, time-outs, an unsupported URL scheme)
-are also `ArqonError`s, with `.code = None`.
+Errors that do not come from the server (connection lost or refused, time-outs, an unsupported
+URL scheme) are also `ArqonError`s, with `.code = None`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "LimitExceeded",
     "StorageFailed",
     "ConnectionLost",
+    "ConnectFailed",
     "ClientClosed",
     "ProtocolViolation",
     "ArqonTimeout",
@@ -234,6 +235,18 @@ class ConnectionLost(ArqonError):
         self.cause = cause
 
 
+class ConnectFailed(ConnectionLost):
+    """A connection could not be opened: the address refused it, the TLS handshake failed
+    (the server's certificate did not verify, the server requires a client certificate or
+    refused the one given), the WebSocket upgrade was refused, or the server closed the
+    connection before its `Welcome`. The message says which. A `ConnectionLost`, so code that
+    handles a lost connection handles this too.
+    """
+
+    def __init__(self, message: str = "could not connect", *, cause: Optional[ArqonError] = None):
+        super().__init__(message, cause=cause)
+
+
 class ClientClosed(ArqonError):
     """The `Bus` was closed by this program."""
 
@@ -251,4 +264,4 @@ class JobTimeout(ArqonTimeout):
 
 
 class UnsupportedScheme(ArqonError, ValueError):
-    """The URL's scheme is not one this SDK can connect with (yet)."""
+    """The URL's scheme is not one this SDK can connect with (`tcp`, `tls`, `ws`, `wss`)."""

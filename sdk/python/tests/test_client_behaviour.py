@@ -109,11 +109,11 @@ async def test_local_overflow_drops_and_counts_beyond_max_pending(url, reality):
 @aio()
 async def test_frames_split_anywhere_across_reads_are_reassembled(chunk):
     """The reader gets the byte stream in arbitrary pieces; every frame must come out whole."""
-    from arqonbus.client import _Connection
     from arqonbus.proto import ArqonMessage, Deliver
+    from arqonbus.transport import StreamConnection
 
     bus = Bus("tcp://127.0.0.1:1")
-    conn = _Connection(bus, 1 << 26)
+    conn = StreamConnection(bus, 1 << 26)
     sub = bus.subscribe("r", "a.>", max_pending=1000)
     sub._started = True
     bus._subscriptions[sub.id] = sub

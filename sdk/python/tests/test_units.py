@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import ssl
+import sys
+
 import pytest
+from conftest import aio
 from google.protobuf import any_pb2, wrappers_pb2
 
 import arqonbus
-from arqonbus import errors, payload
+from arqonbus import Bus, errors, payload
 from arqonbus.causal import CausalContext
 from arqonbus.proto import ArqonMessage, ErrorCode, NvmJob, NvmJobResult
 from arqonbus.pulse import Pulse
@@ -30,10 +35,55 @@ def test_url_forms():
         parse_url("tcp://host:1/path")
 
 
-@pytest.mark.parametrize("scheme", ["tls", "ws", "wss"])
-def test_planned_schemes_raise_a_clear_error_naming_the_scheme(scheme):
-    with pytest.raises(errors.UnsupportedScheme, match=f"{scheme}:// scheme is not supported yet"):
-        parse_url(f"{scheme}://127.0.0.1:4720")
+def test_tls_and_websocket_url_forms():
+    ep = parse_url("tls://bus.example:9")
+    assert (ep.scheme, ep.host, ep.port, ep.path) == ("tls", "bus.example", 9, "")
+    assert ep.uses_tls and not ep.is_websocket
+    # A missing port is the one of the server's documented listener for the scheme.
+    assert [parse_url(f"{s}://h").port for s in ("tcp", "tls", "ws", "wss")] == [4720, 4722, 4723, 4724]
+    ws = parse_url("ws://127.0.0.1:4723")
+    assert (ws.path, ws.uses_tls, ws.is_websocket, str(ws)) == ("/", False, True, "ws://127.0.0.1:4723/")
+    wss = parse_url("WSS://[::1]:1/bus/v1?tenant=lab")
+    assert (wss.scheme, wss.host, wss.path, wss.uses_tls) == ("wss", "::1", "/bus/v1?tenant=lab", True)
+    assert str(wss) == "wss://[::1]:1/bus/v1?tenant=lab"
+    with pytest.raises(ValueError, match="no path"):
+        parse_url("tls://host:1/path")
+    with pytest.raises(ValueError, match="fragment"):
+        parse_url("ws://host:1/#frag")
+    with pytest.raises(ValueError, match="credentials"):
+        parse_url("wss://user:secret@host:1/")
+
+
+@aio(timeout=10)
+async def test_tls_options_are_checked_before_connecting(tmp_path):
+    with pytest.raises(ValueError, match="tls:// and wss://"):
+        Bus("tcp://127.0.0.1:1", ca="ca.pem")
+    with pytest.raises(ValueError, match="tls:// and wss://"):
+        Bus("ws://127.0.0.1:1", cert="client.pem")
+    with pytest.raises(ValueError, match="not both"):
+        Bus("tls://127.0.0.1:1", ca="ca.pem", ssl_context=ssl.create_default_context())
+    with pytest.raises(ValueError, match="give cert="):
+        Bus("tls://127.0.0.1:1", key="client.key")
+    with pytest.raises(FileNotFoundError):
+        Bus("tls://127.0.0.1:1", ca=tmp_path / "missing.pem")
+    # The default context: TLS 1.3 at least, the server verified under the URL's host name.
+    context = Bus("wss://127.0.0.1:1").ssl_context
+    assert context is not None and context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    own = ssl.create_default_context()
+    assert Bus("tls://127.0.0.1:1", ssl_context=own).ssl_context is own
+    assert Bus("tcp://127.0.0.1:1").ssl_context is None
+
+
+@aio(timeout=10)
+async def test_websocket_urls_without_the_websockets_package_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "websockets", None)  # `import websockets` now fails
+    monkeypatch.setitem(sys.modules, "websockets.asyncio", None)
+    monkeypatch.setitem(sys.modules, "websockets.asyncio.client", None)
+    for url in ("ws://127.0.0.1:1", "wss://127.0.0.1:1"):
+        with pytest.raises(ImportError, match=re.escape("pip install 'arqonbus[ws]'")):
+            Bus(url)
+    Bus("tls://127.0.0.1:1")  # TLS needs only the standard library
 
 
 def test_unknown_scheme_is_refused():
