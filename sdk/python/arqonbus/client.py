@@ -649,8 +649,10 @@ class Bus:
         if self.manifest is not None:
             hello.hello.manifest.CopyFrom(self.manifest)
         try:
-            if not conn.lost:  # else `welcome` already holds why (e.g. a TLS alert)
+            try:
                 conn.send(hello.SerializeToString())
+            except ConnectionLost:
+                pass  # already closing (e.g. a TLS alert): `welcome` fails with the reason
             welcome = await asyncio.wait_for(asyncio.shield(conn.welcome), self.connect_timeout)
         except asyncio.TimeoutError:
             conn.abort()

@@ -339,7 +339,13 @@ def _recording_ws_connection() -> Any:
         from websockets.asyncio.client import ClientConnection
 
         class _ClientConnection(ClientConnection):
+            #: The TCP (and TLS) connection was up: what failed after it was the upgrade.
+            opened = False
             transport_error: Optional[BaseException] = None
+
+            def connection_made(self, transport: Any) -> None:
+                self.opened = True
+                super().connection_made(transport)
 
             def connection_lost(self, exc: Optional[Exception]) -> None:
                 self.transport_error = exc
@@ -537,19 +543,20 @@ async def _open_websocket(bus: "Bus") -> WebSocketConnection:
             f"could not connect to {bus.url}: the server refused the WebSocket upgrade "
             f"(HTTP {status} {exc.response.reason_phrase})"
         ) from exc
-    except InvalidHandshake as exc:
-        transport_error = made[-1].transport_error if made else None
-        if isinstance(transport_error, ssl.SSLError):
-            detail = describe_connect_error(transport_error)
-        else:
+    except (InvalidHandshake, OSError) as exc:
+        # OSError: refused, unreachable, ssl.SSLError; and, from websockets 13, the connection
+        # closing before the server's answer to the upgrade.
+        connection = made[-1] if made else None
+        transport_error = connection.transport_error if connection is not None else None
+        if isinstance(exc, ssl.SSLError):
+            detail = describe_connect_error(exc)
+        elif isinstance(transport_error, ssl.SSLError):
+            detail = describe_connect_error(transport_error)  # a TLS alert, e.g. no client certificate
+        elif isinstance(exc, InvalidHandshake) or (connection is not None and connection.opened):
             cause = exc.__cause__
             detail = f"the WebSocket upgrade failed: {exc}" + (f" ({cause})" if cause is not None else "")
-            if endpoint.scheme == "ws":
-                detail += "; is this the server's ws_listen port?"
-            else:
-                detail += "; is this the server's wss_listen port?"
-        raise ConnectFailed(f"could not connect to {bus.url}: {detail}") from exc
-    except OSError as exc:  # refused, unreachable, ssl.SSLError
-        detail = describe_connect_error(exc, endpoint.uses_tls)
+            detail += f"; is this the server's {endpoint.scheme}_listen port?"
+        else:
+            detail = describe_connect_error(exc, endpoint.uses_tls)
         raise ConnectFailed(f"could not connect to {bus.url}: {detail}") from exc
     return WebSocketConnection(bus, ws)
