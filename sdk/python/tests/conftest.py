@@ -3,6 +3,10 @@
 The server binary is `$ARQONBUS_BIN`, else `<repo>/target/debug/arqonbus`, else
 `<repo>/target/release/arqonbus`. Tests that need it fail (they do not skip) when none is
 found: a green run must mean the SDK talked to a real server.
+
+A server may also listen on TLS, WebSocket and secure WebSocket (`ServerProcess(tls=...,
+ws=True)`), with a CA, server and client certificates made for the session by `trustme`
+(`tls_files`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
@@ -83,8 +88,29 @@ def port_accepts(port: int) -> bool:
         return False
 
 
+@dataclass
+class TlsFiles:
+    """PEM files made for the test session: the CA the server's certificate chains to, the
+    server's certificate (for 127.0.0.1 and localhost, its key in the same file), a client
+    certificate of that CA (common name `lab/ada`, key included), and a CA and a client
+    certificate that the server does not know. `ca_obj`, `client_obj` are the `trustme` objects
+    (to build an `ssl.SSLContext` by hand)."""
+
+    ca: Path
+    server: Path
+    client: Path
+    other_ca: Path
+    stranger_client: Path
+    ca_obj: Any
+    client_obj: Any
+
+
 class ServerProcess:
-    """One `arqonbus serve --listen 127.0.0.1:PORT --shards 2` process, logging to a file."""
+    """One `arqonbus serve --listen 127.0.0.1:PORT --shards 2` process, logging to a file.
+
+    With `tls` it also listens on TLS and secure WebSocket (`[tls]` with those files; the
+    client CA too, so client certificates are verified, and required with
+    `require_client_cert`); with `ws` on plain WebSocket. `url_for(scheme)` gives each URL."""
 
     def __init__(
         self,
@@ -93,6 +119,9 @@ class ServerProcess:
         port: Optional[int] = None,
         shards: int = 2,
         config: Optional[str] = None,
+        tls: Optional[TlsFiles] = None,
+        require_client_cert: bool = False,
+        ws: bool = False,
     ):
         self.binary = binary
         self.log_path = log_path
@@ -101,6 +130,20 @@ class ServerProcess:
         self.port = port or free_port()
         self.shards = shards
         self.extra_args: List[str] = []
+        # The other listeners: scheme -> port (the plain TCP one is `port`).
+        self.extra_ports: Dict[str, int] = {}
+        if tls is not None:
+            self.extra_ports["tls"] = free_port()
+            self.extra_ports["wss"] = free_port()
+            config = (config or "") + (
+                "\n[tls]\n"
+                f'cert_path = "{tls.server}"\n'
+                f'key_path = "{tls.server}"\n'
+                f'client_ca_path = "{tls.ca}"\n'
+                f"require_client_cert = {'true' if require_client_cert else 'false'}\n"
+            )
+        if ws:
+            self.extra_ports["ws"] = free_port()
         if config is not None:
             config_path = self.workdir / "arqonbus.toml"
             config_path.write_text(config)
@@ -113,13 +156,29 @@ class ServerProcess:
     def url(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
 
+    def url_for(self, scheme: str) -> str:
+        """The URL of this server's `scheme` listener (`tcp`, `tls`, `ws`, `wss`)."""
+        if scheme == "tcp":
+            return self.url
+        if scheme not in self.extra_ports:
+            raise AssertionError(f"this server has no {scheme}:// listener")
+        return f"{scheme}://127.0.0.1:{self.extra_ports[scheme]}"
+
+    @property
+    def all_ports(self) -> List[int]:
+        return [self.port, *self.extra_ports.values()]
+
     @property
     def args(self) -> List[str]:
+        listeners: List[str] = []
+        for scheme, port in self.extra_ports.items():
+            listeners += [f"--{scheme}-listen", f"127.0.0.1:{port}"]
         return [
             str(self.binary),
             "serve",
             "--listen",
             f"127.0.0.1:{self.port}",
+            *listeners,
             "--shards",
             str(self.shards),
             # The admin listener defaults to 127.0.0.1:4721; servers running side by side each
@@ -129,6 +188,11 @@ class ServerProcess:
             *self.extra_args,
         ]
 
+    def _choose_ports(self) -> None:
+        self.port = free_port()
+        for scheme in self.extra_ports:
+            self.extra_ports[scheme] = free_port()
+
     def start(self, timeout: float = 30.0, attempts_left: int = 3) -> "ServerProcess":
         # A server killed a moment ago can keep its listening socket for some milliseconds
         # (io_uring releases it asynchronously): it still accepts, then resets, and a new server
@@ -136,8 +200,8 @@ class ServerProcess:
         if self.started_once:
             self.wait_port_free()
         else:
-            while port_accepts(self.port):  # someone else listens there: choose another
-                self.port = free_port()
+            while any(port_accepts(p) for p in self.all_ports):  # someone else listens there
+                self._choose_ports()
         log = open(self.log_path, "ab")
         log.write(f"\n=== {' '.join(self.args)}\n".encode())
         log.flush()
@@ -147,19 +211,21 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 if not self.started_once and attempts_left > 0 and "already in use" in self.log_tail(5):
-                    # Another program took the port after free_port() chose it: choose again.
-                    self.port = free_port()
+                    # Another program took a port after free_port() chose it: choose again.
+                    self._choose_ports()
                     return self.start(timeout, attempts_left - 1)
                 pytest.fail(
                     f"arqonbus serve exited with {self.proc.returncode} before accepting:\n{self.log_tail()}",
                     pytrace=False,
                 )
-            if port_accepts(self.port) and listening_socket_owned_by(self.proc.pid, self.port) is not False:
+            if all(
+                port_accepts(p) and listening_socket_owned_by(self.proc.pid, p) is not False for p in self.all_ports
+            ):
                 self.started_once = True
                 return self
             time.sleep(0.05)
         self.stop()
-        pytest.fail(f"arqonbus serve did not accept on port {self.port} within {timeout}s:\n{self.log_tail()}")
+        pytest.fail(f"arqonbus serve did not accept on ports {self.all_ports} within {timeout}s:\n{self.log_tail()}")
         raise AssertionError("unreachable")
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -182,10 +248,11 @@ class ServerProcess:
 
     def wait_port_free(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while port_accepts(self.port):
-            if time.monotonic() > deadline:
-                pytest.fail(f"port {self.port} still accepts connections {timeout}s after the server stopped")
-            time.sleep(0.02)
+        for port in self.all_ports:
+            while port_accepts(port):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"port {port} still accepts connections {timeout}s after the server stopped")
+                time.sleep(0.02)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -218,19 +285,50 @@ def private_server(server_binary: Path, tmp_path: Path):
 
 @pytest.fixture
 def server_factory(server_binary: Path, tmp_path: Path):
-    """Starts servers of the test's own with a given configuration (TOML text)."""
+    """Starts servers of the test's own with a given configuration (TOML text) and, as keyword
+    arguments, the listeners of `ServerProcess` (`tls=tls_files`, `require_client_cert`, `ws`)."""
     started: List[ServerProcess] = []
 
-    def start(config: Optional[str] = None) -> ServerProcess:
+    def start(config: Optional[str] = None, **listeners: Any) -> ServerProcess:
         folder = tmp_path / f"server{len(started)}"
         folder.mkdir()
-        proc = ServerProcess(server_binary, folder / "arqonbus.log", config=config)
+        proc = ServerProcess(server_binary, folder / "arqonbus.log", config=config, **listeners)
         started.append(proc)
         return proc.start()
 
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    try:
+        import trustme
+    except ImportError:
+        pytest.fail("the TLS tests need trustme: pip install -e 'sdk/python[test]'", pytrace=False)
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA(organization_name="arqonbus tests")
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    # The bus reads the identity `tenant/subject` from the client certificate's common name.
+    client = ca.issue_cert("ada@lab.example", common_name="lab/ada")
+    other_ca = trustme.CA(organization_name="someone else")
+    stranger = other_ca.issue_cert("eve@elsewhere.example", common_name="lab/eve")
+    files = TlsFiles(
+        ca=folder / "ca.pem",
+        server=folder / "server.pem",
+        client=folder / "client.pem",
+        other_ca=folder / "other-ca.pem",
+        stranger_client=folder / "stranger.pem",
+        ca_obj=ca,
+        client_obj=client,
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(files.server))
+    client.private_key_and_cert_chain_pem.write_to_path(str(files.client))
+    other_ca.cert_pem.write_to_path(str(files.other_ca))
+    stranger.private_key_and_cert_chain_pem.write_to_path(str(files.stranger_client))
+    return files
 
 
 @pytest.fixture
