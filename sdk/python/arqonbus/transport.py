@@ -380,6 +380,7 @@ class WebSocketConnection(Connection):
         from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
         exc: Optional[BaseException] = None
+        cancelled = False
         decode = _pb.ServerFrame.FromString
         on_frame = self._bus._on_frame
         try:
@@ -404,10 +405,17 @@ class WebSocketConnection(Connection):
             exc = err
             self.ws.transport.abort()
         except asyncio.CancelledError:
-            exc = ConnectionLost("connection reader cancelled")
+            # Only the event loop shutting down cancels the reader: drop the connection without
+            # telling the bus (which would try to reconnect on a dying loop).
+            cancelled = True
             raise
         finally:
-            self._end(exc)
+            if cancelled:
+                self.lost = True
+                self._writer.cancel()
+                self.abort()
+            else:
+                self._end(exc)
 
     async def _write_loop(self) -> None:
         from websockets.exceptions import ConnectionClosed
