@@ -30,9 +30,9 @@ if [ ! -x "$venv/bin/python" ]; then
   }
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
+# The [test] extra brings pytest, `websockets` (ws:// and wss://, and the endpoint test) and
+# `trustme` (the TLS tests' certificates).
 "$venv/bin/python" -m pip install --quiet -e "sdk/python[test]"
-# The WebSocket endpoint test talks to the bus with Python's `websockets` package.
-"$venv/bin/python" -m pip install --quiet "websockets>=12"
 ARQONBUS_BIN="$PWD/target/release/arqonbus" "$venv/bin/python" -m pytest -q sdk/python/tests
 
 if [ -x bench/smoke.sh ] || [ -f bench/smoke.sh ]; then
