@@ -32,7 +32,7 @@ macro_rules! counters {
             $( $(#[doc = $doc])* pub $name: u64, )*
             pub deliver_latency: HistogramSnapshot,
             /// (reality, bytes) of every retained reality, largest first.
-            pub retained: Vec<(Arc<str>, u64)>,
+            pub retained: RealityBytes,
         }
 
         impl Snapshot {
@@ -168,14 +168,17 @@ impl Counter {
 /// list about once a second; a scrape clones the `Arc`. The lock is held for a pointer swap, and
 /// never on the data path.
 #[derive(Debug, Default)]
-pub struct RetainedBytes(Mutex<Arc<Vec<(Arc<str>, u64)>>>);
+pub struct RetainedBytes(Mutex<Arc<RealityBytes>>);
+
+/// (reality, bytes of records it holds).
+pub type RealityBytes = Vec<(Arc<str>, u64)>;
 
 impl RetainedBytes {
-    pub fn publish(&self, realities: Vec<(Arc<str>, u64)>) {
+    pub fn publish(&self, realities: RealityBytes) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(realities);
     }
 
-    pub fn get(&self) -> Arc<Vec<(Arc<str>, u64)>> {
+    pub fn get(&self) -> Arc<RealityBytes> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
