@@ -53,9 +53,13 @@ def main(argv=None) -> int:
     parser.add_argument("--energy", type=float, default=0.5, help="energy_joules of the job")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the final result")
     parser.add_argument("--follow-seconds", type=float, default=5.0, help="how long to follow the reality live")
+    parser.add_argument("--ca", default=None, help="tls:// and wss://: PEM file of the CA that signed the bus")
+    parser.add_argument("--cert", default=None, help="client certificate (PEM) for mTLS")
+    parser.add_argument("--key", default=None, help="its private key, if not in --cert")
     args = parser.parse_args(argv)
+    tls = {k: v for k, v in (("ca", args.ca), ("cert", args.cert), ("key", args.key)) if v is not None}
 
-    with sync.connect(args.url, token=args.token, name="researcher") as bus:
+    with sync.connect(args.url, token=args.token, name="researcher", **tls) as bus:
         ping = bus.ping()
         print(f"connected to {args.url}: session {bus.welcome.session_id}, rtt {ping.rtt_seconds * 1e3:.2f} ms")
 

@@ -238,3 +238,46 @@ async def test_reconnect_after_a_restart_on_every_transport(server_factory, tls_
     finally:
         for bus in buses.values():
             await bus.close()
+
+
+def test_the_examples_run_over_encrypted_transports(transport_server, tls_files):
+    """The reference operator over wss:// and the researcher over tls:// with a client
+    certificate, both trusting the test CA given with --ca: the job round trip crosses
+    transports."""
+    import subprocess
+
+    from conftest import EXAMPLES_DIR, LineReader, python_subprocess, stop_process
+
+    reality = f"examples-{uuid.uuid4().hex[:8]}"
+    operator = python_subprocess(
+        EXAMPLES_DIR / "nvm_operator.py",
+        "--url", transport_server.url_for("wss"),
+        "--ca", str(tls_files.ca),
+        "--reality", reality,
+        "--steps", "3",
+        "--step-delay", "0.01",
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        LineReader(operator).wait_for("ready", timeout=30)
+        researcher = python_subprocess(
+            EXAMPLES_DIR / "researcher.py",
+            "--url", transport_server.url_for("tls"),
+            "--ca", str(tls_files.ca),
+            "--cert", str(tls_files.client),
+            "--reality", reality,
+            "--timeout", "20",
+            "--follow-seconds", "0.5",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            out, _ = researcher.communicate(timeout=60)
+        finally:
+            if researcher.poll() is None:
+                researcher.kill()
+        text = out.decode()
+        assert researcher.returncode == 0, text
+        assert "connected to tls://" in text and "final: 4 samples" in text, text
+    finally:
+        stop_process(operator)
