@@ -210,3 +210,40 @@ fn text_that_is_not_wasm_does_not_compile() {
         .unwrap_err();
     assert!(matches!(err, PolicyError::Compile { .. }), "{err}");
 }
+
+/// With no policy loaded the epoch ticker idles (a bus without policies should not wake a
+/// thousand times a second); a load brings the 1 ms ticks back at once, since deadlines count
+/// them. Robust to a slow machine: a busy machine can only make the idle count smaller, and the
+/// active count is checked against what idling could never reach in the time allowed.
+#[test]
+fn epoch_ticker_idles_without_policies_and_wakes_on_load() {
+    let host = Arc::new(
+        PolicyHost::new(&PolicyConfig {
+            max_deadline_ms: 50,
+            default_deadline_ms: 20,
+            ..PolicyConfig::default()
+        })
+        .unwrap(),
+    );
+    // Dormant once the catalog has been empty for max_deadline_ms + 1 s.
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    let before = host.epoch_ticks();
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    let idle = host.epoch_ticks() - before;
+    assert!(
+        idle <= 8,
+        "{idle} ticks in a second with no policy (250 ms apart when idle)"
+    );
+
+    install(&host, "p", "allow_all", limits(), 0);
+    let start = std::time::Instant::now();
+    let loaded = host.epoch_ticks();
+    // 100 ticks: 0.1 s at 1 ms, 25 s if the ticker were still idling.
+    while host.epoch_ticks() < loaded + 100 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the ticker did not resume after a load"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

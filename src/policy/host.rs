@@ -1,9 +1,9 @@
 //! The process-wide side of CASIL: one wasmtime `Engine`, the epoch ticker, the registry.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Config as WasmConfig, Engine, Module, OptLevel};
 
@@ -12,15 +12,19 @@ use crate::config::PolicyConfig;
 
 /// Native stack a policy call may use. Deep recursion traps instead of overflowing the shard.
 const MAX_WASM_STACK_BYTES: usize = 512 << 10;
+/// How often the ticker wakes while no policy is loaded (it is woken at once by a load).
+const DORMANT_TICK: Duration = Duration::from_millis(250);
 
 /// Shared by every shard (behind an `Arc`). Nothing here is touched per pulse except the
 /// registry's version number (one atomic load).
 pub struct PolicyHost {
     engine: Engine,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     config: PolicyConfig,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
+    /// Epoch increments so far (tests and diagnostics).
+    ticks: Arc<AtomicU64>,
 }
 
 impl PolicyHost {
@@ -33,27 +37,55 @@ impl PolicyHost {
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&wasm).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
+        let registry = Arc::new(Registry::new(config.max_policies));
         let tick = Duration::from_millis(config.epoch_tick_ms);
+        // With no policy loaded nothing needs the epoch to advance, and a bus without policies
+        // should not wake a thousand times a second: the ticker goes dormant, but only once the
+        // catalog has been empty for longer than any call's deadline (a call of a policy
+        // unloaded meanwhile may still be running), and a load wakes it at once.
+        let dormant_after = Duration::from_millis(config.max_deadline_ms) + Duration::from_secs(1);
+        let ticks = Arc::new(AtomicU64::new(0));
         let ticker = {
             let engine = engine.clone();
             let stop = ticker_stop.clone();
+            let registry = registry.clone();
+            let ticks = ticks.clone();
             std::thread::Builder::new()
                 .name("casil-epoch".into())
                 .spawn(move || {
+                    let mut empty_since: Option<Instant> = None;
                     while !stop.load(Ordering::Acquire) {
-                        std::thread::sleep(tick);
+                        let dormant = if registry.is_empty() {
+                            empty_since.get_or_insert_with(Instant::now).elapsed() >= dormant_after
+                        } else {
+                            empty_since = None;
+                            false
+                        };
+                        if dormant {
+                            std::thread::park_timeout(DORMANT_TICK);
+                        } else {
+                            std::thread::sleep(tick);
+                        }
                         engine.increment_epoch();
+                        ticks.fetch_add(1, Ordering::Relaxed);
                     }
                 })
                 .map_err(|e| PolicyError::Engine(format!("cannot start the epoch ticker: {e}")))?
         };
+        registry.set_ticker(ticker.thread().clone());
         Ok(Self {
             engine,
-            registry: Registry::new(config.max_policies),
+            registry,
             config: config.clone(),
             ticker_stop,
             ticker: Some(ticker),
+            ticks,
         })
+    }
+
+    /// How many times the epoch has advanced since start.
+    pub fn epoch_ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -85,6 +117,7 @@ impl Drop for PolicyHost {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Release);
         if let Some(t) = self.ticker.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

@@ -1,7 +1,8 @@
 //! The process-wide set of compiled policies, and the version number shards watch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::thread::Thread;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
@@ -55,6 +56,8 @@ pub struct Registry {
     version: AtomicU64,
     catalog: RwLock<Catalog>,
     max_policies: u64,
+    /// The epoch ticker, woken when a policy is installed (it idles while there is none).
+    ticker: OnceLock<Thread>,
 }
 
 impl Registry {
@@ -63,7 +66,13 @@ impl Registry {
             version: AtomicU64::new(0),
             catalog: RwLock::new(Arc::new(Vec::new())),
             max_policies,
+            ticker: OnceLock::new(),
         }
+    }
+
+    /// The thread to wake when a policy is installed.
+    pub(super) fn set_ticker(&self, ticker: Thread) {
+        let _ = self.ticker.set(ticker);
     }
 
     /// The version of the catalog; it changes on every load and unload.
@@ -120,6 +129,11 @@ impl Registry {
         next.sort_by(|a, b| (a.spec.order, &*a.spec.name).cmp(&(b.spec.order, &*b.spec.name)));
         *guard = Arc::new(next);
         self.version.fetch_add(1, Ordering::AcqRel);
+        drop(guard);
+        if let Some(ticker) = self.ticker.get() {
+            // Deadlines count epoch ticks: they must come every tick from now on.
+            ticker.unpark();
+        }
         Ok(old)
     }
 
