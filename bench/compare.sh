@@ -36,14 +36,7 @@ fi
 BENCH=$(find_bench)
 OUT=${OUT:-$BENCH_ROOT/perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/arqonbus-compare.XXXXXX)
-
-cleanup() {
-  stop_servers
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+new_work compare
 
 # Both servers and the harness get the hard open-file limit (the conns scenario needs it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

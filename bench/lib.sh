@@ -59,9 +59,18 @@ wait_port() {
 
 SERVER_PIDS=()
 
-# start_arqonbus BIN PORT WORKDIR LOG: starts `arqonbus serve` on loopback, sets ARQ_PID.
+# new_work NAME: sets WORK to a fresh temporary directory; on exit, however it comes, the
+# servers started here are stopped and WORK is removed.
+new_work() {
+  WORK=$(mktemp -d "/tmp/arqonbus-$1.XXXXXX")
+  trap 'stop_servers; rm -rf "$WORK"' EXIT
+  trap 'exit 130' INT TERM
+}
+
+# start_arqonbus BIN PORT WORKDIR LOG [CONFIG]: starts `arqonbus serve` on loopback, sets
+# ARQ_PID. Without CONFIG the server gets the harness's retention rules (below).
 start_arqonbus() {
-  local bin=$1 port=$2 dir=$3 log=$4
+  local bin=$1 port=$2 dir=$3 log=$4 config=${5:-}
   # The admin listener (default 127.0.0.1:4721) takes a free port, so runs can overlap.
   local args=(serve --listen "127.0.0.1:$port" --shards 2 --admin-listen 127.0.0.1:0)
   local help
@@ -69,7 +78,9 @@ start_arqonbus() {
   if grep -q -- '--data-dir' <<<"$help"; then
     args+=(--data-dir "$dir/arqonbus-data")
   fi
-  if grep -q -- '--config' <<<"$help"; then
+  if [[ -n $config ]]; then
+    args+=(--config "$config")
+  elif grep -q -- '--config' <<<"$help"; then
     # Retained realities for the durable scenario, one per sync mode; each bounded to 2 GiB.
     cat >"$dir/arqonbus-bench.toml" <<'TOML'
 [[retention]]

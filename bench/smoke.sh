@@ -13,16 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ARQ_BIN=$(find_arqonbus)
 NATS_BIN=$(find_nats)
 BENCH=$(find_bench)
-WORK=$(mktemp -d /tmp/arqonbus-smoke.XXXXXX)
+new_work smoke
 OUT=${SMOKE_OUT:-$WORK/results}
 mkdir -p "$OUT"
-
-cleanup() {
-  stop_servers
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 SECONDS=0

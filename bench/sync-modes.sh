@@ -15,34 +15,35 @@ PAYLOAD=${PAYLOAD:-1024}
 ROUNDS=${ROUNDS:-3}
 ARQ_BIN=$(find_arqonbus)
 BENCH=$(find_bench)
-WORK=$(mktemp -d /tmp/arqonbus-sync.XXXXXX)
+new_work sync
 OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
-cleanup() {
-  stop_servers
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 MODES=(ephemeral os always)
 declare -A PORT PID
 for mode in "${MODES[@]}"; do
   dir=$WORK/$mode
   mkdir -p "$dir"
-  if [[ $mode != ephemeral ]]; then
+  if [[ $mode == ephemeral ]]; then
+    : >"$dir/arqonbus.toml"
+  else
     printf '[[retention]]\nrealities = "*"\nsync = "%s"\nmax_bytes = 2147483648\n' "$mode" \
       >"$dir/arqonbus.toml"
-  else
-    : >"$dir/arqonbus.toml"
   fi
   PORT[$mode]=$(free_port)
-  "$ARQ_BIN" serve --config "$dir/arqonbus.toml" --listen "127.0.0.1:${PORT[$mode]}" \
-    --shards 2 --admin-listen off --data-dir "$dir/data" >"$dir/server.log" 2>&1 &
-  PID[$mode]=$!
-  SERVER_PIDS+=("${PID[$mode]}")
-  wait_port "${PORT[$mode]}" 15 || { tail -20 "$dir/server.log" >&2; exit 1; }
+  start_arqonbus "$ARQ_BIN" "${PORT[$mode]}" "$dir" "$dir/server.log" "$dir/arqonbus.toml"
+  PID[$mode]=$ARQ_PID
 done
+
+# median NUMBERS...: the middle one (the lower middle of an even count).
+median() {
+  printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'
+}
+
+# cell LOG METRIC: the value of the first table row of the run's Markdown output named METRIC.
+cell() {
+  awk -F'|' -v m="$2" 'index($2, " " m " ") == 1 {gsub(/[ ,]/, "", $3); print $3; exit}' "$1"
+}
 
 declare -A RATES
 for round in $(seq "$ROUNDS"); do
@@ -54,9 +55,9 @@ for round in $(seq "$ROUNDS"); do
     "$BENCH" throughput -p 1 -s 1 --duration "$DURATION" --payload-bytes "$PAYLOAD" \
       --target "arqonbus://127.0.0.1:${PORT[$mode]}" --server-pid "${PID[$mode]}" \
       --label "sync-$mode" --out "$OUT" --no-progress >"$log" 2>&1
-    pub=$(awk -F'|' '$2 ~ /^ publish msgs\/s / {gsub(/[ ,]/, "", $3); print $3; exit}' "$log")
-    del=$(awk -F'|' '$2 ~ /^ deliveries\/s / {gsub(/[ ,]/, "", $3); print $3; exit}' "$log")
-    lost=$(awk -F'|' '$2 ~ /^ lost/ {gsub(/[ ,]/, "", $3); print $3; exit}' "$log")
+    pub=$(cell "$log" "publish msgs/s")
+    del=$(cell "$log" "deliveries/s")
+    lost=$(cell "$log" "lost")
     printf 'round %d  %-9s  published %9s/s  delivered %9s/s  lost %s\n' \
       "$round" "$mode" "$pub" "$del" "${lost:-?}"
     RATES[$mode]+="$del "
@@ -66,8 +67,10 @@ done
 echo
 echo "| reality | delivered pulses/s (median of $ROUNDS) | vs ephemeral |"
 echo "| --- | ---: | ---: |"
-base=$(tr ' ' '\n' <<<"${RATES[ephemeral]}" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# shellcheck disable=SC2086 # RATES holds space-separated numbers
+base=$(median ${RATES[ephemeral]})
 for mode in "${MODES[@]}"; do
-  med=$(tr ' ' '\n' <<<"${RATES[$mode]}" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  # shellcheck disable=SC2086
+  med=$(median ${RATES[$mode]})
   awk -v m="$mode" -v v="$med" -v b="$base" 'BEGIN {printf "| %s | %d | %.2f |\n", m, v, v / b}'
 done

@@ -245,6 +245,9 @@ pub struct StorageConfig {
     pub metrics_max_realities: u64,
 }
 
+/// Default of `storage.metrics_max_realities`.
+pub const DEFAULT_METRICS_MAX_REALITIES: u64 = 100;
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
@@ -253,7 +256,7 @@ impl Default for StorageConfig {
             max_unflushed_bytes: 8 << 20,
             checkpoint_interval_ms: 1000,
             history_chunk_bytes: 256 << 10,
-            metrics_max_realities: 100,
+            metrics_max_realities: DEFAULT_METRICS_MAX_REALITIES,
         }
     }
 }

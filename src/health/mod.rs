@@ -44,7 +44,7 @@ impl Status {
         Arc::new(Self {
             attached: OnceLock::new(),
             started: SystemTime::now(),
-            reality_series: AtomicUsize::new(100),
+            reality_series: AtomicUsize::new(crate::config::DEFAULT_METRICS_MAX_REALITIES as usize),
         })
     }
 

@@ -92,16 +92,20 @@ async def serve(
     max_concurrent: int = 64,
     max_jobs: int = 0,
     token: str = None,
-    tls: dict = None,
+    ca: str = None,
+    cert: str = None,
+    key: str = None,
 ) -> int:
-    """Runs the operator until cancelled (or after `max_jobs` jobs when non-zero). `tls` holds
-    `ca`/`cert`/`key` for tls:// and wss:// URLs."""
+    """Runs the operator until cancelled (or after `max_jobs` jobs when non-zero). `ca`, `cert`
+    and `key` are for tls:// and wss:// URLs (see `Bus`)."""
     limit = asyncio.Semaphore(max_concurrent)
     done = asyncio.Event()
     answered = 0
     tasks: set = set()
 
-    async with Bus.connect(url, token=token, name="nvm-reference-operator", manifest=manifest(), **(tls or {})) as bus:
+    async with Bus.connect(
+        url, token=token, name="nvm-reference-operator", manifest=manifest(), ca=ca, cert=cert, key=key
+    ) as bus:
 
         async def run_one(pulse: Pulse) -> None:
             nonlocal answered
@@ -140,19 +144,6 @@ async def serve(
     return answered
 
 
-def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    """--ca, --cert and --key, for tls:// and wss:// URLs (mTLS when the bus asks for a client
-    certificate)."""
-    parser.add_argument("--ca", default=None, help="PEM file of the CA that signed the bus's certificate")
-    parser.add_argument("--cert", default=None, help="client certificate (PEM) for mTLS")
-    parser.add_argument("--key", default=None, help="its private key, if not in --cert")
-
-
-def tls_options(args: argparse.Namespace) -> dict:
-    """The TLS keyword arguments of `Bus.connect` that were given on the command line."""
-    return {k: v for k, v in (("ca", args.ca), ("cert", args.cert), ("key", args.key)) if v is not None}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Reference NVM operator for ArqonBus")
     parser.add_argument("--url", default=arqonbus.DEFAULT_URL)
@@ -162,7 +153,9 @@ def main(argv=None) -> int:
     parser.add_argument("--step-delay", type=float, default=0.05, help="seconds between results")
     parser.add_argument("--max-concurrent", type=int, default=64)
     parser.add_argument("--max-jobs", type=int, default=0, help="exit after this many jobs (0: never)")
-    add_tls_arguments(parser)
+    parser.add_argument("--ca", default=None, help="tls:// and wss://: PEM file of the CA that signed the bus")
+    parser.add_argument("--cert", default=None, help="client certificate (PEM) for mTLS")
+    parser.add_argument("--key", default=None, help="its private key, if not in --cert")
     args = parser.parse_args(argv)
 
     async def run() -> int:
@@ -176,7 +169,9 @@ def main(argv=None) -> int:
                 args.max_concurrent,
                 args.max_jobs,
                 args.token,
-                tls_options(args),
+                args.ca,
+                args.cert,
+                args.key,
             )
         )
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -57,9 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cert", default=None, help="client certificate (PEM) for mTLS")
     parser.add_argument("--key", default=None, help="its private key, if not in --cert")
     args = parser.parse_args(argv)
-    tls = {k: v for k, v in (("ca", args.ca), ("cert", args.cert), ("key", args.key)) if v is not None}
 
-    with sync.connect(args.url, token=args.token, name="researcher", **tls) as bus:
+    with sync.connect(args.url, token=args.token, name="researcher", ca=args.ca, cert=args.cert, key=args.key) as bus:
         ping = bus.ping()
         print(f"connected to {args.url}: session {bus.welcome.session_id}, rtt {ping.rtt_seconds * 1e3:.2f} ms")
 

@@ -375,6 +375,32 @@ def python_subprocess(script: Path, *args: str, **popen_kwargs) -> subprocess.Po
     )
 
 
+def run_researcher(*args: str, timeout: float = 60) -> str:
+    """Runs examples/researcher.py with `args` to the end; returns its output (stdout and stderr)
+    after checking it exited 0."""
+    proc = python_subprocess(EXAMPLES_DIR / "researcher.py", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    return text
+
+
+async def read_all(sub, idle: float = 0.5) -> list:
+    """Every pulse a subscription delivers until none comes for `idle` seconds."""
+    import arqonbus
+
+    out = []
+    while True:
+        try:
+            out.append(await sub.get(timeout=idle))
+        except arqonbus.ArqonTimeout:
+            return out
+
+
 class LineReader:
     """Collects a subprocess's stdout lines on a thread, so tests can wait for one with a
     time-out."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import aio
+from conftest import aio, read_all
 
 import arqonbus
 from arqonbus import Bus, Start
@@ -16,15 +16,6 @@ RETAINED = """
 realities = "kept-*"
 sync = "always"
 """
-
-
-async def read_all(sub, idle: float = 0.5) -> list:
-    out = []
-    while True:
-        try:
-            out.append(await sub.get(timeout=idle))
-        except arqonbus.ArqonTimeout:
-            return out
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import pytest
-from conftest import EXAMPLES_DIR, aio, python_subprocess
+from conftest import aio, run_researcher
 
 import arqonbus
 from arqonbus import Bus, NvmJob, NvmJobResult
@@ -84,26 +83,7 @@ def test_blocking_submit(url, reality, operator):
 
 
 def test_researcher_script_end_to_end(url, reality, operator):
-    proc = python_subprocess(
-        EXAMPLES_DIR / "researcher.py",
-        "--url",
-        url,
-        "--reality",
-        reality,
-        "--timeout",
-        "20",
-        "--follow-seconds",
-        "1",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = out.decode()
-    assert proc.returncode == 0, text
+    text = run_researcher("--url", url, "--reality", reality, "--timeout", "20", "--follow-seconds", "1")
     assert "progress" in text and "final: 4 samples" in text
     live = [line for line in text.splitlines() if line.startswith("live ")]
     # The job pulse, its 4 results and the observation were all seen on the live subscription.

@@ -15,7 +15,7 @@ import ssl
 import uuid
 
 import pytest
-from conftest import ServerProcess, aio
+from conftest import ServerProcess, aio, read_all
 
 import arqonbus
 import arqonbus.sync
@@ -51,15 +51,6 @@ def mtls_server(server_binary, tls_files, tmp_path_factory):
 def tls_options(scheme: str, tls_files, **extra):
     """The CA to trust for the encrypted schemes; nothing for the others."""
     return {"ca": tls_files.ca, **extra} if scheme in ("tls", "wss") else {}
-
-
-async def read_all(sub, idle: float = 0.5) -> list:
-    out = []
-    while True:
-        try:
-            out.append(await sub.get(timeout=idle))
-        except arqonbus.ArqonTimeout:
-            return out
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -246,7 +237,7 @@ def test_the_examples_run_over_encrypted_transports(transport_server, tls_files)
     transports."""
     import subprocess
 
-    from conftest import EXAMPLES_DIR, LineReader, python_subprocess, stop_process
+    from conftest import EXAMPLES_DIR, LineReader, python_subprocess, run_researcher, stop_process
 
     reality = f"examples-{uuid.uuid4().hex[:8]}"
     operator = python_subprocess(
@@ -260,24 +251,14 @@ def test_the_examples_run_over_encrypted_transports(transport_server, tls_files)
     )  # fmt: skip
     try:
         LineReader(operator).wait_for("ready", timeout=30)
-        researcher = python_subprocess(
-            EXAMPLES_DIR / "researcher.py",
+        text = run_researcher(
             "--url", transport_server.url_for("tls"),
             "--ca", str(tls_files.ca),
             "--cert", str(tls_files.client),
             "--reality", reality,
             "--timeout", "20",
             "--follow-seconds", "0.5",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
         )  # fmt: skip
-        try:
-            out, _ = researcher.communicate(timeout=60)
-        finally:
-            if researcher.poll() is None:
-                researcher.kill()
-        text = out.decode()
-        assert researcher.returncode == 0, text
         assert "connected to tls://" in text and "final: 4 samples" in text, text
     finally:
         stop_process(operator)
