@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "arqon/v1/arqon.proto",
         "arqon/nvm/v1/nvm.proto",
         "arqon/policy/v1/policy.proto",
+        "arqon/operator/v1/operator.proto",
+        "arqon/sim/v1/sim.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
@@ -13,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["."])?;
     prost_build::Config::new()
         .bytes(["."])
+        // Maps encode in key order, so one envelope always encodes to the same bytes: replay
+        // compares operator outputs bit for bit, across processes.
+        .btree_map(["."])
         .enable_type_names()
         .type_name_domain(["."], "type.googleapis.com")
         .compile_fds(descriptors)?;

@@ -20,6 +20,9 @@
 //! - [`policy`]: CASIL, the Wasm safety policies every published pulse passes on its
 //!   connection's shard before it is sequenced (one wasmtime engine per process, instances per
 //!   shard, fail-closed).
+//! - [`operator`]: hosted Wasm operators: on a reality's owner shard, right after a pulse is
+//!   sequenced, each operator bound to it runs (CASIL's engine, fuel and caps) and what it emits
+//!   is sequenced right behind, deterministically, so a replay reproduces it bit for bit.
 //! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
 //! - [`metrics`]: per-shard counters and the latency histogram, written by one shard and summed
 //!   by readers.
@@ -59,6 +62,7 @@ pub mod config;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod operator;
 pub mod policy;
 pub mod routing;
 pub mod server;

@@ -13,6 +13,7 @@ use crate::audit::{self, AuditError, AuditLog};
 use crate::config::{Config, ConfigError};
 use crate::health::Status;
 use crate::metrics::{ShardCounters, Snapshot};
+use crate::operator::{OperatorError, OperatorHost, OperatorSpec};
 use crate::policy::{PolicyError, PolicyHost, PolicySpec};
 use crate::shard::{self, ShardStart};
 use crate::shield::{Shield, ShieldError};
@@ -34,6 +35,8 @@ pub enum ServerError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(
@@ -148,6 +151,7 @@ pub struct Server {
     /// Stopped (dropped) after the shards, so /metrics and /readyz answer while they drain.
     admin: Option<AdminServer>,
     policy_host: Arc<PolicyHost>,
+    operator_host: Arc<OperatorHost>,
     audit: AuditLog,
 }
 
@@ -176,12 +180,52 @@ fn load_configured_policies(
             details,
         };
         log.commit(|w| -> Result<(), ServerError> {
-            host.registry.check_install(&file.name)?;
+            host.registry
+                .check_install(&file.name)
+                .map_err(PolicyError::from)?;
             w.append(entry)?;
-            host.registry.install(policy)?;
+            host.registry.install(policy).map_err(PolicyError::from)?;
             Ok(())
         })?;
         tracing::info!(policy = %file.name, "policy loaded from the config file");
+    }
+    Ok(())
+}
+
+/// Compiles the operators of the config file and installs them, each audited (actor `config`)
+/// before it takes effect. An operator that cannot be read or compiled stops the start.
+fn load_configured_operators(
+    config: &Config,
+    host: &OperatorHost,
+    log: &AuditLog,
+) -> Result<(), ServerError> {
+    for file in &config.operators {
+        let (spec, wasm) = OperatorSpec::from_file(config, file)?;
+        let operator = Arc::new(host.compile(spec, &wasm)?);
+        let details = serde_json::json!({
+            "outcome": "applied",
+            "source": config.resolve_path(&file.wasm_path).display().to_string(),
+            "sha256": operator.sha256_hex(),
+            "wasm_bytes": operator.wasm_bytes,
+            "spec": operator.spec.describe(),
+        });
+        let entry = audit::Entry {
+            actor: "config".into(),
+            action: "operator.load".into(),
+            target: file.name.clone(),
+            details,
+        };
+        log.commit(|w| -> Result<(), ServerError> {
+            host.registry
+                .check_install(&file.name)
+                .map_err(OperatorError::from)?;
+            w.append(entry)?;
+            host.registry
+                .install(operator)
+                .map_err(OperatorError::from)?;
+            Ok(())
+        })?;
+        tracing::info!(operator = %file.name, "operator loaded from the config file");
     }
     Ok(())
 }
@@ -217,8 +261,13 @@ impl Server {
     ) -> Result<Self, ServerError> {
         config.validate()?;
         let audit = AuditLog::open(&config.data_dir, clock.clone())?;
-        let policy_host = Arc::new(PolicyHost::new(&config.policy)?);
+        let policy_host = Arc::new(PolicyHost::with_max_deadline(
+            &config.policy,
+            config.operator.max_deadline_ms,
+        )?);
         load_configured_policies(&config, &policy_host, &audit)?;
+        let operator_host = Arc::new(OperatorHost::new(policy_host.clone(), &config.operator));
+        load_configured_operators(&config, &operator_host, &audit)?;
         let config = Arc::new(config);
         let count = config.shard_count();
         let shield = Arc::new(Shield::from_config(&config)?);
@@ -259,6 +308,7 @@ impl Server {
                 deliveries,
                 stop: stop.clone(),
                 policy_host: policy_host.clone(),
+                operator_host: operator_host.clone(),
                 audit: audit.clone(),
                 ready: {
                     let (tx, rx) = std::sync::mpsc::channel();
@@ -315,6 +365,7 @@ impl Server {
             status,
             admin,
             policy_host,
+            operator_host,
             audit,
         })
     }
@@ -367,6 +418,11 @@ impl Server {
     }
 
     /// CASIL: the engine and the registry of loaded policies.
+    /// The hosted operators (tests and the admin listing).
+    pub fn operator_host(&self) -> &Arc<OperatorHost> {
+        &self.operator_host
+    }
+
     pub fn policy_host(&self) -> &Arc<PolicyHost> {
         &self.policy_host
     }

@@ -6,6 +6,7 @@
 //! `cargo bench -p arqonbus --bench policy` (builds policy/guest for wasm32 first).
 
 #[path = "../../tests/common/guest.rs"]
+#[allow(dead_code)]
 mod guest;
 
 use std::collections::{BTreeMap, HashMap};

@@ -95,7 +95,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn merge_causal(&self, clock: &HashMap<String, u64>) {
+    fn merge_causal(&self, clock: &std::collections::BTreeMap<String, u64>) {
         let mut causal = self.causal.lock().expect("causal lock");
         for (reality, seq) in clock {
             let entry = causal.entry(reality.clone()).or_insert(0);

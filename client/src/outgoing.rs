@@ -64,14 +64,19 @@ impl Outgoing {
     }
 
     pub fn trace_context(mut self, context: HashMap<String, String>) -> Self {
-        self.message.trace_context = context;
+        self.message.trace_context = context.into_iter().collect();
         self
     }
 
     /// Causal context to send beyond what the client tracks itself (reality → sequence).
     pub fn causal(mut self, context: HashMap<String, u64>) -> Self {
-        self.message.causal = context;
+        self.message.causal = context.into_iter().collect();
         self
+    }
+
+    /// A pulse from an envelope built elsewhere (the bus still stamps what it stamps).
+    pub fn from_message(message: ArqonMessage) -> Self {
+        Self { message }
     }
 
     /// The envelope as it will be sent (before the client adds its causal context).

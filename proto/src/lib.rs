@@ -2,7 +2,8 @@
 //!
 //! `v1` holds the envelope ([`v1::ArqonMessage`]) and the client/server frames; `nvm::v1` the
 //! payloads of the `nvm.*` topics; `policy::v1` what a CASIL policy inspects and the payloads of
-//! the `sys.control.policy.*` topics. Framing helpers that every Rust peer needs live in [`frame`].
+//! the `sys.control.policy.*` topics; `operator::v1` what a hosted operator reads and emits and the
+//! payloads of `sys.control.operator.*`. Framing helpers that every Rust peer needs live in [`frame`].
 
 #[allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
 pub mod v1 {
@@ -20,6 +21,21 @@ pub mod policy {
     #[allow(clippy::doc_lazy_continuation)]
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/arqon.policy.v1.rs"));
+    }
+}
+
+pub mod operator {
+    #[allow(clippy::doc_lazy_continuation)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/arqon.operator.v1.rs"));
+    }
+}
+
+/// Payloads of the example operators' `sim.*` topics.
+pub mod sim {
+    #[allow(clippy::doc_lazy_continuation)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/arqon.sim.v1.rs"));
     }
 }
 

@@ -1,6 +1,6 @@
 //! `arqonbus policy load|unload`: the controller's side of `sys.control.policy.*`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -86,7 +86,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
                         .with_context(|| format!("parameter `{p}` is not KEY=VALUE"))
                 })
-                .collect::<anyhow::Result<HashMap<_, _>>>()?;
+                .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
             let load = PolicyLoad {
                 name,
                 bindings,

@@ -82,6 +82,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Policies loaded at start, in the file as `[[policies]]`.
     pub policies: Vec<PolicyFile>,
+    /// Hosted operators: bounds, defaults and ceilings.
+    pub operator: OperatorConfig,
+    /// Operators loaded at start, in the file as `[[operators]]`.
+    pub operators: Vec<OperatorFile>,
     pub control: ControlConfig,
     /// The directory of the config file, against which relative `wasm_path`s are resolved
     /// (the working directory when there is no file).
@@ -359,6 +363,97 @@ pub struct PolicyFile {
     pub deadline_ms: u64,
 }
 
+/// `[operator]`: how hosted Wasm operators run, and the ceilings an operator's own limits may not
+/// exceed. They share CASIL's engine and epoch ticker (`policy.epoch_tick_ms`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Operators loaded at once (from the file and by controllers).
+    pub max_operators: u64,
+    /// Largest module accepted, in bytes.
+    pub max_wasm_bytes: u64,
+    /// Live instances on one shard: one per (operator, reality) that has seen an input.
+    pub max_instances_per_shard: u64,
+    /// Parameters one operator may hold (per reality), and the longest string value.
+    pub max_params: u64,
+    pub max_param_text_bytes: u64,
+    /// After this many faults in a row on one reality the operator is parked there.
+    pub max_consecutive_faults: u64,
+    /// How many operator hops one client pulse may set off in its reality (an output feeding
+    /// another operator is one more hop). Outputs past it are sequenced but not fed on.
+    pub max_chain_depth: u64,
+    /// Limits of an operator that does not set its own...
+    pub default_fuel_per_call: u64,
+    pub default_max_memory_pages: u64,
+    pub default_deadline_ms: u64,
+    pub default_max_emits_per_call: u64,
+    pub default_max_emit_bytes_per_call: u64,
+    /// ...and the most any operator may ask for.
+    pub max_fuel_per_call: u64,
+    pub max_memory_pages: u64,
+    pub max_deadline_ms: u64,
+    pub max_emits_per_call: u64,
+    pub max_emit_bytes_per_call: u64,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            max_operators: 64,
+            max_wasm_bytes: 8 << 20,
+            max_instances_per_shard: 4096,
+            max_params: 64,
+            max_param_text_bytes: 4096,
+            max_consecutive_faults: 5,
+            max_chain_depth: 4,
+            default_fuel_per_call: 10_000_000,
+            default_max_memory_pages: 64,
+            default_deadline_ms: 50,
+            default_max_emits_per_call: 16,
+            default_max_emit_bytes_per_call: 64 << 10,
+            max_fuel_per_call: 1_000_000_000,
+            max_memory_pages: 1024,
+            max_deadline_ms: 1000,
+            max_emits_per_call: 1024,
+            max_emit_bytes_per_call: 1 << 20,
+        }
+    }
+}
+
+/// An operator parameter in the config file: a number or a string.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ParamConfig {
+    Number(f64),
+    Text(String),
+}
+
+/// One `[[operators]]` entry: a hosted operator loaded at start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorFile {
+    /// `[a-z0-9_-]`, 1 to 64 bytes; controllers replace, unload and tune it by this name.
+    pub name: String,
+    /// The module (binary or text format); relative to the config file's directory.
+    pub wasm_path: PathBuf,
+    /// Where it takes its inputs; at least one.
+    pub bindings: Vec<BindingConfig>,
+    /// Named parameters (numbers or strings) the guest reads with `param_f64` / `param_text`.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, ParamConfig>,
+    /// 0 or absent: the `[operator]` default.
+    #[serde(default)]
+    pub fuel_per_call: u64,
+    #[serde(default)]
+    pub max_memory_pages: u64,
+    #[serde(default)]
+    pub deadline_ms: u64,
+    #[serde(default)]
+    pub max_emits_per_call: u64,
+    #[serde(default)]
+    pub max_emit_bytes_per_call: u64,
+}
+
 /// A reality glob (`*` = any run of characters, `?` = one) and a topic pattern (`*` one segment, `>` the
 /// rest).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -410,6 +505,8 @@ impl Default for Config {
             io: IoConfig::default(),
             policy: PolicyConfig::default(),
             policies: Vec::new(),
+            operator: OperatorConfig::default(),
+            operators: Vec::new(),
             control: ControlConfig::default(),
             base_dir: None,
             storage: StorageConfig::default(),
@@ -661,6 +758,7 @@ impl Config {
         }
         self.validate_security()?;
         self.validate_policy()?;
+        self.validate_operator()?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "log.level",
@@ -731,6 +829,109 @@ impl Config {
                     reason: format!("tenant #{} needs a unique, non-empty name", i + 1),
                 });
             }
+        }
+        Ok(())
+    }
+
+    fn validate_operator(&self) -> Result<(), ConfigError> {
+        let o = &self.operator;
+        range("operator.max_operators", o.max_operators, 1, 4096)?;
+        range("operator.max_wasm_bytes", o.max_wasm_bytes, 1024, 256 << 20)?;
+        range(
+            "operator.max_instances_per_shard",
+            o.max_instances_per_shard,
+            1,
+            1 << 20,
+        )?;
+        range("operator.max_params", o.max_params, 0, 4096)?;
+        range(
+            "operator.max_param_text_bytes",
+            o.max_param_text_bytes,
+            1,
+            1 << 20,
+        )?;
+        range(
+            "operator.max_consecutive_faults",
+            o.max_consecutive_faults,
+            1,
+            1 << 20,
+        )?;
+        range("operator.max_chain_depth", o.max_chain_depth, 1, 64)?;
+        let pairs = [
+            (
+                "fuel_per_call",
+                o.default_fuel_per_call,
+                o.max_fuel_per_call,
+                1_000,
+                u64::MAX / 2,
+            ),
+            (
+                "memory_pages",
+                o.default_max_memory_pages,
+                o.max_memory_pages,
+                1,
+                65_536,
+            ),
+            (
+                "deadline_ms",
+                o.default_deadline_ms,
+                o.max_deadline_ms,
+                1,
+                60_000,
+            ),
+            (
+                "emits_per_call",
+                o.default_max_emits_per_call,
+                o.max_emits_per_call,
+                1,
+                1 << 20,
+            ),
+            (
+                "emit_bytes_per_call",
+                o.default_max_emit_bytes_per_call,
+                o.max_emit_bytes_per_call,
+                64,
+                self.limits.max_frame_bytes.max(64),
+            ),
+        ];
+        for (what, default, max, low, high) in pairs {
+            let max_key: &'static str = match what {
+                "fuel_per_call" => "operator.max_fuel_per_call",
+                "memory_pages" => "operator.max_memory_pages",
+                "deadline_ms" => "operator.max_deadline_ms",
+                "emits_per_call" => "operator.max_emits_per_call",
+                _ => "operator.max_emit_bytes_per_call",
+            };
+            range(max_key, max, low, high)?;
+            let default_key: &'static str = match what {
+                "fuel_per_call" => "operator.default_fuel_per_call",
+                "memory_pages" => "operator.default_max_memory_pages",
+                "deadline_ms" => "operator.default_deadline_ms",
+                "emits_per_call" => "operator.default_max_emits_per_call",
+                _ => "operator.default_max_emit_bytes_per_call",
+            };
+            range(default_key, default, low, max)?;
+        }
+        if self.operators.len() as u64 > o.max_operators {
+            return Err(ConfigError::Invalid {
+                key: "operators",
+                reason: format!(
+                    "{} operators listed; operator.max_operators is {}",
+                    self.operators.len(),
+                    o.max_operators
+                ),
+            });
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, f) in self.operators.iter().enumerate() {
+            let invalid = |reason: String| ConfigError::Invalid {
+                key: "operators",
+                reason: format!("entry {i} (`{}`): {reason}", f.name),
+            };
+            if !names.insert(f.name.as_str()) {
+                return Err(invalid("the name is listed twice".into()));
+            }
+            crate::operator::OperatorSpec::check_file(o, f).map_err(invalid)?;
         }
         Ok(())
     }

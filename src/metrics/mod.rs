@@ -126,6 +126,17 @@ counters! {
     control_pulses => "control_pulses_total",
     /// `sys.control.*` pulses refused (not a controller, malformed, or not applicable).
     control_refusals => "control_refusals_total",
+    /// Inputs a hosted operator was called on (one per operator per input it binds).
+    operator_calls => "operator_calls_total",
+    /// Pulses hosted operators emitted and the bus sequenced.
+    operator_emitted => "operator_emitted_total",
+    /// Operator calls that failed (trap, fuel, deadline, memory, an emit cap, a bad emit, an
+    /// instance that cannot be made); all of that input's outputs were dropped.
+    operator_faults => "operator_faults_total",
+    /// Times an operator was parked for a reality after too many faults in a row.
+    operator_parked => "operator_parked_total",
+    /// Operator instances made (first input of an operator in a reality, or after a fault).
+    operator_instantiations => "operator_instantiations_total",
     /// Hellos refused with UNAUTHENTICATED (bad, expired or missing token; identity mismatch).
     auth_failures => "auth_failures_total",
     /// Connections closed on arrival because their address failed to authenticate too often.

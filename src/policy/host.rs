@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Config as WasmConfig, Engine, Module, OptLevel};
 
-use super::{CompiledPolicy, PolicyError, PolicySpec, Registry};
+use super::{CompiledPolicy, EpochDemand, PolicyError, PolicySpec, Registry};
 use crate::config::PolicyConfig;
 
 /// Native stack a policy call may use. Deep recursion traps instead of overflowing the shard.
@@ -20,6 +20,8 @@ const DORMANT_TICK: Duration = Duration::from_millis(250);
 pub struct PolicyHost {
     engine: Engine,
     pub registry: Arc<Registry>,
+    /// How many modules (policies and operators) are loaded: the ticker idles at zero.
+    demand: Arc<EpochDemand>,
     config: PolicyConfig,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
@@ -30,32 +32,46 @@ pub struct PolicyHost {
 impl PolicyHost {
     /// Builds the engine (fuel metering and epoch interruption on) and starts the ticker.
     pub fn new(config: &PolicyConfig) -> Result<Self, PolicyError> {
+        Self::with_max_deadline(config, config.max_deadline_ms)
+    }
+
+    /// As [`PolicyHost::new`]; `max_deadline_ms` is the longest deadline of any module that uses the engine (policies
+    /// and operators): the ticker idles only once nothing has been loaded for longer than that.
+    pub fn with_max_deadline(
+        config: &PolicyConfig,
+        max_deadline_ms: u64,
+    ) -> Result<Self, PolicyError> {
         let mut wasm = WasmConfig::new();
+        // NaN canonicalisation makes floating point bit-exact across machines: hosted operators
+        // need it for deterministic replay, and it costs policies nothing they would notice.
         wasm.consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK_BYTES)
+            .cranelift_nan_canonicalization(true)
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&wasm).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let registry = Arc::new(Registry::new(config.max_policies));
+        let demand = Arc::new(EpochDemand::default());
+        let registry = Arc::new(Registry::new(config.max_policies, demand.clone()));
         let tick = Duration::from_millis(config.epoch_tick_ms);
         // With no policy loaded nothing needs the epoch to advance, and a bus without policies
         // should not wake a thousand times a second: the ticker goes dormant, but only once the
         // catalog has been empty for longer than any call's deadline (a call of a policy
         // unloaded meanwhile may still be running), and a load wakes it at once.
-        let dormant_after = Duration::from_millis(config.max_deadline_ms) + Duration::from_secs(1);
+        let dormant_after = Duration::from_millis(config.max_deadline_ms.max(max_deadline_ms))
+            + Duration::from_secs(1);
         let ticks = Arc::new(AtomicU64::new(0));
         let ticker = {
             let engine = engine.clone();
             let stop = ticker_stop.clone();
-            let registry = registry.clone();
+            let demand = demand.clone();
             let ticks = ticks.clone();
             std::thread::Builder::new()
                 .name("casil-epoch".into())
                 .spawn(move || {
                     let mut empty_since: Option<Instant> = None;
                     while !stop.load(Ordering::Acquire) {
-                        let dormant = if registry.is_empty() {
+                        let dormant = if demand.loaded() == 0 {
                             empty_since.get_or_insert_with(Instant::now).elapsed() >= dormant_after
                         } else {
                             empty_since = None;
@@ -72,10 +88,11 @@ impl PolicyHost {
                 })
                 .map_err(|e| PolicyError::Engine(format!("cannot start the epoch ticker: {e}")))?
         };
-        registry.set_ticker(ticker.thread().clone());
+        demand.set_ticker(ticker.thread().clone());
         Ok(Self {
             engine,
             registry,
+            demand,
             config: config.clone(),
             ticker_stop,
             ticker: Some(ticker),
@@ -86,6 +103,11 @@ impl PolicyHost {
     /// How many times the epoch has advanced since start.
     pub fn epoch_ticks(&self) -> u64 {
         self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// The load count every registry on this engine keeps (the ticker idles at zero).
+    pub fn demand(&self) -> &Arc<EpochDemand> {
+        &self.demand
     }
 
     pub fn engine(&self) -> &Engine {

@@ -23,7 +23,7 @@ const FRAME_BYTES: u32 = 8;
 const PARAMS: u32 = 9;
 const POLICY_NAME: u32 = 10;
 
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
@@ -32,7 +32,7 @@ fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn put_u64(out: &mut Vec<u8>, field: u32, value: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, field: u32, value: u64) {
     if value == 0 {
         return;
     }

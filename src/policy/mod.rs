@@ -24,7 +24,8 @@ mod shard;
 pub use binding::{Binding, RealityGlob};
 pub use host::PolicyHost;
 pub use input::{encode_input_prefix, encode_input_suffix};
-pub use registry::{CompiledPolicy, Registry};
+pub(crate) use input::{put_bytes, put_u64};
+pub use registry::{Catalog, Catalogued, CompiledPolicy, EpochDemand, Registry, RegistryFull};
 pub use shard::ShardPolicies;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,15 @@ pub enum PolicyError {
     Full { name: String, max: u64 },
     #[error("cannot start the policy engine: {0}")]
     Engine(String),
+}
+
+impl From<RegistryFull> for PolicyError {
+    fn from(e: RegistryFull) -> Self {
+        PolicyError::Full {
+            name: e.name,
+            max: e.max,
+        }
+    }
 }
 
 /// Checks a policy name: 1 to 64 bytes of `[a-z0-9_-]`.

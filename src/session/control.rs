@@ -9,7 +9,9 @@
 //! that cannot be applied, INTERNAL when the audit log cannot record it — then nothing changes).
 //!
 //! Topics: `sys.control.policy.load` (payload `arqon.policy.v1.PolicyLoad`; a name already
-//! loaded is replaced) and `sys.control.policy.unload` (`arqon.policy.v1.PolicyUnload`).
+//! loaded is replaced) and `sys.control.policy.unload` (`arqon.policy.v1.PolicyUnload`); the
+//! operator topics `sys.control.operator.load|unload|param` are handled in
+//! [`operator_control`](super::operator_control).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use arqonbus_proto::v1::{server_frame, ArqonMessage, ErrorCode, PubAck, ServerFr
 use prost::{Message, Name};
 use serde_json::json;
 
-use super::{reject, Conn, Role};
+use super::{operator_control, reject, Conn, Role};
 use crate::audit::{AuditError, Entry};
 use crate::policy::{CompiledPolicy, PolicySpec};
 use crate::shard::{uuid_v7, Shard};
@@ -35,13 +37,13 @@ pub fn is_control(topic: &str) -> bool {
 }
 
 /// Why a control pulse was not applied: the error code and message for the sender.
-struct Refusal {
-    code: ErrorCode,
-    reason: String,
+pub(super) struct Refusal {
+    pub(super) code: ErrorCode,
+    pub(super) reason: String,
 }
 
 impl Refusal {
-    fn invalid(reason: impl Into<String>) -> Self {
+    pub(super) fn invalid(reason: impl Into<String>) -> Self {
         Self {
             code: ErrorCode::InvalidRequest,
             reason: reason.into(),
@@ -50,15 +52,15 @@ impl Refusal {
 }
 
 /// What one control pulse is about, for its audit record.
-struct Audited {
-    actor: String,
-    action: String,
-    target: String,
-    details: serde_json::Value,
+pub(super) struct Audited {
+    pub(super) actor: String,
+    pub(super) action: String,
+    pub(super) target: String,
+    pub(super) details: serde_json::Value,
 }
 
 impl Audited {
-    fn entry(&self, outcome: Result<(), &str>, extra: serde_json::Value) -> Entry {
+    pub(super) fn entry(&self, outcome: Result<(), &str>, extra: serde_json::Value) -> Entry {
         let mut details = self.details.clone();
         match outcome {
             Ok(()) => details["outcome"] = "applied".into(),
@@ -110,9 +112,27 @@ pub async fn handle(
         match message.topic.as_str() {
             POLICY_LOAD => load(shard, &audited, &message).await,
             POLICY_UNLOAD => unload(shard, &audited, &message).await,
+            operator_control::LOAD => operator_control::load(shard, &audited, &message).await,
+            operator_control::UNLOAD => operator_control::unload(shard, &audited, &message).await,
+            operator_control::PARAM => {
+                // Acknowledged by the reality's owner once the change is sequenced.
+                return operator_control::param(
+                    shard,
+                    conn,
+                    &audited,
+                    correlation_id,
+                    message,
+                    ack,
+                )
+                .await;
+            }
             other => {
                 let refusal = Refusal::invalid(format!(
-                    "unknown control topic `{other}`; known: {POLICY_LOAD}, {POLICY_UNLOAD}"
+                    "unknown control topic `{other}`; known: {POLICY_LOAD}, {POLICY_UNLOAD}, {}, \
+                     {}, {}",
+                    operator_control::LOAD,
+                    operator_control::UNLOAD,
+                    operator_control::PARAM
                 ));
                 refuse(shard, &audited, refusal).await
             }
@@ -124,22 +144,36 @@ pub async fn handle(
                 conn.push_frame(&shard.counters, ack_frame(shard, correlation_id, &message));
             }
         }
-        Err(refusal) => {
-            shard.counters.control_refusals.inc();
-            tracing::info!(
-                shard = shard.id,
-                topic = %message.topic,
-                actor = %audited.actor,
-                reason = %refusal.reason,
-                "control pulse refused"
-            );
-            reject(shard, conn, correlation_id, refusal.code, &refusal.reason);
-        }
+        Err(refusal) => answer_refusal(shard, conn, correlation_id, &message, &audited, refusal),
     }
 }
 
+/// Counts, logs and answers a refused control pulse.
+pub(super) fn answer_refusal(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    correlation_id: u64,
+    message: &ArqonMessage,
+    audited: &Audited,
+    refusal: Refusal,
+) {
+    shard.counters.control_refusals.inc();
+    tracing::info!(
+        shard = shard.id,
+        topic = %message.topic,
+        actor = %audited.actor,
+        reason = %refusal.reason,
+        "control pulse refused"
+    );
+    reject(shard, conn, correlation_id, refusal.code, &refusal.reason);
+}
+
 /// Records a refusal, then hands it back for the answer.
-async fn refuse(shard: &Shard, audited: &Audited, refusal: Refusal) -> Result<(), Refusal> {
+pub(super) async fn refuse(
+    shard: &Shard,
+    audited: &Audited,
+    refusal: Refusal,
+) -> Result<(), Refusal> {
     let entry = audited.entry(Err(&refusal.reason), json!({}));
     match shard.audit.commit_async(move |w| w.append(entry)).await {
         Ok(_) => Err(refusal),
@@ -263,7 +297,7 @@ async fn unload(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Res
 }
 
 /// The payload as `M`: its type_url must name `M` (or be empty).
-fn decode<M: Message + Default + Name>(message: &ArqonMessage) -> Result<M, Refusal> {
+pub(super) fn decode<M: Message + Default + Name>(message: &ArqonMessage) -> Result<M, Refusal> {
     let Some(any) = &message.payload else {
         return Err(Refusal::invalid(format!(
             "{} needs a {} payload",
@@ -295,7 +329,7 @@ fn target_of(message: &ArqonMessage) -> String {
     match message.topic.as_str() {
         POLICY_LOAD => PolicyLoad::decode(&any.value[..]).map(|l| l.name),
         POLICY_UNLOAD => PolicyUnload::decode(&any.value[..]).map(|u| u.name),
-        _ => Ok(String::new()),
+        topic => return operator_control::target_of(topic, &any.value),
     }
     .unwrap_or_default()
 }

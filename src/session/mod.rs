@@ -15,6 +15,7 @@ mod control;
 mod hello;
 mod history;
 mod io;
+mod operator_control;
 mod outbound;
 mod ping;
 mod publish;

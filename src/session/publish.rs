@@ -75,6 +75,14 @@ pub async fn handle(
         ))
         .await;
     }
+    if message.topic.starts_with(crate::operator::RESERVED_PREFIX) {
+        let msg = format!(
+            "topic `{}` is written only by the bus (hosted operators)",
+            message.topic
+        );
+        shard.counters.permission_denied.inc();
+        return refused(ErrorCode::PermissionDenied, &msg);
+    }
     if let Some(shielded) = conn.shielded() {
         if let Err((code, why, pause)) = shield(shard, &shielded, &message) {
             if publish.ack {

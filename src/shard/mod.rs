@@ -28,6 +28,7 @@ use prost::Message;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::ShardCounters;
+use crate::operator::{OperatorHost, ShardOperators};
 use crate::policy::{PolicyHost, ShardPolicies};
 use crate::routing::owner_shard;
 use crate::session::{self, error_frame, Conn, ConnId};
@@ -117,6 +118,8 @@ pub struct ShardStart {
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
     /// CASIL, shared by every shard: the engine and the registry of compiled policies.
     pub policy_host: Arc<PolicyHost>,
+    /// Hosted operators, shared by every shard: the registry of compiled operators.
+    pub operator_host: Arc<OperatorHost>,
     pub audit: AuditLog,
 }
 
@@ -149,12 +152,20 @@ pub struct Shard {
     /// This shard's policy instances (its own stores; nothing shared with other cores).
     pub policies: RefCell<ShardPolicies>,
     pub policy_host: Arc<PolicyHost>,
+    /// Hosted operators: this shard's instances, met only at `ShardOperators::on_sequenced`.
+    operators: RefCell<ShardOperators>,
+    operator_host: Arc<OperatorHost>,
     pub audit: AuditLog,
 }
 
 impl Shard {
     pub fn is_stopping(&self) -> bool {
         self.stopping.get()
+    }
+
+    /// The process-wide operator host (loading, unloading, checking parameter changes).
+    pub fn operator_host(&self) -> &Arc<OperatorHost> {
+        &self.operator_host
     }
 
     /// Publishes the bytes each retained reality of this shard holds, for `/metrics`.
@@ -284,12 +295,7 @@ impl Shard {
             traceparent = traceparent(message),
             "pulse sequenced"
         );
-        let deps = message
-            .causal
-            .iter()
-            .filter(|(r, _)| **r != *stamp.reality)
-            .map(|(r, s)| (r.clone(), *s))
-            .collect();
+        let deps = deps_of(message);
         let ack = origin.ack.then(|| {
             encode_frame(&ServerFrame {
                 correlation_id: origin.correlation_id,
@@ -311,6 +317,26 @@ impl Shard {
         });
         self.counters.pulses_sequenced.inc();
         Some((pulse, ack))
+    }
+
+    /// Stamps an operator's output of a reality this shard owns (sequence, the causal entry, a
+    /// deterministic id; the input's timestamp) and encodes it once.
+    fn stamp_output(&self, output: &mut ArqonMessage) -> Option<Arc<Pulse>> {
+        let stamp = self
+            .sequencer
+            .borrow_mut()
+            .stamp(&output.reality_id, output.timestamp_unix_nanos)
+            .ok()?;
+        crate::operator::stamp_output(output, stamp.sequence, stamp.timestamp_unix_nanos);
+        self.counters.pulses_sequenced.inc();
+        Some(Arc::new(Pulse {
+            reality: stamp.reality,
+            sequence: stamp.sequence,
+            timestamp_unix_nanos: stamp.timestamp_unix_nanos,
+            encoded: Bytes::from(output.encode_to_vec()),
+            topic: output.topic.clone(),
+            deps: deps_of(output),
+        }))
     }
 
     async fn wait_for_delivery_room(&self, reality: &str) {
@@ -502,10 +528,23 @@ impl Shard {
     }
 }
 
+/// The producer's causal context for other realities than the pulse's own.
+fn deps_of(message: &ArqonMessage) -> Vec<(String, u64)> {
+    message
+        .causal
+        .iter()
+        .filter(|(r, _)| **r != *message.reality_id)
+        .map(|(r, s)| (r.clone(), *s))
+        .collect()
+}
+
 /// Writes the owner's stamp into the envelope: sequence, time, id (UUIDv7 when the producer left
 /// it empty) and the vector-clock entry for this reality. The producer's entries for other
 /// realities are kept.
 fn stamp_message(message: &mut ArqonMessage, stamp: &Stamp) {
+    // Only the bus marks a pulse as an operator's output.
+    message.emitted_by.clear();
+    message.input_sequence = 0;
     message.sequence = stamp.sequence;
     message.timestamp_unix_nanos = stamp.timestamp_unix_nanos;
     if message.id.is_empty() {
@@ -567,6 +606,7 @@ pub async fn run(start: ShardStart) {
         stop,
         ready,
         policy_host,
+        operator_host,
         audit,
     } = start;
 
@@ -608,6 +648,8 @@ pub async fn run(start: ShardStart) {
         stopped: Event::new(),
         policies: RefCell::new(ShardPolicies::new(policy_host.clone())),
         policy_host,
+        operators: RefCell::new(ShardOperators::new(operator_host.clone())),
+        operator_host,
         audit,
     });
 

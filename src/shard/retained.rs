@@ -16,6 +16,7 @@ use prost::Message;
 use super::{FromOwner, Origin, Pulse, Shard, ToOwner};
 use crate::config::{OnCorruption, RetentionRule, SyncMode};
 use crate::history::{Cursor, Purpose};
+use crate::operator::Sequencing;
 use crate::session::{error_frame, subscribed_frame, ConnId};
 use crate::store::{self, RealityLog, StoreError};
 
@@ -29,7 +30,8 @@ pub struct ReadOrigin {
 /// A pulse sequenced and written, waiting for the flush that makes it durable.
 struct Held {
     pulse: Arc<Pulse>,
-    origin: Origin,
+    /// The publisher to answer; `None` for pulses the bus made (operator outputs).
+    origin: Option<Origin>,
     ack: Option<Bytes>,
 }
 
@@ -226,10 +228,41 @@ impl Shard {
             }
         }
         // From here on nothing waits: sequencing, storing and the pushes into the outboxes
-        // happen in one step, so pulses enter every ring in sequence order.
+        // happen in one step, so pulses enter every ring in sequence order. Operator outputs
+        // are sequenced in the same step, right behind their input.
         let Some((pulse, ack)) = self.stamp(&mut message, origin) else {
             return;
         };
+        let operate = self
+            .operators
+            .borrow_mut()
+            .wants(&message.reality_id, &pulse.topic);
+        if operate {
+            // `stamp` moved the topic into the pulse; the operators read the whole envelope.
+            message.topic = pulse.topic.clone();
+        }
+        self.commit(retained.as_ref(), pulse, Some(origin), ack);
+        if operate {
+            let mut sink = OwnerSink {
+                shard: self,
+                retained: retained.as_ref(),
+            };
+            let counters = self.counters.clone();
+            self.operators
+                .borrow_mut()
+                .on_sequenced(&message, &counters, &mut sink);
+        }
+    }
+
+    /// Stores a stamped pulse (when retained) and releases it: at once, or once its flush
+    /// completes under `sync = "always"`.
+    fn commit(
+        self: &Rc<Self>,
+        retained: Option<&Rc<Retained>>,
+        pulse: Arc<Pulse>,
+        origin: Option<Origin>,
+        ack: Option<Bytes>,
+    ) {
         let Some(r) = retained else {
             self.release(&pulse, origin, ack);
             return;
@@ -241,7 +274,7 @@ impl Shard {
             r.held_bytes.set(r.held_bytes.get() + pulse.encoded.len());
             r.held.borrow_mut().push_back(Held { pulse, origin, ack });
             if !r.flushing.get() {
-                self.start_flush(&r);
+                self.start_flush(r);
             }
         } else {
             r.released_through.set(pulse.sequence);
@@ -249,9 +282,9 @@ impl Shard {
         }
     }
 
-    fn release(&self, pulse: &Arc<Pulse>, origin: Origin, ack: Option<Bytes>) {
+    fn release(&self, pulse: &Arc<Pulse>, origin: Option<Origin>, ack: Option<Bytes>) {
         self.fan_out(pulse);
-        if let Some(frame) = ack {
+        if let (Some(frame), Some(origin)) = (ack, origin) {
             self.answer(origin.shard, origin.conn, frame);
         }
     }
@@ -321,7 +354,9 @@ impl Shard {
         let held: Vec<Held> = r.held.borrow_mut().drain(..).collect();
         r.held_bytes.set(0);
         for h in held {
-            self.storage_error(h.origin, &why);
+            if let Some(origin) = h.origin {
+                self.storage_error(origin, &why);
+            }
         }
         *r.failed.borrow_mut() = Some(why);
     }
@@ -607,6 +642,39 @@ impl Shard {
             crate::session::release_interest(&shard, reality).await;
         })
         .detach();
+    }
+}
+
+/// Sequences what the operators emit behind their input, on the owner: reserve room (when
+/// retained), stamp, store, release — the same steps as a publish, in the same synchronous step.
+struct OwnerSink<'a> {
+    shard: &'a Rc<Shard>,
+    retained: Option<&'a Rc<Retained>>,
+}
+
+impl Sequencing for OwnerSink<'_> {
+    fn sequence_output(&mut self, mut output: ArqonMessage) -> Option<ArqonMessage> {
+        let shard = self.shard;
+        if let Some(r) = self.retained {
+            if r.failed.borrow().is_some() {
+                return None;
+            }
+            let room = output.encoded_len() + stamp_slack(&output.reality_id);
+            if let Err(e) = r.log.borrow_mut().reserve(room) {
+                tracing::warn!(
+                    shard = shard.id,
+                    reality = %output.reality_id,
+                    operator = %output.emitted_by,
+                    error = %e,
+                    "operator output not stored; the rest of this input's outputs are dropped"
+                );
+                shard.counters.operator_faults.inc();
+                return None;
+            }
+        }
+        let pulse = shard.stamp_output(&mut output)?;
+        shard.commit(self.retained, pulse, None, None);
+        Some(output)
     }
 }
 

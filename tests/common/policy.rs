@@ -1,7 +1,7 @@
 //! Helpers for the CASIL tests: the example policies built for wasm32 once per test binary,
 //! the hostile fixtures, controller clients, NvmJob pulses and control pulses.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,7 +45,7 @@ pub fn nvm_job(reality: &str, energy_joules: f64, payload_bytes: usize) -> Outgo
         job_id: "job-1".into(),
         program: "anneal".into(),
         energy_joules,
-        parameters: HashMap::new(),
+        parameters: BTreeMap::new(),
     };
     let base = prost::Message::encoded_len(&job);
     if payload_bytes > base + 8 {

@@ -562,7 +562,6 @@ fn read_varint(buf: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
 mod tests {
     use super::*;
     use arqonbus_proto::v1::{Deliver, Dropped};
-    use std::collections::HashMap;
 
     fn frame_body(kind: server_frame::Kind) -> Bytes {
         Bytes::from(
@@ -584,13 +583,16 @@ mod tests {
                 topic: TOPIC.into(),
                 producer_id: "p".into(),
                 reality_id: "bench-r0".into(),
-                trace_context: HashMap::from([("traceparent".to_string(), "00-x".to_string())]),
+                trace_context: std::collections::BTreeMap::from([(
+                    "traceparent".to_string(),
+                    "00-x".to_string(),
+                )]),
                 payload: Some(prost_types::Any {
                     type_url: TYPE_URL.into(),
                     value: value.clone(),
                 }),
                 timestamp_unix_nanos: 99,
-                causal: HashMap::from([("bench-r0".to_string(), 12345)]),
+                causal: std::collections::BTreeMap::from([("bench-r0".to_string(), 12345)]),
                 ..Default::default()
             };
             let body = frame_body(server_frame::Kind::Deliver(Deliver {
