@@ -19,7 +19,10 @@ const INPUTS: u64 = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_outputs_are_sequenced_behind_their_input() {
     let echo = operator_wasm("echo");
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
     let bus = TestBus::start(move |c| {
+        c.data_dir = data_dir;
         c.operators = vec![operator_file(
             "echo",
             echo,
@@ -96,7 +99,9 @@ async fn operator_outputs_are_sequenced_behind_their_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_cannot_write_operator_topics_or_forge_outputs() {
-    let bus = TestBus::start(|_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let bus = TestBus::start(move |c| c.data_dir = data_dir);
     let client = client_on_shard(bus.addr, 0).await;
     for topic in ["sys.operator.fault", "sys.operator.param"] {
         let err = client
