@@ -23,6 +23,8 @@
 //! - [`operator`]: hosted Wasm operators: on a reality's owner shard, right after a pulse is
 //!   sequenced, each operator bound to it runs (CASIL's engine, fuel and caps) and what it emits
 //!   is sequenced right behind, deterministically, so a replay reproduces it bit for bit.
+//! - [`replay`]: deterministic replay and time-travel forks of a retained reality, offline, through
+//!   the same operator host; and `diff` of two logs.
 //! - [`audit`]: the append-only, hash-chained, fsynced log of every governance action.
 //! - [`metrics`]: per-shard counters and the latency histogram, written by one shard and summed
 //!   by readers.
@@ -64,6 +66,7 @@ pub mod history;
 pub mod metrics;
 pub mod operator;
 pub mod policy;
+pub mod replay;
 pub mod routing;
 pub mod server;
 pub mod service;

@@ -45,6 +45,13 @@ enum Command {
     Audit(arqonbus::cli::audit::AuditArgs),
     /// Load or unload CASIL policies (needs a controller token).
     Policy(arqonbus::cli::policy::PolicyArgs),
+    /// Load, unload or tune hosted Wasm operators (needs a controller token).
+    Operator(arqonbus::cli::operator::OperatorArgs),
+    /// Replay a retained reality through the configured operators (offline): reproduce it bit
+    /// for bit, or fork it with other parameters.
+    Replay(arqonbus::cli::replay::ReplayArgs),
+    /// Compare two logs: where they diverge, field by field, and a plot of one field.
+    Diff(arqonbus::cli::replay::DiffArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +126,9 @@ fn main() -> std::process::ExitCode {
         Command::Sub(args) => arqonbus::cli::subscribe(args),
         Command::Audit(args) => arqonbus::cli::audit::run(args),
         Command::Policy(args) => arqonbus::cli::policy::run(args),
+        Command::Operator(args) => arqonbus::cli::operator::run(args),
+        Command::Replay(args) => arqonbus::cli::replay::run_replay(args),
+        Command::Diff(args) => arqonbus::cli::replay::run_diff(args),
         Command::History(args) => arqonbus::cli::history(args),
         Command::Token(command) => arqonbus::cli::token::run(command),
         Command::Config(args) => config(args),

@@ -39,9 +39,16 @@ async fn hostile_operator_is_stopped(name: &str, limits: OperatorLimits, expect:
     });
     let ctl = controller(bus.addr).await;
     let wasm = std::fs::read(fixture(name)).unwrap();
-    ctl.publish_acked(load_pulse("ops", "hostile", wasm, ("hostile-*", ">"), limits, &[]))
-        .await
-        .expect("a controller may load any module that compiles");
+    ctl.publish_acked(load_pulse(
+        "ops",
+        "hostile",
+        wasm,
+        ("hostile-*", ">"),
+        limits,
+        &[],
+    ))
+    .await
+    .expect("a controller may load any module that compiles");
 
     let client = client_on_shard(bus.addr, 0).await;
     let mut h = client.subscribe(&hostile, ">").await.unwrap();
@@ -57,7 +64,11 @@ async fn hostile_operator_is_stopped(name: &str, limits: OperatorLimits, expect:
             let notice = next(&mut h, 15).await;
             assert_eq!(notice.topic, "sys.operator.fault", "{name}: {notice:?}");
             assert_eq!(notice.emitted_by, "hostile");
-            assert_eq!(notice.sequence, input.sequence + 1, "nothing before the notice");
+            assert_eq!(
+                notice.sequence,
+                input.sequence + 1,
+                "nothing before the notice"
+            );
             let fault = OperatorFault::decode(&notice.payload.unwrap().value[..]).unwrap();
             assert_eq!(fault.input_sequence, input.sequence);
             assert!(fault.reason.contains(expect), "{name}: {}", fault.reason);
@@ -75,7 +86,10 @@ async fn hostile_operator_is_stopped(name: &str, limits: OperatorLimits, expect:
         assert_eq!(echoed.emitted_by, "echo");
         assert_eq!(echoed.input_sequence, calm_input.sequence);
     }
-    assert!(quiet(&mut h, 300).await, "{name}: a parked operator emits nothing");
+    assert!(
+        quiet(&mut h, 300).await,
+        "{name}: a parked operator emits nothing"
+    );
     let m = bus.metrics();
     assert_eq!(m.operator_faults, MAX_FAULTS, "{name}");
     assert_eq!(m.operator_parked, 1, "{name}");
@@ -147,7 +161,14 @@ async fn a_module_that_does_not_compile_is_refused_and_the_old_one_stays() {
     let ctl = controller(bus.addr).await;
     let garbage = b"\0asm\x01\0\0\0 this is not a module".to_vec();
     let err = ctl
-        .publish_acked(load_pulse("ops", "echo", garbage, ("calm-*", ">"), limits(0, 0, 0, 0), &[]))
+        .publish_acked(load_pulse(
+            "ops",
+            "echo",
+            garbage,
+            ("calm-*", ">"),
+            limits(0, 0, 0, 0),
+            &[],
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
@@ -159,10 +180,21 @@ async fn a_module_that_does_not_compile_is_refused_and_the_old_one_stays() {
         .await
         .unwrap();
     let _input = next(&mut sub, 10).await;
-    assert_eq!(next(&mut sub, 10).await.emitted_by, "echo", "the old echo still runs");
+    assert_eq!(
+        next(&mut sub, 10).await.emitted_by,
+        "echo",
+        "the old echo still runs"
+    );
     // A non-controller may not load operators.
     let err = client
-        .publish_acked(load_pulse("ops", "x", vec![], ("*", ">"), limits(0, 0, 0, 0), &[]))
+        .publish_acked(load_pulse(
+            "ops",
+            "x",
+            vec![],
+            ("*", ">"),
+            limits(0, 0, 0, 0),
+            &[],
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::PermissionDenied), "{err}");

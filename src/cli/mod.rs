@@ -3,7 +3,9 @@
 //! `arqonbus token keygen|issue` for signed tokens.
 
 pub mod audit;
+pub mod operator;
 pub mod policy;
+pub mod replay;
 pub mod token;
 
 use std::io::Write;

@@ -53,6 +53,51 @@ pub enum PolicyCommand {
     },
 }
 
+/// `--bind REALITY_GLOB:TOPIC_PATTERN` values (policies and operators).
+pub fn parse_bindings(bindings: &[String]) -> anyhow::Result<Vec<PolicyBinding>> {
+    bindings
+        .iter()
+        .map(|b| {
+            let (reality_glob, topic_pattern) = b
+                .split_once(':')
+                .with_context(|| format!("binding `{b}` is not REALITY_GLOB:TOPIC_PATTERN"))?;
+            Ok(PolicyBinding {
+                reality_glob: reality_glob.to_owned(),
+                topic_pattern: topic_pattern.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Publishes one control pulse as a controller and waits for it to be applied.
+pub fn send_control(
+    server: &str,
+    token: &str,
+    topic: &str,
+    outgoing: Outgoing,
+) -> anyhow::Result<arqonbus_proto::v1::PubAck> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the client runtime")?;
+    runtime.block_on(async {
+        let options = ConnectOptions {
+            client_name: "arqonbus-cli".into(),
+            token: token.to_owned(),
+            ..Default::default()
+        };
+        let client = Client::connect(server, options)
+            .await
+            .with_context(|| format!("cannot connect to {server}"))?;
+        let ack = client
+            .publish_acked(outgoing)
+            .await
+            .with_context(|| format!("{topic} was refused"))?;
+        client.close().await?;
+        Ok(ack)
+    })
+}
+
 pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
     let (topic, outgoing) = match args.command {
         PolicyCommand::Load {
@@ -67,18 +112,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
         } => {
             let wasm =
                 std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
-            let bindings = bindings
-                .iter()
-                .map(|b| {
-                    let (reality_glob, topic_pattern) = b.split_once(':').with_context(|| {
-                        format!("binding `{b}` is not REALITY_GLOB:TOPIC_PATTERN")
-                    })?;
-                    Ok(PolicyBinding {
-                        reality_glob: reality_glob.to_owned(),
-                        topic_pattern: topic_pattern.to_owned(),
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let bindings = parse_bindings(&bindings)?;
             let params = params
                 .iter()
                 .map(|p| {
@@ -108,25 +142,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
             (topic, out)
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the client runtime")?;
-    runtime.block_on(async {
-        let options = ConnectOptions {
-            client_name: "arqonbus-cli".into(),
-            token: args.token.clone(),
-            ..Default::default()
-        };
-        let client = Client::connect(&args.server, options)
-            .await
-            .with_context(|| format!("cannot connect to {}", args.server))?;
-        client
-            .publish_acked(outgoing)
-            .await
-            .with_context(|| format!("{topic} was refused"))?;
-        println!("ok: {topic} applied (and audited)");
-        client.close().await?;
-        Ok(())
-    })
+    send_control(&args.server, &args.token, topic, outgoing)?;
+    println!("ok: {topic} applied (and audited)");
+    Ok(())
 }

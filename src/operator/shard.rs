@@ -100,6 +100,14 @@ impl ShardOperators {
     /// Pins a parameter for every reality (replay and forks): it overrides the configured value
     /// and recorded changes.
     pub fn pin_param(&mut self, operator: &str, name: &str, value: Param) {
+        self.refresh();
+        for entry in &mut self.entries {
+            if *entry.operator.spec.name == *operator {
+                for instance in entry.realities.values_mut() {
+                    Rc::make_mut(&mut instance.params).insert(name.to_owned(), value.clone());
+                }
+            }
+        }
         self.overrides
             .insert((operator.to_owned(), name.to_owned()), value);
     }

@@ -15,9 +15,11 @@
 //! before it.
 
 mod checkpoint;
+mod scan;
 mod segment;
 
 pub use checkpoint::Checkpoint;
+pub use scan::scan;
 pub use segment::{Record, Segment, Slot, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 use std::collections::VecDeque;

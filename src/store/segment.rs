@@ -67,6 +67,53 @@ pub struct Segment {
     indexed_until: usize,
 }
 
+/// Reads the record at `pos` of a segment's bytes (a map, or a copy of the file).
+pub fn slot_in(map: &[u8], pos: usize) -> Slot<'_> {
+    if pos + RECORD_HEADER_BYTES > map.len() {
+        return if pos + 4 > map.len() || map[pos..pos + 4] == [0; 4] {
+            Slot::End
+        } else {
+            Slot::Invalid {
+                reason: "record header runs past the segment",
+            }
+        };
+    }
+    let len = u32::from_le_bytes(map[pos..pos + 4].try_into().expect("4")) as usize;
+    if len == 0 {
+        return Slot::End;
+    }
+    let body_at = pos + RECORD_HEADER_BYTES;
+    if body_at + len > map.len() {
+        return Slot::Invalid {
+            reason: "record length runs past the segment",
+        };
+    }
+    let crc = u32::from_le_bytes(map[pos + 4..pos + 8].try_into().expect("4"));
+    if crc32c::crc32c(&map[pos + 8..body_at + len]) != crc {
+        return Slot::Invalid {
+            reason: "checksum mismatch",
+        };
+    }
+    Slot::Record(Record {
+        sequence: u64::from_le_bytes(map[pos + 8..pos + 16].try_into().expect("8")),
+        timestamp_unix_nanos: u64::from_le_bytes(map[pos + 16..pos + 24].try_into().expect("8")),
+        body: &map[body_at..body_at + len],
+        next: body_at + len,
+    })
+}
+
+/// Checks a segment file's header and returns its base sequence.
+pub fn header_base(path: &Path, map: &[u8]) -> Result<u64, StoreError> {
+    if map.len() < SEGMENT_HEADER_BYTES || &map[..8] != MAGIC {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            offset: 0,
+            reason: "not a segment file (bad magic)".into(),
+        });
+    }
+    Ok(u64::from_le_bytes(map[8..16].try_into().expect("8 bytes")))
+}
+
 pub fn file_name(base: u64) -> String {
     format!("{base:020}.seg")
 }
@@ -132,14 +179,7 @@ impl Segment {
             .map_err(io_err(path, "open segment"))?;
         // SAFETY: as in `create`; recovery runs before the shard serves anything.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(path, "map segment"))?;
-        if map.len() < SEGMENT_HEADER_BYTES || &map[..8] != MAGIC {
-            return Err(StoreError::Corrupt {
-                path: path.to_owned(),
-                offset: 0,
-                reason: "not a segment file (bad magic)".into(),
-            });
-        }
-        let base = u64::from_le_bytes(map[8..16].try_into().expect("8 bytes"));
+        let base = header_base(path, &map)?;
         Ok(Self {
             path: path.to_owned(),
             base,
@@ -174,40 +214,7 @@ impl Segment {
 
     /// Reads what is at `pos`.
     pub fn slot(&self, pos: usize) -> Slot<'_> {
-        let map = &self.map[..];
-        if pos + RECORD_HEADER_BYTES > map.len() {
-            return if pos + 4 > map.len() || map[pos..pos + 4] == [0; 4] {
-                Slot::End
-            } else {
-                Slot::Invalid {
-                    reason: "record header runs past the segment",
-                }
-            };
-        }
-        let len = u32::from_le_bytes(map[pos..pos + 4].try_into().expect("4")) as usize;
-        if len == 0 {
-            return Slot::End;
-        }
-        let body_at = pos + RECORD_HEADER_BYTES;
-        if body_at + len > map.len() {
-            return Slot::Invalid {
-                reason: "record length runs past the segment",
-            };
-        }
-        let crc = u32::from_le_bytes(map[pos + 4..pos + 8].try_into().expect("4"));
-        if crc32c::crc32c(&map[pos + 8..body_at + len]) != crc {
-            return Slot::Invalid {
-                reason: "checksum mismatch",
-            };
-        }
-        Slot::Record(Record {
-            sequence: u64::from_le_bytes(map[pos + 8..pos + 16].try_into().expect("8")),
-            timestamp_unix_nanos: u64::from_le_bytes(
-                map[pos + 16..pos + 24].try_into().expect("8"),
-            ),
-            body: &map[body_at..body_at + len],
-            next: body_at + len,
-        })
+        slot_in(&self.map[..], pos)
     }
 
     /// True when a record of `body_len` bytes fits.

@@ -1,0 +1,137 @@
+//! `arqonbus operator load|unload|param`: the controller's side of `sys.control.operator.*`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use arqonbus_client::Outgoing;
+use arqonbus_proto::operator::v1::{
+    OperatorLimits, OperatorLoad, OperatorParamSet, OperatorUnload,
+};
+
+use super::policy::{parse_bindings, send_control};
+use crate::operator::Param;
+
+#[derive(Debug, clap::Args)]
+pub struct OperatorArgs {
+    #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
+    pub server: String,
+    /// A controller token (a signed token with role `controller`, or one of
+    /// control.controller_tokens).
+    #[arg(long, env = "ARQONBUS_CONTROLLER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The reality the control pulse is published in. For `param`, the reality whose operator
+    /// instance changes (the change is sequenced there).
+    #[arg(long, default_value = "sys")]
+    pub reality: String,
+    #[command(subcommand)]
+    pub command: OperatorCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Load an operator, or replace the one of the same name (its instances start afresh).
+    Load {
+        #[arg(long)]
+        name: String,
+        /// The module (.wasm, or .wat text).
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Inputs as `REALITY_GLOB:TOPIC_PATTERN`, e.g. `sim-*:sim.kuramoto.tick`; repeatable.
+        #[arg(long = "bind", required = true)]
+        bindings: Vec<String>,
+        /// Parameters as `NAME=VALUE` (a number when it parses as one); repeatable.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// 0: the server's default ([operator]).
+        #[arg(long, default_value_t = 0)]
+        fuel_per_call: u64,
+        #[arg(long, default_value_t = 0)]
+        max_memory_pages: u32,
+        #[arg(long, default_value_t = 0)]
+        deadline_ms: u32,
+        #[arg(long, default_value_t = 0)]
+        max_emits_per_call: u32,
+        #[arg(long, default_value_t = 0)]
+        max_emit_bytes_per_call: u64,
+    },
+    /// Unload an operator by name.
+    Unload {
+        #[arg(long)]
+        name: String,
+    },
+    /// Set a parameter of an operator in --reality: audited, then sequenced into the reality.
+    Param {
+        /// `OPERATOR.NAME=VALUE`, e.g. `kuramoto.k_c=0.7`.
+        setting: String,
+    },
+}
+
+fn name_value(p: &str) -> anyhow::Result<(String, Param)> {
+    let (k, v) = p
+        .split_once('=')
+        .with_context(|| format!("parameter `{p}` is not NAME=VALUE"))?;
+    Ok((k.to_owned(), Param::parse_cli(v)))
+}
+
+pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let (topic, outgoing) = match args.command {
+        OperatorCommand::Load {
+            name,
+            wasm,
+            bindings,
+            params,
+            fuel_per_call,
+            max_memory_pages,
+            deadline_ms,
+            max_emits_per_call,
+            max_emit_bytes_per_call,
+        } => {
+            let wasm =
+                std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            let params = params
+                .iter()
+                .map(|p| name_value(p).map(|(k, v)| (k, v.to_proto())))
+                .collect::<anyhow::Result<_>>()?;
+            let load = OperatorLoad {
+                name,
+                bindings: parse_bindings(&bindings)?,
+                limits: Some(OperatorLimits {
+                    fuel_per_call,
+                    max_memory_pages,
+                    deadline_ms,
+                    max_emits_per_call,
+                    max_emit_bytes_per_call,
+                }),
+                wasm: wasm.into(),
+                params,
+            };
+            let topic = "sys.control.operator.load";
+            (topic, Outgoing::new(&args.reality, topic).message(&load))
+        }
+        OperatorCommand::Unload { name } => {
+            let topic = "sys.control.operator.unload";
+            let out = Outgoing::new(&args.reality, topic).message(&OperatorUnload { name });
+            (topic, out)
+        }
+        OperatorCommand::Param { setting } => {
+            let pin: crate::replay::Pin = setting.parse()?;
+            let set = OperatorParamSet {
+                operator: pin.operator,
+                name: pin.name,
+                value: Some(pin.value.to_proto()),
+            };
+            let topic = "sys.control.operator.param";
+            (topic, Outgoing::new(&args.reality, topic).message(&set))
+        }
+    };
+    let ack = send_control(&args.server, &args.token, topic, outgoing)?;
+    if ack.sequence > 0 {
+        println!(
+            "ok: {topic} applied (and audited); sequenced in {} at #{}",
+            ack.reality_id, ack.sequence
+        );
+    } else {
+        println!("ok: {topic} applied (and audited)");
+    }
+    Ok(())
+}
