@@ -50,6 +50,8 @@
 //!   read is checked against it; a refusal answers that request only.
 //! - Tenants share no per-pulse state: publish rates are per-shard token buckets; connection and
 //!   subscription counts are shared atomics touched only when those change.
+//! - A subscription's filter runs on its own shard before the pulse is queued, allocates
+//!   nothing, and never admits a pulse whose envelope it cannot walk.
 //! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
 //!   stalls its shard, the rings, or other subscribers.
 
