@@ -28,7 +28,7 @@ fn envelope() -> Vec<u8> {
         }),
         payload: Some(prost_types::Any {
             type_url: "type.googleapis.com/arqon.nvm.v1.NvmJob".into(),
-            value: vec![7u8; 1024].into(),
+            value: vec![7u8; 1024],
         }),
         timestamp_unix_nanos: 1_700_000_000_000_000_000,
         ..Default::default()

@@ -470,7 +470,7 @@ fn envelope() -> impl Strategy<Value = Vec<u8>> {
                 reality_id: "lab-1".into(),
                 payload: Some(prost_types::Any {
                     type_url: "t".into(),
-                    value: payload.into(),
+                    value: payload,
                 }),
                 timestamp_unix_nanos: 7,
                 ..Default::default()
