@@ -15,6 +15,8 @@
 //!   WebSocket and secure WebSocket, and the TLS configuration with its reload.
 //! - [`shield`]: the edge every request passes: [`auth`] (tokens, client certificates, grants,
 //!   the failure rate limit) and [`tenant`] (per-tenant quotas).
+//! - [`filter`]: spectral filters on subscriptions: the expression language, its bounds, and the
+//!   allocation-free evaluator that runs on the subscriber's shard before a pulse is queued.
 //! - [`routing`]: topic syntax, subscription patterns and the stable reality-to-shard hash.
 //! - [`time`]: the one clock seam.
 //! - [`policy`]: CASIL, the Wasm safety policies every published pulse passes on its
@@ -53,6 +55,8 @@
 //!   read is checked against it; a refusal answers that request only.
 //! - Tenants share no per-pulse state: publish rates are per-shard token buckets; connection and
 //!   subscription counts are shared atomics touched only when those change.
+//! - A subscription's filter runs on its own shard before the pulse is queued, allocates
+//!   nothing, and never admits a pulse whose envelope it cannot walk.
 //! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
 //!   stalls its shard, the rings, or other subscribers.
 
@@ -61,6 +65,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod filter;
 pub mod health;
 pub mod history;
 pub mod metrics;

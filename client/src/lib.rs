@@ -47,6 +47,41 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 
+/// How to subscribe, for [`Client::subscribe_with`]. The default is what
+/// [`Client::subscribe`] does: from `latest`, not causal, no filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscribeOptions {
+    /// Where to start; `None` is `latest` (replay needs a retained reality).
+    pub start: Option<StartPosition>,
+    /// Causal delivery (starts at `latest` only).
+    pub causal: bool,
+    /// A spectral filter (`Subscribe.filter`, grammar in proto/README.md); empty for none.
+    pub filter: String,
+}
+
+impl SubscribeOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn start(mut self, start: StartPosition) -> Self {
+        self.start = Some(start);
+        self
+    }
+
+    pub fn causal(mut self) -> Self {
+        self.causal = true;
+        self
+    }
+
+    /// Delivers only the pulses for which `expression` holds, e.g.
+    /// `coherence >= 0.9 && criticality < 0.1`.
+    pub fn filter(mut self, expression: impl Into<String>) -> Self {
+        self.filter = expression.into();
+        self
+    }
+}
+
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -349,7 +384,11 @@ impl Client {
         pattern: &str,
         start: Option<StartPosition>,
     ) -> Result<Subscription, ClientError> {
-        self.subscribe_with(reality, pattern, start, false).await
+        let options = SubscribeOptions {
+            start,
+            ..SubscribeOptions::default()
+        };
+        self.subscribe_with(reality, pattern, options).await
     }
 
     /// Subscribes with causal delivery: a pulse arrives only after the pulses it depends on, in
@@ -359,16 +398,33 @@ impl Client {
         reality: &str,
         pattern: &str,
     ) -> Result<Subscription, ClientError> {
-        self.subscribe_with(reality, pattern, None, true).await
+        self.subscribe_with(reality, pattern, SubscribeOptions::new().causal())
+            .await
     }
 
-    async fn subscribe_with(
+    /// Subscribes with every option: start position, causal delivery, spectral filter.
+    ///
+    /// ```no_run
+    /// # async fn demo(bus: arqonbus_client::Client) -> Result<(), arqonbus_client::ClientError> {
+    /// use arqonbus_client::SubscribeOptions;
+    /// let options = SubscribeOptions::new().filter("coherence >= 0.9 && criticality < 0.1");
+    /// let sub = bus.subscribe_with("lab-1", "rig.>", options).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A filter the server cannot parse is refused with INVALID_REQUEST, naming the byte of
+    /// the error.
+    pub async fn subscribe_with(
         &self,
         reality: &str,
         pattern: &str,
-        start: Option<StartPosition>,
-        causal: bool,
+        options: SubscribeOptions,
     ) -> Result<Subscription, ClientError> {
+        let SubscribeOptions {
+            start,
+            causal,
+            filter,
+        } = options;
         let id = self.next_correlation();
         let (tx, rx) = mpsc::channel(self.subscription_buffer);
         self.shared.subs.lock().expect("subs lock").insert(id, tx);
@@ -378,6 +434,7 @@ impl Client {
             pattern: pattern.to_owned(),
             start,
             causal,
+            filter,
         });
         let answer = match self.request(kind).await {
             Ok(a) => a,

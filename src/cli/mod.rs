@@ -82,6 +82,10 @@ pub struct SubArgs {
     /// Exit after this many pulses.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Deliver only pulses for which this spectral filter holds, e.g.
+    /// 'coherence >= 0.9 && criticality < 0.1' (grammar: proto/README.md).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 }
 
 /// `arqonbus history`.
@@ -175,7 +179,11 @@ pub fn publish(args: PubArgs) -> anyhow::Result<()> {
 pub fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = connect(&args.conn).await?;
-        let mut sub = client.subscribe(&args.reality, &args.pattern).await?;
+        let options =
+            arqonbus_client::SubscribeOptions::new().filter(args.filter.unwrap_or_default());
+        let mut sub = client
+            .subscribe_with(&args.reality, &args.pattern, options)
+            .await?;
         let mut seen = 0u64;
         while let Some(item) = sub.next().await {
             let mut stdout = std::io::stdout().lock();

@@ -292,6 +292,12 @@ pub struct Limits {
     pub listen_backlog: u64,
     /// Pulses a connection with causal subscriptions may hold waiting for dependencies.
     pub max_causal_held: u64,
+    /// Longest `Subscribe.filter` accepted, in bytes.
+    pub max_filter_bytes: u64,
+    /// Nodes a filter may have: operands, comparisons and `!`, `&&`, `||` operators.
+    pub max_filter_nodes: u64,
+    /// Deepest nesting of parentheses and `!` in a filter.
+    pub max_filter_depth: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -537,6 +543,9 @@ impl Default for Limits {
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
             max_causal_held: 10_000,
+            max_filter_bytes: 1024,
+            max_filter_nodes: 128,
+            max_filter_depth: 16,
         }
     }
 }
@@ -694,6 +703,11 @@ impl Config {
         )?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
         range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
+        range("limits.max_filter_bytes", l.max_filter_bytes, 1, 64 << 10)?;
+        range("limits.max_filter_nodes", l.max_filter_nodes, 1, 4096)?;
+        // The parser and compiler recurse once or twice per level; the ceiling keeps that far
+        // from the stack's size.
+        range("limits.max_filter_depth", l.max_filter_depth, 1, 64)?;
         range(
             "io.io_memory_bytes",
             self.io.io_memory_bytes,

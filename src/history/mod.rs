@@ -9,8 +9,11 @@
 
 use arqonbus_proto::frame::{envelope_topic, put_deliver_header, put_history_chunk};
 use arqonbus_proto::v1::{history_get, start_position, HistoryGet, StartPosition};
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::filter::{Filter, LazyView};
 use crate::routing::Pattern;
 use crate::store::RealityLog;
 
@@ -51,6 +54,8 @@ pub enum Purpose {
 pub struct Cursor {
     pub reality: String,
     pub pattern: Pattern,
+    /// A replaying subscription's filter: records it refuses are skipped (and counted).
+    pub filter: Option<Arc<Filter>>,
     pub purpose: Purpose,
     pub from: Start,
     pub to: Stop,
@@ -77,6 +82,8 @@ pub struct Step {
     pub done: bool,
     /// The first sequence this read covers (for `Subscribed`).
     pub first: u64,
+    /// Records the pattern matched but the filter refused.
+    pub filtered: u64,
 }
 
 impl Cursor {
@@ -95,6 +102,7 @@ impl Cursor {
         Self {
             reality: q.reality_id.clone(),
             pattern,
+            filter: None,
             purpose: Purpose::History {
                 correlation_id,
                 limit: if q.limit == 0 {
@@ -128,6 +136,7 @@ impl Cursor {
         Some(Self {
             reality: reality.to_owned(),
             pattern,
+            filter: None,
             purpose: Purpose::Replay {
                 subscription_id,
                 correlation_id,
@@ -202,6 +211,7 @@ impl Cursor {
         let mut bytes = 0;
         let mut next = start;
         let mut done = true;
+        let mut filtered = 0;
         let mut at = log.seek_sequence(start);
         while let Some((record, after)) = log.read(at) {
             if record.sequence >= end
@@ -210,7 +220,13 @@ impl Cursor {
             {
                 break;
             }
-            let wanted = envelope_topic(record.body).is_some_and(|t| self.pattern.matches(t));
+            let mut wanted = envelope_topic(record.body).is_some_and(|t| self.pattern.matches(t));
+            if wanted {
+                if let Some(filter) = &self.filter {
+                    wanted = filter.admits(&mut LazyView::new(record.body));
+                    filtered += u64::from(!wanted);
+                }
+            }
             if wanted && bytes > 0 && bytes + record.body.len() > chunk_bytes {
                 // The chunk is full; this record starts the next one.
                 done = false;
@@ -248,6 +264,7 @@ impl Cursor {
             frames: out.freeze(),
             done,
             first,
+            filtered,
         })
     }
 }

@@ -96,6 +96,9 @@ counters! {
     pulses_sequenced => "pulses_sequenced_total",
     /// Pulses queued for delivery to a subscription (pulses out, one per subscription).
     pulses_delivered => "pulses_delivered_total",
+    /// Pulses a subscription's filter refused (`Subscribe.filter`), live or replayed, counted
+    /// once per subscription that refused it, on the shard that evaluated the filter.
+    pulses_filtered => "pulses_filtered_total",
     /// Deliveries dropped by the shed slow-consumer policy.
     pulses_shed => "pulses_shed_total",
     /// Connections closed by the disconnect slow-consumer policy, or for overflowing with

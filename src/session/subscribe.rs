@@ -1,10 +1,12 @@
 //! `Subscribe` → registered with the reality's owner → `Subscribed`; `Unsubscribe`.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use arqonbus_proto::v1::{ErrorCode, Subscribe, Unsubscribe};
 
 use super::{reject, Conn};
+use crate::filter::{Filter, FilterLimits};
 use crate::history::Cursor;
 use crate::routing::{validate_reality, Pattern};
 use crate::shard::{LocalSub, ReadOrigin, Shard, SubscribeOrigin, ToOwner};
@@ -42,6 +44,15 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
             return fail(ErrorCode::InvalidTopic, &msg);
         }
     };
+    // Compiled once here; evaluated per pulse on this shard (live) and the owner (replay).
+    let filter = match Filter::optional(&s.filter, &FilterLimits::from_config(&shard.config.limits))
+    {
+        Ok(f) => f.map(Arc::new),
+        Err(e) => {
+            let msg = format!("filter is invalid {e}");
+            return fail(ErrorCode::InvalidRequest, &msg);
+        }
+    };
     let shielded = conn.shielded();
     if let Some(shielded) = &shielded {
         let now = shard.now_secs();
@@ -57,7 +68,11 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
         s.subscription_id,
         correlation_id,
         pattern.clone(),
-    );
+    )
+    .map(|mut cursor| {
+        cursor.filter = filter.clone();
+        cursor
+    });
     if s.causal && replay.is_some() {
         return fail(
             ErrorCode::InvalidRequest,
@@ -73,11 +88,9 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
     conn.remember_subscription(s.subscription_id, s.reality_id.clone());
     if let Some(cursor) = replay {
         // Replay first, from the owner's log, then switch to live where replay ended.
-        let sub = Rc::new(LocalSub::replaying(
-            conn.clone(),
-            s.subscription_id,
-            pattern,
-        ));
+        let sub = Rc::new(
+            LocalSub::replaying(conn.clone(), s.subscription_id, pattern).with_filter(filter),
+        );
         shard.subs.borrow_mut().insert(&s.reality_id, sub);
         let origin = ReadOrigin {
             shard: shard.id,
@@ -88,12 +101,9 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
     if s.causal {
         conn.enable_causal();
     }
-    let sub = Rc::new(LocalSub::live(
-        conn.clone(),
-        s.subscription_id,
-        pattern,
-        s.causal,
-    ));
+    let sub = Rc::new(
+        LocalSub::live(conn.clone(), s.subscription_id, pattern, s.causal).with_filter(filter),
+    );
     shard.subs.borrow_mut().insert(&s.reality_id, sub);
     let origin = SubscribeOrigin {
         conn: conn.id,

@@ -382,9 +382,16 @@ impl Shard {
     pub fn deliver_local(&self, pulse: &Arc<Pulse>) {
         let subs = self.subs.borrow();
         let mut delivered = 0;
+        let mut filtered = 0;
+        let mut view = crate::filter::LazyView::new(&pulse.encoded);
         let mut gated: Vec<&Rc<Conn>> = Vec::new();
         for sub in subs.for_reality(&pulse.reality) {
-            let wants = sub.wants(pulse.sequence, &pulse.topic);
+            let mut wants = sub.wants(pulse.sequence, &pulse.topic);
+            if wants && !sub.admits(&mut view) {
+                // Refused by its filter: for a causal gate this pulse has gone by unwanted.
+                wants = false;
+                filtered += 1;
+            }
             if !sub.conn.is_causal() {
                 if wants {
                     sub.conn
@@ -411,6 +418,9 @@ impl Shard {
             conn.causal_passed(&self.counters, &subs, pulse);
         }
         self.counters.pulses_delivered.add(delivered);
+        if filtered > 0 {
+            self.counters.pulses_filtered.add(filtered);
+        }
     }
 
     /// Sends a ready-encoded answer to a connection on `shard` (this one or another).

@@ -473,6 +473,11 @@ impl Shard {
                 let log = r.log.borrow();
                 cursor
                     .step(&log, r.visible_end(), chunk)
+                    .inspect(|step| {
+                        if step.filtered > 0 {
+                            self.counters.pulses_filtered.add(step.filtered);
+                        }
+                    })
                     .map(|step| (step, r.visible_end()))
                     .map_err(|u| {
                         (

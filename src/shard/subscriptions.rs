@@ -3,7 +3,9 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use crate::filter::{Filter, LazyView};
 use crate::routing::Pattern;
 use crate::session::Conn;
 
@@ -17,6 +19,8 @@ pub struct LocalSub {
     pub pattern: Pattern,
     /// Deliver only after causal dependencies (see `session::causal`).
     pub causal: bool,
+    /// `Subscribe.filter`, compiled; `None` delivers every pulse the pattern matches.
+    pub filter: Option<Arc<Filter>>,
     /// First sequence to deliver; [`PENDING`] until the owner confirms.
     active_from: Cell<u64>,
     /// The owner counts this subscription's interest (so removing it must tell the owner).
@@ -44,6 +48,7 @@ impl LocalSub {
             subscription_id,
             pattern,
             causal: false,
+            filter: None,
             active_from: Cell::new(PENDING),
             interest_registered: Cell::new(registered),
             announced: Cell::new(false),
@@ -78,6 +83,19 @@ impl LocalSub {
     #[inline]
     pub fn wants(&self, sequence: u64, topic: &str) -> bool {
         sequence >= self.active_from.get() && self.pattern.matches(topic)
+    }
+
+    /// The filter's verdict on a pulse this subscription [`wants`](Self::wants); true without
+    /// a filter. The envelope is walked only by the first filter that asks, once per pulse.
+    #[inline]
+    pub fn admits(&self, view: &mut LazyView<'_>) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.admits(view))
+    }
+
+    /// Sets the filter (builder style, at subscribe time).
+    pub fn with_filter(mut self, filter: Option<Arc<Filter>>) -> Self {
+        self.filter = filter;
+        self
     }
 }
 

@@ -156,6 +156,7 @@ impl Session {
                         pattern: pattern.to_string(),
                         start: None,
                         causal: false,
+                        filter: String::new(),
                     })),
                 },
             );

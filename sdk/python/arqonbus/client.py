@@ -202,6 +202,7 @@ class Subscription:
         causal: bool,
         max_pending: int,
         timeout: Optional[float],
+        filter: str = "",
     ):
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
@@ -211,6 +212,10 @@ class Subscription:
         self.pattern = pattern
         self.start = _start_position(start)
         self.causal = causal
+        if not isinstance(filter, str):
+            raise TypeError(f"filter must be a str, not {type(filter).__name__}")
+        #: The spectral filter sent with `Subscribe` ("" = none); kept for re-subscriptions.
+        self.filter = filter
         self.max_pending = max_pending
         self._timeout = timeout
         self.next_sequence = 0
@@ -238,6 +243,7 @@ class Subscription:
         sub.reality_id = self.reality
         sub.pattern = self.pattern
         sub.causal = self.causal
+        sub.filter = self.filter
         if start is not None:
             sub.start.CopyFrom(start)
         return frame
@@ -1138,6 +1144,7 @@ class Bus:
         causal: bool = False,
         max_pending: Optional[int] = None,
         timeout: Optional[float] = None,
+        filter: Optional[str] = None,
     ) -> Subscription:
         """Subscribes to `pattern` (`*` = one segment, a last `>` = one or more) in `reality`.
 
@@ -1146,6 +1153,11 @@ class Bus:
         `StartPosition` from `arqonbus.Start` (`from_sequence`, `from_time`, `last`).
         `causal=True` asks the server for causal delivery across this connection's
         subscriptions.
+
+        `filter` is a spectral filter evaluated by the server before anything is sent, e.g.
+        `"coherence >= 0.9 && criticality < 0.1"`, `"eigenvalues[0] > 1.5"`,
+        `"len(eigenvalues) >= 3"`, `'producer == "omega-7"'` (grammar: proto/README.md).
+        A filter the server cannot parse raises `InvalidRequest` naming the byte of the error.
         """
         return Subscription(
             self,
@@ -1155,6 +1167,7 @@ class Bus:
             causal,
             self.max_pending if max_pending is None else max_pending,
             timeout,
+            filter or "",
         )
 
     def history(

@@ -219,10 +219,13 @@ class BlockingBus:
         causal: bool = False,
         max_pending: Optional[int] = None,
         timeout: Optional[float] = None,
+        filter: Optional[str] = None,
     ) -> BlockingSubscription:
         """Subscribes now (waits for `Subscribed`). `timeout` bounds each wait for a pulse while
-        iterating."""
-        sub = self.aio.subscribe(reality, pattern, start=start, causal=causal, max_pending=max_pending)
+        iterating. `filter` is a spectral filter the server applies (see `Bus.subscribe`)."""
+        sub = self.aio.subscribe(
+            reality, pattern, start=start, causal=causal, max_pending=max_pending, filter=filter
+        )
         self._run(sub._start())
         return BlockingSubscription(self, sub, timeout)
 

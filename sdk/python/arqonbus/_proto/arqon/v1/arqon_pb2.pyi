@@ -190,18 +190,20 @@ class StartPosition(_message.Message):
     def __init__(self, latest: bool = ..., from_sequence: _Optional[int] = ..., from_time_unix_nanos: _Optional[int] = ..., last_n: _Optional[int] = ...) -> None: ...
 
 class Subscribe(_message.Message):
-    __slots__ = ("subscription_id", "reality_id", "pattern", "start", "causal")
+    __slots__ = ("subscription_id", "reality_id", "pattern", "start", "causal", "filter")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     REALITY_ID_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     CAUSAL_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     subscription_id: int
     reality_id: str
     pattern: str
     start: StartPosition
     causal: bool
-    def __init__(self, subscription_id: _Optional[int] = ..., reality_id: _Optional[str] = ..., pattern: _Optional[str] = ..., start: _Optional[_Union[StartPosition, _Mapping]] = ..., causal: bool = ...) -> None: ...
+    filter: str
+    def __init__(self, subscription_id: _Optional[int] = ..., reality_id: _Optional[str] = ..., pattern: _Optional[str] = ..., start: _Optional[_Union[StartPosition, _Mapping]] = ..., causal: bool = ..., filter: _Optional[str] = ...) -> None: ...
 
 class Subscribed(_message.Message):
     __slots__ = ("subscription_id", "next_sequence")
