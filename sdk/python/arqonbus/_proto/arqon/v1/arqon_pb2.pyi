@@ -60,7 +60,7 @@ class SpectralMetadata(_message.Message):
     def __init__(self, coherence: _Optional[float] = ..., criticality: _Optional[float] = ..., eigenvalues: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ArqonMessage(_message.Message):
-    __slots__ = ("id", "sequence", "topic", "producer_id", "reality_id", "trace_context", "spectral", "payload", "timestamp_unix_nanos", "causal", "reply_to")
+    __slots__ = ("id", "sequence", "topic", "producer_id", "reality_id", "trace_context", "spectral", "payload", "timestamp_unix_nanos", "causal", "reply_to", "emitted_by", "input_sequence")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,8 @@ class ArqonMessage(_message.Message):
     TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     CAUSAL_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    EMITTED_BY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     sequence: int
     topic: str
@@ -97,7 +99,9 @@ class ArqonMessage(_message.Message):
     timestamp_unix_nanos: int
     causal: _containers.ScalarMap[str, int]
     reply_to: str
-    def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., reality_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., spectral: _Optional[_Union[SpectralMetadata, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp_unix_nanos: _Optional[int] = ..., causal: _Optional[_Mapping[str, int]] = ..., reply_to: _Optional[str] = ...) -> None: ...
+    emitted_by: str
+    input_sequence: int
+    def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., reality_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., spectral: _Optional[_Union[SpectralMetadata, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp_unix_nanos: _Optional[int] = ..., causal: _Optional[_Mapping[str, int]] = ..., reply_to: _Optional[str] = ..., emitted_by: _Optional[str] = ..., input_sequence: _Optional[int] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "first_available_sequence")
