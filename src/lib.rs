@@ -49,7 +49,10 @@
 //!   reference-counted bytes behind a small per-subscription header.
 //! - A pulse is sequenced only after every policy bound to it has answered allow; a policy that
 //!   traps, runs out of fuel or time, cannot be instantiated, or answers anything else blocks it.
-//! - A governance action (`sys.control.*`, policy loads and unloads) takes effect only after its
+//! - A hosted operator's outputs are sequenced in the same step as their input, directly behind
+//!   it; an input's outputs are all sequenced or (on any fault) none are. The same inputs through
+//!   the same operators and parameters encode to the same output bytes in every process.
+//! - A governance action (`sys.control.*`, policy and operator loads and unloads) takes effect only after its
 //!   audit record is on disk.
 //! - A session's identity is settled once, at Hello, and every publish, subscribe and history
 //!   read is checked against it; a refusal answers that request only.

@@ -11,7 +11,8 @@ ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
 # The 1,000-connection test holds both ends of every connection in one process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# CASIL's example policies (policy/guest) are built for wasm32 by the tests.
+# CASIL's example policies (policy/guest) and the example operators (operator/guest) are built for
+# wasm32 by the tests.
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || \
   echo "warning: could not add the wasm32-unknown-unknown target; the policy tests will fail" >&2
 
@@ -20,6 +21,9 @@ cargo test --workspace --release
 
 echo "== Policy guest crate (policy/guest, its own workspace) tests"
 cargo test --manifest-path policy/guest/Cargo.toml --lib --target-dir target/policy-guest
+
+echo "== Operator guest crate (operator/guest, its own workspace) tests"
+cargo test --manifest-path operator/guest/Cargo.toml --lib --target-dir target/operator-guest
 
 echo "== Python SDK tests"
 venv=target/py-venv

@@ -9,7 +9,7 @@
 #[allow(dead_code)]
 mod guest;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ fn job(energy_joules: f64, payload_bytes: usize) -> ArqonMessage {
         job_id: "job-1".into(),
         program: "anneal".into(),
         energy_joules,
-        parameters: HashMap::new(),
+        parameters: BTreeMap::new(),
     };
     let base = job.encoded_len();
     if payload_bytes > base + 8 {

@@ -213,7 +213,7 @@ pub fn svg(report: &DiffReport, a_label: &str, b_label: &str) -> String {
     if x0 > x1 {
         (x0, x1) = (0, 1);
     }
-    if !(y0 <= y1) {
+    if y0 > y1 {
         (y0, y1) = (0.0, 1.0);
     }
     let (xs, ys) = ((x1 - x0).max(1) as f64, if y1 > y0 { y1 - y0 } else { 1.0 });
