@@ -905,7 +905,7 @@ impl Config {
                 o.default_max_emit_bytes_per_call,
                 o.max_emit_bytes_per_call,
                 64,
-                self.limits.max_frame_bytes.max(64),
+                256 << 20,
             ),
         ];
         for (what, default, max, low, high) in pairs {

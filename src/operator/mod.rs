@@ -397,6 +397,9 @@ impl Catalogued for CompiledOperator {
     fn name(&self) -> &str {
         &self.spec.name
     }
+    fn sha256_hex(&self) -> String {
+        CompiledOperator::sha256_hex(self)
+    }
 }
 
 impl std::fmt::Debug for CompiledOperator {

@@ -10,8 +10,7 @@ use arqonbus_proto::operator::v1::{Emit, OperatorFault, OperatorParamSet};
 use arqonbus_proto::v1::ArqonMessage;
 use prost::{Message, Name};
 use wasmtime::{
-    Caller, Extern, Instance, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, Trap,
-    TypedFunc,
+    Caller, Extern, Instance, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, TypedFunc,
 };
 
 use super::{
@@ -498,26 +497,16 @@ fn arm(store: &mut Store<CallState>, host: &OperatorHost, limits: &Limits) -> Re
     Ok(())
 }
 
-/// Says why a call failed, naming the limit that stopped it.
+/// Says why a call failed: an import's refusal, or the limit that stopped it.
 fn describe(e: &wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> String {
-    if let Some(reason) = &store.data().refused {
-        return reason.clone();
-    }
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => format!("fuel exhausted (fuel_per_call {})", limits.fuel_per_call),
-        Some(Trap::Interrupt) => format!("deadline of {} ms missed", limits.deadline_ms),
-        Some(trap) => format!("trapped: {trap}"),
-        None => {
-            let text = e.root_cause().to_string();
-            if text.contains("memory") && text.contains("grow") {
-                format!(
-                    "memory limit reached (max_memory_pages {}): {text}",
-                    limits.max_memory_pages
-                )
-            } else {
-                text
-            }
-        }
+    match &store.data().refused {
+        Some(reason) => reason.clone(),
+        None => crate::policy::describe_failure(
+            e,
+            limits.fuel_per_call,
+            limits.deadline_ms,
+            limits.max_memory_pages,
+        ),
     }
 }
 

@@ -26,6 +26,7 @@ pub use host::PolicyHost;
 pub use input::{encode_input_prefix, encode_input_suffix};
 pub(crate) use input::{put_bytes, put_u64};
 pub use registry::{Catalog, Catalogued, CompiledPolicy, EpochDemand, Registry, RegistryFull};
+pub(crate) use shard::describe_failure;
 pub use shard::ShardPolicies;
 
 use std::collections::BTreeMap;

@@ -53,6 +53,8 @@ pub trait Catalogued {
     /// What the registry calls its entries in errors ("policy", "operator").
     const KIND: &'static str;
     fn name(&self) -> &str;
+    /// SHA-256 of the module's bytes, in hex (audit records).
+    fn sha256_hex(&self) -> String;
     /// Entries are kept in ascending `(order, name)`.
     fn order(&self) -> i32 {
         0
@@ -63,6 +65,9 @@ impl Catalogued for CompiledPolicy {
     const KIND: &'static str = "policy";
     fn name(&self) -> &str {
         &self.spec.name
+    }
+    fn sha256_hex(&self) -> String {
+        CompiledPolicy::sha256_hex(self)
     }
     fn order(&self) -> i32 {
         self.spec.order

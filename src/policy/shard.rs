@@ -273,18 +273,30 @@ fn arm(store: &mut Store<StoreLimits>, host: &PolicyHost, limits: &Limits) -> Re
 
 /// Says why a call failed, naming the limit that stopped it.
 fn describe(e: &wasmtime::Error, limits: &Limits) -> String {
+    describe_failure(
+        e,
+        limits.fuel_per_call,
+        limits.deadline_ms,
+        limits.max_memory_pages,
+    )
+}
+
+/// Says why a Wasm call (policy or operator) failed, naming the limit that stopped it.
+pub(crate) fn describe_failure(
+    e: &wasmtime::Error,
+    fuel_per_call: u64,
+    deadline_ms: u64,
+    max_memory_pages: u64,
+) -> String {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => format!("fuel exhausted (fuel_per_call {})", limits.fuel_per_call),
-        Some(Trap::Interrupt) => format!("deadline of {} ms missed", limits.deadline_ms),
+        Some(Trap::OutOfFuel) => format!("fuel exhausted (fuel_per_call {fuel_per_call})"),
+        Some(Trap::Interrupt) => format!("deadline of {deadline_ms} ms missed"),
         Some(trap) => format!("trapped: {trap}"),
         None => {
             // The outer layers are the wasm backtrace; the root says what happened.
             let text = e.root_cause().to_string();
             if text.contains("memory") && text.contains("grow") {
-                format!(
-                    "memory limit reached (max_memory_pages {}): {text}",
-                    limits.max_memory_pages
-                )
+                format!("memory limit reached (max_memory_pages {max_memory_pages}): {text}")
             } else {
                 text
             }

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::{operator_control, reject, Conn, Role};
 use crate::audit::{AuditError, Entry};
-use crate::policy::{CompiledPolicy, PolicySpec};
+use crate::policy::{Catalogued, CompiledPolicy, PolicySpec, Registry};
 use crate::shard::{uuid_v7, Shard};
 
 /// Every topic under this prefix is a control pulse.
@@ -198,32 +198,46 @@ async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Resul
         Ok(policy) => policy,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
-    let host = shard.policy_host.clone();
-    let mut entry = audited.entry(
-        Ok(()),
-        json!({
-            "sha256": prepared.sha256_hex(),
-            "wasm_bytes": prepared.wasm_bytes,
-            "spec": prepared.spec.describe(),
-        }),
-    );
-    // Check, record, then apply, with no other governance action in between: what the record
-    // says it replaced is what it replaced.
+    let details = json!({
+        "sha256": prepared.sha256_hex(),
+        "wasm_bytes": prepared.wasm_bytes,
+        "spec": prepared.spec.describe(),
+    });
+    let registry = shard.policy_host.registry.clone();
+    install_audited(shard, audited, registry, prepared, details).await
+}
+
+pub(super) fn audit_unavailable(e: AuditError) -> Refusal {
+    Refusal {
+        code: ErrorCode::Internal,
+        reason: format!("the audit log could not record this, so nothing was changed: {e}"),
+    }
+}
+
+/// Installs a compiled module (policy or operator), replacing the one of its name: check,
+/// record, then apply, with no other governance action in between, so what the record says it
+/// replaced is what it replaced.
+pub(super) async fn install_audited<T: Catalogued + Send + Sync + 'static>(
+    shard: &Shard,
+    audited: &Audited,
+    registry: Arc<Registry<T>>,
+    prepared: Arc<T>,
+    details: serde_json::Value,
+) -> Result<(), Refusal> {
+    let mut entry = audited.entry(Ok(()), details);
     let committed = shard
         .audit
         .commit_async(move |w| -> Result<Result<(), String>, AuditError> {
-            let name = &prepared.spec.name;
-            if let Err(e) = host.registry.check_install(name) {
+            let name = prepared.name().to_owned();
+            if let Err(e) = registry.check_install(&name) {
                 entry.details["outcome"] = "refused".into();
                 entry.details["reason"] = e.to_string().into();
                 w.append(entry)?;
                 return Ok(Err(e.to_string()));
             }
-            entry.details["replaced_sha256"] =
-                host.registry.get(name).map(|p| p.sha256_hex()).into();
+            entry.details["replaced_sha256"] = registry.get(&name).map(|p| p.sha256_hex()).into();
             w.append(entry)?;
-            Ok(host
-                .registry
+            Ok(registry
                 .install(prepared)
                 .map(|_| ())
                 .map_err(|e| e.to_string()))
@@ -231,14 +245,45 @@ async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Resul
         .await;
     match committed {
         Ok(Ok(())) => {
-            tracing::info!(policy = %audited.target, actor = %audited.actor, "policy loaded");
+            tracing::info!(kind = T::KIND, name = %audited.target, actor = %audited.actor, "loaded");
             Ok(())
         }
         Ok(Err(reason)) => Err(Refusal::invalid(reason)),
-        Err(e) => Err(Refusal {
-            code: ErrorCode::Internal,
-            reason: format!("the audit log could not record this, so nothing was changed: {e}"),
-        }),
+        Err(e) => Err(audit_unavailable(e)),
+    }
+}
+
+/// Unloads a module (policy or operator) by name, recorded first.
+pub(super) async fn remove_audited<T: Catalogued + Send + Sync + 'static>(
+    shard: &Shard,
+    audited: &Audited,
+    registry: Arc<Registry<T>>,
+    name: String,
+) -> Result<(), Refusal> {
+    let applied = audited.entry(Ok(()), json!({}));
+    let missing = format!("no {} named `{name}` is loaded", T::KIND);
+    let refused = audited.entry(Err(&missing), json!({}));
+    let committed = shard
+        .audit
+        .commit_async(move |w| -> Result<bool, AuditError> {
+            let Some(current) = registry.get(&name) else {
+                w.append(refused)?;
+                return Ok(false);
+            };
+            let mut applied = applied;
+            applied.details["sha256"] = current.sha256_hex().into();
+            w.append(applied)?;
+            registry.remove(&name);
+            Ok(true)
+        })
+        .await;
+    match committed {
+        Ok(true) => {
+            tracing::info!(kind = T::KIND, name = %audited.target, actor = %audited.actor, "unloaded");
+            Ok(())
+        }
+        Ok(false) => Err(Refusal::invalid(missing)),
+        Err(e) => Err(audit_unavailable(e)),
     }
 }
 
@@ -264,36 +309,8 @@ async fn unload(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Res
         Ok(u) => u,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
-    let host = shard.policy_host.clone();
-    let name = unload.name;
-    let applied = audited.entry(Ok(()), json!({}));
-    let missing = format!("no policy named `{name}` is loaded");
-    let refused = audited.entry(Err(&missing), json!({}));
-    let committed = shard
-        .audit
-        .commit_async(move |w| -> Result<bool, AuditError> {
-            let Some(current) = host.registry.get(&name) else {
-                w.append(refused)?;
-                return Ok(false);
-            };
-            let mut applied = applied;
-            applied.details["sha256"] = current.sha256_hex().into();
-            w.append(applied)?;
-            host.registry.remove(&name);
-            Ok(true)
-        })
-        .await;
-    match committed {
-        Ok(true) => {
-            tracing::info!(policy = %audited.target, actor = %audited.actor, "policy unloaded");
-            Ok(())
-        }
-        Ok(false) => Err(Refusal::invalid(missing)),
-        Err(e) => Err(Refusal {
-            code: ErrorCode::Internal,
-            reason: format!("the audit log could not record this, so nothing was changed: {e}"),
-        }),
-    }
+    let registry = shard.policy_host.registry.clone();
+    remove_audited(shard, audited, registry, unload.name).await
 }
 
 /// The payload as `M`: its type_url must name `M` (or be empty).

@@ -15,13 +15,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use arqonbus_proto::operator::v1::{OperatorLoad, OperatorParamSet, OperatorUnload};
-use arqonbus_proto::v1::{ArqonMessage, ErrorCode};
+use arqonbus_proto::v1::ArqonMessage;
 use prost::{Message, Name};
 use serde_json::json;
 
-use super::control::{answer_refusal, decode, refuse, Audited, Refusal};
+use super::control::{
+    answer_refusal, audit_unavailable, decode, install_audited, refuse, remove_audited, Audited,
+    Refusal,
+};
 use super::Conn;
-use crate::audit::AuditError;
 use crate::operator::{check_param, CompiledOperator, OperatorSpec, Param, PARAM_TOPIC};
 use crate::shard::{Origin, Shard, ToOwner};
 
@@ -29,56 +31,18 @@ pub const LOAD: &str = "sys.control.operator.load";
 pub const UNLOAD: &str = "sys.control.operator.unload";
 pub const PARAM: &str = "sys.control.operator.param";
 
-fn audit_unavailable(e: AuditError) -> Refusal {
-    Refusal {
-        code: ErrorCode::Internal,
-        reason: format!("the audit log could not record this, so nothing was changed: {e}"),
-    }
-}
-
 pub async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
     let prepared = match prepare_load(shard, message).await {
         Ok(op) => op,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
-    let host = shard.operator_host().clone();
-    let mut entry = audited.entry(
-        Ok(()),
-        json!({
-            "sha256": prepared.sha256_hex(),
-            "wasm_bytes": prepared.wasm_bytes,
-            "spec": prepared.spec.describe(),
-        }),
-    );
-    // Check, record, then apply, with no other governance action in between.
-    let committed = shard
-        .audit
-        .commit_async(move |w| -> Result<Result<(), String>, AuditError> {
-            let name = &prepared.spec.name;
-            if let Err(e) = host.registry.check_install(name) {
-                entry.details["outcome"] = "refused".into();
-                entry.details["reason"] = e.to_string().into();
-                w.append(entry)?;
-                return Ok(Err(e.to_string()));
-            }
-            entry.details["replaced_sha256"] =
-                host.registry.get(name).map(|p| p.sha256_hex()).into();
-            w.append(entry)?;
-            Ok(host
-                .registry
-                .install(prepared)
-                .map(|_| ())
-                .map_err(|e| e.to_string()))
-        })
-        .await;
-    match committed {
-        Ok(Ok(())) => {
-            tracing::info!(operator = %audited.target, actor = %audited.actor, "operator loaded");
-            Ok(())
-        }
-        Ok(Err(reason)) => Err(Refusal::invalid(reason)),
-        Err(e) => Err(audit_unavailable(e)),
-    }
+    let details = json!({
+        "sha256": prepared.sha256_hex(),
+        "wasm_bytes": prepared.wasm_bytes,
+        "spec": prepared.spec.describe(),
+    });
+    let registry = shard.operator_host().registry.clone();
+    install_audited(shard, audited, registry, prepared, details).await
 }
 
 /// Decodes, checks and compiles (on the blocking pool) the operator a load pulse carries.
@@ -107,33 +71,8 @@ pub async fn unload(
         Ok(u) => u,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
-    let host = shard.operator_host().clone();
-    let name = unload.name;
-    let applied = audited.entry(Ok(()), json!({}));
-    let missing = format!("no operator named `{name}` is loaded");
-    let refused = audited.entry(Err(&missing), json!({}));
-    let committed = shard
-        .audit
-        .commit_async(move |w| -> Result<bool, AuditError> {
-            let Some(current) = host.registry.get(&name) else {
-                w.append(refused)?;
-                return Ok(false);
-            };
-            let mut applied = applied;
-            applied.details["sha256"] = current.sha256_hex().into();
-            w.append(applied)?;
-            host.registry.remove(&name);
-            Ok(true)
-        })
-        .await;
-    match committed {
-        Ok(true) => {
-            tracing::info!(operator = %audited.target, actor = %audited.actor, "operator unloaded");
-            Ok(())
-        }
-        Ok(false) => Err(Refusal::invalid(missing)),
-        Err(e) => Err(audit_unavailable(e)),
-    }
+    let registry = shard.operator_host().registry.clone();
+    remove_audited(shard, audited, registry, unload.name).await
 }
 
 /// Checks a parameter change: the operator is loaded, the value set and within bounds.

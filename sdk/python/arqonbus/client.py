@@ -40,6 +40,7 @@ from typing import (
 
 from arqonbus import errors as _errors
 from arqonbus import payload as _payload
+from arqonbus._proto.arqon.operator.v1 import operator_pb2 as _operator_pb
 from arqonbus._proto.arqon.v1 import arqon_pb2 as _pb
 from arqonbus.causal import CausalContext
 from arqonbus.errors import (
@@ -1134,6 +1135,31 @@ class Bus:
             cid, fut, f"Publish to {topic!r} in {reality!r}", self.request_timeout if timeout is None else timeout
         )
         return answer.pub_ack
+
+    async def set_operator_param(
+        self,
+        reality: str,
+        operator: str,
+        name: str,
+        value: Union[float, int, str],
+        *,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """Sets parameter `name` of hosted operator `operator` in `reality` (controllers only).
+
+        The bus audits the change and sequences it into the reality (topic
+        `sys.operator.param`), so every later input, and a replay of the log, sees it from that
+        position. Returns that sequence. Raises `PermissionDenied` for a session that is not a
+        controller and `InvalidRequest` for an unknown operator or a bad value.
+        """
+        value_pb = _operator_pb.ParamValue()
+        if isinstance(value, str):
+            value_pb.text = value
+        else:
+            value_pb.number = float(value)
+        change = _operator_pb.OperatorParamSet(operator=operator, name=name, value=value_pb)
+        ack = await self.publish(reality, "sys.control.operator.param", change, ack=True, timeout=timeout)
+        return ack.sequence
 
     def subscribe(
         self,

@@ -8,6 +8,9 @@ from the repository's `proto/` folder; do not edit them by hand.
 
 from arqonbus._proto.arqon.nvm.v1 import nvm_pb2
 from arqonbus._proto.arqon.nvm.v1.nvm_pb2 import NvmJob, NvmJobResult
+from arqonbus._proto.arqon.operator.v1 import operator_pb2
+from arqonbus._proto.arqon.operator.v1.operator_pb2 import OperatorFault, OperatorParamSet, ParamValue
+from arqonbus._proto.arqon.sim.v1.sim_pb2 import KuramotoState
 from arqonbus._proto.arqon.v1 import arqon_pb2
 from arqonbus._proto.arqon.v1.arqon_pb2 import (
     ArqonMessage,

@@ -53,6 +53,16 @@ class Pulse:
         return self.message.reply_to
 
     @property
+    def emitted_by(self) -> str:
+        """The hosted operator that emitted this pulse ("" for pulses clients published)."""
+        return self.message.emitted_by
+
+    @property
+    def input_sequence(self) -> int:
+        """For an operator's output: the sequence of the input it was computed from (else 0)."""
+        return self.message.input_sequence
+
+    @property
     def causal(self) -> Dict[str, int]:
         return dict(self.message.causal)
 

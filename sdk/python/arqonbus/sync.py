@@ -210,6 +210,10 @@ class BlockingBus:
         """See `Bus.publish`; returns the `PubAck` when `ack=True`."""
         return self._run(self.aio.publish(reality, topic, payload, **options))
 
+    def set_operator_param(self, reality: str, operator: str, name: str, value: Any, **options: Any) -> int:
+        """See `Bus.set_operator_param`; returns the sequence the change was recorded at."""
+        return self._run(self.aio.set_operator_param(reality, operator, name, value, **options))
+
     def subscribe(
         self,
         reality: str,
