@@ -95,6 +95,32 @@ async fn operator_outputs_are_sequenced_behind_their_input() {
     assert_eq!(m.operator_emitted, 4 * INPUTS);
     assert_eq!(m.operator_faults, 0);
     assert_eq!(m.operator_instantiations, 2, "one instance per reality");
+
+    // /metrics has a series per operator, merged over the shards (republished once a second).
+    let wanted = [
+        format!(
+            "arqonbus_hosted_operator_calls_total{{operator=\"echo\"}} {}",
+            2 * INPUTS
+        ),
+        format!(
+            "arqonbus_hosted_operator_emitted_total{{operator=\"echo\"}} {}",
+            4 * INPUTS
+        ),
+        "arqonbus_hosted_operator_faults_total{operator=\"echo\"} 0".to_string(),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = common::http_get(bus.admin_addr(), "/metrics").unwrap();
+        assert_eq!(status, 200);
+        if wanted.iter().all(|w| body.lines().any(|l| l == w)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{wanted:?} not in:\n{body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

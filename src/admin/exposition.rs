@@ -48,6 +48,7 @@ pub fn render(status: &Status, out: &mut String) {
     counters(out, &s);
     latency(out, &s);
     retained(out, &s, status.reality_series());
+    operators(out, &s);
     process(out, status);
 }
 
@@ -126,6 +127,48 @@ fn retained(out: &mut String, s: &Snapshot, series: usize) {
             "{name}{{reality=\"{}\"}} {bytes}",
             label_value(reality)
         );
+    }
+}
+
+/// A series per hosted operator (their number is bounded by `operator.max_operators`).
+fn operators(out: &mut String, s: &Snapshot) {
+    type Field = fn(&crate::metrics::OperatorCount) -> u64;
+    let series: [(&str, &str, &str, Field); 4] = [
+        (
+            "arqonbus_hosted_operator_calls_total",
+            "Inputs this operator was called on.",
+            "counter",
+            |o| o.calls,
+        ),
+        (
+            "arqonbus_hosted_operator_emitted_total",
+            "Pulses this operator emitted that the bus sequenced.",
+            "counter",
+            |o| o.emitted,
+        ),
+        (
+            "arqonbus_hosted_operator_faults_total",
+            "Calls of this operator that faulted (all of that input's outputs dropped).",
+            "counter",
+            |o| o.faults,
+        ),
+        (
+            "arqonbus_hosted_operator_parked_realities",
+            "Realities this operator is parked in after too many faults in a row.",
+            "gauge",
+            |o| o.parked_realities,
+        ),
+    ];
+    for (name, help, kind, field) in series {
+        header(out, name, help, kind);
+        for o in &s.operators {
+            let _ = writeln!(
+                out,
+                "{name}{{operator=\"{}\"}} {}",
+                label_value(&o.name),
+                field(o)
+            );
+        }
     }
 }
 

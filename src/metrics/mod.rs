@@ -24,6 +24,8 @@ macro_rules! counters {
             /// Bytes held by each retained reality this shard owns, republished about once a
             /// second by the shard (not on the data path).
             pub retained: RetainedBytes,
+            /// Per hosted operator, what this shard counted, republished about once a second.
+            pub operators: Published<OperatorCounts>,
         }
 
         /// A point-in-time copy of counters, summed over shards.
@@ -33,6 +35,8 @@ macro_rules! counters {
             pub deliver_latency: HistogramSnapshot,
             /// (reality, bytes) of every retained reality, largest first.
             pub retained: RealityBytes,
+            /// Per hosted operator, summed over shards, by name.
+            pub operators: OperatorCounts,
         }
 
         impl Snapshot {
@@ -43,8 +47,15 @@ macro_rules! counters {
                     $( s.$name += c.$name.get(); )*
                     s.deliver_latency.add(&c.deliver_latency);
                     s.retained.extend(c.retained.get().iter().cloned());
+                    for op in c.operators.get().iter() {
+                        match s.operators.iter_mut().find(|o| o.name == op.name) {
+                            Some(sum) => sum.add(op),
+                            None => s.operators.push(op.clone()),
+                        }
+                    }
                 }
                 s.retained.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+
                 s
             }
 
@@ -178,24 +189,50 @@ impl Counter {
     }
 }
 
-/// The retained realities of one shard and the bytes each holds. The shard replaces the whole
-/// list about once a second; a scrape clones the `Arc`. The lock is held for a pointer swap, and
-/// never on the data path.
+/// The retained realities of one shard and the bytes each holds, republished about once a
+/// second.
+pub type RetainedBytes = Published<RealityBytes>;
+
+/// A value one shard republishes now and then (a list too long for fixed counters) and scrapes
+/// read: swapped whole under a lock held only for the pointer swap, never on the data path.
 #[derive(Debug, Default)]
-pub struct RetainedBytes(Mutex<Arc<RealityBytes>>);
+pub struct Published<T>(Mutex<Arc<T>>);
 
-/// (reality, bytes of records it holds).
-pub type RealityBytes = Vec<(Arc<str>, u64)>;
-
-impl RetainedBytes {
-    pub fn publish(&self, realities: RealityBytes) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(realities);
+impl<T> Published<T> {
+    pub fn publish(&self, value: T) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
     }
 
-    pub fn get(&self) -> Arc<RealityBytes> {
+    pub fn get(&self) -> Arc<T> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+/// What one hosted operator did: counted on each owner shard, summed at scrape time.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OperatorCount {
+    pub name: Arc<str>,
+    pub calls: u64,
+    pub emitted: u64,
+    pub faults: u64,
+    /// Realities it is parked in now.
+    pub parked_realities: u64,
+}
+
+impl OperatorCount {
+    fn add(&mut self, other: &OperatorCount) {
+        self.calls += other.calls;
+        self.emitted += other.emitted;
+        self.faults += other.faults;
+        self.parked_realities += other.parked_realities;
+    }
+}
+
+/// Every loaded operator's counts (bounded by `operator.max_operators`).
+pub type OperatorCounts = Vec<OperatorCount>;
+
+/// (reality, bytes of records it holds).
+pub type RealityBytes = Vec<(Arc<str>, u64)>;
 
 /// Upper bounds (inclusive) of the latency buckets, in nanoseconds: 5 µs to 10 s. Fixed, so
 /// shards can be summed bucket by bucket and a scrape allocates nothing per shard.

@@ -64,10 +64,13 @@ struct Loaded {
     operate: TypedFunc<(u32, u32), i32>,
 }
 
-/// An operator as this shard knows it, and its instances by reality.
+/// An operator as this shard knows it, its instances by reality, and what it did here.
 struct Entry {
     operator: Arc<CompiledOperator>,
     realities: HashMap<Arc<str>, Instance1>,
+    calls: u64,
+    emitted: u64,
+    faults: u64,
 }
 
 /// The operators of one shard.
@@ -192,7 +195,8 @@ impl ShardOperators {
                 continue;
             }
             let Some(instance) = instance_of(
-                entry,
+                &mut entry.realities,
+                &operator,
                 &pulse.reality_id,
                 overrides,
                 instances,
@@ -210,11 +214,13 @@ impl ShardOperators {
                 continue;
             }
             counters.operator_calls.inc();
+            entry.calls += 1;
             input::encode(pulse, &spec.name, buf);
             match call(host, linker, &operator, instance, buf, counters) {
                 Ok(emits) => {
                     instance.consecutive_faults = 0;
                     counters.operator_emitted.add(emits.len() as u64);
+                    entry.emitted += emits.len() as u64;
                     out.extend(
                         emits
                             .into_iter()
@@ -223,6 +229,7 @@ impl ShardOperators {
                 }
                 Err(reason) => {
                     counters.operator_faults.inc();
+                    entry.faults += 1;
                     instance.consecutive_faults += 1;
                     let parked = instance.consecutive_faults >= max_faults;
                     // After a fault the guest's memory may be half-updated: start afresh (or
@@ -286,7 +293,8 @@ impl ShardOperators {
             return;
         };
         let instance = instance_of(
-            entry,
+            &mut entry.realities,
+            &entry.operator,
             &pulse.reality_id,
             &self.overrides,
             &mut self.instances,
@@ -308,19 +316,47 @@ impl ShardOperators {
         self.entries = catalog
             .iter()
             .map(|operator| {
-                let realities = old
-                    .iter_mut()
-                    .find(|e| Arc::ptr_eq(&e.operator, operator))
-                    .map(|e| std::mem::take(&mut e.realities))
-                    .unwrap_or_default();
+                let kept = old.iter_mut().find(|e| Arc::ptr_eq(&e.operator, operator));
+                let (realities, calls, emitted, faults) = match kept {
+                    Some(e) => (
+                        std::mem::take(&mut e.realities),
+                        e.calls,
+                        e.emitted,
+                        e.faults,
+                    ),
+                    None => Default::default(),
+                };
                 Entry {
                     operator: operator.clone(),
                     realities,
+                    calls,
+                    emitted,
+                    faults,
                 }
             })
             .collect();
         self.instances = self.entries.iter().map(|e| e.realities.len() as u64).sum();
         self.seen_version = version;
+    }
+
+    /// What each loaded operator did on this shard (for `/metrics`). Picks up a load or unload
+    /// first, so it shows even on a shard that has had no input since.
+    pub fn counts(&mut self) -> crate::metrics::OperatorCounts {
+        self.refresh();
+        self.entries
+            .iter()
+            .map(|e| crate::metrics::OperatorCount {
+                name: e.operator.spec.name.clone(),
+                calls: e.calls,
+                emitted: e.emitted,
+                faults: e.faults,
+                parked_realities: e
+                    .realities
+                    .values()
+                    .filter(|i| matches!(i.state, State::Parked(_)))
+                    .count() as u64,
+            })
+            .collect()
     }
 
     /// Parameters of `operator` in `reality` as this shard holds them, if it has seen it.
@@ -348,24 +384,25 @@ impl ShardOperators {
 /// The instance of `entry` for `reality`, made (without instantiating) on first use; `None` when
 /// the shard already holds `max` instances.
 fn instance_of<'a>(
-    entry: &'a mut Entry,
+    realities: &'a mut HashMap<Arc<str>, Instance1>,
+    operator: &CompiledOperator,
     reality: &str,
     overrides: &HashMap<(String, String), Param>,
     instances: &mut u64,
     max: u64,
 ) -> Option<&'a mut Instance1> {
-    if !entry.realities.contains_key(reality) {
+    if !realities.contains_key(reality) {
         if *instances >= max {
             return None;
         }
         *instances += 1;
-        let mut params = entry.operator.spec.params.clone();
+        let mut params = operator.spec.params.clone();
         for ((op, name), value) in overrides {
-            if **op == *entry.operator.spec.name {
+            if **op == *operator.spec.name {
                 params.insert(name.clone(), value.clone());
             }
         }
-        entry.realities.insert(
+        realities.insert(
             reality.into(),
             Instance1 {
                 params: Rc::new(params),
@@ -374,7 +411,7 @@ fn instance_of<'a>(
             },
         );
     }
-    entry.realities.get_mut(reality)
+    realities.get_mut(reality)
 }
 
 /// The `Emit` that carries a fault notice.

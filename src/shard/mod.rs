@@ -177,6 +177,8 @@ impl Shard {
             .map(|(name, r)| (name.clone(), r.log.borrow().bytes()))
             .collect();
         self.counters.retained.publish(realities);
+        let counts = self.operators.borrow_mut().counts();
+        self.counters.operators.publish(counts);
     }
 
     /// Wall-clock Unix seconds, good to a few milliseconds (expiry checks).
