@@ -60,6 +60,7 @@ fn options(dir: &Path) -> Options {
         fork_at: None,
         out: None,
         recorded_out: None,
+        keep_bytes: None,
     }
 }
 

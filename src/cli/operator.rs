@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use arqonbus_client::Outgoing;
 use arqonbus_proto::operator::v1::{
-    OperatorLimits, OperatorLoad, OperatorParamSet, OperatorUnload,
+    OperatorLimits, OperatorLoad, OperatorParamSet, OperatorUnload, RealityFork,
 };
 
 use super::policy::{parse_bindings, send_control};
@@ -64,6 +64,17 @@ pub enum OperatorCommand {
         /// `OPERATOR.NAME=VALUE`, e.g. `kuramoto.k_c=0.7`.
         setting: String,
     },
+    /// Fork --reality (retained) into `REALITY~NAME` on the live bus: replayed from --from-seq
+    /// with the pinned parameters, retained, and live afterwards.
+    Fork {
+        name: String,
+        /// The first sequence replayed with the pinned parameters (earlier ones are copied).
+        #[arg(long)]
+        from_seq: u64,
+        /// `OPERATOR.NAME=VALUE`, repeatable.
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
 }
 
 fn name_value(p: &str) -> anyhow::Result<(String, Param)> {
@@ -113,6 +124,29 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
             let out = Outgoing::new(&args.reality, topic).message(&OperatorUnload { name });
             (topic, out)
         }
+        OperatorCommand::Fork {
+            name,
+            from_seq,
+            params,
+        } => {
+            let params = params
+                .iter()
+                .map(|p| {
+                    let pin: crate::replay::Pin = p.parse()?;
+                    Ok((
+                        format!("{}.{}", pin.operator, pin.name),
+                        pin.value.to_proto(),
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let fork = RealityFork {
+                name,
+                from_sequence: from_seq,
+                params,
+            };
+            let topic = "sys.control.reality.fork";
+            (topic, Outgoing::new(&args.reality, topic).message(&fork))
+        }
         OperatorCommand::Param { setting } => {
             let pin: crate::replay::Pin = setting.parse()?;
             let set = OperatorParamSet {
@@ -125,7 +159,12 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
         }
     };
     let ack = send_control(&args.server, &args.token, topic, outgoing)?;
-    if ack.sequence > 0 {
+    if topic == "sys.control.reality.fork" {
+        println!(
+            "ok: forked into {} (last sequence #{})",
+            ack.reality_id, ack.sequence
+        );
+    } else if ack.sequence > 0 {
         println!(
             "ok: {topic} applied (and audited); sequenced in {} at #{}",
             ack.reality_id, ack.sequence

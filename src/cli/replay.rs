@@ -103,6 +103,7 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
         fork_at: args.fork_at,
         out: args.out,
         recorded_out: args.recorded_out,
+        keep_bytes: None,
     };
     let report = replay::replay(&config, &options)?;
     let mut stdout = std::io::stdout().lock();

@@ -388,6 +388,9 @@ pub struct OperatorConfig {
     /// How many operator hops one client pulse may set off in its reality (an output feeding
     /// another operator is one more hop). Outputs past it are sequenced but not fed on.
     pub max_chain_depth: u64,
+    /// Most bytes a live fork (`sys.control.reality.fork`) may replay into its new reality; the
+    /// fork's records are held in memory between the replay and the import.
+    pub max_fork_bytes: u64,
     /// Limits of an operator that does not set its own...
     pub default_fuel_per_call: u64,
     pub default_max_memory_pages: u64,
@@ -412,6 +415,7 @@ impl Default for OperatorConfig {
             max_param_text_bytes: 4096,
             max_consecutive_faults: 5,
             max_chain_depth: 4,
+            max_fork_bytes: 256 << 20,
             default_fuel_per_call: 10_000_000,
             default_max_memory_pages: 64,
             default_deadline_ms: 50,
@@ -871,6 +875,12 @@ impl Config {
             1 << 20,
         )?;
         range("operator.max_chain_depth", o.max_chain_depth, 1, 64)?;
+        range(
+            "operator.max_fork_bytes",
+            o.max_fork_bytes,
+            1 << 20,
+            16 << 30,
+        )?;
         let pairs = [
             (
                 "fuel_per_call",

@@ -27,7 +27,7 @@ mod output;
 mod shard;
 
 pub use output::{output_id, stamp_output};
-pub use shard::{Sequencing, ShardOperators};
+pub use shard::{Discard, Sequencing, ShardOperators};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -33,6 +33,19 @@ pub trait Sequencing {
     fn sequence_output(&mut self, output: ArqonMessage) -> Option<ArqonMessage>;
 }
 
+/// A sink that keeps nothing: for rebuilding operators' state from a log whose outputs are
+/// already recorded (replay before a fork point, a live fork's import). Outputs are stamped
+/// right behind their input so chained operators see a plausible envelope.
+pub struct Discard;
+
+impl Sequencing for Discard {
+    fn sequence_output(&mut self, mut output: ArqonMessage) -> Option<ArqonMessage> {
+        let (near, ts) = (output.input_sequence + 1, output.timestamp_unix_nanos);
+        output::stamp_output(&mut output, near, ts);
+        Some(output)
+    }
+}
+
 /// What the guest's host calls see during one call.
 struct CallState {
     limits: StoreLimits,
@@ -81,6 +94,8 @@ pub struct ShardOperators {
     entries: Vec<Entry>,
     /// Parameters pinned by a replay (`--param`): recorded changes to them are ignored.
     overrides: HashMap<(String, String), Param>,
+    /// Parameters pinned for one reality (a live fork): (reality, operator, name).
+    reality_pins: HashMap<(String, String, String), Param>,
     instances: u64,
     input: Vec<u8>,
 }
@@ -94,6 +109,7 @@ impl ShardOperators {
             seen_version: 0,
             entries: Vec::new(),
             overrides: HashMap::new(),
+            reality_pins: HashMap::new(),
             instances: 0,
             input: Vec::new(),
         }
@@ -112,6 +128,42 @@ impl ShardOperators {
         }
         self.overrides
             .insert((operator.to_owned(), name.to_owned()), value);
+    }
+
+    /// Pins a parameter of `operator` in `reality` only (a live fork, from its fork point): it
+    /// takes effect now, and recorded changes to it in that reality are ignored from now on.
+    pub fn pin_reality_param(&mut self, reality: &str, operator: &str, name: &str, value: Param) {
+        self.refresh();
+        let max = self.host.config().max_instances_per_shard;
+        if let Some(entry) = self
+            .entries
+            .iter_mut()
+            .find(|e| *e.operator.spec.name == *operator)
+        {
+            let found = instance_of(
+                &mut entry.realities,
+                &entry.operator,
+                reality,
+                &self.overrides,
+                &mut self.instances,
+                max,
+            );
+            if let Some(instance) = found {
+                Rc::make_mut(&mut instance.params).insert(name.to_owned(), value.clone());
+            }
+        }
+        self.reality_pins.insert(
+            (reality.to_owned(), operator.to_owned(), name.to_owned()),
+            value,
+        );
+    }
+
+    /// Runs `pulse` through the operators to rebuild their state, keeping none of their outputs
+    /// (the log being imported already has them).
+    pub fn warm(&mut self, pulse: &ArqonMessage, counters: &ShardCounters) {
+        if pulse.emitted_by.is_empty() {
+            self.on_sequenced(pulse, counters, &mut Discard);
+        }
     }
 
     /// True when the cascade has anything to do for this pulse: an operator binds it, or it is a
@@ -142,6 +194,10 @@ impl ShardOperators {
         self.refresh();
         if input.topic == PARAM_TOPIC {
             self.apply_param(input);
+            return;
+        }
+        if input.topic.starts_with("sys.") {
+            // Operators never see the bus's own pulses (fault notices, control traffic).
             return;
         }
         let max_depth = self.host.config().max_chain_depth;
@@ -278,9 +334,15 @@ impl ShardOperators {
         let Some(value) = set.value.as_ref().and_then(Param::from_proto) else {
             return;
         };
+        let reality_pin = (
+            pulse.reality_id.clone(),
+            set.operator.clone(),
+            set.name.clone(),
+        );
         if self
             .overrides
             .contains_key(&(set.operator.clone(), set.name.clone()))
+            || self.reality_pins.contains_key(&reality_pin)
         {
             return;
         }

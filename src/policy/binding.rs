@@ -20,12 +20,11 @@ impl RealityGlob {
                 "reality glob `{glob}` must be 1 to {MAX_GLOB_BYTES} bytes"
             ));
         }
-        if let Some(ch) = glob
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*' | '?')))
-        {
+        if let Some(ch) = glob.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '~' | '*' | '?'))
+        }) {
             return Err(format!(
-                "reality glob `{glob}` has {ch:?}; globs use [A-Za-z0-9_.-], `*` and `?`"
+                "reality glob `{glob}` has {ch:?}; globs use [A-Za-z0-9_.~-], `*` and `?`"
             ));
         }
         Ok(Self { text: glob.into() })

@@ -164,8 +164,36 @@ pub fn is_numeric_field(field: &str) -> bool {
         .is_some_and(|n| n.parse::<usize>().is_ok())
 }
 
-/// Compares two logs position by position; keeps the first `few` divergences in detail.
+/// A pulse as it compares across realities (a reality and its fork `R~NAME`): without its
+/// reality's name, in the reality id, its own causal entry, and an output's id (derived from
+/// the reality).
+fn unnamed(m: &ArqonMessage) -> ArqonMessage {
+    let mut m = m.clone();
+    if let Some(own) = m.causal.remove(&m.reality_id) {
+        m.causal.insert(String::new(), own);
+    }
+    m.reality_id.clear();
+    if !m.emitted_by.is_empty() {
+        m.id.clear();
+    }
+    m
+}
+
+/// Compares two logs position by position; keeps the first `few` divergences in detail. Logs of
+/// two realities (a reality and its fork) are compared without their realities' names.
 pub fn diff(a: &[ArqonMessage], b: &[ArqonMessage], field: &str, few: usize) -> DiffReport {
+    let renamed = match (a.first(), b.first()) {
+        (Some(x), Some(y)) => x.reality_id != y.reality_id,
+        _ => false,
+    };
+    let (na, nb): (Vec<ArqonMessage>, Vec<ArqonMessage>);
+    let (a, b) = if renamed {
+        na = a.iter().map(unnamed).collect();
+        nb = b.iter().map(unnamed).collect();
+        (&na[..], &nb[..])
+    } else {
+        (a, b)
+    };
     let mut divergences = Vec::new();
     let mut differing = 0;
     for i in 0..a.len().max(b.len()) {

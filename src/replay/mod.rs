@@ -32,7 +32,8 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::metrics::ShardCounters;
 use crate::operator::{
-    stamp_output, OperatorError, OperatorHost, Param, Sequencing, ShardOperators, PARAM_TOPIC,
+    stamp_output, Discard, OperatorError, OperatorHost, Param, Sequencing, ShardOperators,
+    PARAM_TOPIC,
 };
 use crate::policy::{Decision, PolicyError, PolicyHost, PolicySpec, ShardPolicies};
 use crate::store::{self, StoreError};
@@ -58,6 +59,8 @@ pub enum ReplayError {
     },
     #[error("--param {0}: expected OPERATOR.NAME=VALUE")]
     BadParam(String),
+    #[error("the output is larger than operator.max_fork_bytes ({max} bytes)")]
+    TooLarge { max: u64 },
     #[error("{path} is not an output log: {reason}")]
     BadLog { path: PathBuf, reason: String },
 }
@@ -122,6 +125,9 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Where to write the recorded range in the same framing (for `diff`).
     pub recorded_out: Option<PathBuf>,
+    /// Keep the output records in memory, up to this many bytes (live forks); see
+    /// [`replay_kept`].
+    pub keep_bytes: Option<u64>,
 }
 
 /// What a replay did.
@@ -148,6 +154,14 @@ pub struct Report {
 
 /// Runs a replay (see the module docs).
 pub fn replay(config: &Config, options: &Options) -> Result<Report, ReplayError> {
+    replay_kept(config, options).map(|(report, _)| report)
+}
+
+/// Runs a replay and returns the output records too (when `options.keep_bytes` is set).
+pub fn replay_kept(
+    config: &Config,
+    options: &Options,
+) -> Result<(Report, Vec<Vec<u8>>), ReplayError> {
     let policy_host = Arc::new(PolicyHost::with_max_deadline(
         &config.policy,
         config.operator.max_deadline_ms,
@@ -171,6 +185,7 @@ pub fn replay(config: &Config, options: &Options) -> Result<Report, ReplayError>
     }
     let counters = ShardCounters::default();
     let mut out = LogWriter::create(options.out.as_deref())?;
+    out.keep = options.keep_bytes.map(|max| (Vec::new(), 0, max));
     let mut recorded_out = LogWriter::create(options.recorded_out.as_deref())?;
     let mut compare = Comparison::default();
     let mut report = Report::default();
@@ -227,11 +242,7 @@ pub fn replay(config: &Config, options: &Options) -> Result<Report, ReplayError>
             next_seq = Some(record.sequence + 1);
             if message.emitted_by.is_empty() {
                 report.inputs += 1;
-                let mut discard = Stamper {
-                    next_seq: &mut 0,
-                    sink: None,
-                };
-                operators.on_sequenced(&message, &counters, &mut discard);
+                operators.on_sequenced(&message, &counters, &mut Discard);
             }
             return ControlFlow::Continue(());
         }
@@ -266,7 +277,7 @@ pub fn replay(config: &Config, options: &Options) -> Result<Report, ReplayError>
         sink.write(&bytes);
         let mut stamper = Stamper {
             next_seq: next_seq.as_mut().expect("set above"),
-            sink: Some(&mut sink),
+            sink: &mut sink,
         };
         if message.topic == PARAM_TOPIC || !message.topic.starts_with("sys.") {
             operators.on_sequenced(&message, &counters, &mut stamper);
@@ -280,33 +291,30 @@ pub fn replay(config: &Config, options: &Options) -> Result<Report, ReplayError>
         return Err(e);
     }
     report.faults = counters.operator_faults.get();
+    let kept = out
+        .keep
+        .take()
+        .map(|(records, _, _)| records)
+        .unwrap_or_default();
     report.sha256 = out.finish()?;
     report.recorded_sha256 = recorded_out.finish()?;
     report.first_divergence = compare.finish();
     report.identical = report.first_divergence.is_none() && report.sha256 == report.recorded_sha256;
-    Ok(report)
+    Ok((report, kept))
 }
 
-/// Gives each output the next sequence and hands it to the output (or drops it, while copying
-/// the recording before a fork point).
+/// Gives each output the next sequence and hands it to the output log.
 struct Stamper<'a, 'b> {
     next_seq: &'a mut u64,
-    sink: Option<&'a mut OutputSink<'b>>,
+    sink: &'a mut OutputSink<'b>,
 }
 
 impl Sequencing for Stamper<'_, '_> {
     fn sequence_output(&mut self, mut output: ArqonMessage) -> Option<ArqonMessage> {
         let ts = output.timestamp_unix_nanos;
-        if let Some(sink) = self.sink.as_deref_mut() {
-            stamp_output(&mut output, *self.next_seq, ts);
-            *self.next_seq += 1;
-            sink.write(&output.encode_to_vec());
-        } else {
-            // Copying: the numbering is the recording's; stamp with the input's position so
-            // chained operators see a plausible envelope.
-            let near = output.input_sequence + 1;
-            stamp_output(&mut output, near, ts);
-        }
+        stamp_output(&mut output, *self.next_seq, ts);
+        *self.next_seq += 1;
+        self.sink.write(&output.encode_to_vec());
         Some(output)
     }
 }
@@ -332,6 +340,8 @@ impl OutputSink<'_> {
 struct LogWriter {
     file: Option<(PathBuf, BufWriter<File>)>,
     hash: Sha256,
+    /// Records kept in memory, their bytes, and the most allowed.
+    keep: Option<(Vec<Vec<u8>>, u64, u64)>,
 }
 
 impl LogWriter {
@@ -350,6 +360,7 @@ impl LogWriter {
         Ok(Self {
             file,
             hash: Sha256::new(),
+            keep: None,
         })
     }
 
@@ -357,6 +368,13 @@ impl LogWriter {
         let len = (body.len() as u32).to_be_bytes();
         self.hash.update(len);
         self.hash.update(body);
+        if let Some((records, bytes, max)) = &mut self.keep {
+            *bytes += body.len() as u64;
+            if *bytes > *max {
+                return Err(ReplayError::TooLarge { max: *max });
+            }
+            records.push(body.to_vec());
+        }
         if let Some((path, f)) = &mut self.file {
             f.write_all(&len)
                 .and_then(|_| f.write_all(body))

@@ -26,7 +26,7 @@ pub enum NameError {
     BadChar { index: usize, ch: char },
     #[error("`>` may only be the last segment")]
     RestNotLast,
-    #[error("has {ch:?}; reality ids use [A-Za-z0-9_.-]")]
+    #[error("has {ch:?}; reality ids use [A-Za-z0-9_.~-]")]
     BadRealityChar { ch: char },
 }
 
@@ -80,7 +80,7 @@ pub fn validate_topic(topic: &str) -> Result<(), NameError> {
     check_segment_count(count)
 }
 
-/// Checks a reality id: 1 to 128 bytes of `[A-Za-z0-9_.-]`.
+/// Checks a reality id: 1 to 128 bytes of `[A-Za-z0-9_.~-]` (`~` names forks: `lab~k07`).
 pub fn validate_reality(reality: &str) -> Result<(), NameError> {
     if reality.is_empty() {
         return Err(NameError::Empty);
@@ -92,7 +92,7 @@ pub fn validate_reality(reality: &str) -> Result<(), NameError> {
     }
     match reality
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '~')))
     {
         None => Ok(()),
         Some(ch) => Err(NameError::BadRealityChar { ch }),

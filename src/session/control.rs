@@ -126,13 +126,19 @@ pub async fn handle(
                 )
                 .await;
             }
+            operator_control::FORK => {
+                // Acknowledged by the fork's owner once it is written.
+                return operator_control::fork(shard, conn, &audited, correlation_id, message, ack)
+                    .await;
+            }
             other => {
                 let refusal = Refusal::invalid(format!(
                     "unknown control topic `{other}`; known: {POLICY_LOAD}, {POLICY_UNLOAD}, {}, \
-                     {}, {}",
+                     {}, {}, {}",
                     operator_control::LOAD,
                     operator_control::UNLOAD,
-                    operator_control::PARAM
+                    operator_control::PARAM,
+                    operator_control::FORK
                 ));
                 refuse(shard, &audited, refusal).await
             }

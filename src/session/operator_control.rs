@@ -14,7 +14,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use arqonbus_proto::operator::v1::{OperatorLoad, OperatorParamSet, OperatorUnload};
+use arqonbus_proto::operator::v1::{OperatorLoad, OperatorParamSet, OperatorUnload, RealityFork};
 use arqonbus_proto::v1::ArqonMessage;
 use prost::{Message, Name};
 use serde_json::json;
@@ -24,12 +24,16 @@ use super::control::{
     Refusal,
 };
 use super::Conn;
-use crate::operator::{check_param, CompiledOperator, OperatorSpec, Param, PARAM_TOPIC};
-use crate::shard::{Origin, Shard, ToOwner};
+use crate::config::Config;
+use crate::operator::{check_param, output_id, CompiledOperator, OperatorSpec, Param, PARAM_TOPIC};
+use crate::replay::{Options, Pin, Range};
+use crate::routing::validate_reality;
+use crate::shard::{ForkImport, Origin, Shard, ToOwner};
 
 pub const LOAD: &str = "sys.control.operator.load";
 pub const UNLOAD: &str = "sys.control.operator.unload";
 pub const PARAM: &str = "sys.control.operator.param";
+pub const FORK: &str = "sys.control.reality.fork";
 
 pub async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
     let prepared = match prepare_load(shard, message).await {
@@ -157,12 +161,190 @@ pub async fn param(
     }
 }
 
+/// What a fork request asks for, checked: the new reality, the fork point, the pins.
+fn check_fork(
+    shard: &Shard,
+    source: &str,
+    fork: &RealityFork,
+) -> Result<(String, Vec<Pin>), Refusal> {
+    let config = &shard.config;
+    let name_ok = !fork.name.is_empty()
+        && fork
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !name_ok {
+        return Err(Refusal::invalid(format!(
+            "fork name `{}` must be [A-Za-z0-9_.-], at least one byte",
+            fork.name
+        )));
+    }
+    let target = format!("{source}~{}", fork.name);
+    validate_reality(&target)
+        .map_err(|e| Refusal::invalid(format!("fork reality `{target}` is invalid: {e}")))?;
+    if config.retention_for(source).is_none() {
+        return Err(Refusal::invalid(format!(
+            "reality `{source}` is not retained: only a recorded reality can be forked"
+        )));
+    }
+    if config.retention_for(&target).is_none() {
+        return Err(Refusal::invalid(format!(
+            "no [[retention]] rule matches the fork `{target}`; add one (e.g. realities = \"{source}~*\")"
+        )));
+    }
+    if fork.from_sequence == 0 {
+        return Err(Refusal::invalid(
+            "RealityFork.from_sequence must be at least 1",
+        ));
+    }
+    let mut pins = Vec::new();
+    for (key, value) in &fork.params {
+        let value = Param::from_proto(value)
+            .ok_or_else(|| Refusal::invalid(format!("parameter `{key}` has no value")))?;
+        let (operator, name) = key
+            .split_once('.')
+            .ok_or_else(|| Refusal::invalid(format!("parameter `{key}` must be OPERATOR.NAME")))?;
+        if shard.operator_host().registry.get(operator).is_none() {
+            return Err(Refusal::invalid(format!(
+                "no operator named `{operator}` is loaded"
+            )));
+        }
+        check_param(shard.operator_host().config(), name, &value).map_err(Refusal::invalid)?;
+        pins.push(Pin {
+            operator: operator.to_owned(),
+            name: name.to_owned(),
+            value,
+        });
+    }
+    Ok((target, pins))
+}
+
+/// Replays the source offline (read-only, on the blocking pool) into memory, renamed for the
+/// fork: its reality id, its own causal entry, and its outputs' ids (derived from the reality).
+fn replay_fork(
+    config: &Config,
+    source: &str,
+    target: &str,
+    fork_at: u64,
+    pins: Vec<Pin>,
+) -> Result<Vec<bytes::Bytes>, String> {
+    let options = Options {
+        data_dir: config.data_dir.clone(),
+        reality: source.to_owned(),
+        range: Range::default(),
+        pins,
+        fork_at: Some(fork_at),
+        out: None,
+        recorded_out: None,
+        keep_bytes: Some(config.operator.max_fork_bytes),
+    };
+    let (_, records) = crate::replay::replay_kept(config, &options).map_err(|e| e.to_string())?;
+    records
+        .into_iter()
+        .map(|bytes| {
+            let mut m = ArqonMessage::decode(&bytes[..]).map_err(|e| e.to_string())?;
+            m.reality_id = target.to_owned();
+            if let Some(own) = m.causal.remove(source) {
+                m.causal.insert(target.to_owned(), own);
+            }
+            if !m.emitted_by.is_empty() {
+                m.id = output_id(target, m.sequence, m.timestamp_unix_nanos);
+            }
+            Ok(bytes::Bytes::from(m.encode_to_vec()))
+        })
+        .collect()
+}
+
+/// `sys.control.reality.fork`: checks, replays the source into memory, audits, then hands the
+/// records to the fork's owner, which writes them and answers the controller.
+pub async fn fork(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    audited: &Audited,
+    correlation_id: u64,
+    message: ArqonMessage,
+    ack: bool,
+) {
+    let refused = |refusal: Refusal| async {
+        let Err(refusal) = refuse(shard, audited, refusal).await else {
+            return;
+        };
+        answer_refusal(shard, conn, correlation_id, &message, audited, refusal);
+    };
+    let request: RealityFork = match decode(&message) {
+        Ok(r) => r,
+        Err(refusal) => return refused(refusal).await,
+    };
+    let (target, pins) = match check_fork(shard, &message.reality_id, &request) {
+        Ok(ok) => ok,
+        Err(refusal) => return refused(refusal).await,
+    };
+    let config = (*shard.config).clone();
+    let (source, to, at, p) = (
+        message.reality_id.clone(),
+        target.clone(),
+        request.from_sequence,
+        pins.clone(),
+    );
+    let replayed = glommio::executor()
+        .spawn_blocking(move || replay_fork(&config, &source, &to, at, p))
+        .await;
+    let records = match replayed {
+        Ok(records) => records,
+        Err(why) => {
+            return refused(Refusal::invalid(format!("the fork's replay failed: {why}"))).await
+        }
+    };
+    let entry = audited.entry(
+        Ok(()),
+        json!({
+            "fork": target,
+            "from_sequence": request.from_sequence,
+            "records": records.len(),
+            "params": pins.iter().map(|p| (format!("{}.{}", p.operator, p.name), p.value.to_json()))
+                .collect::<serde_json::Map<_, _>>(),
+        }),
+    );
+    if let Err(e) = shard.audit.commit_async(move |w| w.append(entry)).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+        return answer_refusal(
+            shard,
+            conn,
+            correlation_id,
+            &message,
+            audited,
+            audit_unavailable(e),
+        );
+    }
+    let import = ForkImport {
+        reality: target.clone(),
+        records,
+        fork_at: request.from_sequence,
+        pins,
+        origin: Origin {
+            shard: shard.id,
+            conn: conn.id,
+            correlation_id,
+            ack,
+        },
+    };
+    let owner = shard.owner_of(&target);
+    if owner == shard.id {
+        shard.clone().import(import).await;
+    } else {
+        shard
+            .send_to_owner(owner, ToOwner::Import(Box::new(import)))
+            .await;
+    }
+}
+
 /// The operator a control pulse names, for its audit record.
 pub fn target_of(topic: &str, payload: &[u8]) -> String {
     match topic {
         LOAD => OperatorLoad::decode(payload).map(|l| l.name),
         UNLOAD => OperatorUnload::decode(payload).map(|u| u.name),
         PARAM => OperatorParamSet::decode(payload).map(|p| format!("{}.{}", p.operator, p.name)),
+        FORK => RealityFork::decode(payload).map(|f| f.name),
         _ => Ok(String::new()),
     }
     .unwrap_or_default()

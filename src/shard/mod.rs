@@ -5,7 +5,7 @@ mod retained;
 mod sequencer;
 mod subscriptions;
 
-pub use retained::{ReadOrigin, ReadStep, Retained};
+pub use retained::{ForkImport, ReadOrigin, ReadStep, Retained};
 pub use sequencer::{SequenceError, Sequencer, Stamp};
 pub use subscriptions::{LocalSub, SubIndex};
 
@@ -80,6 +80,8 @@ pub enum ToOwner {
         add: bool,
         confirm: Option<SubscribeOrigin>,
     },
+    /// A fork's replayed log, to be written into its new reality by that reality's owner.
+    Import(Box<ForkImport>),
 }
 
 /// What an owner sends back (the delivery mesh). Consuming these never waits.
@@ -145,6 +147,8 @@ pub struct Shard {
     retained: RefCell<HashMap<Arc<str>, Rc<Retained>>>,
     /// Realities refused after recovery found them corrupt (quarantined), with the reason.
     refused: RefCell<HashMap<String, String>>,
+    /// Realities a fork is being imported into: publishes to them wait for the fork.
+    importing: RefCell<std::collections::HashSet<String>>,
     requests: Vec<Option<ConnectedSender<ToOwner>>>,
     deliveries: Vec<Option<Rc<Outbox<FromOwner>>>>,
     stopping: Cell<bool>,
@@ -536,12 +540,16 @@ impl Shard {
                 add,
                 confirm,
             } => self.change_interest(reality, from_shard, add, confirm),
+            ToOwner::Import(import) => {
+                // Its own task: a long import yields to the shard's other work as it goes.
+                glommio::spawn_local(self.clone().import(*import)).detach();
+            }
         }
     }
 }
 
 /// The producer's causal context for other realities than the pulse's own.
-fn deps_of(message: &ArqonMessage) -> Vec<(String, u64)> {
+pub(crate) fn deps_of(message: &ArqonMessage) -> Vec<(String, u64)> {
     message
         .causal
         .iter()
@@ -644,6 +652,7 @@ pub async fn run(start: ShardStart) {
         )),
         retained: RefCell::new(HashMap::new()),
         refused: RefCell::new(HashMap::new()),
+        importing: RefCell::new(Default::default()),
         now_secs: Cell::new(clock.now_unix_nanos() / 1_000_000_000),
         config,
         clock,

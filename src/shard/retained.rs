@@ -215,6 +215,15 @@ impl Shard {
             Ok(r) => r,
             Err(why) => return refuse(&why),
         };
+        if !self.importing.borrow().is_empty()
+            && self.importing.borrow().contains(&message.reality_id)
+        {
+            let why = format!(
+                "reality `{}` is being written by a fork; publish once the fork is done",
+                message.reality_id
+            );
+            return refuse(&why);
+        }
         self.wait_for_delivery_room(&message.reality_id).await;
         if let Some(r) = &retained {
             r.wait_for_room(self.config.storage.max_unflushed_bytes as usize)
@@ -647,6 +656,157 @@ impl Shard {
             crate::session::release_interest(&shard, reality).await;
         })
         .detach();
+    }
+}
+
+/// A fork's log on its way to the new reality's owner: the records (already carrying the new
+/// reality's name), where the fork point is, the pinned parameters, and whom to answer.
+pub struct ForkImport {
+    pub reality: String,
+    pub records: Vec<Bytes>,
+    pub fork_at: u64,
+    pub pins: Vec<crate::replay::Pin>,
+    pub origin: Origin,
+}
+
+/// Records an import writes before it lets the shard's other tasks run.
+const IMPORT_RECORDS_PER_TURN: usize = 256;
+
+impl Shard {
+    /// Owner side of a live fork: writes the replayed records into the new (never used) reality
+    /// with their own sequence numbers, delivers them to its subscribers, and runs its inputs
+    /// through the operators (outputs dropped: the log has them) so they go on live from the
+    /// replayed state, with the pinned parameters from the fork point.
+    pub async fn import(self: Rc<Self>, import: ForkImport) {
+        let ForkImport {
+            reality,
+            records,
+            fork_at,
+            pins,
+            origin,
+        } = import;
+        let fail = |why: &str| {
+            self.counters.request_errors.inc();
+            let frame = error_frame(origin.correlation_id, ErrorCode::InvalidRequest, why);
+            self.answer(origin.shard, origin.conn, frame);
+        };
+        let retained = match self.retained_for(&reality) {
+            Ok(Some(r)) => r,
+            Ok(None) => return fail(&format!("no [[retention]] rule matches `{reality}`")),
+            Err(why) => return fail(&why),
+        };
+        if !self.sequencer.borrow().is_unused(&reality)
+            || retained.log.borrow().last_sequence() != 0
+            || !self.importing.borrow_mut().insert(reality.clone())
+        {
+            return fail(&format!(
+                "reality `{reality}` already exists; fork under another name"
+            ));
+        }
+        let first = records
+            .first()
+            .and_then(|b| ArqonMessage::decode(&b[..]).ok())
+            .map_or(1, |m| m.sequence);
+        if first > 1 {
+            // The source's oldest segments were trimmed: the fork numbers as the source did.
+            self.sequencer.borrow_mut().restore(&reality, first, 0);
+        }
+        let outcome = self
+            .write_import(&retained, &reality, records, fork_at, &pins)
+            .await;
+        self.importing.borrow_mut().remove(&reality);
+        match outcome {
+            Ok(last) => {
+                let frame = arqonbus_proto::frame::encode_frame(&arqonbus_proto::v1::ServerFrame {
+                    correlation_id: origin.correlation_id,
+                    kind: Some(arqonbus_proto::v1::server_frame::Kind::PubAck(
+                        arqonbus_proto::v1::PubAck {
+                            reality_id: reality.clone(),
+                            sequence: last,
+                            id: String::new(),
+                            timestamp_unix_nanos: self.clock.now_unix_nanos(),
+                        },
+                    )),
+                });
+                tracing::info!(shard = self.id, %reality, last, "fork imported");
+                if origin.ack {
+                    self.answer(origin.shard, origin.conn, frame);
+                }
+            }
+            Err(why) => {
+                tracing::warn!(shard = self.id, %reality, error = %why, "fork import failed");
+                fail(&format!(
+                    "the fork stopped part way ({why}); `{reality}` keeps what was written"
+                ));
+            }
+        }
+    }
+
+    async fn write_import(
+        self: &Rc<Self>,
+        retained: &Rc<Retained>,
+        reality: &str,
+        records: Vec<Bytes>,
+        fork_at: u64,
+        pins: &[crate::replay::Pin],
+    ) -> Result<u64, String> {
+        let mut last = 0;
+        let mut pinned = false;
+        for (i, bytes) in records.into_iter().enumerate() {
+            if i % IMPORT_RECORDS_PER_TURN == IMPORT_RECORDS_PER_TURN - 1 {
+                futures_lite::future::yield_now().await;
+            }
+            let message = ArqonMessage::decode(&bytes[..]).map_err(|e| e.to_string())?;
+            if !pinned && message.sequence >= fork_at {
+                pinned = true;
+                let mut operators = self.operators.borrow_mut();
+                for pin in pins {
+                    operators.pin_reality_param(
+                        reality,
+                        &pin.operator,
+                        &pin.name,
+                        pin.value.clone(),
+                    );
+                }
+            }
+            self.wait_for_delivery_room(reality).await;
+            retained
+                .wait_for_room(self.config.storage.max_unflushed_bytes as usize)
+                .await;
+            if let Some(why) = retained.failed.borrow().as_ref() {
+                return Err(why.clone());
+            }
+            retained
+                .log
+                .borrow_mut()
+                .reserve(bytes.len())
+                .map_err(|e| e.to_string())?;
+            let stamp = self
+                .sequencer
+                .borrow_mut()
+                .stamp(reality, message.timestamp_unix_nanos)
+                .map_err(|e| e.to_string())?;
+            if stamp.sequence != message.sequence {
+                return Err(format!(
+                    "record {} would be sequence {} here",
+                    message.sequence, stamp.sequence
+                ));
+            }
+            let pulse = Arc::new(Pulse {
+                reality: stamp.reality,
+                sequence: stamp.sequence,
+                timestamp_unix_nanos: stamp.timestamp_unix_nanos,
+                topic: message.topic.clone(),
+                deps: super::deps_of(&message),
+                encoded: bytes,
+            });
+            self.counters.pulses_sequenced.inc();
+            self.commit(Some(retained), pulse, None, None);
+            let counters = self.counters.clone();
+            self.operators.borrow_mut().warm(&message, &counters);
+            last = message.sequence;
+        }
+        Ok(last)
     }
 }
 

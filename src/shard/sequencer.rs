@@ -76,6 +76,13 @@ impl Sequencer {
         }
     }
 
+    /// True when `reality` has never been given a sequence (a fork may be imported into it).
+    pub fn is_unused(&self, reality: &str) -> bool {
+        self.realities
+            .get(reality)
+            .is_none_or(|r| r.next_sequence == 1)
+    }
+
     /// Which shards have subscribers for `reality` (counts per shard), if it exists.
     pub fn interest(&self, reality: &str) -> Option<&[u32]> {
         self.realities.get(reality).map(|r| &*r.interest)

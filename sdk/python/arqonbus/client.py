@@ -1161,6 +1161,37 @@ class Bus:
         ack = await self.publish(reality, "sys.control.operator.param", change, ack=True, timeout=timeout)
         return ack.sequence
 
+    async def fork(
+        self,
+        reality: str,
+        name: str,
+        *,
+        from_sequence: int,
+        params: Optional[Mapping[str, Union[float, int, str]]] = None,
+        timeout: Optional[float] = None,
+    ) -> Tuple[str, int]:
+        """Forks retained `reality` into `reality~name` on the live bus (controllers only).
+
+        The bus replays the recording through its operators: pulses before `from_sequence` are
+        copied (the operators replay them to rebuild their state), and from there on `params`
+        (`{"operator.name": value}`) are pinned. The fork is retained — read it with `history`
+        or `subscribe(..., start=Start.from_sequence(1))` — and live afterwards: pulses
+        published into it go through its operators from the replayed state. Returns the fork's
+        reality and its last sequence. Raises `InvalidRequest` when the reality is not retained,
+        no retention rule matches the fork, or the fork already exists.
+        """
+        request = _operator_pb.RealityFork(name=name, from_sequence=from_sequence)
+        for key, value in (params or {}).items():
+            if isinstance(value, str):
+                request.params[key].text = value
+            else:
+                request.params[key].number = float(value)
+        ack = await self.publish(
+            reality, "sys.control.reality.fork", request, ack=True,
+            timeout=120.0 if timeout is None else timeout,
+        )
+        return ack.reality_id, ack.sequence
+
     def subscribe(
         self,
         reality: str,

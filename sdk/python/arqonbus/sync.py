@@ -214,6 +214,10 @@ class BlockingBus:
         """See `Bus.set_operator_param`; returns the sequence the change was recorded at."""
         return self._run(self.aio.set_operator_param(reality, operator, name, value, **options))
 
+    def fork(self, reality: str, name: str, **options: Any):
+        """See `Bus.fork`; returns (fork reality, last sequence)."""
+        return self._run(self.aio.fork(reality, name, **options))
+
     def subscribe(
         self,
         reality: str,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arqonbus._proto.arqon.v1 import arqon_pb2 as pb  # noqa: E402
 
 SEGMENT = re.compile(r"^[a-z0-9_-]+$")
-REALITY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+REALITY = re.compile(r"^[A-Za-z0-9_.~-]{1,128}$")
 
 
 def valid_topic(topic: str) -> bool:

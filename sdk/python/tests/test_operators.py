@@ -80,6 +80,20 @@ async def test_record_retune_replay_and_fork_from_python(server_factory, server_
         after = [await states.get(timeout=10) for _ in range(200)]
         assert after[0].sequence == changed_at + 2
         assert {coupling(p) for p in after} == {2.5}
+
+        # A live fork with a weak coupling from sequence 101: retained, readable, and live.
+        fork, last = await controller.fork(REALITY, "weak", from_sequence=101, params={"kuramoto.k_c": 0.2})
+        assert fork == REALITY + "~weak"
+        assert last == after[-1].sequence
+        forked = await notebook.history(fork, "sim.kuramoto.state")
+        recorded = await notebook.history(REALITY, "sim.kuramoto.state")
+        assert [p.sequence for p in forked] == [p.sequence for p in recorded]
+        assert coupling(forked[0]) == 1.0 and coupling(forked[-1]) == 0.2
+        assert forked[49].spectral == recorded[49].spectral  # sequence 100: before the fork
+        assert forked[50].spectral != recorded[50].spectral  # 102: the fork point's output
+        live = await notebook.subscribe(fork, "sim.kuramoto.state")
+        await notebook.publish(fork, "sim.kuramoto.tick", b"tick")
+        assert coupling(await live.get(timeout=10)) == 0.2
     server.stop()
 
     data_dir = server.workdir / "arqonbus-data"
@@ -104,6 +118,18 @@ async def test_record_retune_replay_and_fork_from_python(server_factory, server_
     assert fork["identical"] is False
     assert fork["first_divergence"]["a_sequence"] == fork_at + 1
     assert fork == replay("--fork-at", str(fork_at), "--param", "kuramoto.k_c=0.2"), "forks are deterministic"
+
+    # The divergence report of the reality and its live fork, from the data directory.
+    run = subprocess.run(
+        [str(server_binary), "diff", "--data-dir", str(data_dir), REALITY, REALITY + "~weak", "--json",
+         "--svg", str(tmp_path / "coherence.svg")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["divergences"][0]["a_sequence"] == fork_at + 1
+    assert report["divergences"][0]["fields"][0]["field"] == "spectral.coherence"
+    assert (tmp_path / "coherence.svg").read_text().startswith("<svg")
 
 
 def test_blocking_set_operator_param(server_factory):

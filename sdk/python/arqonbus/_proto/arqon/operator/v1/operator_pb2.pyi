@@ -104,6 +104,23 @@ class OperatorParamSet(_message.Message):
     value: ParamValue
     def __init__(self, operator: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
 
+class RealityFork(_message.Message):
+    __slots__ = ("name", "from_sequence", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    from_sequence: int
+    params: _containers.MessageMap[str, ParamValue]
+    def __init__(self, name: _Optional[str] = ..., from_sequence: _Optional[int] = ..., params: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
+
 class OperatorFault(_message.Message):
     __slots__ = ("operator", "input_sequence", "reason", "consecutive_faults", "parked")
     OPERATOR_FIELD_NUMBER: _ClassVar[int]
