@@ -96,6 +96,25 @@ async fn operator_outputs_are_sequenced_behind_their_input() {
     assert_eq!(m.operator_faults, 0);
     assert_eq!(m.operator_instantiations, 2, "one instance per reality");
 
+    // /operators and `arqonbus operator list` show what is loaded.
+    let (status, body) = common::http_get(bus.admin_addr(), "/operators").unwrap();
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed[0]["name"], "echo");
+    assert_eq!(listed[0]["spec"]["params"]["copies"], 2.0);
+    let admin = bus.admin_addr().to_string();
+    let out = common::policy::arqonbus(&["operator", "list", "--admin", &admin]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("echo ") && text.contains("ops-*:ops.in.>"),
+        "{text}"
+    );
+
     // /metrics has a series per operator, merged over the shards (republished once a second).
     let wanted = [
         format!(

@@ -136,12 +136,17 @@ fn route(
         }
         "/healthz" => (healthz(status, liveness, body), TEXT),
         "/readyz" => (readyz(status, body), TEXT),
+        "/operators" => {
+            body.push_str(&status.operators_json().to_string());
+            body.push('\n');
+            (200, "application/json")
+        }
         "/" => {
-            body.push_str("arqonbus admin: /metrics /healthz /readyz\n");
+            body.push_str("arqonbus admin: /metrics /healthz /readyz /operators\n");
             (200, TEXT)
         }
         _ => {
-            body.push_str("not found: try /metrics, /healthz or /readyz\n");
+            body.push_str("not found: try /metrics, /healthz, /readyz or /operators\n");
             (404, TEXT)
         }
     }

@@ -18,7 +18,7 @@ pub struct OperatorArgs {
     /// A controller token (a signed token with role `controller`, or one of
     /// control.controller_tokens).
     #[arg(long, env = "ARQONBUS_CONTROLLER_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
     /// The reality the control pulse is published in. For `param`, the reality whose operator
     /// instance changes (the change is sequenced there).
     #[arg(long, default_value = "sys")]
@@ -54,6 +54,15 @@ pub enum OperatorCommand {
         #[arg(long, default_value_t = 0)]
         max_emit_bytes_per_call: u64,
     },
+    /// List the loaded operators (from the admin endpoint's /operators; no token needed).
+    List {
+        /// The bus's admin listener.
+        #[arg(long, default_value = "127.0.0.1:4721", env = "ARQONBUS_ADMIN")]
+        admin: String,
+        /// Print the JSON as the bus gives it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Unload an operator by name.
     Unload {
         #[arg(long)]
@@ -84,8 +93,66 @@ fn name_value(p: &str) -> anyhow::Result<(String, Param)> {
     Ok((k.to_owned(), Param::parse_cli(v)))
 }
 
+/// `GET path` on the admin listener (plain HTTP/1.0 on loopback); the body of a 200.
+fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin)
+        .with_context(|| format!("cannot connect to the admin listener {admin} (--admin)"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("the admin listener sent no HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        anyhow::bail!("{admin}{path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
+fn list(admin: &str, json: bool) -> anyhow::Result<()> {
+    let body = admin_get(admin, "/operators")?;
+    if json {
+        print!("{body}");
+        return Ok(());
+    }
+    let operators: serde_json::Value = serde_json::from_str(&body)?;
+    for op in operators.as_array().into_iter().flatten() {
+        let bindings: Vec<String> = op["spec"]["bindings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                format!(
+                    "{}:{}",
+                    b["reality_glob"].as_str().unwrap_or(""),
+                    b["topic_pattern"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        let sha = op["sha256"].as_str().unwrap_or("");
+        println!(
+            "{}  sha256 {}  {}  params {}",
+            op["name"].as_str().unwrap_or(""),
+            sha.get(..12).unwrap_or(sha),
+            bindings.join(","),
+            op["spec"]["params"]
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    if let OperatorCommand::List { admin, json } = &args.command {
+        return list(admin, *json);
+    }
+    let token = args
+        .token
+        .clone()
+        .context("a controller token is needed: --token or ARQONBUS_CONTROLLER_TOKEN")?;
     let (topic, outgoing) = match args.command {
+        OperatorCommand::List { .. } => unreachable!("answered above"),
         OperatorCommand::Load {
             name,
             wasm,
@@ -158,7 +225,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
             (topic, Outgoing::new(&args.reality, topic).message(&set))
         }
     };
-    let ack = send_control(&args.server, &args.token, topic, outgoing)?;
+    let ack = send_control(&args.server, &token, topic, outgoing)?;
     if topic == "sys.control.reality.fork" {
         println!(
             "ok: forked into {} (last sequence #{})",

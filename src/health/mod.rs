@@ -5,6 +5,8 @@
 //! `/readyz` (not ready) while start-up runs; [`crate::Server`] attaches its shards to it only
 //! once every listener is bound and every shard accepts.
 
+use crate::operator::CompiledOperator;
+use crate::policy::Registry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -37,6 +39,8 @@ pub struct Status {
     started: SystemTime,
     /// Retained realities given a series of their own on `/metrics`.
     reality_series: AtomicUsize,
+    /// The loaded hosted operators, for `/operators`.
+    operators: OnceLock<Arc<Registry<CompiledOperator>>>,
 }
 
 impl Status {
@@ -45,7 +49,32 @@ impl Status {
             attached: OnceLock::new(),
             started: SystemTime::now(),
             reality_series: AtomicUsize::new(crate::config::DEFAULT_METRICS_MAX_REALITIES as usize),
+            operators: OnceLock::new(),
         })
+    }
+
+    /// Where `/operators` reads the loaded operators from.
+    pub(crate) fn set_operators(&self, registry: Arc<Registry<CompiledOperator>>) {
+        let _ = self.operators.set(registry);
+    }
+
+    /// The loaded operators: name, module SHA-256 and size, bindings, limits and parameters.
+    pub fn operators_json(&self) -> serde_json::Value {
+        let Some(registry) = self.operators.get() else {
+            return serde_json::json!([]);
+        };
+        let (_, catalog) = registry.snapshot();
+        catalog
+            .iter()
+            .map(|op| {
+                serde_json::json!({
+                    "name": &*op.spec.name,
+                    "sha256": op.sha256_hex(),
+                    "wasm_bytes": op.wasm_bytes,
+                    "spec": op.spec.describe(),
+                })
+            })
+            .collect()
     }
 
     /// How many retained realities (the largest) get a series of their own on `/metrics`
