@@ -38,7 +38,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::Module;
 
 use crate::config::{BindingConfig, Config, OperatorConfig, OperatorFile, ParamConfig};
-use crate::policy::{check_name, Binding, Catalogued, PolicyHost, Registry, RegistryFull};
+use crate::policy::{
+    bindings_json, check_name, Binding, Catalogued, PolicyHost, Registry, RegistryFull,
+};
 
 pub use arqonbus_proto::operator::v1::OperatorFault;
 
@@ -346,10 +348,7 @@ impl OperatorSpec {
     /// A JSON description for the audit log and `operator list`.
     pub fn describe(&self) -> serde_json::Value {
         serde_json::json!({
-            "bindings": self.bindings.iter().map(|b| serde_json::json!({
-                "reality_glob": b.reality.as_str(),
-                "topic_pattern": b.topic_pattern(),
-            })).collect::<Vec<_>>(),
+            "bindings": bindings_json(&self.bindings),
             "limits": {
                 "fuel_per_call": self.limits.fuel_per_call,
                 "max_memory_pages": self.limits.max_memory_pages,

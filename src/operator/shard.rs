@@ -9,9 +9,7 @@ use std::sync::Arc;
 use arqonbus_proto::operator::v1::{Emit, OperatorFault, OperatorParamSet};
 use arqonbus_proto::v1::ArqonMessage;
 use prost::{Message, Name};
-use wasmtime::{
-    Caller, Extern, Instance, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, TypedFunc,
-};
+use wasmtime::{Caller, Extern, Instance, Linker, Memory, Store, StoreLimits, TypedFunc};
 
 use super::{
     input, output, CompiledOperator, Limits, OperatorHost, Param, Params, FAULT_TOPIC, PARAM_TOPIC,
@@ -19,9 +17,6 @@ use super::{
 use crate::metrics::ShardCounters;
 use crate::routing::validate_topic;
 
-const WASM_PAGE_BYTES: u64 = 65536;
-const MAX_TABLES: usize = 4;
-const MAX_TABLE_ELEMENTS: usize = 10_000;
 /// The module the host's functions are imported from.
 const IMPORT_MODULE: &str = "arqon";
 
@@ -546,16 +541,8 @@ impl Loaded {
         params: Rc<Params>,
     ) -> Result<Self, String> {
         let limits = operator.spec.limits;
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size((limits.max_memory_pages * WASM_PAGE_BYTES) as usize)
-            .memories(1)
-            .instances(1)
-            .tables(MAX_TABLES)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .trap_on_grow_failure(true)
-            .build();
         let state = CallState {
-            limits: store_limits,
+            limits: crate::policy::instance_limits(limits.max_memory_pages),
             params,
             emitted: Vec::new(),
             emitted_bytes: 0,

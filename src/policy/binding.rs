@@ -87,6 +87,19 @@ impl Binding {
     }
 }
 
+/// Bindings as JSON, for audit records and listings (policies and operators).
+pub fn bindings_json(bindings: &[Binding]) -> serde_json::Value {
+    bindings
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "reality_glob": b.reality.as_str(),
+                "topic_pattern": b.topic_pattern(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,13 +21,13 @@ mod input;
 mod registry;
 mod shard;
 
-pub use binding::{Binding, RealityGlob};
+pub use binding::{bindings_json, Binding, RealityGlob};
 pub use host::PolicyHost;
 pub use input::{encode_input_prefix, encode_input_suffix};
 pub(crate) use input::{put_bytes, put_u64};
 pub use registry::{Catalog, Catalogued, CompiledPolicy, EpochDemand, Registry, RegistryFull};
-pub(crate) use shard::describe_failure;
 pub use shard::ShardPolicies;
+pub(crate) use shard::{describe_failure, instance_limits};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -232,10 +232,7 @@ impl PolicySpec {
     /// A JSON description for the audit log.
     pub fn describe(&self) -> serde_json::Value {
         serde_json::json!({
-            "bindings": self.bindings.iter().map(|b| serde_json::json!({
-                "reality_glob": b.reality.as_str(),
-                "topic_pattern": b.topic_pattern(),
-            })).collect::<Vec<_>>(),
+            "bindings": bindings_json(&self.bindings),
             "limits": {
                 "fuel_per_call": self.limits.fuel_per_call,
                 "max_memory_pages": self.limits.max_memory_pages,

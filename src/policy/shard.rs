@@ -161,15 +161,7 @@ fn fault(policy: &Arc<str>, reason: String) -> Decision {
 impl Loaded {
     fn new(host: &PolicyHost, policy: &CompiledPolicy) -> Result<Self, String> {
         let limits = policy.spec.limits;
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size((limits.max_memory_pages * WASM_PAGE_BYTES) as usize)
-            .memories(1)
-            .instances(1)
-            .tables(MAX_TABLES)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .trap_on_grow_failure(true)
-            .build();
-        let mut store = Store::new(host.engine(), store_limits);
+        let mut store = Store::new(host.engine(), instance_limits(limits.max_memory_pages));
         store.limiter(|l| l);
         // A start function runs under the same budget as a call.
         arm(&mut store, host, &limits)?;
@@ -260,6 +252,19 @@ impl Loaded {
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default())
     }
+}
+
+/// What one Wasm instance (policy or operator) may hold: one memory of at most
+/// `max_memory_pages`, a few bounded tables; growing past them traps.
+pub(crate) fn instance_limits(max_memory_pages: u64) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size((max_memory_pages * WASM_PAGE_BYTES) as usize)
+        .memories(1)
+        .instances(1)
+        .tables(MAX_TABLES)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .trap_on_grow_failure(true)
+        .build()
 }
 
 /// Gives the store a full budget for one call.
