@@ -25,6 +25,8 @@ pub fn envelope(input: &ArqonMessage, operator: &str, emit: Emit) -> ArqonMessag
         reply_to: String::new(),
         emitted_by: operator.to_owned(),
         input_sequence: input.sequence,
+        // An output's state is whole; the owner delta-encodes it if its topic is delta-only.
+        delta: None,
     }
 }
 

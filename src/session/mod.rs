@@ -692,6 +692,13 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_
             Box::pin(history::handle(shard, conn, corr, h)).await
         }
         Some(client_frame::Kind::Ping(p)) => ping::handle(shard, conn, corr, p),
+        Some(client_frame::Kind::ParamsGet(_)) => reject(
+            shard,
+            conn,
+            corr,
+            ErrorCode::InvalidRequest,
+            "ParamsGet is not served by this build yet",
+        ),
         Some(client_frame::Kind::Hello(_)) => reject(
             shard,
             conn,
