@@ -67,8 +67,12 @@ new_work() {
   trap 'exit 130' INT TERM
 }
 
+# The Hello token of the harness's controller session (`arqonbus-bench params`'s default).
+BENCH_CONTROLLER_TOKEN=arqonbus-bench-controller-token
+
 # start_arqonbus BIN PORT WORKDIR LOG [CONFIG]: starts `arqonbus serve` on loopback, sets
-# ARQ_PID. Without CONFIG the server gets the harness's retention rules (below).
+# ARQ_PID. Without CONFIG the server gets the harness's configuration (below): retention rules
+# for `durable` and a controller token for `params`.
 start_arqonbus() {
   local bin=$1 port=$2 dir=$3 log=$4 config=${5:-}
   # The admin listener (default 127.0.0.1:4721) takes a free port, so runs can overlap.
@@ -82,7 +86,7 @@ start_arqonbus() {
     args+=(--config "$config")
   elif grep -q -- '--config' <<<"$help"; then
     # Retained realities for the durable scenario, one per sync mode; each bounded to 2 GiB.
-    cat >"$dir/arqonbus-bench.toml" <<'TOML'
+    cat >"$dir/arqonbus-bench.toml" <<TOML
 [[retention]]
 realities = "bench-sync-always*"
 sync = "always"
@@ -92,6 +96,9 @@ max_bytes = 2147483648
 realities = "bench-sync-os*"
 sync = "os"
 max_bytes = 2147483648
+
+[control]
+controller_tokens = ["$BENCH_CONTROLLER_TOKEN"]
 TOML
     args+=(--config "$dir/arqonbus-bench.toml")
   fi

@@ -66,6 +66,10 @@ for t in "${TARGETS[@]}"; do
   check conns "$url" "$pid" conns --conns 500 --hold 1 --settle 0.2
   check durable "$url" "$pid" durable --reality bench-sync-always --duration 2 --inflight 32
   check durable "$url" "$pid" durable --reality bench-sync-os --duration 2 --inflight 32
+  check spectral "$url" "$pid" spectral --agents 20 --duration 1.5 --warmup 0.5 \
+    --background-rate 5000 --drain-timeout 3 --fail-on-loss
+  check filters "$url" "$pid" filters --subscriptions 200 --connections 4 --rate 200 \
+    --duration 1.5 --warmup 0.3 --drain-timeout 3
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "FAIL  the server behind $url died"
     FAILED=$((FAILED + 1))

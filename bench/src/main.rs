@@ -284,6 +284,9 @@ struct FiltersArgs {
     /// Picks the coherences.
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
+    /// Run the unfiltered phase first (default: filtered first).
+    #[arg(long)]
+    unfiltered_first: bool,
 }
 
 /// The controller token bench/lib.sh configures (`control.controller_tokens`).
@@ -719,6 +722,7 @@ async fn run_filters(a: FiltersArgs) -> Result<ExitCode> {
         drain_timeout: secs("--drain-timeout", a.drain_timeout)?,
         server_pid: a.target.server_pid,
         seed: a.seed,
+        unfiltered_first: a.unfiltered_first,
         progress: !a.target.no_progress,
     };
     let label = format!("filters-{}x{}", a.subscriptions, a.rate);
@@ -730,6 +734,7 @@ async fn run_filters(a: FiltersArgs) -> Result<ExitCode> {
         ("duration_s".to_string(), json!(a.duration)),
         ("warmup_s".to_string(), json!(a.warmup)),
         ("seed".to_string(), json!(a.seed)),
+        ("unfiltered_first".to_string(), json!(a.unfiltered_first)),
     ]);
     execute(
         "filters",

@@ -209,7 +209,9 @@ pub struct FiltersMetrics {
     pub connections: usize,
     /// `filtered`, then `unfiltered`.
     pub phases: Vec<FilterPhase>,
-    /// Server CPU per published pulse, filtered / unfiltered.
+    /// The server's cores over one idle second before the phases.
+    pub server_idle_cores: Option<f64>,
+    /// Server CPU per published pulse net of idle, filtered / unfiltered.
     pub filtered_cpu_per_pulse_ratio: Option<f64>,
 }
 
@@ -234,6 +236,8 @@ pub struct FilterPhase {
     pub harness_cores: Option<f64>,
     pub server_cpu_us_per_pulse: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The same net of the server's idle CPU.
+    pub server_net_cpu_us_per_pulse: Option<f64>,
     /// Subscriptions that did not get exactly what their filter admits (a failure).
     pub subscriptions_wrong: u64,
     /// Admitted pulses not received (those announced as shed included).
@@ -473,8 +477,8 @@ impl Metrics {
                 if let Some(p) = m.phase("filtered") {
                     v.push(h("filtered deliveries/s", p.deliveries_per_s, Higher));
                     v.push(h("filtered p99 µs", p.latency.p99_us, Lower));
-                    if let Some(c) = p.server_cpu_us_per_pulse {
-                        v.push(h("filtered server CPU µs/pulse", c, Lower));
+                    if let Some(c) = p.server_net_cpu_us_per_pulse {
+                        v.push(h("filtered server CPU µs/pulse (net of idle)", c, Lower));
                     }
                     v.push(h(
                         "filtered subscriptions wrong",
@@ -485,8 +489,8 @@ impl Metrics {
                 if let Some(p) = m.phase("unfiltered") {
                     v.push(h("unfiltered deliveries/s", p.deliveries_per_s, Higher));
                     v.push(h("unfiltered p99 µs", p.latency.p99_us, Lower));
-                    if let Some(c) = p.server_cpu_us_per_pulse {
-                        v.push(h("unfiltered server CPU µs/pulse", c, Lower));
+                    if let Some(c) = p.server_net_cpu_us_per_pulse {
+                        v.push(h("unfiltered server CPU µs/pulse (net of idle)", c, Lower));
                     }
                 }
                 v
@@ -977,16 +981,16 @@ fn filters_markdown(md: &mut String, m: &FiltersMetrics) {
     );
     let _ = writeln!(
         md,
-        "| phase | published | deliveries | expected | deliveries/s | server cores | server µs/pulse | server µs/delivery | subscriptions wrong | missing (shed) | extra | duplicates |"
+        "| phase | published | deliveries | expected | deliveries/s | server cores | server µs/pulse | net of idle | server µs/delivery | subscriptions wrong | missing (shed) | extra | duplicates |"
     );
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for p in &m.phases {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
             p.name,
             fmt_num(p.published as f64),
             fmt_num(p.deliveries as f64),
@@ -994,6 +998,7 @@ fn filters_markdown(md: &mut String, m: &FiltersMetrics) {
             fmt_num(p.deliveries_per_s),
             opt(p.server_cores),
             opt(p.server_cpu_us_per_pulse),
+            opt(p.server_net_cpu_us_per_pulse),
             opt(p.server_cpu_us_per_delivery),
             p.subscriptions_wrong,
             p.missing,
@@ -1008,10 +1013,16 @@ fn filters_markdown(md: &mut String, m: &FiltersMetrics) {
         lat_row(md, &p.name, &p.latency);
     }
     md.push('\n');
+    if let Some(idle) = m.server_idle_cores {
+        let _ = writeln!(
+            md,
+            "Server idle (one second before the phases): {idle:.3} cores.\n"
+        );
+    }
     if let Some(r) = m.filtered_cpu_per_pulse_ratio {
         let _ = writeln!(
             md,
-            "Server CPU per published pulse, filtered / unfiltered: {r:.2}.\n"
+            "Server CPU per published pulse net of idle, filtered / unfiltered: {r:.2}.\n"
         );
     }
     let _ = writeln!(

@@ -41,8 +41,13 @@ pub struct FiltersSpec {
     pub server_pid: Option<u32>,
     /// Picks the coherences; the same in both phases.
     pub seed: u64,
+    /// Run the unfiltered phase first (to tell an order effect from a filter effect).
+    pub unfiltered_first: bool,
     pub progress: bool,
 }
+
+/// How long the server's idle CPU is measured before the phases.
+const IDLE_PROBE: Duration = Duration::from_secs(1);
 
 /// The threshold of subscription `g` of `s`: g/s, written so that the server parses back the
 /// very same double (Rust's shortest round-trip formatting).
@@ -94,15 +99,27 @@ pub async fn run(
     if spec.server_pid.is_none() {
         notes.push("no --server-pid: the server's CPU per pulse is not measured".into());
     }
-    for (name, filtered) in [("filtered", true), ("unfiltered", false)] {
-        let phase = run_phase(target, reality, spec, filtered, notes)
+    // What the server burns doing nothing (timers, polling), so the per-pulse figures can be
+    // read net of it.
+    let idle_before = CpuSnapshot::take(spec.server_pid);
+    tokio::time::sleep(IDLE_PROBE).await;
+    m.server_idle_cores = idle_before
+        .zip(CpuSnapshot::take(spec.server_pid))
+        .and_then(|(a, b)| a.until(&b).server);
+    let mut order = [("filtered", true), ("unfiltered", false)];
+    if spec.unfiltered_first {
+        order.reverse();
+    }
+    for (name, filtered) in order {
+        let phase = run_phase(target, reality, spec, filtered, m.server_idle_cores, notes)
             .await
             .with_context(|| format!("the {name} phase"))?;
         m.phases.push(phase);
     }
+    m.phases.sort_by_key(|p| p.name != "filtered");
     if let (Some(f), Some(u)) = (
-        m.phases[0].server_cpu_us_per_pulse,
-        m.phases[1].server_cpu_us_per_pulse,
+        m.phases[0].server_net_cpu_us_per_pulse,
+        m.phases[1].server_net_cpu_us_per_pulse,
     ) {
         if u > 0.0 {
             m.filtered_cpu_per_pulse_ratio = Some(f / u);
@@ -116,6 +133,7 @@ async fn run_phase(
     reality: &str,
     spec: &FiltersSpec,
     filtered: bool,
+    idle_cores: Option<f64>,
     notes: &mut Vec<String>,
 ) -> Result<FilterPhase> {
     let name = if filtered { "filtered" } else { "unfiltered" };
@@ -245,22 +263,11 @@ async fn run_phase(
         }
         for (i, &g) in globals.iter().enumerate() {
             let seen = &out.subs[i];
-            let (mut missing, mut extra, mut got) = (0u64, 0u64, 0u64);
-            for q in 0..sent as usize {
-                let has = seen
-                    .bits
-                    .get(q / 64)
-                    .is_some_and(|w| w & (1 << (q % 64)) != 0);
-                got += u64::from(has);
-                match (admits(g, q), has) {
-                    (true, false) => missing += 1,
-                    (false, true) => extra += 1,
-                    _ => {}
-                }
-            }
-            // Bits at or beyond `sent` are pulses never published.
-            let total_bits: u64 = seen.bits.iter().map(|w| u64::from(w.count_ones())).sum();
-            extra += total_bits - got;
+            let Selection {
+                received: got,
+                missing,
+                extra,
+            } = compare(&seen.bits, sent, |q| admits(g, q));
             p.deliveries += got;
             p.missing += missing;
             p.extra += extra;
@@ -317,9 +324,45 @@ async fn run_phase(
             if p.deliveries > 0 {
                 p.server_cpu_us_per_delivery = Some(server_us / p.deliveries as f64);
             }
+            if let (Some(idle), true) = (idle_cores, sent > 0) {
+                let net_us = (server - idle).max(0.0) * window_s * 1e6;
+                p.server_net_cpu_us_per_pulse = Some(net_us / sent as f64);
+            }
         }
     }
     Ok(p)
+}
+
+/// How one subscription's receipts (a bit per sequence) compare with what its filter admits
+/// among the `sent` pulses.
+#[derive(Debug, PartialEq, Eq)]
+struct Selection {
+    /// Distinct pulses received below `sent`, admitted or not.
+    received: u64,
+    /// Admitted, not received.
+    missing: u64,
+    /// Received, not admitted — or never published (bits at or beyond `sent`).
+    extra: u64,
+}
+
+fn compare(bits: &[u64], sent: u64, admits: impl Fn(usize) -> bool) -> Selection {
+    let mut sel = Selection {
+        received: 0,
+        missing: 0,
+        extra: 0,
+    };
+    for q in 0..sent as usize {
+        let has = bits.get(q / 64).is_some_and(|w| w & (1 << (q % 64)) != 0);
+        sel.received += u64::from(has);
+        match (admits(q), has) {
+            (true, false) => sel.missing += 1,
+            (false, true) => sel.extra += 1,
+            _ => {}
+        }
+    }
+    let total: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
+    sel.extra += total - sel.received;
+    sel
 }
 
 async fn receive(
@@ -506,6 +549,27 @@ mod tests {
                 assert!(!number.contains('e'), "no exponent: {text}");
             }
         }
+    }
+
+    #[test]
+    fn selection_finds_missing_refused_and_unpublished_pulses() {
+        // Pulses 0..10 sent; the filter admits the even ones. Received: 0, 2, 3 (refused), 6,
+        // 8, and 70 (never published); 4 is missing.
+        let mut bits = vec![0u64; 2];
+        for q in [0usize, 2, 3, 6, 8, 70] {
+            bits[q / 64] |= 1 << (q % 64);
+        }
+        let sel = compare(&bits, 10, |q| q % 2 == 0);
+        assert_eq!(
+            sel,
+            Selection {
+                received: 5,
+                missing: 1,
+                extra: 2
+            }
+        );
+        let exact = compare(&[0b1_0101_0101], 10, |q| q % 2 == 0);
+        assert_eq!((exact.missing, exact.extra), (0, 0));
     }
 
     #[test]
