@@ -58,6 +58,13 @@ wait_port() {
 }
 
 SERVER_PIDS=()
+# Set by start_arqonbus when the server took the harness's [[delta]] rule.
+ARQ_HAS_DELTA=0
+
+# Whether the arqonbus binary $1 handles reality parameters (sys.control.param.set).
+arqonbus_has_params() {
+  grep -aq 'sys.control.param.set' "$1"
+}
 
 # new_work NAME: sets WORK to a fresh temporary directory; on exit, however it comes, the
 # servers started here are stopped and WORK is removed.
@@ -100,6 +107,22 @@ max_bytes = 2147483648
 [control]
 controller_tokens = ["$BENCH_CONTROLLER_TOKEN"]
 TOML
+    # Delta-only topics for the delta scenario, where the server knows them (`config --check`
+    # refuses a key it does not know; an older server then runs without the rule).
+    cp "$dir/arqonbus-bench.toml" "$dir/arqonbus-bench-delta.toml"
+    cat >>"$dir/arqonbus-bench-delta.toml" <<'TOML'
+
+[[delta]]
+realities = "bench-*"
+topics = "bench.delta.>"
+keyframe_every = 100
+TOML
+    if "$bin" config --check "$dir/arqonbus-bench-delta.toml" >/dev/null 2>&1; then
+      mv "$dir/arqonbus-bench-delta.toml" "$dir/arqonbus-bench.toml"
+      ARQ_HAS_DELTA=1
+    else
+      rm -f "$dir/arqonbus-bench-delta.toml"
+    fi
     args+=(--config "$dir/arqonbus-bench.toml")
   fi
   (cd "$dir" && exec "$bin" "${args[@]}") >"$log" 2>&1 &
@@ -144,6 +167,13 @@ stop_servers() {
     wait "$pid" 2>/dev/null || true
   done
   SERVER_PIDS=()
+# Set by start_arqonbus when the server took the harness's [[delta]] rule.
+ARQ_HAS_DELTA=0
+
+# Whether the arqonbus binary $1 handles reality parameters (sys.control.param.set).
+arqonbus_has_params() {
+  grep -aq 'sys.control.param.set' "$1"
+}
 }
 
 # Cores busy (user+nice+system+irq+softirq) over the next $1 seconds, from /proc/stat.
