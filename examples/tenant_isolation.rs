@@ -101,6 +101,7 @@ fn token_for(key: &ed25519_dalek::SigningKey, tenant: &str) -> String {
             subscribe: vec![format!("{tenant}-*:>")],
             exp: now + 3600,
             iat: now,
+            capabilities: None,
         },
     )
 }

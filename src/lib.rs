@@ -78,6 +78,7 @@ pub mod param;
 pub mod policy;
 pub mod replay;
 pub mod routing;
+pub mod sam;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -60,6 +60,7 @@ fn missing_expired_and_forged_tokens_are_refused() {
             subscribe: vec![],
             exp: now_secs() - 1,
             iat: now_secs() - 3600,
+            capabilities: None,
         },
     );
     assert_eq!(
@@ -315,6 +316,7 @@ async fn a_session_does_not_outlive_its_token() {
             subscribe: vec!["*:>".into()],
             exp: now_secs() + 2,
             iat: now_secs(),
+            capabilities: None,
         },
     );
     let c = client_with_token(bus.addr, &short).await.unwrap();

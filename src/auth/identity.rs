@@ -57,6 +57,8 @@ pub struct Identity {
     pub access: Access,
     /// Unix seconds after which requests are refused (the token's expiry).
     pub expires_unix_secs: Option<u64>,
+    /// The capabilities a manifest may claim (a token's `capabilities`); `None`: any.
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// Topics under this prefix steer the bus; publishing there needs role `controller`.
@@ -71,6 +73,7 @@ impl Identity {
             roles: vec![Role::Publisher, Role::Subscriber],
             access: Access::Unrestricted,
             expires_unix_secs: None,
+            capabilities: None,
         }
     }
 
@@ -82,6 +85,7 @@ impl Identity {
             roles: vec![Role::Controller, Role::Publisher, Role::Subscriber],
             access: Access::Unrestricted,
             expires_unix_secs: None,
+            capabilities: None,
         }
     }
 
@@ -104,7 +108,23 @@ impl Identity {
             roles: claims.roles,
             access,
             expires_unix_secs: Some(claims.exp),
+            capabilities: claims.capabilities,
         })
+    }
+
+    /// Whether a manifest may claim these capabilities.
+    pub fn check_capabilities(&self, claimed: &[String]) -> Result<(), String> {
+        let Some(allowed) = &self.capabilities else {
+            return Ok(());
+        };
+        match claimed.iter().find(|c| !allowed.contains(c)) {
+            None => Ok(()),
+            Some(c) => Err(format!(
+                "the manifest claims capability `{c}`, which this session's token does not \
+                 allow (allowed: {})",
+                allowed.join(", ")
+            )),
+        }
     }
 
     pub fn has_role(&self, role: Role) -> bool {
@@ -211,6 +231,7 @@ mod tests {
             subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
             exp: 1000,
             iat: 0,
+            capabilities: None,
         })
         .unwrap()
     }

@@ -46,6 +46,10 @@ pub struct Claims {
     /// Issue time, Unix seconds.
     #[serde(default)]
     pub iat: u64,
+    /// When present, the only capabilities an operator manifest (SAM handshake) of this subject
+    /// may claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// Why a token was refused. The message goes to the client, so it says what, never which key.
@@ -162,6 +166,7 @@ mod tests {
             subscribe: vec![],
             exp,
             iat: 0,
+            capabilities: None,
         }
     }
 

@@ -49,6 +49,10 @@ pub struct IssueArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
+    /// The only capabilities an operator manifest of this subject may claim (repeat or separate
+    /// with commas); without it, any.
+    #[arg(long = "capability", value_delimiter = ',')]
+    pub capabilities: Option<Vec<String>>,
 }
 
 pub fn run(command: TokenCommand) -> anyhow::Result<()> {
@@ -99,6 +103,7 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
         subscribe: args.subscribe,
         exp: now + args.ttl,
         iat: now,
+        capabilities: args.capabilities,
     };
     println!("{}", token::issue(&key, &claims));
     Ok(())

@@ -521,3 +521,31 @@ proptest! {
         let _ = Filter::compile(&text, &LIMITS);
     }
 }
+
+#[test]
+fn the_view_reads_the_payload_type_url_last_wins() {
+    let with = |url: &str| {
+        ArqonMessage {
+            topic: "a.b".into(),
+            payload: Some(prost_types::Any {
+                type_url: url.into(),
+                value: vec![1, 2, 3],
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let one = with("type.googleapis.com/lab.Audio");
+    assert_eq!(
+        view::PulseView::scan(&one).unwrap().type_url,
+        "type.googleapis.com/lab.Audio"
+    );
+    let mut merged = one.clone();
+    merged.extend_from_slice(&with("type.googleapis.com/lab.Text"));
+    assert_eq!(
+        view::PulseView::scan(&merged).unwrap().type_url,
+        "type.googleapis.com/lab.Text"
+    );
+    let bare = ArqonMessage::default().encode_to_vec();
+    assert_eq!(view::PulseView::scan(&bare).unwrap().type_url, "");
+}

@@ -15,6 +15,9 @@ use prost::encoding::{decode_key, decode_varint, WireType};
 const TOPIC: u32 = 3;
 const PRODUCER_ID: u32 = 4;
 const SPECTRAL: u32 = 7;
+const PAYLOAD: u32 = 8;
+/// `google.protobuf.Any.type_url`.
+const TYPE_URL: u32 = 1;
 /// `SpectralMetadata` field numbers.
 const COHERENCE: u32 = 1;
 const CRITICALITY: u32 = 2;
@@ -25,6 +28,8 @@ const EIGENVALUES: u32 = 3;
 pub struct PulseView<'a> {
     pub topic: &'a str,
     pub producer: &'a str,
+    /// `payload.type_url` ("" without a payload): what an operator's input schemas check.
+    pub type_url: &'a str,
     pub coherence: f64,
     pub criticality: f64,
     eigenvalue_count: usize,
@@ -46,6 +51,7 @@ impl<'a> PulseView<'a> {
         let mut view = Self {
             topic: "",
             producer: "",
+            type_url: "",
             coherence: 0.0,
             criticality: 0.0,
             eigenvalue_count: 0,
@@ -54,6 +60,7 @@ impl<'a> PulseView<'a> {
         let mut buf = envelope;
         let mut topic: &[u8] = &[];
         let mut producer: &[u8] = &[];
+        let mut type_url: &[u8] = &[];
         while !buf.is_empty() {
             let (field, wire) = decode_key(&mut buf).ok()?;
             match field {
@@ -63,11 +70,22 @@ impl<'a> PulseView<'a> {
                     let spectral = len_delimited(&mut buf, wire)?;
                     view.fold_spectral(spectral, envelope)?;
                 }
+                PAYLOAD => {
+                    let mut any = len_delimited(&mut buf, wire)?;
+                    while !any.is_empty() {
+                        let (field, wire) = decode_key(&mut any).ok()?;
+                        match field {
+                            TYPE_URL => type_url = len_delimited(&mut any, wire)?,
+                            _ => skip(&mut any, wire)?,
+                        }
+                    }
+                }
                 _ => skip(&mut buf, wire)?,
             }
         }
         view.topic = std::str::from_utf8(topic).ok()?;
         view.producer = std::str::from_utf8(producer).ok()?;
+        view.type_url = std::str::from_utf8(type_url).ok()?;
         Some(view)
     }
 

@@ -60,6 +60,9 @@ pub struct Cursor {
     pub pattern: Pattern,
     /// A replaying subscription's filter: records it refuses are skipped (and counted).
     pub filter: Option<Arc<Filter>>,
+    /// A replaying operator's input schemas: records of other types on the topics they cover
+    /// are skipped (and counted as filtered).
+    pub inputs: Option<Arc<crate::sam::Manifest>>,
     pub purpose: Purpose,
     pub from: Start,
     pub to: Stop,
@@ -110,6 +113,7 @@ impl Cursor {
             reality: q.reality_id.clone(),
             pattern,
             filter: None,
+            inputs: None,
             purpose: Purpose::History {
                 correlation_id,
                 limit: if q.limit == 0 {
@@ -145,6 +149,7 @@ impl Cursor {
             reality: reality.to_owned(),
             pattern,
             filter: None,
+            inputs: None,
             purpose: Purpose::Replay {
                 subscription_id,
                 correlation_id,
@@ -233,11 +238,14 @@ impl Cursor {
             }
             let topic = envelope_topic(record.body);
             let mut wanted = topic.is_some_and(|t| self.pattern.matches(t));
-            if wanted {
-                if let Some(filter) = &self.filter {
-                    wanted = filter.admits(&mut LazyView::new(record.body));
-                    filtered += u64::from(!wanted);
-                }
+            if wanted && (self.filter.is_some() || self.inputs.is_some()) {
+                let mut view = LazyView::new(record.body);
+                wanted = self.filter.as_ref().is_none_or(|f| f.admits(&mut view))
+                    && self.inputs.as_ref().is_none_or(|m| {
+                        view.get()
+                            .is_some_and(|v| m.takes_input(v.topic, v.type_url))
+                    });
+                filtered += u64::from(!wanted);
             }
             if wanted && bytes > 0 && bytes + record.body.len() > chunk_bytes {
                 // The chunk is full; this record starts the next one.

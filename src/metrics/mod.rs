@@ -120,6 +120,9 @@ counters! {
     delta_keyframes_resent => "delta_keyframes_resent_total",
     /// Reality parameter changes sequenced (`sys.control.param.set`).
     params_set => "params_set_total",
+    /// Publishes of operators (sessions with a manifest) refused because the payload's type is
+    /// not one their manifest declares for the topic (TYPE_MISMATCH).
+    type_mismatches => "type_mismatches_total",
     /// Deliveries dropped by the shed slow-consumer policy.
     pulses_shed => "pulses_shed_total",
     /// Connections closed by the disconnect slow-consumer policy, or for overflowing with

@@ -34,10 +34,18 @@ pub fn handle(
             ),
         ));
     }
+    let manifest = match hello.manifest.as_ref().map(crate::sam::Manifest::validate) {
+        None => None,
+        Some(Ok(m)) => Some(std::sync::Arc::new(m)),
+        Some(Err(why)) => {
+            return Err(error_frame(correlation_id, ErrorCode::InvalidRequest, &why));
+        }
+    };
     let static_controller =
         is_controller_token(&shard.config.control.controller_tokens, &hello.token);
     let shielded = settle_identity(shard, conn, &hello.token, static_controller)
         .map_err(|(code, why)| error_frame(correlation_id, code, &why))?;
+
     let role = if shielded.identity.has_role(crate::auth::Role::Controller) {
         Role::Controller
     } else {
@@ -52,11 +60,23 @@ pub fn handle(
         tenant = %shielded.identity.tenant,
         subject = %shielded.identity.subject,
         client = %hello.client_name,
-        operator = hello.manifest.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
+        operator = manifest.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
         role = role.as_str(),
         "session started"
     );
+    let allowed = manifest.as_ref().map_or(Ok(()), |m| {
+        shielded.identity.check_capabilities(&m.capabilities)
+    });
+    // Set even when refused: the tenant's connection count is given back when it closes.
     conn.set_shielded(shielded);
+    if let Err(why) = allowed {
+        shard.counters.permission_denied.inc();
+        return Err(error_frame(
+            correlation_id,
+            ErrorCode::PermissionDenied,
+            &why,
+        ));
+    }
     let welcome = encode_frame(&ServerFrame {
         correlation_id,
         kind: Some(server_frame::Kind::Welcome(Welcome {
@@ -70,7 +90,7 @@ pub fn handle(
     *conn.session.borrow_mut() = Some(SessionInfo {
         session_id,
         client_name: hello.client_name,
-        manifest: hello.manifest,
+        manifest,
         role,
     });
     conn.push_frame(&shard.counters, welcome);

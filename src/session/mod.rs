@@ -81,7 +81,8 @@ impl Role {
 pub struct SessionInfo {
     pub session_id: String,
     pub client_name: String,
-    pub manifest: Option<arqonbus_proto::v1::OperatorManifest>,
+    /// The SAM manifest, validated: the session is an operator.
+    pub manifest: Option<std::sync::Arc<crate::sam::Manifest>>,
     pub role: Role,
 }
 
@@ -221,6 +222,11 @@ impl Conn {
         // SAFETY: as in `stop_reading`.
         unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
         self.writer_wake.notify(1);
+    }
+
+    /// The session's SAM manifest, when it is an operator.
+    pub fn manifest(&self) -> Option<std::sync::Arc<crate::sam::Manifest>> {
+        self.session.borrow().as_ref()?.manifest.clone()
     }
 
     pub fn is_causal(&self) -> bool {

@@ -85,6 +85,13 @@ pub async fn handle(
         shard.counters.permission_denied.inc();
         return refused(ErrorCode::PermissionDenied, &msg);
     }
+    if let Some(manifest) = conn.manifest() {
+        let type_url = message.payload.as_ref().map_or("", |p| p.type_url.as_str());
+        if let Err(why) = manifest.check_output(&message.topic, type_url) {
+            shard.counters.type_mismatches.inc();
+            return refused(ErrorCode::TypeMismatch, &why);
+        }
+    }
     if let Some(shielded) = conn.shielded() {
         if let Err((code, why, pause)) = shield(shard, &shielded, &message) {
             if publish.ack {

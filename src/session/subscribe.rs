@@ -71,6 +71,7 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
     )
     .map(|mut cursor| {
         cursor.filter = filter.clone();
+        cursor.inputs = conn.manifest().filter(|m| m.has_inputs());
         cursor
     });
     if s.causal && replay.is_some() {
@@ -89,7 +90,9 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
     if let Some(cursor) = replay {
         // Replay first, from the owner's log, then switch to live where replay ended.
         let sub = Rc::new(
-            LocalSub::replaying(conn.clone(), s.subscription_id, pattern).with_filter(filter),
+            LocalSub::replaying(conn.clone(), s.subscription_id, pattern)
+                .with_filter(filter)
+                .with_inputs(conn.manifest()),
         );
         shard.subs.borrow_mut().insert(&s.reality_id, sub);
         let origin = ReadOrigin {
@@ -102,7 +105,9 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
         conn.enable_causal();
     }
     let sub = Rc::new(
-        LocalSub::live(conn.clone(), s.subscription_id, pattern, s.causal).with_filter(filter),
+        LocalSub::live(conn.clone(), s.subscription_id, pattern, s.causal)
+            .with_filter(filter)
+            .with_inputs(conn.manifest()),
     );
     shard.subs.borrow_mut().insert(&s.reality_id, sub);
     let origin = SubscribeOrigin {

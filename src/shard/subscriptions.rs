@@ -24,6 +24,9 @@ pub struct LocalSub {
     pub causal: bool,
     /// `Subscribe.filter`, compiled; `None` delivers every pulse the pattern matches.
     pub filter: Option<Arc<Filter>>,
+    /// The subscriber's SAM manifest when it declares input schemas: on topics they cover,
+    /// only pulses of the declared types are delivered.
+    pub inputs: Option<Arc<crate::sam::Manifest>>,
     /// First sequence to deliver; [`PENDING`] until the owner confirms.
     active_from: Cell<u64>,
     /// The owner counts this subscription's interest (so removing it must tell the owner).
@@ -54,6 +57,7 @@ impl LocalSub {
             pattern,
             causal: false,
             filter: None,
+            inputs: None,
             active_from: Cell::new(PENDING),
             interest_registered: Cell::new(registered),
             announced: Cell::new(false),
@@ -128,11 +132,22 @@ impl LocalSub {
         chains.offered(&pulse.topic, pulse.sequence, queued);
     }
 
-    /// The filter's verdict on a pulse this subscription [`wants`](Self::wants); true without
-    /// a filter. The envelope is walked only by the first filter that asks, once per pulse.
+    /// The filter's and the input schemas' verdict on a pulse this subscription
+    /// [`wants`](Self::wants); true without either. The envelope is walked only by the first
+    /// that asks, once per pulse.
     #[inline]
     pub fn admits(&self, view: &mut LazyView<'_>) -> bool {
         self.filter.as_ref().is_none_or(|f| f.admits(view))
+            && self.inputs.as_ref().is_none_or(|m| {
+                view.get()
+                    .is_some_and(|v| m.takes_input(v.topic, v.type_url))
+            })
+    }
+
+    /// Sets the operator's input schemas (builder style, at subscribe time).
+    pub fn with_inputs(mut self, manifest: Option<Arc<crate::sam::Manifest>>) -> Self {
+        self.inputs = manifest.filter(|m| m.has_inputs());
+        self
     }
 
     /// Sets the filter (builder style, at subscribe time).

@@ -464,6 +464,7 @@ pub fn token(
             subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
             exp: now_secs() + 3600,
             iat: now_secs(),
+            capabilities: None,
         },
     )
 }
