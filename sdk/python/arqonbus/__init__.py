@@ -12,7 +12,7 @@
 
 The asyncio client is `Bus` (`arqonbus.client`); the blocking facade for notebooks is
 `arqonbus.sync.connect` / `BlockingBus`; exceptions are in `arqonbus.errors`, the protobuf
-messages in `arqonbus.proto`. See README.md.
+messages in `arqonbus.proto`; delta-only topics are rebuilt by `arqonbus.delta`. See README.md.
 """
 
 from arqonbus.causal import CausalContext
@@ -20,8 +20,8 @@ from arqonbus.client import ALL, Bus, History, HistoryResult, PingResult, Start,
 from arqonbus.errors import *  # noqa: F401,F403 - the exception classes are part of the API
 from arqonbus.errors import __all__ as _errors_all
 from arqonbus.jobs import Job, new_reply_topic
-from arqonbus.proto import NvmJob, NvmJobResult, OperatorManifest, SchemaRef, SpectralMetadata
-from arqonbus.pulse import Pulse
+from arqonbus.proto import NvmJob, NvmJobResult, OperatorManifest, Param, SchemaRef, SpectralMetadata
+from arqonbus.pulse import Pulse, PulseDelta
 from arqonbus.sync import BlockingBus
 from arqonbus.url import DEFAULT_URL, parse_url
 
@@ -39,8 +39,10 @@ __all__ = [
     "NvmJob",
     "NvmJobResult",
     "OperatorManifest",
+    "Param",
     "PingResult",
     "Pulse",
+    "PulseDelta",
     "SchemaRef",
     "SpectralMetadata",
     "Start",

@@ -43,11 +43,13 @@ from arqonbus import payload as _payload
 from arqonbus._proto.arqon.operator.v1 import operator_pb2 as _operator_pb
 from arqonbus._proto.arqon.v1 import arqon_pb2 as _pb
 from arqonbus.causal import CausalContext
+from arqonbus.delta import Chains
 from arqonbus.errors import (
     ArqonError,
     ArqonTimeout,
     ClientClosed,
     ConnectionLost,
+    DeltaError,
     FrameTooLarge,
     ProtocolViolation,
 )
@@ -192,6 +194,12 @@ class Subscription:
     pulse received. `dropped` counts pulses this subscription missed (server `Dropped` frames
     plus local overflow of `max_pending`); `resubscribed` counts re-subscriptions after a
     reconnect.
+
+    Pulses of delta-only topics (docs/delta.md) arrive as keyframes and deltas; the
+    subscription keeps each topic's last state and yields every pulse with its whole state. A
+    pulse it cannot prove (its base is not the state held, the delta is malformed, the CRC-32
+    differs) is not yielded: `get()` and the iteration raise `DeltaError` in its place, and the
+    pulses after it come as usual (that topic's deltas fail too until its next keyframe).
     """
 
     def __init__(
@@ -230,6 +238,8 @@ class Subscription:
         self._started = False
         self._closed = False
         self._error: Optional[BaseException] = None
+        # The last state of each delta-only topic, as this subscription's chain left it.
+        self._chains = Chains(f"subscription {self.id} ({pattern!r} in {reality!r})")
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -356,7 +366,10 @@ class Subscription:
                         ) from None
             finally:
                 self._waiter = None
-        return self._queue.popleft()
+        item = self._queue.popleft()
+        if isinstance(item, DeltaError):
+            raise item  # in the place of the pulse it could not rebuild
+        return item
 
     async def get(self, timeout: Optional[float] = None) -> Pulse:
         """The next pulse. Raises `ArqonTimeout` after `timeout` seconds, and
@@ -402,7 +415,9 @@ class History:
     """A `HistoryGet` query: `await` it for a `HistoryResult`, or `async for` its pulses.
 
     Raises `HistoryUnavailable` (with `.first_available_sequence`) when the reality does not
-    keep the asked range; ephemeral realities keep nothing.
+    keep the asked range; ephemeral realities keep nothing. Pulses of delta-only topics come
+    with their whole state, rebuilt within the read; one that cannot be proven raises
+    `DeltaError` in its place (so `await` raises it; `async for` may go on after it).
     """
 
     def __init__(self, bus: "Bus", request: "_pb.HistoryGet", timeout: Optional[float]):
@@ -416,6 +431,9 @@ class History:
         self.done = False
         self.count = 0
         self.next_sequence = 0
+        # Delta chains are per history read (docs/delta.md): the read's first pulse of each
+        # delta-only topic is a keyframe.
+        self._chains = Chains(f"the history read of {request.pattern!r} in {request.reality_id!r}")
 
     async def _begin(self) -> None:
         if self._started:
@@ -435,6 +453,12 @@ class History:
 
     def _on_chunk(self, chunk: "_pb.HistoryChunk") -> None:
         for message in chunk.messages:
+            if message.HasField("delta"):
+                try:
+                    self._chains.rebuild(message)
+                except DeltaError as exc:
+                    self._queue.append(exc)
+                    continue
             self._queue.append(Pulse(message))
         self._wake()
 
@@ -470,7 +494,10 @@ class History:
                 ) from None
             finally:
                 self._waiter = None
-        return self._queue.popleft()
+        item = self._queue.popleft()
+        if isinstance(item, DeltaError):
+            raise item
+        return item
 
     def __aiter__(self) -> "History":
         return self
@@ -770,6 +797,7 @@ class Bus:
         """Re-subscribes `sub` where it left off: from the sequence after the last one it
         received (no gap, no duplicate) when the reality keeps history, else at `latest`."""
         sub._error = None
+        sub._chains.clear()  # the server starts new chains, with keyframes, for the new subscription
         if sub.last_sequence:
             start: Optional["_pb.StartPosition"] = Start.from_sequence(sub.last_sequence + 1)
         else:
@@ -942,6 +970,15 @@ class Bus:
             if sequence > clock.get(reality_id, 0):
                 clock[reality_id] = sequence
             sub = self._subscriptions.get(deliver.subscription_id)
+            if message.HasField("delta"):
+                if sub is None:
+                    return
+                try:
+                    sub._chains.rebuild(message)  # the whole state, or DeltaError
+                except DeltaError as exc:
+                    sub.last_sequence = sequence
+                    sub._push(exc)
+                    return
             if sub is not None:
                 sub.last_sequence = sequence
                 sub._push(Pulse(message, deliver.subscription_id))
