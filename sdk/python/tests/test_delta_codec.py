@@ -392,7 +392,7 @@ async def test_history_reads_rebuild_their_own_chains():
     def answer(conn, frame):
         if frame.WhichOneof("kind") != "history_get":
             return False
-        for f in history_answer(frame.correlation_id, [ArqonMessage.FromString(m.SerializeToString()) for m in messages], 4):
+        for f in history_answer(frame.correlation_id, messages, 4):
             conn.send(f)
         return True
 
