@@ -5,6 +5,7 @@ routing of `sys.param.*` pulses that reach a subscription beyond its pattern."""
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 from typing import List, Tuple
 
 import pytest
@@ -97,7 +98,9 @@ async def test_a_broadcast_beyond_the_pattern_updates_params_and_is_not_yielded(
         async with Bus.connect(url, token=TOKEN) as ctl, Bus.connect(url) as bus:
             rig = await bus.subscribe(R, "rig.>")
             live = await bus.params(R)
-            assert dict(live) == {}
+            assert isinstance(live, collections.abc.Mapping) and dict(live) == {}
+            with pytest.raises(TypeError):
+                live["gain"] = 1.0  # type: ignore[index]  # read-only
             # The bus has a subscription in R: it opens none of its own.
             assert [s.pattern for s in bus._subscriptions.values()] == ["rig.>"]
             await ctl.set_param(R, "gain", 1.5)
