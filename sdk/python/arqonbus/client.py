@@ -250,7 +250,7 @@ class Subscription:
         self._closed = False
         self._error: Optional[BaseException] = None
         # The last state of each delta-only topic, as this subscription's chain left it.
-        self._chains = Chains(f"subscription {self.id} ({pattern!r} in {reality!r})")
+        self._chains = Chains(f"subscription {self.id} ({pattern!r} in {reality!r})", bus.max_incoming_frame_bytes)
         # The bus's own `sys.param.>` subscription (`Bus.params`): what it gets goes to the
         # parameters only, never to an iterator.
         self._params_only = False
@@ -449,7 +449,9 @@ class History:
         self.next_sequence = 0
         # Delta chains are per history read (docs/delta.md): the read's first pulse of each
         # delta-only topic is a keyframe.
-        self._chains = Chains(f"the history read of {request.pattern!r} in {request.reality_id!r}")
+        self._chains = Chains(
+            f"the history read of {request.pattern!r} in {request.reality_id!r}", bus.max_incoming_frame_bytes
+        )
 
     async def _begin(self) -> None:
         if self._started:

@@ -101,12 +101,16 @@ def _write_varint(out: bytearray, value: int) -> None:
 # Applying
 
 
-def apply(base: bytes, delta: bytes) -> bytes:
+def apply(base: bytes, delta: bytes, max_len: Optional[int] = None) -> bytes:
     """The target state that `delta` (ArqonDelta 1) makes of `base`. Raises `DeltaError`
-    naming the byte of the delta at fault when the delta is not valid for this base."""
+    naming the byte of the delta at fault when the delta is not valid for this base, and when
+    it declares a target longer than `max_len` bytes (COPY ops can repeat the base, so a few
+    bytes of delta can make a large state: bound what comes from the network)."""
     base = bytes(base)
     delta = bytes(delta)
     target_len, pos = _read_varint(delta, 0, "the target length")
+    if max_len is not None and target_len > max_len:
+        raise DeltaError(f"invalid delta: it declares a state of {target_len} bytes, over the limit of {max_len}")
     out = bytearray()
     end = len(delta)
     while pos < end:
@@ -230,11 +234,14 @@ class Chains:
     `limits.max_delta_state_bytes`), and anything past those bounds arrives as keyframes.
     """
 
-    __slots__ = ("_states", "_what")
+    __slots__ = ("_states", "_what", "max_state_bytes")
 
-    def __init__(self, what: str = "this subscription"):
+    def __init__(self, what: str = "this subscription", max_state_bytes: Optional[int] = None):
         self._states: Dict[str, Tuple[int, bytes]] = {}
         self._what = what
+        #: The largest state a delta may declare: a state must fit in one keyframe, so the
+        #: client passes its `max_incoming_frame_bytes`.
+        self.max_state_bytes = max_state_bytes
 
     def clear(self) -> None:
         """Forgets every state (a new server-side subscription starts new chains)."""
@@ -266,7 +273,7 @@ class Chains:
                     sequence=sequence,
                 )
             try:
-                state = apply(held[1], message.payload.value)
+                state = apply(held[1], message.payload.value, self.max_state_bytes)
             except DeltaError as exc:
                 self._states.pop(topic, None)
                 raise DeltaError(

@@ -93,6 +93,15 @@ def test_the_largest_varint_is_read_and_then_refused_as_a_length():
         delta.apply(b"", bytes.fromhex("ff ff ff ff ff ff ff ff ff 01"))
 
 
+def test_a_declared_length_over_the_limit_is_refused_before_anything_is_made():
+    # 1 MiB declared, made of COPY ops that repeat a 4-byte base: refused with max_len.
+    d = bytearray.fromhex("80 80 40")
+    d += bytes.fromhex("12 00") * 3  # COPY 4 from 0, three times (not enough anyway)
+    with pytest.raises(DeltaError, match="over the limit of 1000"):
+        delta.apply(b"abcd", bytes(d), max_len=1000)
+    assert delta.apply(b"abcd", bytes.fromhex("0c 12 00 12 00 12 00"), max_len=12) == b"abcd" * 3
+
+
 def test_delta_error_is_an_arqon_error():
     assert issubclass(DeltaError, arqonbus.ArqonError) and DeltaError.code is None
 
@@ -412,5 +421,24 @@ async def test_history_reads_rebuild_their_own_chains():
                 async for g in bus.history("lab-1", "sim.state.>"):
                     seen.append(g.value)
             assert seen == states[:6]
+    finally:
+        await server.stop()
+
+
+@aio(timeout=20)
+async def test_a_delta_declaring_a_state_larger_than_a_frame_is_refused():
+    server, url = await fake()
+    try:
+        async with Bus.connect(url, max_incoming_frame_bytes=4096) as bus:
+            sub = await bus.subscribe("lab-1", "sim.state.>")
+            p = Producer()
+            server.connections[0].send(deliver(sub.id, p.pulse(b"abcd", keyframe=True)))
+            big = p.pulse(b"abcd" * 2000)  # declares 8000 bytes in a delta of 14
+            big.payload.value = bytes.fromhex("c0 3e") + bytes.fromhex("c2 3e 00") * 4
+            assert len(big.payload.value) < 20
+            server.connections[0].send(deliver(sub.id, big))
+            assert (await sub.get(timeout=5)).value == b"abcd"
+            with pytest.raises(DeltaError, match="8000 bytes, over the limit of 4096"):
+                await sub.get(timeout=5)
     finally:
         await server.stop()
