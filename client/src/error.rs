@@ -26,6 +26,11 @@ pub enum ClientError {
     Protocol(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// A delta-only topic's state could not be rebuilt (a missing base, a delta that does not
+    /// apply, a checksum mismatch): the stream gives an error instead of a state it cannot
+    /// prove. The next keyframe of the topic starts it again.
+    #[error("delta: {0}")]
+    Delta(String),
 }
 
 impl ClientError {

@@ -17,6 +17,7 @@
 //! merged into a vector clock (reality → highest sequence seen), which is attached to every
 //! publish, so causality crosses realities without the user doing anything.
 
+mod delta;
 mod error;
 mod outgoing;
 mod tls;
@@ -36,9 +37,9 @@ use std::time::Duration;
 
 use arqonbus_proto::frame::{put_frame, take_frame};
 use arqonbus_proto::v1::{
-    client_frame, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello, HistoryEnd,
-    HistoryGet, OperatorManifest, Ping, PubAck, Publish, ServerFrame, StartPosition, Subscribe,
-    Unsubscribe, Welcome,
+    client_frame, param, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello, HistoryEnd,
+    HistoryGet, OperatorManifest, Param, Params, ParamsGet, Ping, PubAck, Publish, ServerFrame,
+    StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 use bytes::BytesMut;
 use futures::Stream;
@@ -450,6 +451,7 @@ impl Client {
                 rx,
                 client: self.clone(),
                 active: true,
+                rebuild: delta::Rebuild::new(self.max_state_bytes()),
             }),
             other => {
                 self.shared.subs.lock().expect("subs lock").remove(&id);
@@ -481,7 +483,46 @@ impl Client {
             buffered: std::collections::VecDeque::new(),
             end: None,
             shared: self.shared.clone(),
+            rebuild: delta::Rebuild::new(self.max_state_bytes()),
         })
+    }
+
+    /// The largest state a delta may rebuild: no pulse is larger than a frame.
+    fn max_state_bytes(&self) -> usize {
+        match self.welcome.max_frame_bytes {
+            0 => 64 << 20,
+            n => n as usize,
+        }
+    }
+
+    /// The current parameters of a reality (`sys.control.param.set`), each with its version
+    /// and the sequence it was set at.
+    pub async fn params(&self, reality: &str) -> Result<Params, ClientError> {
+        let kind = client_frame::Kind::ParamsGet(ParamsGet {
+            reality_id: reality.to_owned(),
+        });
+        match self.request(kind).await?.kind {
+            Some(server_frame::Kind::Params(p)) => Ok(p),
+            other => Err(unexpected("Params", other)),
+        }
+    }
+
+    /// Sets a parameter of a reality (a controller session only): every session subscribed to
+    /// the reality receives it on `sys.param.<name>`. The ack's sequence is where it was set.
+    pub async fn set_param(
+        &self,
+        reality: &str,
+        name: &str,
+        value: param::Value,
+    ) -> Result<PubAck, ClientError> {
+        let set = Param {
+            name: name.to_owned(),
+            value: Some(value),
+            ..Param::default()
+        };
+        let outgoing = Outgoing::new(reality, "sys.control.param.set")
+            .payload(&<Param as prost::Name>::type_url(), set.encode_to_vec());
+        self.publish_acked(outgoing).await
     }
 
     /// Round trip to the server; returns the server's clock.
@@ -523,6 +564,8 @@ pub struct Subscription {
     rx: mpsc::Receiver<SubItem>,
     client: Client,
     active: bool,
+    /// Delta-only topics' states (docs/delta.md).
+    rebuild: delta::Rebuild,
 }
 
 impl Subscription {
@@ -556,7 +599,15 @@ impl Stream for Subscription {
     type Item = SubItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SubItem>> {
-        self.rx.poll_recv(cx)
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(mut message))) => {
+                let rebuilt = self.rebuild.whole(&mut message).map(|()| message);
+                Poll::Ready(Some(rebuilt))
+            }
+            // A `Dropped` report comes after the pulses that followed the gap (the server sent
+            // those whole where the gap broke a chain): the states held stay valid.
+            other => other,
+        }
     }
 }
 
@@ -590,6 +641,8 @@ pub struct History {
     buffered: std::collections::VecDeque<ArqonMessage>,
     end: Option<HistoryEnd>,
     shared: Arc<Shared>,
+    /// Delta-only topics' states within this read.
+    rebuild: delta::Rebuild,
 }
 
 impl History {
@@ -615,9 +668,10 @@ impl Stream for History {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            if let Some(m) = self.buffered.pop_front() {
+            if let Some(mut m) = self.buffered.pop_front() {
                 self.shared.merge_causal(&m.causal);
-                return Poll::Ready(Some(Ok(m)));
+                let rebuilt = self.rebuild.whole(&mut m).map(|()| m);
+                return Poll::Ready(Some(rebuilt));
             }
             if self.end.is_some() {
                 return Poll::Ready(None);

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use arqonbus_proto::v1::{ArqonMessage, SpectralMetadata};
+use arqonbus_proto::v1::{ArqonMessage, DeltaInfo, SpectralMetadata};
 
 /// A pulse to publish. The bus stamps sequence, time and (unless set) id.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,21 @@ impl Outgoing {
     pub fn message<M: prost::Name>(self, m: &M) -> Self {
         let url = M::type_url();
         self.payload(&url, m.encode_to_vec())
+    }
+
+    /// On a delta-only topic (docs/delta.md): sends `state` as a delta against `base`, the
+    /// topic's current state at `base_sequence` (as a delivery or the previous `PubAck` told
+    /// it). The bus applies it and sequences the whole state; a stale base is refused with
+    /// INVALID_REQUEST. Replaces the payload's value, keeping its type URL.
+    pub fn delta_of(mut self, base_sequence: u64, base: &[u8], state: &[u8]) -> Self {
+        let payload = self.message.payload.get_or_insert_with(Default::default);
+        payload.value = arqonbus_proto::delta::encode(base, state);
+        self.message.delta = Some(DeltaInfo {
+            keyframe: false,
+            base_sequence,
+            checksum: arqonbus_proto::delta::checksum(state),
+        });
+        self
     }
 
     pub fn producer(mut self, producer_id: &str) -> Self {

@@ -39,6 +39,7 @@ pub mod sim {
     }
 }
 
+pub mod delta;
 pub mod frame;
 
 /// The protocol version this crate speaks; sent in `Hello.protocol_version`.

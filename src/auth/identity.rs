@@ -153,6 +153,25 @@ impl Identity {
     }
 
     /// May this session subscribe to (or read the history of) `pattern` in `reality`?
+    /// Whether the session may read a reality's parameters (`ParamsGet`): it may subscribe to
+    /// something there — the same sessions the parameters are broadcast to.
+    pub fn check_params(&self, reality: &str, now_unix_secs: u64) -> Result<(), String> {
+        self.check_expiry(now_unix_secs)?;
+        if !self.has_role(Role::Subscriber) {
+            return Err("this session's token has no `subscriber` role".into());
+        }
+        match &self.access {
+            Access::Unrestricted => Ok(()),
+            Access::Granted { subscribe, .. } => {
+                if subscribe.iter().any(|g| g.realities.matches(reality)) {
+                    Ok(())
+                } else {
+                    Err(format!("no subscribe grant covers reality `{reality}`"))
+                }
+            }
+        }
+    }
+
     pub fn check_subscribe(
         &self,
         reality: &str,

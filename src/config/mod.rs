@@ -95,6 +95,8 @@ pub struct Config {
     /// Which realities are retained, first match wins. Realities no rule matches are
     /// ephemeral: fire and forget, no history.
     pub retention: Vec<RetentionRule>,
+    /// Delta-only topics (docs/delta.md), first match wins.
+    pub delta: Vec<DeltaRule>,
     /// Certificates for `tls_listen` and `wss_listen`, and client certificates (mTLS).
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
@@ -218,6 +220,24 @@ impl RetentionRule {
     }
 }
 
+/// A delta-only rule: topics matching `topics` in realities matching `realities` go out as
+/// deltas between keyframes (docs/delta.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaRule {
+    /// A glob over reality ids (`*`, `?`).
+    pub realities: String,
+    /// A subscription pattern (`*` one segment, `>` the rest).
+    pub topics: String,
+    /// A whole state goes to every subscriber at least this often (in pulses of the topic).
+    #[serde(default = "default_keyframe_every")]
+    pub keyframe_every: u32,
+}
+
+fn default_keyframe_every() -> u32 {
+    100
+}
+
 /// What to do when recovery finds a bad record before the last durable checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -298,6 +318,12 @@ pub struct Limits {
     pub max_filter_nodes: u64,
     /// Deepest nesting of parentheses and `!` in a filter.
     pub max_filter_depth: u64,
+    /// Delta-only topics one shard keeps a state for; pulses of further topics go out whole.
+    pub max_delta_topics_per_shard: u64,
+    /// Largest state delta-encoded; larger ones go out whole (as keyframes).
+    pub max_delta_state_bytes: u64,
+    /// Parameters one reality may have (`sys.control.param.set`).
+    pub max_params_per_reality: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -521,6 +547,7 @@ impl Default for Config {
             base_dir: None,
             storage: StorageConfig::default(),
             retention: Vec::new(),
+            delta: Vec::new(),
             tls_listen: None,
             ws_listen: None,
             wss_listen: None,
@@ -550,6 +577,9 @@ impl Default for Limits {
             max_filter_bytes: 1024,
             max_filter_nodes: 128,
             max_filter_depth: 16,
+            max_delta_topics_per_shard: 10_000,
+            max_delta_state_bytes: 1 << 20,
+            max_params_per_reality: 256,
         }
     }
 }
@@ -713,6 +743,24 @@ impl Config {
         // from the stack's size.
         range("limits.max_filter_depth", l.max_filter_depth, 1, 64)?;
         range(
+            "limits.max_delta_topics_per_shard",
+            l.max_delta_topics_per_shard,
+            0,
+            10_000_000,
+        )?;
+        range(
+            "limits.max_delta_state_bytes",
+            l.max_delta_state_bytes,
+            0,
+            1 << 30,
+        )?;
+        range(
+            "limits.max_params_per_reality",
+            l.max_params_per_reality,
+            0,
+            100_000,
+        )?;
+        range(
             "io.io_memory_bytes",
             self.io.io_memory_bytes,
             64 << 10,
@@ -773,6 +821,24 @@ impl Config {
             if let Some(size) = rule.segment_bytes {
                 range("retention.segment_bytes", size, min_segment, 1 << 34)?;
             }
+        }
+        for rule in &self.delta {
+            crate::policy::RealityGlob::parse(&rule.realities).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "delta.realities",
+                    reason,
+                }
+            })?;
+            crate::routing::Pattern::parse(&rule.topics).map_err(|e| ConfigError::Invalid {
+                key: "delta.topics",
+                reason: format!("`{}` is not a topic pattern: {e}", rule.topics),
+            })?;
+            range(
+                "delta.keyframe_every",
+                u64::from(rule.keyframe_every),
+                1,
+                1_000_000,
+            )?;
         }
         self.validate_security()?;
         self.validate_policy()?;

@@ -8,11 +8,15 @@
 //! that stops reading stops the query.
 
 use arqonbus_proto::frame::{envelope_topic, put_deliver_header, put_history_chunk};
-use arqonbus_proto::v1::{history_get, start_position, HistoryGet, StartPosition};
+use arqonbus_proto::v1::{history_get, start_position, ArqonMessage, HistoryGet, StartPosition};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
 
+use crate::delta::{self, DeltaRules};
 use crate::filter::{Filter, LazyView};
 use crate::routing::Pattern;
 use crate::store::RealityLog;
@@ -65,6 +69,9 @@ pub struct Cursor {
     pub end: Option<u64>,
     /// Records returned so far.
     pub count: u64,
+    /// The last state of each delta-only topic this read returned: later records of the topic
+    /// go out as deltas against it (docs/delta.md). A replay hands it to the live subscription.
+    pub states: HashMap<String, (u64, Vec<u8>)>,
 }
 
 /// Why a read cannot be served.
@@ -116,6 +123,7 @@ impl Cursor {
             next: None,
             end: None,
             count: 0,
+            states: HashMap::new(),
         }
     }
 
@@ -146,6 +154,7 @@ impl Cursor {
             next: None,
             end: None,
             count: 0,
+            states: HashMap::new(),
         })
     }
 
@@ -193,12 +202,14 @@ impl Cursor {
     }
 
     /// Reads the next chunk. `visible_end` is one past the last sequence subscribers may see
-    /// (with `sync = "always"`, what is durable).
+    /// (with `sync = "always"`, what is durable). Records of delta-only topics (`deltas`) go out
+    /// as a keyframe, then deltas.
     pub fn step(
         &mut self,
         log: &RealityLog,
         visible_end: u64,
         chunk_bytes: usize,
+        deltas: &DeltaRules,
     ) -> Result<Step, Unavailable> {
         let first = self.resolve(log, visible_end)?;
         let start = self.next.expect("resolved");
@@ -207,7 +218,7 @@ impl Cursor {
             Purpose::History { limit, .. } => limit,
             Purpose::Replay { .. } => u64::MAX,
         };
-        let mut bodies: Vec<&[u8]> = Vec::new();
+        let mut bodies: Vec<Cow<'_, [u8]>> = Vec::new();
         let mut bytes = 0;
         let mut next = start;
         let mut done = true;
@@ -220,7 +231,8 @@ impl Cursor {
             {
                 break;
             }
-            let mut wanted = envelope_topic(record.body).is_some_and(|t| self.pattern.matches(t));
+            let topic = envelope_topic(record.body);
+            let mut wanted = topic.is_some_and(|t| self.pattern.matches(t));
             if wanted {
                 if let Some(filter) = &self.filter {
                     wanted = filter.admits(&mut LazyView::new(record.body));
@@ -233,8 +245,14 @@ impl Cursor {
                 break;
             }
             if wanted {
-                bytes += record.body.len();
-                bodies.push(record.body);
+                let body = match topic {
+                    Some(t) if deltas.keyframe_every(&self.reality, t).is_some() => {
+                        self.delta_form(record.body)
+                    }
+                    _ => Cow::Borrowed(record.body),
+                };
+                bytes += body.len();
+                bodies.push(body);
                 self.count += 1;
             }
             next = record.sequence + 1;
@@ -245,6 +263,7 @@ impl Cursor {
         match self.purpose {
             Purpose::History { correlation_id, .. } => {
                 if !bodies.is_empty() {
+                    let bodies: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
                     put_history_chunk(&mut out, correlation_id, &bodies);
                 }
                 if done {
@@ -266,6 +285,41 @@ impl Cursor {
             first,
             filtered,
         })
+    }
+
+    /// A stored (whole) record of a delta-only topic as this read sends it: a delta against the
+    /// topic's previous record in the read when that is smaller, else whole.
+    fn delta_form<'a>(&mut self, body: &'a [u8]) -> Cow<'a, [u8]> {
+        let Ok(mut message) = ArqonMessage::decode(body) else {
+            return Cow::Borrowed(body);
+        };
+        if message.delta.is_none() {
+            return Cow::Borrowed(body);
+        }
+        let Some(payload) = message.payload.as_mut() else {
+            return Cow::Borrowed(body);
+        };
+        let whole = std::mem::take(&mut payload.value);
+        let sequence = message.sequence;
+        let form = match self.states.get(&message.topic) {
+            Some((base, prev)) => {
+                let d = delta::codec::encode(prev, &whole);
+                if d.len() < whole.len() {
+                    payload.value = d;
+                    let info = message.delta.as_mut().expect("checked");
+                    info.keyframe = false;
+                    info.base_sequence = *base;
+                    info.checksum = delta::checksum(&whole);
+                    Some(Cow::Owned(message.encode_to_vec()))
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        let topic = std::mem::take(&mut message.topic);
+        self.states.insert(topic, (sequence, whole));
+        form.unwrap_or(Cow::Borrowed(body))
     }
 }
 

@@ -110,6 +110,16 @@ counters! {
     /// Pulses a subscription's filter refused (`Subscribe.filter`), live or replayed, counted
     /// once per subscription that refused it, on the shard that evaluated the filter.
     pulses_filtered => "pulses_filtered_total",
+    /// Pulses of delta-only topics that have a delta form besides their keyframe (counted by
+    /// the owner, once per pulse).
+    delta_pulses => "delta_pulses_total",
+    /// Deliveries sent as a delta rather than the whole state.
+    delta_deliveries => "delta_deliveries_total",
+    /// Deliveries of delta-only pulses sent whole because the subscription's chain was not at
+    /// the delta's base (its first pulse of the topic, or it missed one).
+    delta_keyframes_resent => "delta_keyframes_resent_total",
+    /// Reality parameter changes sequenced (`sys.control.param.set`).
+    params_set => "params_set_total",
     /// Deliveries dropped by the shed slow-consumer policy.
     pulses_shed => "pulses_shed_total",
     /// Connections closed by the disconnect slow-consumer policy, or for overflowing with

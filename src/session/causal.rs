@@ -148,6 +148,8 @@ mod tests {
             timestamp_unix_nanos: 0,
             encoded: Bytes::new(),
             deps: deps.iter().map(|(r, s)| (r.to_string(), *s)).collect(),
+            chain: None,
+            broadcast: false,
         })
     }
 

@@ -11,7 +11,8 @@
 //! Topics: `sys.control.policy.load` (payload `arqon.policy.v1.PolicyLoad`; a name already
 //! loaded is replaced) and `sys.control.policy.unload` (`arqon.policy.v1.PolicyUnload`); the
 //! operator topics `sys.control.operator.load|unload|param` are handled in
-//! [`operator_control`](super::operator_control).
+//! [`operator_control`](super::operator_control), `sys.control.param.set` in
+//! [`param_control`](super::param_control).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use arqonbus_proto::v1::{server_frame, ArqonMessage, ErrorCode, PubAck, ServerFr
 use prost::{Message, Name};
 use serde_json::json;
 
-use super::{operator_control, reject, Conn, Role};
+use super::{operator_control, param_control, reject, Conn, Role};
 use crate::audit::{AuditError, Entry};
 use crate::policy::{Catalogued, CompiledPolicy, PolicySpec, Registry};
 use crate::shard::{uuid_v7, Shard};
@@ -126,6 +127,11 @@ pub async fn handle(
                 )
                 .await;
             }
+            crate::param::SET_TOPIC => {
+                // Acknowledged by the reality's owner once the change is sequenced.
+                return param_control::set(shard, conn, &audited, correlation_id, message, ack)
+                    .await;
+            }
             operator_control::FORK => {
                 // Acknowledged by the fork's owner once it is written.
                 return operator_control::fork(shard, conn, &audited, correlation_id, message, ack)
@@ -134,11 +140,12 @@ pub async fn handle(
             other => {
                 let refusal = Refusal::invalid(format!(
                     "unknown control topic `{other}`; known: {POLICY_LOAD}, {POLICY_UNLOAD}, {}, \
-                     {}, {}, {}",
+                     {}, {}, {}, {}",
                     operator_control::LOAD,
                     operator_control::UNLOAD,
                     operator_control::PARAM,
-                    operator_control::FORK
+                    operator_control::FORK,
+                    crate::param::SET_TOPIC
                 ));
                 refuse(shard, &audited, refusal).await
             }

@@ -17,6 +17,7 @@ mod history;
 mod io;
 mod operator_control;
 mod outbound;
+mod param_control;
 mod ping;
 mod publish;
 mod subscribe;
@@ -160,21 +161,28 @@ impl Conn {
     }
 
     /// Queues a pulse for one subscription, under the slow-consumer policy.
+    /// Queues a pulse (its delta form when `delta`); true when it was queued.
     pub fn push_deliver(
         &self,
         counters: &ShardCounters,
         subscription_id: u64,
         pulse: &std::sync::Arc<Pulse>,
-    ) {
-        let pushed = self.out.borrow_mut().push_deliver(subscription_id, pulse);
+        delta: bool,
+    ) -> bool {
+        let pushed = self
+            .out
+            .borrow_mut()
+            .push_deliver(subscription_id, pulse, delta);
         match pushed {
             Pushed::Queued => {
                 self.writer_wake.notify(1);
+                return true;
             }
             Pushed::Shed => counters.pulses_shed.inc(),
             Pushed::Disconnect => self.slow_consumer(counters, "pulses"),
             Pushed::Ignored => {}
         }
+        false
     }
 
     fn slow_consumer(&self, counters: &ShardCounters, what: &str) {
@@ -236,7 +244,10 @@ impl Conn {
         pulse: &std::sync::Arc<Pulse>,
     ) {
         let start_of = |r: &str| subs.start_for_conn(r, self.id);
-        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| self.push_deliver(counters, sub, p);
+        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| {
+            // Held pulses go whole: a causal subscription keeps no delta chain.
+            self.push_deliver(counters, sub, p, false);
+        };
         let overflow = match self.causal.borrow_mut().as_mut() {
             Some(gate) => gate
                 .arrive(subscription_id, pulse, &start_of, &mut deliver)
@@ -267,7 +278,10 @@ impl Conn {
         pulse: &std::sync::Arc<Pulse>,
     ) {
         let start_of = |r: &str| subs.start_for_conn(r, self.id);
-        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| self.push_deliver(counters, sub, p);
+        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| {
+            // Held pulses go whole: a causal subscription keeps no delta chain.
+            self.push_deliver(counters, sub, p, false);
+        };
         if let Some(gate) = self.causal.borrow_mut().as_mut() {
             gate.note_seen(&pulse.reality, pulse.sequence);
             gate.release(&start_of, &mut deliver);
@@ -692,13 +706,7 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_
             Box::pin(history::handle(shard, conn, corr, h)).await
         }
         Some(client_frame::Kind::Ping(p)) => ping::handle(shard, conn, corr, p),
-        Some(client_frame::Kind::ParamsGet(_)) => reject(
-            shard,
-            conn,
-            corr,
-            ErrorCode::InvalidRequest,
-            "ParamsGet is not served by this build yet",
-        ),
+        Some(client_frame::Kind::ParamsGet(p)) => Box::pin(params_get(shard, conn, corr, p)).await,
         Some(client_frame::Kind::Hello(_)) => reject(
             shard,
             conn,
@@ -714,6 +722,35 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_
             "frame has no request in it",
         ),
     }
+}
+
+/// `ParamsGet` → the reality's owner → `Params`.
+async fn params_get(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    correlation_id: u64,
+    get: arqonbus_proto::v1::ParamsGet,
+) {
+    if let Err(e) = crate::routing::validate_reality(&get.reality_id) {
+        let msg = format!("reality `{}` is invalid: {e}", get.reality_id);
+        return reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
+    }
+    if let Some(shielded) = conn.shielded() {
+        let now = shard.now_secs();
+        if let Err(why) = shielded.identity.check_params(&get.reality_id, now) {
+            shard.counters.permission_denied.inc();
+            return reject(
+                shard,
+                conn,
+                correlation_id,
+                ErrorCode::PermissionDenied,
+                &why,
+            );
+        }
+    }
+    shard
+        .request_params(get.reality_id, conn.id, correlation_id)
+        .await;
 }
 
 async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: impl FrameSink) {

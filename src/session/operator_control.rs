@@ -151,14 +151,7 @@ pub async fn param(
         correlation_id,
         ack,
     };
-    let owner = shard.owner_of(&pulse.reality_id);
-    if owner == shard.id {
-        shard.sequence(pulse, origin).await;
-    } else {
-        shard
-            .send_to_owner(owner, ToOwner::Publish(Box::new((pulse, origin))))
-            .await;
-    }
+    shard.sequence_at_owner(pulse, origin).await;
 }
 
 /// What a fork request asks for, checked: the new reality, the fork point, the pins.

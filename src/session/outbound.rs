@@ -25,6 +25,8 @@ enum OutFrame {
     Deliver {
         subscription_id: u64,
         pulse: Arc<Pulse>,
+        /// Its delta form (a delta-only topic's pulse whose base the subscription holds).
+        delta: bool,
     },
 }
 
@@ -100,11 +102,16 @@ impl Outbound {
         true
     }
 
-    pub fn push_deliver(&mut self, subscription_id: u64, pulse: &Arc<Pulse>) -> Pushed {
+    pub fn push_deliver(
+        &mut self,
+        subscription_id: u64,
+        pulse: &Arc<Pulse>,
+        delta: bool,
+    ) -> Pushed {
         if self.state == State::Closing {
             return Pushed::Ignored;
         }
-        let len = deliver_frame_len(subscription_id, pulse.encoded.len());
+        let len = deliver_frame_len(subscription_id, pulse.body(delta).len());
         if self.queued_bytes + len > self.max_bytes {
             return match self.policy {
                 SlowConsumerPolicy::Shed => {
@@ -121,6 +128,7 @@ impl Outbound {
         self.frames.push_back(OutFrame::Deliver {
             subscription_id,
             pulse: pulse.clone(),
+            delta,
         });
         Pushed::Queued
     }
@@ -170,8 +178,9 @@ impl Outbound {
                 OutFrame::Deliver {
                     subscription_id,
                     pulse,
+                    delta,
                 } => {
-                    let body = &pulse.encoded;
+                    let body = pulse.body(delta);
                     self.queued_bytes -= deliver_frame_len(subscription_id, body.len());
                     put_deliver_header(out, subscription_id, body.len());
                     out.extend_from_slice(body);
@@ -223,6 +232,8 @@ mod tests {
             timestamp_unix_nanos: 0,
             encoded,
             deps: Vec::new(),
+            chain: None,
+            broadcast: false,
         })
     }
 
@@ -240,10 +251,10 @@ mod tests {
         let one = deliver_frame_len(9, 100);
         let mut q = Outbound::new(one * 3, SlowConsumerPolicy::Shed);
         for _ in 0..3 {
-            assert_eq!(q.push_deliver(9, &p), Pushed::Queued);
+            assert_eq!(q.push_deliver(9, &p, false), Pushed::Queued);
         }
-        assert_eq!(q.push_deliver(9, &p), Pushed::Shed);
-        assert_eq!(q.push_deliver(9, &p), Pushed::Shed);
+        assert_eq!(q.push_deliver(9, &p, false), Pushed::Shed);
+        assert_eq!(q.push_deliver(9, &p, false), Pushed::Shed);
         let mut out = BytesMut::new();
         q.drain_into(&mut out, usize::MAX, &LatencyHistogram::default(), 0);
         assert_eq!(q.queued_bytes(), 0);
@@ -262,8 +273,8 @@ mod tests {
     fn draining_a_delivery_records_its_latency() {
         let p = pulse(12); // stamped at 0 ns
         let mut q = Outbound::new(1 << 20, SlowConsumerPolicy::Shed);
-        q.push_deliver(1, &p);
-        q.push_deliver(2, &p);
+        q.push_deliver(1, &p, false);
+        q.push_deliver(2, &p, false);
         q.push_answer(Bytes::from_static(&[0, 0, 0, 0]));
         let latency = LatencyHistogram::default();
         let mut out = BytesMut::new();
@@ -289,8 +300,8 @@ mod tests {
     fn disconnect_policy_asks_to_close() {
         let p = pulse(100);
         let mut q = Outbound::new(deliver_frame_len(1, 100), SlowConsumerPolicy::Disconnect);
-        assert_eq!(q.push_deliver(1, &p), Pushed::Queued);
-        assert_eq!(q.push_deliver(1, &p), Pushed::Disconnect);
+        assert_eq!(q.push_deliver(1, &p, false), Pushed::Queued);
+        assert_eq!(q.push_deliver(1, &p, false), Pushed::Disconnect);
     }
 
     #[test]
@@ -309,9 +320,9 @@ mod tests {
     fn closing_keeps_queued_frames_and_takes_no_more() {
         let p = pulse(12);
         let mut q = Outbound::new(1 << 20, SlowConsumerPolicy::Shed);
-        q.push_deliver(1, &p);
+        q.push_deliver(1, &p, false);
         q.close_after(Some(Bytes::from_static(&[0, 0, 0, 0])));
-        assert_eq!(q.push_deliver(1, &p), Pushed::Ignored);
+        assert_eq!(q.push_deliver(1, &p, false), Pushed::Ignored);
         let mut out = BytesMut::new();
         q.drain_into(&mut out, usize::MAX, &LatencyHistogram::default(), 0);
         assert_eq!(out.len(), deliver_frame_len(1, 12) + 4);

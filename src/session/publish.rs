@@ -75,9 +75,11 @@ pub async fn handle(
         ))
         .await;
     }
-    if message.topic.starts_with(crate::operator::RESERVED_PREFIX) {
+    if message.topic.starts_with(crate::operator::RESERVED_PREFIX)
+        || crate::param::is_param_topic(&message.topic)
+    {
         let msg = format!(
-            "topic `{}` is written only by the bus (hosted operators)",
+            "topic `{}` is written only by the bus (hosted operators, sys.control.param.set)",
             message.topic
         );
         shard.counters.permission_denied.inc();

@@ -1,6 +1,7 @@
 //! One shard: a glommio executor pinned to a core. It owns the connections the kernel gave it,
 //! sequences the realities that hash to it, and delivers to its own sockets.
 
+mod latest;
 mod retained;
 mod sequencer;
 mod subscriptions;
@@ -27,8 +28,10 @@ use prost::Message;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::delta::{Chain, OwnerStates};
 use crate::metrics::ShardCounters;
 use crate::operator::{OperatorHost, ShardOperators};
+use crate::param::OwnerParams;
 use crate::policy::{PolicyHost, ShardPolicies};
 use crate::routing::owner_shard;
 use crate::session::{self, error_frame, Conn, ConnId};
@@ -50,6 +53,26 @@ pub struct Pulse {
     /// The producer's causal context for other realities: what must be delivered first to a
     /// causal subscriber.
     pub deps: Vec<(String, u64)>,
+    /// A delta-only topic's pulse: its base and delta form (`crate::delta`); `encoded` is the
+    /// keyframe.
+    pub chain: Option<Chain>,
+    /// A reality parameter (`sys.param.*`): delivered to every connection subscribed to
+    /// anything in the reality, whatever its patterns.
+    pub broadcast: bool,
+}
+
+impl Pulse {
+    /// The encoded envelope a subscription is sent: the delta form when `delta` is true and the
+    /// pulse has one, else the whole pulse.
+    #[inline]
+    pub fn body(&self, delta: bool) -> &Bytes {
+        match &self.chain {
+            Some(Chain {
+                delta: Some(form), ..
+            }) if delta => form,
+            _ => &self.encoded,
+        }
+    }
 }
 
 /// Where a publish came from, so the owner can answer it.
@@ -82,6 +105,13 @@ pub enum ToOwner {
     },
     /// A fork's replayed log, to be written into its new reality by that reality's owner.
     Import(Box<ForkImport>),
+    /// `ParamsGet`: the current parameters of a reality, answered to one connection.
+    Params {
+        reality: String,
+        shard: usize,
+        conn: ConnId,
+        correlation_id: u64,
+    },
 }
 
 /// What an owner sends back (the delivery mesh). Consuming these never waits.
@@ -98,8 +128,17 @@ pub enum FromOwner {
     Subscribed {
         reality: String,
         origin: SubscribeOrigin,
-        result: Result<u64, Bytes>,
+        result: Result<Confirmed, Bytes>,
     },
+}
+
+/// An owner's confirmation of a subscription.
+pub struct Confirmed {
+    /// The first sequence the subscription is delivered live.
+    pub next_sequence: u64,
+    /// What it gets first: the latest pulse of each delta-only topic (the subscriber's shard
+    /// keeps those its pattern and filter take) and of each parameter, in sequence order.
+    pub latest: Vec<Arc<Pulse>>,
 }
 
 /// Everything a shard needs to start, prepared by the server on the main thread.
@@ -159,6 +198,12 @@ pub struct Shard {
     /// Hosted operators: this shard's instances, met only at `ShardOperators::on_sequenced`.
     operators: RefCell<ShardOperators>,
     operator_host: Arc<OperatorHost>,
+    /// The current state of each delta-only topic of the realities this shard owns.
+    deltas: RefCell<OwnerStates>,
+    /// The versions of the parameters of the realities this shard owns.
+    params: RefCell<OwnerParams>,
+    /// What a new subscription gets first (latest delta-topic states and parameters).
+    latest: RefCell<latest::LatestPulses>,
     pub audit: AuditLog,
 }
 
@@ -256,6 +301,34 @@ impl Shard {
         self.conns.borrow().get(&id).cloned()
     }
 
+    /// Hands a pulse the bus wrote itself (a parameter, an operator parameter) to its reality's
+    /// owner to be sequenced; the owner answers `origin`.
+    pub async fn sequence_at_owner(self: &Rc<Self>, message: ArqonMessage, origin: Origin) {
+        let owner = self.owner_of(&message.reality_id);
+        if owner == self.id {
+            self.sequence(message, origin).await;
+        } else {
+            self.send_to_owner(owner, ToOwner::Publish(Box::new((message, origin))))
+                .await;
+        }
+    }
+
+    /// `ParamsGet`: asks the reality's owner, which answers the connection.
+    pub async fn request_params(&self, reality: String, conn: ConnId, correlation_id: u64) {
+        let owner = self.owner_of(&reality);
+        if owner == self.id {
+            self.answer_params(reality, self.id, conn, correlation_id);
+        } else {
+            let request = ToOwner::Params {
+                reality,
+                shard: self.id,
+                conn,
+                correlation_id,
+            };
+            self.send_to_owner(owner, request).await;
+        }
+    }
+
     /// Sends a request to another shard's owner role, waiting while its ring is full.
     pub async fn send_to_owner(&self, owner: usize, request: ToOwner) {
         let Some(ring) = self.requests[owner].as_ref() else {
@@ -279,6 +352,19 @@ impl Shard {
         origin: Origin,
     ) -> Option<(Arc<Pulse>, Option<Bytes>)> {
         let now = self.clock.now_unix_nanos();
+        let param = if crate::param::is_param_topic(&message.topic) {
+            match self.params.borrow().prepare(message) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    log_refused(self.id, message, &why);
+                    let frame = error_frame(origin.correlation_id, ErrorCode::LimitExceeded, &why);
+                    self.answer(origin.shard, origin.conn, frame);
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
         let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
             Ok(stamp) => stamp,
             Err(e) => {
@@ -293,6 +379,12 @@ impl Shard {
             }
         };
         stamp_message(message, &stamp);
+        let broadcast = param.is_some();
+        if let Some((name, version)) = param {
+            self.params
+                .borrow_mut()
+                .record(&message.reality_id, name, version);
+        }
         tracing::debug!(
             shard = self.id,
             reality = %message.reality_id,
@@ -313,16 +405,54 @@ impl Shard {
                 })),
             })
         });
+        let (encoded, chain) = self.encode_forms(message);
         let pulse = Arc::new(Pulse {
             reality: stamp.reality,
             sequence: stamp.sequence,
             timestamp_unix_nanos: stamp.timestamp_unix_nanos,
-            encoded: Bytes::from(message.encode_to_vec()),
+            encoded,
             topic: std::mem::take(&mut message.topic),
             deps,
+            chain,
+            broadcast,
         });
         self.counters.pulses_sequenced.inc();
         Some((pulse, ack))
+    }
+
+    /// Encodes a stamped envelope once, and on a delta-only topic its delta form besides.
+    fn encode_forms(&self, message: &mut ArqonMessage) -> (Bytes, Option<Chain>) {
+        let stamped = self.deltas.borrow_mut().stamp(message);
+        let encoded = Bytes::from(message.encode_to_vec());
+        let chain = stamped.map(|(base_sequence, delta, tracked)| {
+            if delta.is_some() {
+                self.counters.delta_pulses.inc();
+            }
+            Chain {
+                base_sequence,
+                delta: delta.map(|d| crate::delta::encode_delta_form(message, d)),
+                tracked,
+            }
+        });
+        (encoded, chain)
+    }
+
+    /// Turns a producer's own delta into the whole state (before anything is reserved for it);
+    /// answers the publisher with INVALID_REQUEST when it does not apply.
+    fn resolve_delta(&self, message: &mut ArqonMessage, origin: Origin) -> bool {
+        if message.delta.is_none() {
+            return true;
+        }
+        match self.deltas.borrow().resolve(message) {
+            Ok(()) => true,
+            Err(why) => {
+                log_refused(self.id, message, &why);
+                self.counters.request_errors.inc();
+                let frame = error_frame(origin.correlation_id, ErrorCode::InvalidRequest, &why);
+                self.answer(origin.shard, origin.conn, frame);
+                false
+            }
+        }
     }
 
     /// Stamps an operator's output of a reality this shard owns (sequence, the causal entry, a
@@ -335,13 +465,16 @@ impl Shard {
             .ok()?;
         crate::operator::stamp_output(output, stamp.sequence, stamp.timestamp_unix_nanos);
         self.counters.pulses_sequenced.inc();
+        let (encoded, chain) = self.encode_forms(output);
         Some(Arc::new(Pulse {
             reality: stamp.reality,
             sequence: stamp.sequence,
             timestamp_unix_nanos: stamp.timestamp_unix_nanos,
-            encoded: Bytes::from(output.encode_to_vec()),
+            encoded,
             topic: output.topic.clone(),
             deps: deps_of(output),
+            chain,
+            broadcast: false,
         }))
     }
 
@@ -385,23 +518,28 @@ impl Shard {
 
     /// Queues a pulse for every matching subscription on this shard. Causal subscriptions go
     /// through their connection's gate, which may hold the pulse until its dependencies pass.
+    /// A parameter goes to one subscription of every connection subscribed to the reality.
     pub fn deliver_local(&self, pulse: &Arc<Pulse>) {
         let subs = self.subs.borrow();
+        let list = subs.for_reality(&pulse.reality);
+        let chosen = pulse.broadcast.then(|| broadcast_targets(list, pulse));
         let mut delivered = 0;
         let mut filtered = 0;
         let mut view = crate::filter::LazyView::new(&pulse.encoded);
         let mut gated: Vec<&Rc<Conn>> = Vec::new();
-        for sub in subs.for_reality(&pulse.reality) {
-            let mut wants = sub.wants(pulse.sequence, &pulse.topic);
-            if wants && !sub.admits(&mut view) {
+        for sub in list {
+            let mut wants = match &chosen {
+                Some(targets) => targets.contains(&(sub.conn.id, sub.subscription_id)),
+                None => sub.wants(pulse.sequence, &pulse.topic),
+            };
+            if wants && chosen.is_none() && !sub.admits(&mut view) {
                 // Refused by its filter: for a causal gate this pulse has gone by unwanted.
                 wants = false;
                 filtered += 1;
             }
             if !sub.conn.is_causal() {
                 if wants {
-                    sub.conn
-                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                    sub.deliver(&self.counters, pulse);
                     delivered += 1;
                 }
                 continue;
@@ -411,8 +549,7 @@ impl Shard {
                     sub.conn
                         .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse);
                 } else {
-                    sub.conn
-                        .push_deliver(&self.counters, sub.subscription_id, pulse);
+                    sub.deliver(&self.counters, pulse);
                 }
                 delivered += 1;
             }
@@ -454,6 +591,10 @@ impl Shard {
             .borrow_mut()
             .change_interest(&reality, from_shard, add);
         let Some(origin) = confirm else { return };
+        let result = result.map(|next_sequence| Confirmed {
+            next_sequence,
+            latest: self.latest.borrow().of(&reality),
+        });
         let result = result.map_err(|e| {
             error_frame(
                 origin.correlation_id,
@@ -476,13 +617,13 @@ impl Shard {
         &self,
         reality: &str,
         origin: SubscribeOrigin,
-        result: Result<u64, Bytes>,
+        result: Result<Confirmed, Bytes>,
     ) {
         let Some(conn) = self.conn(origin.conn) else {
             return;
         };
         match result {
-            Ok(next_sequence) => {
+            Ok(confirmed) => {
                 let found = self
                     .subs
                     .borrow()
@@ -490,11 +631,12 @@ impl Shard {
                     .cloned();
                 // Unsubscribed before the confirmation came back: nothing to confirm.
                 if let Some(sub) = found {
-                    sub.activate(next_sequence);
+                    sub.activate(confirmed.next_sequence);
                     conn.push_frame(
                         &self.counters,
-                        session::subscribed_frame(origin, next_sequence),
+                        session::subscribed_frame(origin, confirmed.next_sequence),
                     );
+                    self.deliver_latest(&sub, &confirmed.latest);
                 }
             }
             Err(frame) => {
@@ -505,6 +647,41 @@ impl Shard {
                 conn.push_frame(&self.counters, frame);
             }
         }
+    }
+
+    /// A new subscription's first pulses: the current value of every parameter of the reality,
+    /// and the current state (a keyframe) of every delta-only topic it takes.
+    fn deliver_latest(&self, sub: &LocalSub, latest: &[Arc<Pulse>]) {
+        let mut delivered = 0;
+        for pulse in latest {
+            let takes = pulse.broadcast
+                || (sub.pattern.matches(&pulse.topic)
+                    && sub.admits(&mut crate::filter::LazyView::new(&pulse.encoded)));
+            if takes {
+                sub.deliver(&self.counters, pulse);
+                delivered += 1;
+            }
+        }
+        self.counters.pulses_delivered.add(delivered);
+    }
+
+    /// Owner side of `ParamsGet`.
+    fn answer_params(&self, reality: String, shard: usize, conn: ConnId, correlation_id: u64) {
+        let params = self
+            .latest
+            .borrow()
+            .params_of(&reality)
+            .iter()
+            .filter_map(|p| crate::param::entry_of(&p.encoded))
+            .collect();
+        let frame = encode_frame(&ServerFrame {
+            correlation_id,
+            kind: Some(server_frame::Kind::Params(arqonbus_proto::v1::Params {
+                reality_id: reality,
+                params,
+            })),
+        });
+        self.answer(shard, conn, frame);
     }
 
     fn handle_delivery(self: &Rc<Self>, msg: FromOwner) {
@@ -540,12 +717,39 @@ impl Shard {
                 add,
                 confirm,
             } => self.change_interest(reality, from_shard, add, confirm),
+            ToOwner::Params {
+                reality,
+                shard,
+                conn,
+                correlation_id,
+            } => self.answer_params(reality, shard, conn, correlation_id),
             ToOwner::Import(import) => {
                 // Its own task: a long import yields to the shard's other work as it goes.
                 glommio::spawn_local(self.clone().import(*import)).detach();
             }
         }
     }
+}
+
+/// Where a parameter goes on this shard: one subscription of each connection subscribed to the
+/// reality (and delivering at its sequence) — the first whose pattern matches it, else the first.
+fn broadcast_targets(
+    subs: &[Rc<LocalSub>],
+    pulse: &Pulse,
+) -> std::collections::HashSet<(ConnId, u64)> {
+    let mut conns = std::collections::HashSet::new();
+    let mut targets = std::collections::HashSet::new();
+    for sub in subs {
+        if sub.wants(pulse.sequence, &pulse.topic) && conns.insert(sub.conn.id) {
+            targets.insert((sub.conn.id, sub.subscription_id));
+        }
+    }
+    for sub in subs {
+        if sub.live_at(pulse.sequence) && conns.insert(sub.conn.id) {
+            targets.insert((sub.conn.id, sub.subscription_id));
+        }
+    }
+    targets
 }
 
 /// The producer's causal context for other realities than the pulse's own.
@@ -643,6 +847,10 @@ pub async fn run(start: ShardStart) {
         .map(|tx| tx.map(|tx| Outbox::new(tx, outbox_capacity)))
         .collect();
 
+    let deltas = RefCell::new(OwnerStates::new(&config));
+    let params = RefCell::new(OwnerParams::new(
+        config.limits.max_params_per_reality as usize,
+    ));
     let shard = Rc::new(Shard {
         id,
         shards,
@@ -671,6 +879,9 @@ pub async fn run(start: ShardStart) {
         policy_host,
         operators: RefCell::new(ShardOperators::new(operator_host.clone())),
         operator_host,
+        deltas,
+        params,
+        latest: RefCell::new(latest::LatestPulses::default()),
         audit,
     });
 

@@ -81,7 +81,8 @@ impl Retained {
 /// Room to leave for what the owner adds to an envelope when it stamps it (sequence,
 /// timestamp, a UUIDv7 id, the causal entry).
 fn stamp_slack(reality: &str) -> usize {
-    11 + 11 + 38 + reality.len() + 16
+    // The last term: `DeltaInfo` on a delta-only topic, or a parameter's version and setter.
+    11 + 11 + 38 + reality.len() + 16 + 24
 }
 
 impl Shard {
@@ -207,6 +208,9 @@ impl Shard {
     /// Sequences, stores (when retained) and fans out a pulse of a reality this shard owns.
     pub async fn sequence(self: &Rc<Self>, mut message: ArqonMessage, origin: Origin) {
         debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
+        if !self.resolve_delta(&mut message, origin) {
+            return;
+        }
         let refuse = |why: &str| {
             super::log_refused(self.id, &message, why);
             self.storage_error(origin, why);
@@ -292,6 +296,12 @@ impl Shard {
     }
 
     fn release(&self, pulse: &Arc<Pulse>, origin: Option<Origin>, ack: Option<Bytes>) {
+        if pulse.broadcast || pulse.chain.as_ref().is_some_and(|c| c.tracked) {
+            self.latest.borrow_mut().released(pulse);
+            if pulse.broadcast {
+                self.counters.params_set.inc();
+            }
+        }
         self.fan_out(pulse);
         if let (Some(frame), Some(origin)) = (ack, origin) {
             self.answer(origin.shard, origin.conn, frame);
@@ -481,7 +491,7 @@ impl Shard {
             Ok(Some(r)) => {
                 let log = r.log.borrow();
                 cursor
-                    .step(&log, r.visible_end(), chunk)
+                    .step(&log, r.visible_end(), chunk, self.deltas.borrow().rules())
                     .inspect(|step| {
                         if step.filtered > 0 {
                             self.counters.pulses_filtered.add(step.filtered);
@@ -618,7 +628,11 @@ impl Shard {
                             conn.push_frame(&self.counters, s.frames);
                         }
                         match live_from {
-                            Some(from) => sub.go_live(from),
+                            Some(from) => {
+                                // Live deltas go on from the states the replay sent.
+                                sub.continue_chains(&cursor.states);
+                                sub.go_live(from)
+                            }
                             None => self.continue_read(conn, *cursor, origin),
                         }
                     }
@@ -798,7 +812,9 @@ impl Shard {
                 timestamp_unix_nanos: stamp.timestamp_unix_nanos,
                 topic: message.topic.clone(),
                 deps: super::deps_of(&message),
+                broadcast: crate::param::is_param_topic(&message.topic),
                 encoded: bytes,
+                chain: None,
             });
             self.counters.pulses_sequenced.inc();
             self.commit(Some(retained), pulse, None, None);

@@ -1,11 +1,14 @@
 //! The shard-local subscription index: which connections on this shard want which pulses.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::Pulse;
+use crate::delta::Chains;
 use crate::filter::{Filter, LazyView};
+use crate::metrics::ShardCounters;
 use crate::routing::Pattern;
 use crate::session::Conn;
 
@@ -27,6 +30,8 @@ pub struct LocalSub {
     interest_registered: Cell<bool>,
     /// `Subscribed` was sent.
     announced: Cell<bool>,
+    /// The last pulse of each delta-only topic queued to it (see `crate::delta`).
+    chains: RefCell<Chains>,
 }
 
 impl LocalSub {
@@ -52,6 +57,7 @@ impl LocalSub {
             active_from: Cell::new(PENDING),
             interest_registered: Cell::new(registered),
             announced: Cell::new(false),
+            chains: RefCell::new(Chains::default()),
         }
     }
 
@@ -83,6 +89,43 @@ impl LocalSub {
     #[inline]
     pub fn wants(&self, sequence: u64, topic: &str) -> bool {
         sequence >= self.active_from.get() && self.pattern.matches(topic)
+    }
+
+    /// Delivers live at `sequence` (whatever the topic): confirmed, and not replaying.
+    #[inline]
+    pub fn live_at(&self, sequence: u64) -> bool {
+        sequence >= self.active_from.get()
+    }
+
+    /// After a replay: the last state of each delta-only topic it sent is where the live
+    /// chain goes on.
+    pub fn continue_chains(&self, states: &HashMap<String, (u64, Vec<u8>)>) {
+        let mut chains = self.chains.borrow_mut();
+        for (topic, (sequence, _)) in states {
+            chains.offered(topic, *sequence, true);
+        }
+    }
+
+    /// Queues a pulse for this subscription: a delta-only topic's pulse as its delta when this
+    /// subscription's last pulse of the topic is the delta's base, else whole.
+    #[inline]
+    pub fn deliver(&self, counters: &ShardCounters, pulse: &Arc<Pulse>) {
+        let Some(chain) = &pulse.chain else {
+            self.conn
+                .push_deliver(counters, self.subscription_id, pulse, false);
+            return;
+        };
+        let mut chains = self.chains.borrow_mut();
+        let delta = chain.delta.is_some() && chains.holds(&pulse.topic, chain.base_sequence);
+        if delta {
+            counters.delta_deliveries.inc();
+        } else if chain.delta.is_some() {
+            counters.delta_keyframes_resent.inc();
+        }
+        let queued = self
+            .conn
+            .push_deliver(counters, self.subscription_id, pulse, delta);
+        chains.offered(&pulse.topic, pulse.sequence, queued);
     }
 
     /// The filter's verdict on a pulse this subscription [`wants`](Self::wants); true without
