@@ -83,26 +83,30 @@ async def test_a_subscriber_receives_every_state_whole_while_deltas_travel(delta
 
 
 @aio(timeout=90)
-async def test_a_late_joiner_starts_from_a_keyframe_and_converges(delta_server):
+async def test_a_late_joiner_starts_from_the_current_state_and_converges(delta_server):
     reality = lab()
     produced = {"sim.state.a": states(150, seed=2), "sim.state.b": states(150, seed=3)}
     async with Bus.connect(delta_server.url) as producer, Bus.connect(delta_server.url) as late:
+        current = {}
         for step in range(60):
             for topic, chain in produced.items():
-                await producer.publish(reality, topic, chain[step], ack=True)
+                current[topic] = (await producer.publish(reality, topic, chain[step], ack=True)).sequence
         sub = await late.subscribe(reality, "sim.state.>")
+        # Right after Subscribed: the current state of each topic, a keyframe with its sequence.
+        first = [await sub.get(timeout=10) for _ in produced]
+        assert sorted((p.topic, p.sequence) for p in first) == sorted(current.items())
+        assert all(p.delta.keyframe and p.value == produced[p.topic][59] for p in first)
         for step in range(60, 151):
             for topic, chain in produced.items():
                 await producer.publish(reality, topic, chain[step], ack=True)
         got = [await sub.get(timeout=10) for _ in range(2 * 91)]
         assert await read_all(sub, idle=0.3) == []
-    by_topic = {t: [p for p in got if p.topic == t] for t in produced}
     for topic, chain in produced.items():
-        pulses = by_topic[topic]
-        assert pulses[0].delta.keyframe, f"the late joiner's first pulse of {topic} is a keyframe"
+        pulses = [p for p in got if p.topic == topic]
         assert [p.value for p in pulses] == chain[60:]
-        assert sha(pulses[-1].value) == sha(chain[-1])
-        assert any(not p.delta.keyframe for p in pulses), f"{topic}: no delta reached the late joiner"
+        assert sha(pulses[-1].value) == sha(chain[-1]), f"{topic}: the late joiner converged"
+        # Deltas from the given state on (the topic's periodic keyframe falls at its 100th pulse).
+        assert all(not p.delta.keyframe for p in pulses[:30]), f"{topic}: no deltas after the current state"
 
 
 @aio(timeout=90)
@@ -120,11 +124,11 @@ async def test_overlapping_subscriptions_rebuild_their_own_chains(delta_server):
         for s in produced[50:]:
             await producer.publish(reality, "sim.state.one", s, ack=True)
         all_wide = [await wide.get(timeout=10) for _ in produced]
-        rest = [await again.get(timeout=10) for _ in produced[50:]]
+        rest = [await again.get(timeout=10) for _ in produced[49:]]  # the current state first
     assert [p.value for p in all_wide] == produced
     assert [p.value for p in first] == produced[:50]
-    assert [p.value for p in rest] == produced[50:]
-    assert rest[0].delta.keyframe
+    assert [p.value for p in rest] == produced[49:]
+    assert rest[0].delta.keyframe and not rest[1].delta.keyframe
 
 
 @aio(timeout=90)
@@ -153,6 +157,7 @@ async def test_history_and_replay_give_whole_states(delta_server):
         assert [p.sequence for p in history] == sequences
         assert [p.value for p in history] == produced
         assert history[0].delta is not None and history[0].delta.keyframe
+        assert sum(not p.delta.keyframe for p in history) >= len(produced) - 3, "history serves deltas too"
         assert all(p.delta.checksum == zlib.crc32(p.value) for p in history)
         part = await bus.history(reality, "sim.state.h", from_sequence=sequences[70])
         assert [p.value for p in part] == produced[70:] and part[0].delta.keyframe

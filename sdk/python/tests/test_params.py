@@ -91,8 +91,13 @@ async def test_a_session_that_is_not_a_controller_is_refused(params_server):
 @aio(timeout=60)
 async def test_an_invalid_name_is_refused(params_server):
     async with Bus.connect(params_server.url, token=TOKEN) as ctl:
-        with pytest.raises(arqonbus.ServerError):
+        with pytest.raises(arqonbus.InvalidRequest, match="Not A Name"):
             await ctl.set_param(reality(), "Not A Name", 1.0)
+        with pytest.raises(arqonbus.InvalidRequest):
+            await ctl.set_param(reality(), "a..b", 1.0)
+        # Only the bus writes sys.param.*: publishing there directly is refused even to a controller.
+        with pytest.raises(arqonbus.PermissionDenied):
+            await ctl.publish(reality(), "sys.param.gain", b"1", ack=True)
 
 
 @aio(timeout=60)
