@@ -184,3 +184,29 @@ def test_the_blocking_facade(params_server):
         assert live["gain"] == 0.75 and live.version("gain") == 2 and versions == [1, 2]
         with pytest.raises(arqonbus.PermissionDenied):
             bus.set_param(r, "gain", 1.0)
+
+
+@aio(timeout=90)
+async def test_the_live_mapping_follows_a_server_restart_that_forgot_the_parameters(params_server):
+    r = reality()
+    url = params_server.url
+    async with Bus.connect(url, token=TOKEN, reconnect_timeout=30) as ctl, Bus.connect(
+        url, reconnect_timeout=30
+    ) as bus:
+        rig = await bus.subscribe(r, "rig.>")
+        live = await bus.params(r)
+        for value in (1.0, 2.0, 3.0):
+            await ctl.set_param(r, "gain", value)
+        await ctl.set_param(r, "mode", "old")
+        await until(lambda: live.get("mode") == "old", what="the values before the restart")
+        assert live.version("gain") == 3
+
+        await asyncio.to_thread(params_server.stop)  # an ephemeral reality: its parameters go too
+        await until(lambda: not bus.connected, timeout=20, what="the disconnect noticed")
+        await asyncio.to_thread(params_server.start)
+        await until(lambda: bus.connected and ctl.connected, timeout=30, what="both reconnected")
+        await until(lambda: "mode" not in live, timeout=10, what="the forgotten parameter dropped")
+        ack = await ctl.set_param(r, "gain", 7.0)  # version 1 on the new server, below the 3 held
+        await until(lambda: live.get("gain") == 7.0, what="the new server's value")
+        assert live.version("gain") == 1 and live.info("gain").sequence == ack.sequence
+        assert rig.resubscribed >= 1 and await read_all(rig, idle=0.2) == []
