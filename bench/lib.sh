@@ -58,6 +58,13 @@ wait_port() {
 }
 
 SERVER_PIDS=()
+# Set by start_arqonbus when the server took the harness's [[delta]] rule.
+ARQ_HAS_DELTA=0
+
+# Whether the arqonbus binary $1 handles reality parameters (sys.control.param.set).
+arqonbus_has_params() {
+  grep -aq 'sys.control.param.set' "$1"
+}
 
 # new_work NAME: sets WORK to a fresh temporary directory; on exit, however it comes, the
 # servers started here are stopped and WORK is removed.
@@ -67,8 +74,12 @@ new_work() {
   trap 'exit 130' INT TERM
 }
 
+# The Hello token of the harness's controller session (`arqonbus-bench params`'s default).
+BENCH_CONTROLLER_TOKEN=arqonbus-bench-controller-token
+
 # start_arqonbus BIN PORT WORKDIR LOG [CONFIG]: starts `arqonbus serve` on loopback, sets
-# ARQ_PID. Without CONFIG the server gets the harness's retention rules (below).
+# ARQ_PID. Without CONFIG the server gets the harness's configuration (below): retention rules
+# for `durable` and a controller token for `params`.
 start_arqonbus() {
   local bin=$1 port=$2 dir=$3 log=$4 config=${5:-}
   # The admin listener (default 127.0.0.1:4721) takes a free port, so runs can overlap.
@@ -82,7 +93,7 @@ start_arqonbus() {
     args+=(--config "$config")
   elif grep -q -- '--config' <<<"$help"; then
     # Retained realities for the durable scenario, one per sync mode; each bounded to 2 GiB.
-    cat >"$dir/arqonbus-bench.toml" <<'TOML'
+    cat >"$dir/arqonbus-bench.toml" <<TOML
 [[retention]]
 realities = "bench-sync-always*"
 sync = "always"
@@ -92,7 +103,26 @@ max_bytes = 2147483648
 realities = "bench-sync-os*"
 sync = "os"
 max_bytes = 2147483648
+
+[control]
+controller_tokens = ["$BENCH_CONTROLLER_TOKEN"]
 TOML
+    # Delta-only topics for the delta scenario, where the server knows them (`config --check`
+    # refuses a key it does not know; an older server then runs without the rule).
+    cp "$dir/arqonbus-bench.toml" "$dir/arqonbus-bench-delta.toml"
+    cat >>"$dir/arqonbus-bench-delta.toml" <<'TOML'
+
+[[delta]]
+realities = "bench-*"
+topics = "bench.delta.>"
+keyframe_every = 100
+TOML
+    if "$bin" config --check "$dir/arqonbus-bench-delta.toml" >/dev/null 2>&1; then
+      mv "$dir/arqonbus-bench-delta.toml" "$dir/arqonbus-bench.toml"
+      ARQ_HAS_DELTA=1
+    else
+      rm -f "$dir/arqonbus-bench-delta.toml"
+    fi
     args+=(--config "$dir/arqonbus-bench.toml")
   fi
   (cd "$dir" && exec "$bin" "${args[@]}") >"$log" 2>&1 &
@@ -137,6 +167,13 @@ stop_servers() {
     wait "$pid" 2>/dev/null || true
   done
   SERVER_PIDS=()
+# Set by start_arqonbus when the server took the harness's [[delta]] rule.
+ARQ_HAS_DELTA=0
+
+# Whether the arqonbus binary $1 handles reality parameters (sys.control.param.set).
+arqonbus_has_params() {
+  grep -aq 'sys.control.param.set' "$1"
+}
 }
 
 # Cores busy (user+nice+system+irq+softirq) over the next $1 seconds, from /proc/stat.

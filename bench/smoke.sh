@@ -66,6 +66,20 @@ for t in "${TARGETS[@]}"; do
   check conns "$url" "$pid" conns --conns 500 --hold 1 --settle 0.2
   check durable "$url" "$pid" durable --reality bench-sync-always --duration 2 --inflight 32
   check durable "$url" "$pid" durable --reality bench-sync-os --duration 2 --inflight 32
+  check spectral "$url" "$pid" spectral --agents 20 --duration 1.5 --warmup 0.5 \
+    --background-rate 5000 --drain-timeout 3 --fail-on-loss
+  check filters "$url" "$pid" filters --subscriptions 200 --connections 4 --rate 200 \
+    --duration 1.5 --warmup 0.3 --drain-timeout 3
+  if [[ $url == nats://* ]] || arqonbus_has_params "$ARQ_BIN"; then
+    check params "$url" "$pid" params --sessions 1000 --repeats 3 --deliver-timeout 5
+  else
+    echo "skip  params on $url (this arqonbus has no sys.control.param.set)"
+  fi
+  if [[ $url == nats://* ]] || ((ARQ_HAS_DELTA)); then
+    check delta "$url" "$pid" delta --steps 2000 --rate 4000 --subscribers 2 --drain-timeout 3
+  else
+    echo "skip  delta on $url (this arqonbus refuses the [[delta]] configuration)"
+  fi
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "FAIL  the server behind $url died"
     FAILED=$((FAILED + 1))

@@ -47,6 +47,8 @@ enum Command {
     Policy(arqonbus::cli::policy::PolicyArgs),
     /// Load, unload or tune hosted Wasm operators (needs a controller token).
     Operator(arqonbus::cli::operator::OperatorArgs),
+    /// Set or read a reality's parameters (setting needs a controller token).
+    Param(arqonbus::cli::param::ParamArgs),
     /// Replay a retained reality through the configured operators (offline): reproduce it bit
     /// for bit, or fork it with other parameters.
     Replay(arqonbus::cli::replay::ReplayArgs),
@@ -127,6 +129,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(args) => arqonbus::cli::audit::run(args),
         Command::Policy(args) => arqonbus::cli::policy::run(args),
         Command::Operator(args) => arqonbus::cli::operator::run(args),
+        Command::Param(args) => arqonbus::cli::param::run(args),
         Command::Replay(args) => arqonbus::cli::replay::run_replay(args),
         Command::Diff(args) => arqonbus::cli::replay::run_diff(args),
         Command::History(args) => arqonbus::cli::history(args),

@@ -171,3 +171,60 @@ async fn clients_cannot_write_operator_topics_or_forge_outputs() {
     assert!(got.emitted_by.is_empty(), "the bus clears emitted_by");
     assert_eq!(got.input_sequence, 0);
 }
+
+/// A reality parameter (`sys.control.param.set`) retunes the hosted operators of that reality
+/// that declare a parameter of its name, from its position in the reality's sequence on; other
+/// realities and undeclared names are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reality_params_retune_hosted_operators() {
+    use arqonbus::proto::v1::param::Value;
+    let echo = operator_wasm("echo");
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let bus = TestBus::start(move |c| {
+        c.data_dir = data_dir;
+        c.control.controller_tokens = vec![common::policy::CONTROLLER_TOKEN.into()];
+        c.operators = vec![operator_file(
+            "echo",
+            echo,
+            "ops-*",
+            "ops.in.>",
+            &[("copies", ParamConfig::Number(2.0))],
+        )];
+    });
+    let ctl = common::policy::controller(bus.addr).await;
+    let client = client_on_shard(bus.addr, 0).await;
+    // Outputs behind one input, as the acked sequences show.
+    let outputs = |reality: &'static str| {
+        let client = client.clone();
+        async move {
+            let a = client
+                .publish_acked(Outgoing::new(reality, "ops.in.x").bytes("1"))
+                .await
+                .unwrap();
+            let b = client
+                .publish_acked(Outgoing::new(reality, "ops.in.x").bytes("2"))
+                .await
+                .unwrap();
+            b.sequence - a.sequence - 1
+        }
+    };
+    assert_eq!(outputs("ops-tuned").await, 2);
+    ctl.set_param("ops-tuned", "copies", Value::Number(3.0))
+        .await
+        .unwrap();
+    ctl.set_param("ops-tuned", "unrelated", Value::Number(9.0))
+        .await
+        .unwrap();
+    assert_eq!(outputs("ops-tuned").await, 3, "retuned from the change on");
+    assert_eq!(
+        outputs("ops-other").await,
+        2,
+        "another reality keeps its value"
+    );
+    // Binary values are not operator parameters: ignored.
+    ctl.set_param("ops-tuned", "copies", Value::Binary(vec![1].into()))
+        .await
+        .unwrap();
+    assert_eq!(outputs("ops-tuned").await, 3);
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use arqonbus::config::SyncMode;
 use arqonbus::proto::v1::{param, ArqonMessage, ErrorCode, HistoryGet, Param};
 use arqonbus_client::{Client, Outgoing, SubscribeOptions, Subscription};
-use common::policy::{audit_records, connect_with_token, controller, CONTROLLER_TOKEN};
+use common::policy::{arqonbus, audit_records, connect_with_token, controller, CONTROLLER_TOKEN};
 use common::{client_on_shard, retain, TestBus};
 use futures::StreamExt;
 use prost::Message;
@@ -194,6 +194,36 @@ async fn params_reach_every_subscriber_and_late_joiners() {
     assert_eq!(logged.len(), 4, "{logged:?}");
     assert_eq!(logged[0], ("coupling".into(), 1));
     assert_eq!(bus.metrics().params_set, 4);
+
+    // The CLI sets and reads them.
+    let server = bus.addr.to_string();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["param", "--server", &server, "--reality", "lab-3"];
+        all.extend_from_slice(args);
+        let out = arqonbus(&all);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = cli(&["--token", CONTROLLER_TOKEN, "set", "gain=2.5"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["--token", CONTROLLER_TOKEN, "set", "--text", "label=7"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["set", "gain=3"]);
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    let (ok, out, err) = cli(&["get", "--json"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["name"], "gain");
+    assert_eq!(lines[0]["value"], 2.5);
+    assert_eq!(lines[1]["value"], "7");
     bus.stop();
 
     let records = audit_records(dir.path());
@@ -201,14 +231,14 @@ async fn params_reach_every_subscriber_and_late_joiners() {
         .iter()
         .filter(|r| r.action == "sys.control.param.set")
         .collect();
-    // 4 applied; the full reality is refused by the owner after the audit (the change was
-    // allowed, the reality could not take it); 2 invalid and 1 non-controller are refused.
-    assert_eq!(sets.len(), 8, "{sets:#?}");
+    // 4 + 2 (CLI) applied; the full reality is refused by the owner after the audit (the change
+    // was allowed, the reality could not take it); 2 invalid and 2 non-controllers are refused.
+    assert_eq!(sets.len(), 11, "{sets:#?}");
     let refused: Vec<_> = sets
         .iter()
         .filter(|r| r.details["outcome"] == "refused")
         .collect();
-    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert_eq!(refused.len(), 4, "{refused:#?}");
     assert!(refused.iter().any(|r| r.details["reason"]
         .as_str()
         .unwrap()

@@ -11,6 +11,7 @@
 //! - `report`, `plot`, `summary` — JSON, Markdown and SVG output, and the comparison.
 //! - `sys`      — RLIMIT_NOFILE, /proc RSS, timer slack.
 
+mod delta;
 mod driver;
 mod payload;
 mod plot;
@@ -68,6 +69,18 @@ enum Command {
     Conns(ConnsArgs),
     /// Acked publishes the bus must keep (retained reality / JetStream file storage).
     Durable(DurableArgs),
+    /// US-05: N agents' spectral pulses every 10 ms (open loop) under a background load:
+    /// latency percentiles, losses, metadata intact.
+    Spectral(SpectralArgs),
+    /// S subscriptions with different coherence-threshold filters, then the same unfiltered:
+    /// deliveries/s, latency, server CPU, and exact selection checked per subscription.
+    Filters(FiltersArgs),
+    /// C sessions of one reality; a controller sets a parameter K times: set→last and
+    /// set→median delivery, and every session must get every version exactly once.
+    Params(ParamsArgs),
+    /// A 1 KB state changing 1 % per step on a delta-only topic and on a plain one: wire bytes
+    /// per subscriber, the ratio, and every subscriber's rebuilt state checked (SHA-256).
+    Delta(DeltaArgs),
     /// Compare the runs in a results directory: writes summary.md and summary plots.
     Summarize(SummarizeArgs),
 }
@@ -204,6 +217,138 @@ struct DurableArgs {
     /// Seconds to wait for an ack before failing.
     #[arg(long, default_value_t = 10.0)]
     ack_timeout: f64,
+}
+
+#[derive(Args)]
+struct SpectralArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// --payload-bytes is the background pulses' size; --duration is measured after the
+    /// warm-up; --count caps the agents' pulses (all agents together).
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Agents, each on its own connection, each sending one spectral pulse per interval.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    agents: usize,
+    /// Milliseconds between two pulses of one agent (agents are staggered over it).
+    #[arg(long, default_value_t = 10.0)]
+    interval_ms: f64,
+    /// Payload of a spectral pulse (at least the 40-byte harness header).
+    #[arg(long, default_value_t = 64)]
+    agent_payload_bytes: usize,
+    /// Eigenvalues per pulse.
+    #[arg(long, default_value_t = 4)]
+    eigenvalues: usize,
+    /// Subscribers of the spectral topic.
+    #[arg(long, short = 's', default_value_t = 1)]
+    subscribers: usize,
+    /// Seconds sent before measuring (counted for loss, not latency).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Background pulses per second on another topic; 0 publishes flat out.
+    #[arg(long, default_value_t = 20_000)]
+    background_rate: u64,
+    /// No background load at all.
+    #[arg(long)]
+    no_background: bool,
+    /// Put the background on a reality of its own instead of the agents' reality.
+    #[arg(long)]
+    background_own_reality: bool,
+}
+
+#[derive(Args)]
+struct FiltersArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Pulses per second, each with a random coherence in [0, 1).
+    #[arg(long, short = 'r', default_value_t = 1_000)]
+    rate: u64,
+    /// Subscriptions; subscription g filters `coherence >= g/S`.
+    #[arg(long, short = 's', default_value_t = 1_000)]
+    subscriptions: usize,
+    /// Connections the subscriptions are spread over (at most 1,024 subscriptions each: the
+    /// server's default limits.max_subscriptions_per_connection).
+    #[arg(long, short = 'c', default_value_t = 10)]
+    connections: usize,
+    /// Payload size in bytes (at least the 40-byte header).
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Seconds each phase (filtered, then unfiltered) publishes for, warm-up included.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds at the start of each phase checked but not measured for latency.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    #[arg(long, default_value_t = 5.0)]
+    drain_timeout: f64,
+    /// Picks the coherences.
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Run the unfiltered phase first (default: filtered first).
+    #[arg(long)]
+    unfiltered_first: bool,
+}
+
+/// The controller token bench/lib.sh configures (`control.controller_tokens`).
+const DEFAULT_CONTROLLER_TOKEN: &str = "arqonbus-bench-controller-token";
+
+#[derive(Args)]
+struct ParamsArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Sessions, one subscription each (capped by the open-file limit, which is reported).
+    #[arg(long, short = 'c', default_value_t = 10_000)]
+    sessions: u64,
+    /// Sessions per source address (127.0.0.2, then .3, ...).
+    #[arg(long, default_value_t = 5_000)]
+    per_source: u64,
+    #[arg(long, default_value = "127.0.0.2")]
+    first_source: Ipv4Addr,
+    /// Handshakes and subscriptions in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Parameter sets, each timed and checked.
+    #[arg(long, short = 'k', default_value_t = 5)]
+    repeats: u32,
+    /// Parameter name (topic segments): the pulse is sys.param.NAME.
+    #[arg(long, default_value = "bench.gain")]
+    name: String,
+    /// Hello token of the controller session (listed in control.controller_tokens).
+    #[arg(long, default_value = DEFAULT_CONTROLLER_TOKEN)]
+    controller_token: String,
+    /// Seconds one set may take to reach every session.
+    #[arg(long, default_value_t = 10.0)]
+    deliver_timeout: f64,
+    /// Seconds between sets (late or repeated receipts are counted meanwhile).
+    #[arg(long, default_value_t = 0.2)]
+    pause: f64,
+}
+
+#[derive(Args)]
+struct DeltaArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// State changes published (each twice: delta-only topic and plain topic).
+    #[arg(long, default_value_t = 10_000)]
+    steps: u64,
+    #[arg(long, default_value_t = 1024)]
+    state_bytes: usize,
+    /// Bytes changed per step.
+    #[arg(long, default_value_t = 10)]
+    changed_bytes: usize,
+    /// `scattered` (single bytes at random places), `contiguous` (one run), or `both`.
+    #[arg(long, default_value = "both")]
+    change: String,
+    /// Subscriber connections per topic (spread over the server's shards).
+    #[arg(long, short = 's', default_value_t = 4)]
+    subscribers: usize,
+    /// Steps per second; 0 publishes as fast as the bus takes them.
+    #[arg(long, short = 'r', default_value_t = 5_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 0xde17a)]
+    seed: u64,
+    #[arg(long, default_value_t = 5.0)]
+    drain_timeout: f64,
 }
 
 #[derive(Args)]
@@ -462,8 +607,319 @@ async fn run(command: Command) -> Result<ExitCode> {
             )
             .await
         }
+        Command::Spectral(a) => run_spectral(a).await,
+        Command::Filters(a) => run_filters(a).await,
+        Command::Params(a) => run_params(a).await,
+        Command::Delta(a) => run_delta(a).await,
         Command::Summarize(_) => unreachable!("handled before the runtime starts"),
     }
+}
+
+async fn run_spectral(a: SpectralArgs) -> Result<ExitCode> {
+    check_load(&a.load)?;
+    if a.load.realities != 1 {
+        bail!("spectral uses one reality (the agents') and one background topic: drop --realities");
+    }
+    if a.agents == 0 || a.agents > 10_000 {
+        bail!("--agents must be between 1 and 10,000");
+    }
+    check_count("--subscribers", a.subscribers)?;
+    if !(a.interval_ms >= 0.01 && a.interval_ms <= 60_000.0) {
+        bail!("--interval-ms must be between 0.01 and 60,000");
+    }
+    if a.eigenvalues > 1_000 {
+        bail!("--eigenvalues must be at most 1,000");
+    }
+    if a.agent_payload_bytes > 1 << 20 {
+        bail!("--agent-payload-bytes must be at most 1 MiB");
+    }
+    let spec = scenario::spectral::SpectralSpec {
+        agents: a.agents,
+        interval: Duration::from_secs_f64(a.interval_ms / 1e3),
+        payload_bytes: a.agent_payload_bytes,
+        eigenvalues: a.eigenvalues,
+        subscribers: a.subscribers,
+        duration: secs("--duration", a.load.duration)?,
+        warmup: Duration::from_secs_f64(a.warmup.clamp(0.0, 60.0)),
+        count: a.load.count,
+        background_rate: (!a.no_background).then_some(a.background_rate),
+        background_payload_bytes: a.load.payload_bytes,
+        background_own_reality: a.background_own_reality,
+        drain_timeout: secs("--drain-timeout", a.load.drain_timeout)?,
+        progress: !a.target.no_progress,
+    };
+    let label = format!("spectral-{}x{}ms", a.agents, a.interval_ms);
+    let params = load_params(
+        &a.load,
+        [
+            ("agents", json!(a.agents)),
+            ("interval_ms", json!(a.interval_ms)),
+            ("agent_payload_bytes", json!(a.agent_payload_bytes)),
+            ("eigenvalues", json!(a.eigenvalues)),
+            ("subscribers", json!(a.subscribers)),
+            ("warmup_s", json!(a.warmup)),
+            (
+                "background_rate",
+                if a.no_background {
+                    json!("none")
+                } else {
+                    json!(a.background_rate)
+                },
+            ),
+            ("background_own_reality", json!(a.background_own_reality)),
+        ],
+    );
+    execute(
+        "spectral",
+        label,
+        &a.target,
+        Some(&a.load),
+        params,
+        |t, names| async move {
+            let mut notes = Vec::new();
+            let r = scenario::spectral::run(&t, &names, &spec, &mut notes)
+                .await
+                .map(|m| Ran {
+                    status: if m.spectral_mismatches > 0 {
+                        Status::Failed
+                    } else {
+                        Status::Ok
+                    },
+                    metrics: Some(Metrics::Spectral(Box::new(m))),
+                });
+            (r, notes)
+        },
+    )
+    .await
+}
+
+async fn run_filters(a: FiltersArgs) -> Result<ExitCode> {
+    if a.rate == 0 || a.rate > 1_000_000 {
+        bail!("--rate must be between 1 and 1,000,000 pulses per second");
+    }
+    if a.subscriptions == 0 || a.subscriptions > 100_000 {
+        bail!("--subscriptions must be between 1 and 100,000");
+    }
+    if a.connections == 0 || a.connections > a.subscriptions {
+        bail!("--connections must be between 1 and --subscriptions");
+    }
+    if a.subscriptions.div_ceil(a.connections) > 1_024 {
+        bail!(
+            "at most 1,024 subscriptions per connection (the server's default \
+             limits.max_subscriptions_per_connection): raise --connections"
+        );
+    }
+    if a.payload_bytes > 1 << 20 {
+        bail!("--payload-bytes must be at most 1 MiB");
+    }
+    let spec = scenario::filters::FiltersSpec {
+        rate_per_s: a.rate,
+        subscriptions: a.subscriptions,
+        connections: a.connections,
+        payload_bytes: a.payload_bytes,
+        duration: secs("--duration", a.duration)?,
+        warmup: Duration::from_secs_f64(a.warmup.clamp(0.0, a.duration)),
+        drain_timeout: secs("--drain-timeout", a.drain_timeout)?,
+        server_pid: a.target.server_pid,
+        seed: a.seed,
+        unfiltered_first: a.unfiltered_first,
+        progress: !a.target.no_progress,
+    };
+    let label = format!("filters-{}x{}", a.subscriptions, a.rate);
+    let params = BTreeMap::from([
+        ("rate".to_string(), json!(a.rate)),
+        ("subscriptions".to_string(), json!(a.subscriptions)),
+        ("connections".to_string(), json!(a.connections)),
+        ("payload_bytes".to_string(), json!(a.payload_bytes)),
+        ("duration_s".to_string(), json!(a.duration)),
+        ("warmup_s".to_string(), json!(a.warmup)),
+        ("seed".to_string(), json!(a.seed)),
+        ("unfiltered_first".to_string(), json!(a.unfiltered_first)),
+    ]);
+    execute(
+        "filters",
+        label,
+        &a.target,
+        None,
+        params,
+        |t, names| async move {
+            let mut notes = Vec::new();
+            if t.kind == target::Kind::Nats {
+                notes.push(
+                    "unsupported: NATS has no content filters (a subscriber can only pick \
+                     subjects); the peer of a filtered run is the same run unfiltered"
+                        .to_string(),
+                );
+                return (
+                    Ok(Ran {
+                        status: Status::Unsupported,
+                        metrics: None,
+                    }),
+                    notes,
+                );
+            }
+            let r = scenario::filters::run(&t, &names.realities[0], &spec, &mut notes)
+                .await
+                .map(|m| Ran {
+                    status: if m.exact() {
+                        Status::Ok
+                    } else {
+                        Status::Failed
+                    },
+                    metrics: Some(Metrics::Filters(m)),
+                });
+            (r, notes)
+        },
+    )
+    .await
+}
+
+async fn run_params(a: ParamsArgs) -> Result<ExitCode> {
+    if a.sessions == 0 || a.sessions > 1_000_000 {
+        bail!("--sessions must be between 1 and 1,000,000");
+    }
+    if a.repeats == 0 || a.repeats > 1_000 {
+        bail!("--repeats must be between 1 and 1,000");
+    }
+    let name_ok = !a.name.is_empty()
+        && a.name.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        });
+    if !name_ok {
+        bail!("--name must be dot-separated segments of [a-z0-9_-]");
+    }
+    let spec = scenario::params::ParamsSpec {
+        sessions: a.sessions,
+        per_source: a.per_source.max(1),
+        first_source: a.first_source,
+        concurrency: a.concurrency.clamp(1, 4096),
+        repeats: a.repeats,
+        name: a.name.clone(),
+        token: a.controller_token.clone(),
+        deliver_timeout: secs("--deliver-timeout", a.deliver_timeout)?,
+        pause: Duration::from_secs_f64(a.pause.clamp(0.0, 60.0)),
+        progress: !a.target.no_progress,
+    };
+    let params = BTreeMap::from([
+        ("sessions".to_string(), json!(a.sessions)),
+        ("per_source".to_string(), json!(a.per_source)),
+        ("repeats".to_string(), json!(a.repeats)),
+        ("name".to_string(), json!(a.name)),
+        ("deliver_timeout_s".to_string(), json!(a.deliver_timeout)),
+    ]);
+    execute(
+        "params",
+        format!("params-{}", a.sessions),
+        &a.target,
+        None,
+        params,
+        |t, names| async move {
+            let mut notes = Vec::new();
+            if t.kind == target::Kind::Nats {
+                notes.push(
+                    "unsupported: NATS has no reality parameters (no versioned value the server \
+                     delivers to every subscriber whatever it subscribed to); a plain broadcast \
+                     to C connections is what `fanout` measures"
+                        .to_string(),
+                );
+                return (
+                    Ok(Ran {
+                        status: Status::Unsupported,
+                        metrics: None,
+                    }),
+                    notes,
+                );
+            }
+            let r = scenario::params::run(&t, &names.realities[0], &spec, &mut notes)
+                .await
+                .map(|m| Ran {
+                    status: if m.failures == 0 && m.sessions_failed == 0 {
+                        Status::Ok
+                    } else {
+                        Status::Failed
+                    },
+                    metrics: Some(Metrics::Params(m)),
+                });
+            (r, notes)
+        },
+    )
+    .await
+}
+
+async fn run_delta(a: DeltaArgs) -> Result<ExitCode> {
+    use scenario::delta::Change;
+    if a.steps == 0 || a.steps > 10_000_000 {
+        bail!("--steps must be between 1 and 10,000,000");
+    }
+    if a.state_bytes == 0 || a.state_bytes > 1 << 20 {
+        bail!("--state-bytes must be between 1 and 1 MiB");
+    }
+    check_count("--subscribers", a.subscribers)?;
+    let changes = match a.change.as_str() {
+        "scattered" => vec![Change::Scattered],
+        "contiguous" => vec![Change::Contiguous],
+        "both" => vec![Change::Scattered, Change::Contiguous],
+        other => bail!("--change must be scattered, contiguous or both, not `{other}`"),
+    };
+    let spec = scenario::delta::DeltaSpec {
+        steps: a.steps,
+        state_bytes: a.state_bytes,
+        changed_bytes: a.changed_bytes.min(a.state_bytes),
+        changes,
+        subscribers: a.subscribers,
+        rate_per_s: a.rate,
+        seed: a.seed,
+        drain_timeout: secs("--drain-timeout", a.drain_timeout)?,
+    };
+    let params = BTreeMap::from([
+        ("steps".to_string(), json!(a.steps)),
+        ("state_bytes".to_string(), json!(a.state_bytes)),
+        ("changed_bytes".to_string(), json!(a.changed_bytes)),
+        ("change".to_string(), json!(a.change)),
+        ("subscribers".to_string(), json!(a.subscribers)),
+        ("rate".to_string(), json!(a.rate)),
+        ("seed".to_string(), json!(a.seed)),
+    ]);
+    execute(
+        "delta",
+        format!("delta-{}x{}", a.state_bytes, a.steps),
+        &a.target,
+        None,
+        params,
+        |t, names| async move {
+            let mut notes = Vec::new();
+            if t.kind == target::Kind::Nats {
+                notes.push(
+                    "unsupported: NATS has no delta-only subjects (it carries every payload \
+                     whole); the peer of a delta topic is the same states on a plain topic, in \
+                     the same run"
+                        .to_string(),
+                );
+                return (
+                    Ok(Ran {
+                        status: Status::Unsupported,
+                        metrics: None,
+                    }),
+                    notes,
+                );
+            }
+            let r = scenario::delta::run(&t, &names.realities[0], &spec, &mut notes)
+                .await
+                .map(|m| Ran {
+                    status: if m.all_match() {
+                        Status::Ok
+                    } else {
+                        Status::Failed
+                    },
+                    metrics: Some(Metrics::Delta(m)),
+                });
+            (r, notes)
+        },
+    )
+    .await
 }
 
 fn flow_spec(
@@ -608,6 +1064,22 @@ where
             }
             unexplained_loss = m.lost > m.dropped_notices;
         }
+        Some(Metrics::Spectral(m)) => {
+            if m.sent > 0 && m.received == 0 {
+                status = Status::Failed;
+                notes.push("no spectral pulse reached any subscriber".into());
+            }
+            unexplained_loss =
+                m.lost > m.dropped_notices || m.background_lost > m.background_dropped_notices;
+        }
+        Some(Metrics::Filters(m))
+            if m.phases
+                .iter()
+                .any(|p| p.published > 0 && p.deliveries == 0) =>
+        {
+            status = Status::Failed;
+            notes.push("a phase delivered nothing".into());
+        }
         _ => {}
     }
     let result = RunResult {
@@ -654,6 +1126,41 @@ fn write_outputs(dir: &Path, r: &RunResult, md: &str) -> Result<()> {
     std::fs::write(dir.join(format!("{stem}.md")), md)?;
     let svg = dir.join(format!("{stem}.svg"));
     match &r.metrics {
+        Some(Metrics::Spectral(m)) => plot::latency_curves(
+            &svg,
+            &format!(
+                "{} on {}: spectral latency by percentile",
+                r.label, r.target
+            ),
+            &[
+                plot::Curve {
+                    name: "from intended send".into(),
+                    points: m.curve_from_intended.clone(),
+                    color: 0,
+                    light: false,
+                },
+                plot::Curve {
+                    name: "from actual send".into(),
+                    points: m.curve_from_send.clone(),
+                    color: 1,
+                    light: false,
+                },
+            ],
+        )?,
+        Some(Metrics::Filters(m)) => plot::latency_curves(
+            &svg,
+            &format!("{} on {}: publish-to-deliver latency", r.label, r.target),
+            &m.phases
+                .iter()
+                .enumerate()
+                .map(|(i, p)| plot::Curve {
+                    name: p.name.clone(),
+                    points: p.curve.clone(),
+                    color: i,
+                    light: false,
+                })
+                .collect::<Vec<_>>(),
+        )?,
         Some(Metrics::Latency(m)) => plot::latency_curves(
             &svg,
             &format!("{} on {}: latency by percentile", r.label, r.target),

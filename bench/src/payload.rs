@@ -7,7 +7,9 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use arqonbus_proto::v1::SpectralMetadata;
 use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
 
 /// `ARB1` in ASCII: marks a payload this harness wrote.
 const MAGIC: u32 = 0x4152_4231;
@@ -87,9 +89,54 @@ impl Header {
     }
 }
 
+/// A payload for a bus that has no spectral envelope field (NATS): the header, a 2-byte
+/// little-endian length, the protobuf-encoded `SpectralMetadata`, then zero padding up to `size`.
+/// The bus carries exactly the information ArqonBus carries in `ArqonMessage.spectral`.
+pub fn with_spectral(header: &Header, size: usize, spectral: &SpectralMetadata) -> Bytes {
+    let encoded = spectral.encode_to_vec();
+    let used = HEADER_BYTES + 2 + encoded.len();
+    let mut out = BytesMut::with_capacity(size.max(used));
+    header.write(&mut out, HEADER_BYTES);
+    out.put_u16_le(encoded.len() as u16);
+    out.put_slice(&encoded);
+    out.put_bytes(0, size.saturating_sub(used));
+    out.freeze()
+}
+
+/// The spectral metadata [`with_spectral`] put after the header; `None` when it is not there.
+pub fn read_spectral(bytes: &[u8]) -> Option<SpectralMetadata> {
+    let rest = bytes.get(HEADER_BYTES..)?;
+    let len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    SpectralMetadata::decode(rest.get(2..2 + len)?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spectral_rides_after_the_header() {
+        let h = Header {
+            publisher: 3,
+            seq: 9,
+            reality: 0,
+            flags: 0,
+            intended_ns: 1,
+            sent_ns: 2,
+        };
+        let sp = SpectralMetadata {
+            coherence: 0.25,
+            criticality: 0.5,
+            eigenvalues: vec![1.0, -2.5, 3.75],
+        };
+        for size in [0, 64, 1024] {
+            let p = with_spectral(&h, size, &sp);
+            assert!(p.len() >= size);
+            assert_eq!(Header::read(&p), Some(h));
+            assert_eq!(read_spectral(&p), Some(sp.clone()));
+        }
+        assert_eq!(read_spectral(&h.to_payload(40)), None);
+    }
 
     #[test]
     fn header_round_trips_and_pads_to_size() {

@@ -48,6 +48,10 @@ pub enum Metrics {
     Latency(Box<LatencyMetrics>),
     Conns(ConnsMetrics),
     Durable(DurableMetrics),
+    Spectral(Box<SpectralMetrics>),
+    Filters(FiltersMetrics),
+    Params(ParamsMetrics),
+    Delta(DeltaMetrics),
 }
 
 /// Throughput and fan-out.
@@ -157,6 +161,229 @@ pub struct DurableMetrics {
     pub ack_latency: LatencySummary,
 }
 
+/// `spectral` (US-05): agents' spectral pulses under a background load.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SpectralMetrics {
+    pub agents: usize,
+    pub interval_ms: f64,
+    /// All agents together.
+    pub rate_per_s: u64,
+    pub eigenvalues: usize,
+    pub scheduled: u64,
+    pub sent: u64,
+    pub not_sent: u64,
+    pub warmup_sent: u64,
+    pub max_sender_lag_us: f64,
+    pub send_lateness: LatencySummary,
+    /// Receipt minus intended send time, over every spectral subscriber.
+    pub from_intended: LatencySummary,
+    pub from_send: LatencySummary,
+    pub subscribers: usize,
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub dropped_notices: u64,
+    /// Spectral pulses whose metadata was missing or differed from what the agent sent.
+    pub spectral_mismatches: u64,
+    pub curve_from_intended: Vec<(f64, f64)>,
+    pub curve_from_send: Vec<(f64, f64)>,
+    #[serde(default)]
+    pub timeline: Vec<crate::stats::Window>,
+    /// The background load: configured rate (0 = flat out; None = no background).
+    pub background_rate_per_s: Option<u64>,
+    pub background_published: u64,
+    pub background_publish_msgs_per_s: f64,
+    pub background_received: u64,
+    pub background_deliveries_per_s: f64,
+    pub background_lost: u64,
+    pub background_dropped_notices: u64,
+}
+
+/// `filters`: the same subscriptions filtered and unfiltered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FiltersMetrics {
+    pub rate_per_s: u64,
+    pub subscriptions: usize,
+    pub connections: usize,
+    /// `filtered`, then `unfiltered`.
+    pub phases: Vec<FilterPhase>,
+    /// The server's cores over one idle second before the phases.
+    pub server_idle_cores: Option<f64>,
+    /// Server CPU per published pulse net of idle, filtered / unfiltered.
+    pub filtered_cpu_per_pulse_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FilterPhase {
+    pub name: String,
+    /// The filter of the middle subscription (empty when unfiltered).
+    pub example_filter: String,
+    pub published: u64,
+    pub publish_secs: f64,
+    /// What the filters admit, summed over subscriptions.
+    pub expected_deliveries: u64,
+    /// Distinct pulses received, summed over subscriptions.
+    pub deliveries: u64,
+    /// From the first receipt on any connection to the last.
+    pub delivery_secs: f64,
+    pub deliveries_per_s: f64,
+    /// Publish-to-deliver, from the intended send time, every delivery after the warm-up.
+    pub latency: LatencySummary,
+    pub curve: Vec<(f64, f64)>,
+    pub server_cores: Option<f64>,
+    pub harness_cores: Option<f64>,
+    pub server_cpu_us_per_pulse: Option<f64>,
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// The same net of the server's idle CPU.
+    pub server_net_cpu_us_per_pulse: Option<f64>,
+    /// Subscriptions that did not get exactly what their filter admits (a failure).
+    pub subscriptions_wrong: u64,
+    /// Admitted pulses not received (those announced as shed included).
+    pub missing: u64,
+    pub unexplained_missing: u64,
+    /// Pulses received that the filter refuses (or never published): a failure.
+    pub extra: u64,
+    pub duplicates: u64,
+    pub dropped_notices: u64,
+}
+
+impl FiltersMetrics {
+    fn phase(&self, name: &str) -> Option<&FilterPhase> {
+        self.phases.iter().find(|p| p.name == name)
+    }
+
+    /// Whether every subscription got exactly what its filter admits (pulses the server
+    /// announced as shed excepted).
+    pub fn exact(&self) -> bool {
+        self.phases.iter().all(|p| p.subscriptions_wrong == 0)
+    }
+}
+
+/// `params`: one parameter set, delivered to every session of a reality, K times.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ParamsMetrics {
+    pub requested_sessions: u64,
+    /// Sessions that connected and subscribed.
+    pub sessions: u64,
+    pub sessions_failed: u64,
+    pub open_secs: f64,
+    pub name: String,
+    pub patterns: Vec<String>,
+    pub source_addresses: Vec<String>,
+    pub repeats: Vec<ParamRepeat>,
+    /// Over repeats (K small: p50 is the median repeat).
+    pub set_to_last_p50_ms: Option<f64>,
+    pub set_to_last_max_ms: Option<f64>,
+    pub set_to_median_p50_ms: Option<f64>,
+    pub set_to_median_max_ms: Option<f64>,
+    pub ack_p50_us: Option<f64>,
+    /// Sessions short of each version, summed over repeats, plus wrong or repeated receipts.
+    pub failures: u64,
+    /// Frames other than the parameter's pulses (there should be none).
+    pub other_frames: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ParamRepeat {
+    pub version: u64,
+    pub number: f64,
+    /// Sessions that received this version.
+    pub delivered: u64,
+    pub missing: u64,
+    pub wrong_version: u64,
+    pub wrong_value: u64,
+    pub duplicates: u64,
+    /// From the controller's write of the set to its PubAck.
+    pub ack_us: Option<f64>,
+    pub set_to_first_ms: Option<f64>,
+    pub set_to_median_ms: Option<f64>,
+    pub set_to_last_ms: Option<f64>,
+}
+
+impl ParamsMetrics {
+    /// Fills the aggregates from `repeats`.
+    pub fn summarize(&mut self) {
+        fn p50_max(mut v: Vec<f64>) -> (Option<f64>, Option<f64>) {
+            v.sort_by(f64::total_cmp);
+            (
+                v.get(v.len().saturating_sub(1) / 2).copied(),
+                v.last().copied(),
+            )
+        }
+        let pick = |f: fn(&ParamRepeat) -> Option<f64>| -> Vec<f64> {
+            self.repeats.iter().filter_map(f).collect()
+        };
+        (self.set_to_last_p50_ms, self.set_to_last_max_ms) = p50_max(pick(|r| r.set_to_last_ms));
+        (self.set_to_median_p50_ms, self.set_to_median_max_ms) =
+            p50_max(pick(|r| r.set_to_median_ms));
+        self.ack_p50_us = p50_max(pick(|r| r.ack_us)).0;
+        self.failures = self
+            .repeats
+            .iter()
+            .map(|r| r.missing + r.wrong_version + r.wrong_value + r.duplicates)
+            .sum();
+    }
+}
+
+/// `delta`: wire bytes of a delta-only topic against the same states published whole.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeltaMetrics {
+    pub steps: u64,
+    pub state_bytes: usize,
+    pub changed_bytes: usize,
+    pub subscribers_per_topic: usize,
+    pub variants: Vec<DeltaVariant>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeltaVariant {
+    /// `scattered` or `contiguous`.
+    pub change: String,
+    pub delta_topic: String,
+    pub full_topic: String,
+    pub publish_secs: f64,
+    pub producer_sha256: String,
+    pub delta_wire_bytes_per_sub: f64,
+    pub full_wire_bytes_per_sub: f64,
+    /// Delta / full, mean wire bytes per subscriber.
+    pub wire_ratio: f64,
+    /// Every subscriber rebuilt the producer's final state, with no error and no loss.
+    pub all_match: bool,
+    pub subscribers_by_shard: BTreeMap<u32, usize>,
+    pub delta_subs: Vec<DeltaSub>,
+    pub full_subs: Vec<DeltaSub>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeltaSub {
+    pub index: usize,
+    /// A subscriber of the delta-only topic (else of the plain one).
+    pub delta: bool,
+    pub shard: u32,
+    pub pulses: u64,
+    pub keyframes: u64,
+    pub deltas: u64,
+    /// Everything the connection read: frames with their length prefixes.
+    pub wire_bytes: u64,
+    pub payload_bytes: u64,
+    pub dropped_notices: u64,
+    /// Pulses neither received nor announced as shed.
+    pub lost: u64,
+    /// Refused deltas, CRC mismatches, wrong bases, error frames.
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub final_sha256: String,
+    pub matches: bool,
+}
+
+impl DeltaMetrics {
+    pub fn all_match(&self) -> bool {
+        !self.variants.is_empty() && self.variants.iter().all(|v| v.all_match)
+    }
+}
+
 /// Whether a larger number is the better one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {
@@ -221,6 +448,83 @@ impl Metrics {
                 ];
                 if let Some(b) = m.bytes_per_conn {
                     v.push(h("server RSS bytes/connection", b, Lower));
+                }
+                v
+            }
+            Metrics::Spectral(m) => vec![
+                h("p50 µs (from intended send)", m.from_intended.p50_us, Lower),
+                h("p99 µs (from intended send)", m.from_intended.p99_us, Lower),
+                h(
+                    "p99.9 µs (from intended send)",
+                    m.from_intended.p999_us,
+                    Lower,
+                ),
+                h("max µs (from intended send)", m.from_intended.max_us, Lower),
+                h("lost spectral pulses", m.lost as f64, Lower),
+                h(
+                    "spectral metadata mismatches",
+                    m.spectral_mismatches as f64,
+                    Lower,
+                ),
+                h(
+                    "background deliveries/s",
+                    m.background_deliveries_per_s,
+                    Higher,
+                ),
+            ],
+            Metrics::Filters(m) => {
+                let mut v = Vec::new();
+                if let Some(p) = m.phase("filtered") {
+                    v.push(h("filtered deliveries/s", p.deliveries_per_s, Higher));
+                    v.push(h("filtered p99 µs", p.latency.p99_us, Lower));
+                    if let Some(c) = p.server_net_cpu_us_per_pulse {
+                        v.push(h("filtered server CPU µs/pulse (net of idle)", c, Lower));
+                    }
+                    v.push(h(
+                        "filtered subscriptions wrong",
+                        p.subscriptions_wrong as f64,
+                        Lower,
+                    ));
+                }
+                if let Some(p) = m.phase("unfiltered") {
+                    v.push(h("unfiltered deliveries/s", p.deliveries_per_s, Higher));
+                    v.push(h("unfiltered p99 µs", p.latency.p99_us, Lower));
+                    if let Some(c) = p.server_net_cpu_us_per_pulse {
+                        v.push(h("unfiltered server CPU µs/pulse (net of idle)", c, Lower));
+                    }
+                }
+                v
+            }
+            Metrics::Params(m) => {
+                let mut v = Vec::new();
+                for (name, x) in [
+                    ("set→last delivery p50 ms", m.set_to_last_p50_ms),
+                    ("set→last delivery max ms", m.set_to_last_max_ms),
+                    ("set→median delivery p50 ms", m.set_to_median_p50_ms),
+                    ("set→median delivery max ms", m.set_to_median_max_ms),
+                ] {
+                    if let Some(x) = x {
+                        v.push(h(name, x, Lower));
+                    }
+                }
+                v.push(h("parameter delivery failures", m.failures as f64, Lower));
+                v
+            }
+            Metrics::Delta(m) => {
+                let mut v = Vec::new();
+                for x in &m.variants {
+                    let (ratio, bytes): (&'static str, &'static str) = match x.change.as_str() {
+                        "scattered" => (
+                            "scattered: delta/full wire bytes",
+                            "scattered: delta wire bytes/subscriber",
+                        ),
+                        _ => (
+                            "contiguous: delta/full wire bytes",
+                            "contiguous: delta wire bytes/subscriber",
+                        ),
+                    };
+                    v.push(h(ratio, x.wire_ratio, Lower));
+                    v.push(h(bytes, x.delta_wire_bytes_per_sub, Lower));
                 }
                 v
             }
@@ -404,6 +708,10 @@ impl RunResult {
                 }
                 md.push('\n');
             }
+            Some(Metrics::Spectral(m)) => spectral_markdown(&mut md, m),
+            Some(Metrics::Filters(m)) => filters_markdown(&mut md, m),
+            Some(Metrics::Params(m)) => params_markdown(&mut md, m),
+            Some(Metrics::Delta(m)) => delta_markdown(&mut md, m),
             Some(Metrics::Durable(m)) => {
                 let _ = writeln!(md, "| metric | value |\n| --- | ---: |");
                 for (k, v) in [
@@ -457,6 +765,275 @@ impl RunResult {
         }
         md
     }
+}
+
+fn lat_header(md: &mut String, what: &str) {
+    let _ = writeln!(
+        md,
+        "| {what} | p50 | p90 | p99 | p99.9 | p99.99 | max | samples |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+}
+
+fn spectral_markdown(md: &mut String, m: &SpectralMetrics) {
+    lat_header(md, "spectral latency µs");
+    lat_row(md, "from intended send", &m.from_intended);
+    lat_row(md, "from actual send", &m.from_send);
+    lat_row(md, "sender lateness", &m.send_lateness);
+    let _ = writeln!(
+        md,
+        "\n{} agents every {} ms ({}/s): scheduled {}, sent {} ({} in warm-up, {} not sent), \
+         worst sender lag {} µs; {} subscribers received {} of {} expected, lost {}, duplicates \
+         {}, out of order {}, shed notices {}, spectral metadata mismatches {}\n",
+        m.agents,
+        fmt_num(m.interval_ms),
+        fmt_num(m.rate_per_s as f64),
+        fmt_num(m.scheduled as f64),
+        fmt_num(m.sent as f64),
+        fmt_num(m.warmup_sent as f64),
+        fmt_num(m.not_sent as f64),
+        fmt_num(m.max_sender_lag_us),
+        m.subscribers,
+        fmt_num(m.received as f64),
+        fmt_num(m.expected as f64),
+        m.lost,
+        m.duplicates,
+        m.out_of_order,
+        m.dropped_notices,
+        m.spectral_mismatches
+    );
+    match m.background_rate_per_s {
+        None => {
+            let _ = writeln!(md, "No background load.\n");
+        }
+        Some(rate) => {
+            let _ = writeln!(
+                md,
+                "Background ({}): published {} at {}/s, delivered {} at {}/s, lost {}, shed \
+                 notices {}\n",
+                if rate == 0 {
+                    "flat out".to_string()
+                } else {
+                    format!("{}/s asked", fmt_num(rate as f64))
+                },
+                fmt_num(m.background_published as f64),
+                fmt_num(m.background_publish_msgs_per_s),
+                fmt_num(m.background_received as f64),
+                fmt_num(m.background_deliveries_per_s),
+                m.background_lost,
+                m.background_dropped_notices
+            );
+        }
+    }
+}
+
+fn delta_markdown(md: &mut String, m: &DeltaMetrics) {
+    let _ = writeln!(
+        md,
+        "{} steps of a {}-byte state, {} bytes changed per step; {} subscriber connections per \
+         topic.\n",
+        fmt_num(m.steps as f64),
+        m.state_bytes,
+        m.changed_bytes,
+        m.subscribers_per_topic
+    );
+    let _ = writeln!(
+        md,
+        "| change | delta wire B/subscriber | full wire B/subscriber | ratio | delta B/step | full B/step | keyframes | deltas | errors | lost | state SHA-256 matches |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for v in &m.variants {
+        let steps = m.steps.max(1) as f64;
+        let all = || v.delta_subs.iter().chain(&v.full_subs);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.4} | {} | {} | {} | {} | {} | {} | {} |",
+            v.change,
+            fmt_num(v.delta_wire_bytes_per_sub),
+            fmt_num(v.full_wire_bytes_per_sub),
+            v.wire_ratio,
+            fmt_num(v.delta_wire_bytes_per_sub / steps),
+            fmt_num(v.full_wire_bytes_per_sub / steps),
+            v.delta_subs.iter().map(|s| s.keyframes).sum::<u64>(),
+            v.delta_subs.iter().map(|s| s.deltas).sum::<u64>(),
+            all().map(|s| s.errors).sum::<u64>(),
+            all().map(|s| s.lost).sum::<u64>(),
+            if v.all_match {
+                format!("all {} (`{}…`)", all().count(), &v.producer_sha256[..16])
+            } else {
+                format!(
+                    "NO: {} of {}",
+                    all().filter(|s| !s.matches).count(),
+                    all().count()
+                )
+            }
+        );
+    }
+    md.push('\n');
+    let _ = writeln!(
+        md,
+        "| change | topic | subscriber | shard | pulses | keyframes | deltas | wire bytes | payload bytes | matches |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for v in &m.variants {
+        for s in v.delta_subs.iter().chain(&v.full_subs) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                v.change,
+                if s.delta {
+                    &v.delta_topic
+                } else {
+                    &v.full_topic
+                },
+                s.index,
+                s.shard,
+                fmt_num(s.pulses as f64),
+                fmt_num(s.keyframes as f64),
+                fmt_num(s.deltas as f64),
+                fmt_num(s.wire_bytes as f64),
+                fmt_num(s.payload_bytes as f64),
+                if s.matches { "yes" } else { "NO" }
+            );
+        }
+    }
+    md.push('\n');
+}
+
+fn params_markdown(md: &mut String, m: &ParamsMetrics) {
+    let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "n/a".into());
+    let _ = writeln!(
+        md,
+        "{} of {} sessions subscribed (in {:.1} s, from {}), patterns {}; parameter `{}`.\n",
+        fmt_num(m.sessions as f64),
+        fmt_num(m.requested_sessions as f64),
+        m.open_secs,
+        if m.source_addresses.is_empty() {
+            "the default source address".to_string()
+        } else {
+            m.source_addresses.join(", ")
+        },
+        m.patterns
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        m.name
+    );
+    let _ = writeln!(
+        md,
+        "| version | delivered | missing | wrong version | wrong value | duplicates | set→ack µs | set→first ms | set→median ms | set→last ms |"
+    );
+    let _ = writeln!(
+        md,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for r in &m.repeats {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.version,
+            fmt_num(r.delivered as f64),
+            r.missing,
+            r.wrong_version,
+            r.wrong_value,
+            r.duplicates,
+            opt(r.ack_us),
+            opt(r.set_to_first_ms),
+            opt(r.set_to_median_ms),
+            opt(r.set_to_last_ms)
+        );
+    }
+    let _ =
+        writeln!(
+        md,
+        "\nOver {} sets: set→last delivery p50 {} ms, max {} ms; set→median delivery p50 {} ms, \
+         max {} ms; set→ack p50 {} µs. Every session got every version exactly once: {}.\n",
+        m.repeats.len(),
+        opt(m.set_to_last_p50_ms),
+        opt(m.set_to_last_max_ms),
+        opt(m.set_to_median_p50_ms),
+        opt(m.set_to_median_max_ms),
+        opt(m.ack_p50_us),
+        if m.failures == 0 { "yes" } else { "NO (see the notes)" }
+    );
+}
+
+fn filters_markdown(md: &mut String, m: &FiltersMetrics) {
+    let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "n/a".into());
+    let _ = writeln!(
+        md,
+        "{} subscriptions over {} connections, {}/s pulses with random coherence; subscription \
+         g filters `coherence >= g/{}`.\n",
+        fmt_num(m.subscriptions as f64),
+        m.connections,
+        fmt_num(m.rate_per_s as f64),
+        m.subscriptions
+    );
+    let _ = writeln!(
+        md,
+        "| phase | published | deliveries | expected | deliveries/s | server cores | server µs/pulse | net of idle | server µs/delivery | subscriptions wrong | missing (shed) | extra | duplicates |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for p in &m.phases {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+            p.name,
+            fmt_num(p.published as f64),
+            fmt_num(p.deliveries as f64),
+            fmt_num(p.expected_deliveries as f64),
+            fmt_num(p.deliveries_per_s),
+            opt(p.server_cores),
+            opt(p.server_cpu_us_per_pulse),
+            opt(p.server_net_cpu_us_per_pulse),
+            opt(p.server_cpu_us_per_delivery),
+            p.subscriptions_wrong,
+            p.missing,
+            p.dropped_notices,
+            p.extra,
+            p.duplicates
+        );
+    }
+    md.push('\n');
+    lat_header(md, "publish to deliver µs (from intended send)");
+    for p in &m.phases {
+        lat_row(md, &p.name, &p.latency);
+    }
+    md.push('\n');
+    if let Some(idle) = m.server_idle_cores {
+        let _ = writeln!(
+            md,
+            "Server idle (one second before the phases): {idle:.3} cores.\n"
+        );
+    }
+    if let Some(r) = m.filtered_cpu_per_pulse_ratio {
+        let _ = writeln!(
+            md,
+            "Server CPU per published pulse net of idle, filtered / unfiltered: {r:.2}.\n"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "Exact selection: {}.\n",
+        if m.exact() {
+            "every subscription received exactly the pulses its filter admits"
+        } else {
+            "FAILED (see the notes)"
+        }
+    );
 }
 
 #[cfg(test)]

@@ -116,6 +116,12 @@ impl CpuSnapshot {
         })
     }
 
+    /// Seconds between `self` (earlier) and `later`: the window [`CpuSnapshot::until`]
+    /// averages over.
+    pub fn secs_until(&self, later: &CpuSnapshot) -> f64 {
+        later.at.duration_since(self.at).as_secs_f64().max(1e-3)
+    }
+
     /// Average use between `self` (earlier) and `later`.
     pub fn until(&self, later: &CpuSnapshot) -> CpuUse {
         // SAFETY: sysconf has no preconditions.

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod operator;
+pub mod param;
 pub mod policy;
 pub mod replay;
 pub mod token;

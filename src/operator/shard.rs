@@ -169,6 +169,7 @@ impl ShardOperators {
             return false;
         }
         topic == PARAM_TOPIC
+            || crate::param::is_param_topic(topic)
             || (!topic.starts_with("sys.")
                 && self
                     .entries
@@ -189,6 +190,10 @@ impl ShardOperators {
         self.refresh();
         if input.topic == PARAM_TOPIC {
             self.apply_param(input);
+            return;
+        }
+        if crate::param::is_param_topic(&input.topic) {
+            self.apply_reality_param(input);
             return;
         }
         if input.topic.starts_with("sys.") {
@@ -359,6 +364,57 @@ impl ShardOperators {
         );
         if let Some(instance) = instance {
             Rc::make_mut(&mut instance.params).insert(set.name, value);
+        }
+    }
+
+    /// Applies a sequenced reality parameter (`sys.param.<name>`, a number or text) to every
+    /// operator bound in its reality that declares a parameter of that name, unless an operator
+    /// parameter set for it (`sys.control.operator.param`, a replay pin) takes precedence.
+    fn apply_reality_param(&mut self, pulse: &ArqonMessage) {
+        use arqonbus_proto::v1::param::Value;
+        let Some(set) = pulse
+            .payload
+            .as_ref()
+            .and_then(|any| arqonbus_proto::v1::Param::decode(&any.value[..]).ok())
+        else {
+            return;
+        };
+        let value = match set.value {
+            Some(Value::Number(n)) => Param::Number(n),
+            Some(Value::Text(t)) => Param::Text(t.as_str().into()),
+            // Operators' parameters are numbers and text.
+            Some(Value::Binary(_)) | None => return,
+        };
+        if super::check_param(self.host.config(), &set.name, &value).is_err() {
+            return;
+        }
+        let max = self.host.config().max_instances_per_shard;
+        for entry in &mut self.entries {
+            let spec = &entry.operator.spec;
+            let op = spec.name.to_string();
+            if !spec.params.contains_key(&set.name)
+                || !spec
+                    .bindings
+                    .iter()
+                    .any(|b| b.reality.matches(&pulse.reality_id))
+                || self.overrides.contains_key(&(op.clone(), set.name.clone()))
+                || self
+                    .reality_pins
+                    .contains_key(&(pulse.reality_id.clone(), op, set.name.clone()))
+            {
+                continue;
+            }
+            let instance = instance_of(
+                &mut entry.realities,
+                &entry.operator,
+                &pulse.reality_id,
+                &self.overrides,
+                &mut self.instances,
+                max,
+            );
+            if let Some(instance) = instance {
+                Rc::make_mut(&mut instance.params).insert(set.name.clone(), value.clone());
+            }
         }
     }
 

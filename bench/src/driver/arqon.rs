@@ -47,6 +47,16 @@ pub struct Session {
     pub welcome: Welcome,
 }
 
+/// One subscription to ask for: its id on the connection, where, what, and an optional filter
+/// (`Subscribe.filter`, empty for none).
+#[derive(Debug, Clone)]
+pub struct SubscriptionSpec {
+    pub id: u64,
+    pub reality: String,
+    pub pattern: String,
+    pub filter: String,
+}
+
 /// Opens a TCP connection (bound to `source` first when given) and completes Hello -> Welcome.
 pub async fn connect(
     addr: SocketAddr,
@@ -55,6 +65,17 @@ pub async fn connect(
 ) -> Result<Session> {
     let stream = tcp_connect(addr, source).await?;
     handshake(stream, client_name).await
+}
+
+/// [`connect`] with a `Hello.token` (a controller token, say).
+pub async fn connect_with_token(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    client_name: &str,
+    token: &str,
+) -> Result<Session> {
+    let stream = tcp_connect(addr, source).await?;
+    handshake_with_token(stream, client_name, token).await
 }
 
 /// A TCP connection to `addr`, bound to `source` (any port) before connecting when given.
@@ -79,6 +100,15 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<Tcp
 
 /// Sends Hello on a fresh stream and waits for Welcome.
 pub async fn handshake(stream: TcpStream, client_name: &str) -> Result<Session> {
+    handshake_with_token(stream, client_name, "").await
+}
+
+/// Sends Hello with `token` on a fresh stream and waits for Welcome.
+pub async fn handshake_with_token(
+    stream: TcpStream,
+    client_name: &str,
+    token: &str,
+) -> Result<Session> {
     let (rd, wr) = stream.into_split();
     let mut s = Session {
         rd,
@@ -93,7 +123,7 @@ pub async fn handshake(stream: TcpStream, client_name: &str) -> Result<Session> 
         kind: Some(client_frame::Kind::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: client_name.to_string(),
-            token: String::new(),
+            token: token.to_string(),
             manifest: None,
         })),
     })
@@ -143,26 +173,43 @@ impl Session {
     /// Subscribes to `pattern` in each reality (subscription ids 1..=n) and returns once every
     /// subscription is answered by Subscribed: from then on every matching pulse is delivered.
     pub async fn subscribe(&mut self, realities: &[String], pattern: &str) -> Result<()> {
+        let subs: Vec<SubscriptionSpec> = realities
+            .iter()
+            .enumerate()
+            .map(|(i, reality)| SubscriptionSpec {
+                id: i as u64 + 1,
+                reality: reality.clone(),
+                pattern: pattern.to_string(),
+                filter: String::new(),
+            })
+            .collect();
+        self.subscribe_all(&subs).await
+    }
+
+    /// Sends every Subscribe in one write and returns once each is answered by Subscribed.
+    /// Deliveries that arrive meanwhile (for subscriptions already registered) are skipped, so
+    /// callers subscribe before anything is published to what they subscribe to.
+    pub async fn subscribe_all(&mut self, subs: &[SubscriptionSpec]) -> Result<()> {
         let mut out = BytesMut::new();
-        for (i, reality) in realities.iter().enumerate() {
+        for sub in subs {
             let corr = self.correlation();
             put_frame(
                 &mut out,
                 &ClientFrame {
                     correlation_id: corr,
                     kind: Some(client_frame::Kind::Subscribe(Subscribe {
-                        subscription_id: i as u64 + 1,
-                        reality_id: reality.clone(),
-                        pattern: pattern.to_string(),
+                        subscription_id: sub.id,
+                        reality_id: sub.reality.clone(),
+                        pattern: sub.pattern.clone(),
                         start: None,
                         causal: false,
-                        filter: String::new(),
+                        filter: sub.filter.clone(),
                     })),
                 },
             );
         }
         self.wr.write_all(&out).await.context("sending Subscribe")?;
-        let mut pending = realities.len();
+        let mut pending = subs.len();
         while pending > 0 {
             match self.read_server_frame().await?.kind {
                 Some(server_frame::Kind::Subscribed(_)) => pending -= 1,
@@ -225,11 +272,23 @@ impl Session {
     }
 
     pub fn into_subscriber(self) -> Subscriber {
-        Subscriber { session: self }
+        Subscriber {
+            session: self,
+            wire_bytes: 0,
+        }
     }
 
     pub fn into_publisher(self, realities: &[String], producer_id: &str) -> Publisher {
-        Publisher::new(self, realities, producer_id)
+        let routes: Vec<(String, String)> = realities
+            .iter()
+            .map(|r| (r.clone(), TOPIC.to_string()))
+            .collect();
+        Publisher::new(self, &routes, producer_id)
+    }
+
+    /// A publisher whose route `i` is `routes[i]` = (reality, topic).
+    pub fn into_publisher_on(self, routes: &[(String, String)], producer_id: &str) -> Publisher {
+        Publisher::new(self, routes, producer_id)
     }
 }
 
@@ -254,30 +313,100 @@ async fn read_frame(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> Result<Optio
 /// The receiving side of a subscribed connection.
 pub struct Subscriber {
     session: Session,
+    /// Bytes of every frame read so far, length prefixes included: what the wire carried.
+    wire_bytes: u64,
+}
+
+/// A frame as the scenarios that need more than the payload see it.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A Deliver, sliced without decoding the envelope.
+    Deliver {
+        subscription_id: u64,
+        payload: Bytes,
+    },
+    Dropped {
+        subscription_id: u64,
+        count: u64,
+    },
+    ServerError(ServerError),
+    Other,
+    Closed,
 }
 
 impl Subscriber {
     /// The next thing the server said. Cancel-safe.
     pub async fn next(&mut self) -> Result<Event> {
-        let s = &mut self.session;
-        let Some(body) = read_frame(&mut s.rd, &mut s.rbuf).await? else {
-            return Ok(Event::Closed);
+        Ok(match self.next_incoming().await? {
+            Incoming::Deliver { payload, .. } => Event::Msg(payload),
+            Incoming::Dropped { count, .. } => Event::Dropped(count),
+            Incoming::ServerError(e) => Event::ServerError(e),
+            Incoming::Other => Event::Other,
+            Incoming::Closed => Event::Closed,
+        })
+    }
+
+    /// The next frame, with the subscription a Deliver or Dropped is for. Cancel-safe.
+    pub async fn next_incoming(&mut self) -> Result<Incoming> {
+        let Some(body) = self.next_body().await? else {
+            return Ok(Incoming::Closed);
         };
-        if let Some(payload) = deliver_payload(&body) {
-            return Ok(Event::Msg(payload?));
+        if let Some(parts) = deliver_parts(&body) {
+            let (subscription_id, payload) = parts?;
+            return Ok(Incoming::Deliver {
+                subscription_id,
+                payload,
+            });
         }
         let frame = ServerFrame::decode(body).context("decoding a ServerFrame")?;
         Ok(match frame.kind {
-            Some(server_frame::Kind::Deliver(d)) => Event::Msg(
-                d.message
+            Some(server_frame::Kind::Deliver(d)) => Incoming::Deliver {
+                subscription_id: d.subscription_id,
+                payload: d
+                    .message
                     .and_then(|m| m.payload)
                     .map(|a| Bytes::from(a.value))
                     .unwrap_or_default(),
-            ),
-            Some(server_frame::Kind::Dropped(d)) => Event::Dropped(d.count),
-            Some(server_frame::Kind::Error(e)) => Event::ServerError(ServerError::from_proto(&e)),
-            _ => Event::Other,
+            },
+            Some(server_frame::Kind::Dropped(d)) => Incoming::Dropped {
+                subscription_id: d.subscription_id,
+                count: d.count,
+            },
+            Some(server_frame::Kind::Error(e)) => {
+                Incoming::ServerError(ServerError::from_proto(&e))
+            }
+            _ => Incoming::Other,
         })
+    }
+
+    /// The next frame decoded whole (envelope, spectral metadata, delta information), `None`
+    /// at the end of the stream. For scenarios that check more than the payload. Cancel-safe.
+    pub async fn next_frame(&mut self) -> Result<Option<ServerFrame>> {
+        match self.next_body().await? {
+            Some(body) => Ok(Some(
+                ServerFrame::decode(body).context("decoding a ServerFrame")?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn next_body(&mut self) -> Result<Option<Bytes>> {
+        let s = &mut self.session;
+        let body = read_frame(&mut s.rd, &mut s.rbuf).await?;
+        if let Some(b) = &body {
+            self.wire_bytes += (arqonbus_proto::LENGTH_PREFIX_BYTES + b.len()) as u64;
+        }
+        Ok(body)
+    }
+
+    /// Bytes read off the wire so far (frames with their length prefixes).
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes
+    }
+
+    /// The shard that serves this connection (from Welcome).
+    pub fn shard(&self) -> u32 {
+        self.session.welcome.shard
     }
 }
 
@@ -310,14 +439,14 @@ pub struct Ack {
 }
 
 impl Publisher {
-    fn new(session: Session, realities: &[String], producer_id: &str) -> Self {
-        let templates = realities
+    fn new(session: Session, routes: &[(String, String)], producer_id: &str) -> Self {
+        let templates = routes
             .iter()
-            .map(|reality| ClientFrame {
+            .map(|(reality, topic)| ClientFrame {
                 correlation_id: 0,
                 kind: Some(client_frame::Kind::Publish(Publish {
                     message: Some(ArqonMessage {
-                        topic: TOPIC.to_string(),
+                        topic: topic.clone(),
                         reality_id: reality.clone(),
                         producer_id: producer_id.to_string(),
                         payload: Some(prost_types::Any {
@@ -372,6 +501,36 @@ impl Publisher {
             }
         }
         put_frame(&mut self.wbuf, frame);
+        if self.wbuf.len() >= WRITE_BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(corr)
+    }
+
+    /// Queues one Publish on route `route` whose envelope `fill` completes (it finds the
+    /// payload's value empty and may set spectral metadata, delta information, the payload's
+    /// type); writes the batch out when it is large. Returns the frame's correlation id.
+    pub async fn send_with(
+        &mut self,
+        route: usize,
+        ack: bool,
+        fill: impl FnOnce(&mut ArqonMessage),
+    ) -> Result<u64> {
+        let corr = self.next_correlation;
+        self.next_correlation += 1;
+        let template = &self.templates[route];
+        let mut frame = template.clone();
+        frame.correlation_id = corr;
+        if let Some(client_frame::Kind::Publish(p)) = &mut frame.kind {
+            p.ack = ack;
+            if let Some(m) = p.message.as_mut() {
+                if let Some(any) = m.payload.as_mut() {
+                    any.value.clear();
+                }
+                fill(m);
+            }
+        }
+        put_frame(&mut self.wbuf, &frame);
         if self.wbuf.len() >= WRITE_BATCH_BYTES {
             self.flush().await?;
         }
@@ -471,15 +630,32 @@ fn kind_name(kind: &Option<server_frame::Kind>) -> &'static str {
         Some(server_frame::Kind::Dropped(_)) => "Dropped",
         Some(server_frame::Kind::Pong(_)) => "Pong",
         Some(server_frame::Kind::Subscribed(_)) => "Subscribed",
+        Some(server_frame::Kind::Params(_)) => "Params",
     }
 }
 
 // Field numbers on the path ServerFrame.deliver(3) -> Deliver.message(2) ->
 // ArqonMessage.payload(8) -> Any.value(2).
 const SERVER_FRAME_DELIVER: u32 = 3;
+const DELIVER_SUBSCRIPTION_ID: u32 = 1;
 const DELIVER_MESSAGE: u32 = 2;
 const MESSAGE_PAYLOAD: u32 = 8;
 const ANY_VALUE: u32 = 2;
+
+/// The subscription id and payload bytes of a Deliver frame, sliced out of `body` without
+/// decoding the envelope. `None` when the frame is not a Deliver.
+pub fn deliver_parts(body: &Bytes) -> Option<Result<(u64, Bytes)>> {
+    let deliver = match find_len_field(body, 0, body.len(), SERVER_FRAME_DELIVER) {
+        Ok(Some(range)) => range,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let payload = deliver_payload(body)?;
+    Some(payload.and_then(|p| {
+        let id = find_varint_field(body, deliver.0, deliver.1, DELIVER_SUBSCRIPTION_ID)?;
+        Ok((id.unwrap_or(0), p))
+    }))
+}
 
 /// The payload bytes of a Deliver frame, sliced out of `body` without decoding the envelope.
 /// `None` when the frame is not a Deliver (the caller decodes it fully); `Some(Err)` when it is
@@ -533,6 +709,38 @@ fn find_len_field(
                     found = Some((pos, field_end));
                 }
                 pos = field_end;
+            }
+            5 => pos += 4,
+            other => bail!("unsupported protobuf wire type {other}"),
+        }
+        if pos > end {
+            bail!("truncated field");
+        }
+    }
+    Ok(found)
+}
+
+/// The last varint field `field` in `buf[start..end]`.
+fn find_varint_field(buf: &[u8], start: usize, end: usize, field: u32) -> Result<Option<u64>> {
+    let mut pos = start;
+    let mut found = None;
+    while pos < end {
+        let key = read_varint(buf, &mut pos, end)?;
+        let (number, wire) = ((key >> 3) as u32, (key & 7) as u32);
+        match wire {
+            0 => {
+                let v = read_varint(buf, &mut pos, end)?;
+                if number == field {
+                    found = Some(v);
+                }
+            }
+            1 => pos += 8,
+            2 => {
+                let len = read_varint(buf, &mut pos, end)? as usize;
+                pos = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= end)
+                    .ok_or_else(|| anyhow!("truncated field"))?;
             }
             5 => pos += 4,
             other => bail!("unsupported protobuf wire type {other}"),
@@ -604,6 +812,10 @@ mod tests {
                 .expect("is a Deliver")
                 .expect("well formed");
             assert_eq!(&got[..], &value[..], "size {size}");
+            let (id, again) = deliver_parts(&body)
+                .expect("is a Deliver")
+                .expect("well formed");
+            assert_eq!((id, &again[..]), (300, &value[..]), "size {size}");
         }
     }
 

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 
 use anyhow::Result;
+use arqonbus_proto::v1::SpectralMetadata;
 use bytes::Bytes;
 
 use crate::payload::Header;
@@ -98,6 +99,32 @@ impl Publisher {
         match self {
             Publisher::Arqon(p) => p.send(reality, header, size, false).await.map(|_| ()),
             Publisher::Nats(p) => p.send(reality, header, size).await,
+        }
+    }
+
+    /// Sends one pulse on route `route` with spectral metadata: ArqonBus in the envelope
+    /// (`ArqonMessage.spectral`), NATS after the header in the payload.
+    pub async fn send_spectral(
+        &mut self,
+        route: usize,
+        header: &Header,
+        size: usize,
+        spectral: &SpectralMetadata,
+    ) -> Result<()> {
+        match self {
+            Publisher::Arqon(p) => p
+                .send_with(route, false, |m| {
+                    if let Some(any) = m.payload.as_mut() {
+                        header.write(&mut any.value, size);
+                    }
+                    m.spectral = Some(spectral.clone());
+                })
+                .await
+                .map(|_| ()),
+            Publisher::Nats(p) => {
+                p.send_payload(route, crate::payload::with_spectral(header, size, spectral))
+                    .await
+            }
         }
     }
 

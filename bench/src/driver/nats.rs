@@ -88,6 +88,29 @@ impl Publisher {
         })
     }
 
+    /// A publisher on explicit subjects (route `i` is `subjects[i]`).
+    pub async fn connect_subjects(
+        addr: SocketAddr,
+        subjects: &[String],
+        name: &str,
+    ) -> Result<Self> {
+        let (client, events) = connect(addr, name).await?;
+        Ok(Publisher {
+            client,
+            subjects: subjects.iter().map(|s| Subject::from(s.as_str())).collect(),
+            events,
+        })
+    }
+
+    /// Publishes `payload` on route `route`.
+    pub async fn send_payload(&mut self, route: usize, payload: Bytes) -> Result<()> {
+        self.client
+            .publish(self.subjects[route].clone(), payload)
+            .await
+            .context("NATS publish")?;
+        Ok(())
+    }
+
     pub async fn send(&mut self, reality: usize, header: &Header, size: usize) -> Result<()> {
         let payload = header.to_payload(size);
         self.client
@@ -117,12 +140,22 @@ impl Subscriber {
     /// connection's operations in order, so when the probe comes back the subscriptions are in
     /// place.
     pub async fn connect(addr: SocketAddr, realities: &[String], name: &str) -> Result<Self> {
+        let subjects: Vec<String> = realities.iter().map(|r| subject(r)).collect();
+        Self::connect_subjects(addr, &subjects, name).await
+    }
+
+    /// Subscribes to explicit subjects; returns once the server has registered them.
+    pub async fn connect_subjects(
+        addr: SocketAddr,
+        subjects: &[String],
+        name: &str,
+    ) -> Result<Self> {
         let (client, events) = connect(addr, name).await?;
         let mut subs = SelectAll::new();
-        for r in realities {
+        for subject in subjects {
             subs.push(
                 client
-                    .subscribe(subject(r))
+                    .subscribe(subject.clone())
                     .await
                     .context("NATS subscribe")?,
             );

@@ -30,11 +30,11 @@ pub struct FlowSpec {
     pub progress: bool,
 }
 
-struct PubOutcome {
-    sent: u64,
-    first_ns: u64,
-    end_ns: u64,
-    trouble: Trouble,
+pub(super) struct PubOutcome {
+    pub(super) sent: u64,
+    pub(super) first_ns: u64,
+    pub(super) end_ns: u64,
+    pub(super) trouble: Trouble,
 }
 
 /// How many pulses a flat-out publisher sends between looks at the clock.
@@ -129,7 +129,8 @@ pub async fn run(
     ))
 }
 
-async fn publish(
+/// One publisher's loop: flat out or on an open-loop schedule, until the duration or count.
+pub(super) async fn publish(
     mut p: Publisher,
     id: u32,
     realities: usize,
@@ -270,32 +271,41 @@ fn summarise(
 }
 
 pub fn note_subscriber_trouble(i: usize, s: &SubOutcome, unexpected: u64, notes: &mut Vec<String>) {
+    note_named_subscriber_trouble(&format!("subscriber {i}"), s, unexpected, notes);
+}
+
+pub fn note_named_subscriber_trouble(
+    who: &str,
+    s: &SubOutcome,
+    unexpected: u64,
+    notes: &mut Vec<String>,
+) {
     if let Some(f) = &s.failure {
-        notes.push(format!("subscriber {i} failed: {f}"));
+        notes.push(format!("{who} failed: {f}"));
     } else if s.closed_early {
         notes.push(format!(
-            "subscriber {i}: the server closed the connection before the run ended"
+            "{who}: the server closed the connection before the run ended"
         ));
     }
     if s.server_errors > 0 {
         notes.push(format!(
-            "subscriber {i}: {} error frames, last: {}",
+            "{who}: {} error frames, last: {}",
             s.server_errors,
             s.last_server_error.as_deref().unwrap_or("?")
         ));
     }
     if s.foreign > 0 {
         notes.push(format!(
-            "subscriber {i}: {} payloads without the harness header",
+            "{who}: {} payloads without the harness header",
             s.foreign
         ));
     }
     if unexpected > 0 {
         notes.push(format!(
-            "subscriber {i}: {unexpected} pulses with sequences never sent"
+            "{who}: {unexpected} pulses with sequences never sent"
         ));
     }
-    note_trouble(&format!("subscriber {i}"), &s.trouble, notes);
+    note_trouble(who, &s.trouble, notes);
 }
 
 pub fn note_trouble(who: &str, t: &Trouble, notes: &mut Vec<String>) {

@@ -2,9 +2,13 @@
 //! drain that waits for the last pulses after the publishers stop.
 
 pub mod conns;
+pub mod delta;
 pub mod durable;
+pub mod filters;
 pub mod flow;
 pub mod latency;
+pub mod params;
+pub mod spectral;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -127,11 +131,27 @@ pub async fn drain(
     idle_timeout: Duration,
     all_done: impl Fn() -> bool,
 ) {
+    drain_each(
+        received,
+        &vec![expected; received.len()],
+        idle_timeout,
+        all_done,
+    )
+    .await
+}
+
+/// [`drain`] with a count of its own for each subscriber (`expected[i]` for `received[i]`).
+pub async fn drain_each(
+    received: &[Arc<AtomicU64>],
+    expected: &[u64],
+    idle_timeout: Duration,
+    all_done: impl Fn() -> bool,
+) {
     let mut last_total = u64::MAX;
     let mut idle_since = tokio::time::Instant::now();
     loop {
         let counts: Vec<u64> = received.iter().map(|r| r.load(Ordering::Relaxed)).collect();
-        if counts.iter().all(|&c| c >= expected) || all_done() {
+        if counts.iter().zip(expected).all(|(&c, &e)| c >= e) || all_done() {
             return;
         }
         let total: u64 = counts.iter().sum();
@@ -182,4 +202,17 @@ pub fn rates(count: u64, bytes: u64, ns: u64) -> (f64, f64) {
     }
     let secs = ns as f64 / 1e9;
     (count as f64 / secs, bytes as f64 / 1e6 / secs)
+}
+
+/// SplitMix64: a fixed, fast mix of a 64-bit key, for reproducible "random" pulse contents.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A value in [0, 1) determined by `key` (53 random bits).
+pub fn unit_f64(key: u64) -> f64 {
+    (splitmix64(key) >> 11) as f64 / (1u64 << 53) as f64
 }
