@@ -12,7 +12,8 @@
 
 The asyncio client is `Bus` (`arqonbus.client`); the blocking facade for notebooks is
 `arqonbus.sync.connect` / `BlockingBus`; exceptions are in `arqonbus.errors`, the protobuf
-messages in `arqonbus.proto`. See README.md.
+messages in `arqonbus.proto`; delta-only topics are rebuilt by `arqonbus.delta` and reality
+parameters followed by `arqonbus.params`. See README.md.
 """
 
 from arqonbus.causal import CausalContext
@@ -20,8 +21,9 @@ from arqonbus.client import ALL, Bus, History, HistoryResult, PingResult, Start,
 from arqonbus.errors import *  # noqa: F401,F403 - the exception classes are part of the API
 from arqonbus.errors import __all__ as _errors_all
 from arqonbus.jobs import Job, new_reply_topic
-from arqonbus.proto import NvmJob, NvmJobResult, OperatorManifest, SchemaRef, SpectralMetadata
-from arqonbus.pulse import Pulse
+from arqonbus.params import LiveParams, ParamInfo, ParamValues
+from arqonbus.proto import NvmJob, NvmJobResult, OperatorManifest, Param, SchemaRef, SpectralMetadata
+from arqonbus.pulse import Pulse, PulseDelta
 from arqonbus.sync import BlockingBus
 from arqonbus.url import DEFAULT_URL, parse_url
 
@@ -36,11 +38,16 @@ __all__ = [
     "History",
     "HistoryResult",
     "Job",
+    "LiveParams",
     "NvmJob",
     "NvmJobResult",
     "OperatorManifest",
+    "Param",
+    "ParamInfo",
+    "ParamValues",
     "PingResult",
     "Pulse",
+    "PulseDelta",
     "SchemaRef",
     "SpectralMetadata",
     "Start",

@@ -43,15 +43,28 @@ from arqonbus import payload as _payload
 from arqonbus._proto.arqon.operator.v1 import operator_pb2 as _operator_pb
 from arqonbus._proto.arqon.v1 import arqon_pb2 as _pb
 from arqonbus.causal import CausalContext
+from arqonbus.delta import Chains
 from arqonbus.errors import (
     ArqonError,
     ArqonTimeout,
     ClientClosed,
     ConnectionLost,
+    DeltaError,
     FrameTooLarge,
     ProtocolViolation,
 )
+from arqonbus.params import (
+    PARAM_TOPIC_PREFIX,
+    SET_PARAM_TOPIC,
+    LiveParams,
+    ParamCallback,
+    ParamValue,
+    ParamValues,
+    RealityParams,
+    param_message,
+)
 from arqonbus.pulse import Pulse
+from arqonbus.topics import matches as _topic_matches
 from arqonbus.transport import Connection, make_ssl_context, open_connection, require_websockets
 from arqonbus.url import DEFAULT_URL, Endpoint, parse_url
 
@@ -192,6 +205,12 @@ class Subscription:
     pulse received. `dropped` counts pulses this subscription missed (server `Dropped` frames
     plus local overflow of `max_pending`); `resubscribed` counts re-subscriptions after a
     reconnect.
+
+    Pulses of delta-only topics (docs/delta.md) arrive as keyframes and deltas; the
+    subscription keeps each topic's last state and yields every pulse with its whole state. A
+    pulse it cannot prove (its base is not the state held, the delta is malformed, the CRC-32
+    differs) is not yielded: `get()` and the iteration raise `DeltaError` in its place, and the
+    pulses after it come as usual (that topic's deltas fail too until its next keyframe).
     """
 
     def __init__(
@@ -230,6 +249,11 @@ class Subscription:
         self._started = False
         self._closed = False
         self._error: Optional[BaseException] = None
+        # The last state of each delta-only topic, as this subscription's chain left it.
+        self._chains = Chains(f"subscription {self.id} ({pattern!r} in {reality!r})", bus.max_incoming_frame_bytes)
+        # The bus's own `sys.param.>` subscription (`Bus.params`): what it gets goes to the
+        # parameters only, never to an iterator.
+        self._params_only = False
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -264,6 +288,7 @@ class Subscription:
         except BaseException:
             bus._subscriptions.pop(self.id, None)
             self._closed = True
+            bus._subscription_ended(self.reality)
             raise
         self.next_sequence = answer.subscribed.next_sequence
         return self
@@ -284,6 +309,7 @@ class Subscription:
                     conn.send(frame.SerializeToString())
                 except ConnectionLost:
                     pass
+            bus._subscription_ended(self.reality)
         self._wake()
 
     close = unsubscribe
@@ -356,7 +382,10 @@ class Subscription:
                         ) from None
             finally:
                 self._waiter = None
-        return self._queue.popleft()
+        item = self._queue.popleft()
+        if isinstance(item, DeltaError):
+            raise item  # in the place of the pulse it could not rebuild
+        return item
 
     async def get(self, timeout: Optional[float] = None) -> Pulse:
         """The next pulse. Raises `ArqonTimeout` after `timeout` seconds, and
@@ -402,7 +431,9 @@ class History:
     """A `HistoryGet` query: `await` it for a `HistoryResult`, or `async for` its pulses.
 
     Raises `HistoryUnavailable` (with `.first_available_sequence`) when the reality does not
-    keep the asked range; ephemeral realities keep nothing.
+    keep the asked range; ephemeral realities keep nothing. Pulses of delta-only topics come
+    with their whole state, rebuilt within the read; one that cannot be proven raises
+    `DeltaError` in its place (so `await` raises it; `async for` may go on after it).
     """
 
     def __init__(self, bus: "Bus", request: "_pb.HistoryGet", timeout: Optional[float]):
@@ -416,6 +447,11 @@ class History:
         self.done = False
         self.count = 0
         self.next_sequence = 0
+        # Delta chains are per history read (docs/delta.md): the read's first pulse of each
+        # delta-only topic is a keyframe.
+        self._chains = Chains(
+            f"the history read of {request.pattern!r} in {request.reality_id!r}", bus.max_incoming_frame_bytes
+        )
 
     async def _begin(self) -> None:
         if self._started:
@@ -435,6 +471,12 @@ class History:
 
     def _on_chunk(self, chunk: "_pb.HistoryChunk") -> None:
         for message in chunk.messages:
+            if message.HasField("delta"):
+                try:
+                    self._chains.rebuild(message)
+                except DeltaError as exc:
+                    self._queue.append(exc)
+                    continue
             self._queue.append(Pulse(message))
         self._wake()
 
@@ -470,7 +512,10 @@ class History:
                 ) from None
             finally:
                 self._waiter = None
-        return self._queue.popleft()
+        item = self._queue.popleft()
+        if isinstance(item, DeltaError):
+            raise item
+        return item
 
     def __aiter__(self) -> "History":
         return self
@@ -605,6 +650,8 @@ class Bus:
         # Re-Subscribe in flight: correlation id -> (subscription, started at `latest`).
         self._resubscribing: Dict[int, Tuple[Subscription, bool]] = {}
         self._restart_check: Optional[Tuple[Dict[str, int], Set[str]]] = None
+        # Realities whose parameters this bus follows (`params`, `on_param`).
+        self._params: Dict[str, RealityParams] = {}
         self._closed = False
         # Set when automatic reconnection gave up (or is off): what every call raises.
         self._broken: Optional[ArqonError] = None
@@ -691,6 +738,12 @@ class Bus:
             raise
         self._broken = None
         self._connected.set()
+        if self.connections > 1:
+            # Parameters may have changed, or been forgotten by a restart, while away.
+            for watcher in self._params.values():
+                if watcher.started:
+                    task = self._loop.create_task(watcher.seed(authoritative=True))
+                    task.add_done_callback(watcher._background_done)
 
     @property
     def connected(self) -> bool:
@@ -770,6 +823,7 @@ class Bus:
         """Re-subscribes `sub` where it left off: from the sequence after the last one it
         received (no gap, no duplicate) when the reality keeps history, else at `latest`."""
         sub._error = None
+        sub._chains.clear()  # the server starts new chains, with keyframes, for the new subscription
         if sub.last_sequence:
             start: Optional["_pb.StartPosition"] = Start.from_sequence(sub.last_sequence + 1)
         else:
@@ -942,6 +996,18 @@ class Bus:
             if sequence > clock.get(reality_id, 0):
                 clock[reality_id] = sequence
             sub = self._subscriptions.get(deliver.subscription_id)
+            if message.HasField("delta"):
+                if sub is None:
+                    return
+                try:
+                    sub._chains.rebuild(message)  # the whole state, or DeltaError
+                except DeltaError as exc:
+                    sub.last_sequence = sequence
+                    sub._push(exc)
+                    return
+            elif message.topic.startswith(PARAM_TOPIC_PREFIX):
+                self._on_param_pulse(sub, message)
+                return
             if sub is not None:
                 sub.last_sequence = sequence
                 sub._push(Pulse(message, deliver.subscription_id))
@@ -956,7 +1022,7 @@ class Bus:
             if resubscribed is not None and resubscribed[1]:
                 self._check_restart(resubscribed[0].reality, frame.subscribed.next_sequence)
             self._resolve(cid, frame)
-        elif kind == "pong":
+        elif kind in ("pong", "params"):
             self._resolve(cid, frame)
         elif kind == "history_chunk":
             stream = self._streams.get(cid)
@@ -1007,14 +1073,71 @@ class Bus:
             stream._fail(error)
             return
         # Nobody waits for this answer: an unacked publish, or a connection-level error.
-        self.last_error = error
-        if self.on_error is not None:
+        self._report(error, f"server error for correlation id {cid}")
+
+    def _report(self, error: BaseException, what: str) -> None:
+        """An error nobody awaits: to `last_error` and `on_error`, or to the log."""
+        if isinstance(error, ArqonError):
+            self.last_error = error
+            if self.on_error is not None:
+                try:
+                    self.on_error(error)
+                except Exception:  # a user callback must not break the reader
+                    log.exception("arqonbus: on_error callback raised")
+                return
+        log.warning("arqonbus: %s: %s", what, error)
+
+    # Reality parameters ------------------------------------------------------------------------
+
+    def _on_param_pulse(self, sub: Optional[Subscription], message: "_pb.ArqonMessage") -> None:
+        """A `sys.param.*` pulse: to the parameters of its reality, if watched, and to `sub`'s
+        iterator only when `sub`'s pattern matches it (the bus also delivers parameters to a
+        subscription whose pattern does not match, so every session in a reality hears them)."""
+        watcher = self._params.get(message.reality_id)
+        if watcher is not None:
             try:
-                self.on_error(error)
-            except Exception:  # a user callback must not break the reader
-                log.exception("arqonbus: on_error callback raised")
-        else:
-            log.warning("arqonbus: server error for correlation id %d: %s", cid, error)
+                watcher.offer_pulse(message, self.connections)
+            except Exception:  # a malformed Param must not break the reader
+                log.exception("arqonbus: could not read the parameter pulse %r", message.topic)
+        if sub is None or sub._params_only or not _topic_matches(sub.pattern, message.topic):
+            return
+        # A new subscription first gets each parameter's latest pulse, with its original (older)
+        # sequence: that must not move the resumption point back.
+        if message.sequence > sub.last_sequence:
+            sub.last_sequence = message.sequence
+        sub._push(Pulse(message, sub.id))
+
+    def _has_subscription_in(self, reality: str) -> bool:
+        return any(s.reality == reality and not s._closed and s._error is None for s in self._subscriptions.values())
+
+    def _subscription_ended(self, reality: str) -> None:
+        """A subscription in `reality` ended: if the bus follows its parameters and has no
+        other subscription there, it opens its own so they keep coming."""
+        watcher = self._params.get(reality)
+        if watcher is not None and watcher.started and not self._closed and not self._has_subscription_in(reality):
+            watcher.feed_soon()
+
+    def _watch(self, reality: str) -> RealityParams:
+        watcher = self._params.get(reality)
+        if watcher is None:
+            watcher = self._params[reality] = RealityParams(self, reality)
+        return watcher
+
+    async def _params_get(self, reality: str, timeout: Optional[float]) -> Tuple[int, ParamValues]:
+        """`ParamsGet`: the connection count it was answered on (see `RealityParams.offer`) and
+        the answer."""
+        await self._connection()
+        epoch = self.connections
+
+        def build(cid: int) -> "_pb.ClientFrame":
+            frame = _pb.ClientFrame(correlation_id=cid)
+            frame.params_get.reality_id = reality
+            return frame
+
+        answer = await self._request(build, f"ParamsGet for {reality!r}", timeout)
+        if answer.WhichOneof("kind") != "params":
+            raise ProtocolViolation(f"ParamsGet for {reality!r} was answered with {answer.WhichOneof('kind')}")
+        return epoch, ParamValues.from_proto(answer.params)
 
     # Requests -------------------------------------------------------------------------------
 
@@ -1191,6 +1314,60 @@ class Bus:
             timeout=120.0 if timeout is None else timeout,
         )
         return ack.reality_id, ack.sequence
+
+    async def set_param(
+        self, reality: str, name: str, value: ParamValue, *, timeout: Optional[float] = None
+    ) -> "_pb.PubAck":
+        """Sets reality parameter `name` (one or more topic segments, e.g. `"lab.gain"`) of
+        `reality` to `value` (controllers only): a float or int travels as a number, a str as
+        text, bytes as binary; a bool raises TypeError.
+
+        The bus sequences the change on `sys.param.<name>` and delivers it to every session
+        subscribed in the reality. Returns the `PubAck`, whose `sequence` is that pulse's.
+        Raises `PermissionDenied` for a session that is not a controller.
+        """
+        param = param_message(name, value)
+        ack = await self.publish(reality, SET_PARAM_TOPIC, param, ack=True, timeout=timeout)
+        assert ack is not None
+        return ack
+
+    async def get_params(self, reality: str, *, timeout: Optional[float] = None) -> ParamValues:
+        """The current parameters of `reality`, asked once (`ParamsGet`): a dict name -> value
+        (float, str or bytes) with `.version(name)` and `.info[name]` (a `ParamInfo`: version,
+        sequence, timestamp, set_by). For values kept current, see `params`."""
+        _, values = await self._params_get(reality, timeout)
+        return values
+
+    async def params(self, reality: str, *, timeout: Optional[float] = None) -> LiveParams:
+        """A live, read-only mapping of the parameters of `reality` (name -> value, with
+        `.version(name)` and `.info(name)`), the same object for each call.
+
+        It is seeded with `ParamsGet` and kept current by the `sys.param.*` pulses that reach
+        any subscription of this bus in the reality; when the bus has none there (or its last
+        one ends) it opens one of its own to `sys.param.>`. A value older than the version held
+        is ignored, so the snapshot, the answer and the broadcasts can overlap.
+        """
+        watcher = self._watch(reality)
+        await watcher.start(self.request_timeout if timeout is None else timeout)
+        return watcher.mapping
+
+    def on_param(self, reality: str, callback: ParamCallback) -> Callable[[], None]:
+        """Calls `callback(name, value, version)` for each new version of a parameter of
+        `reality` this bus learns, from now on (the current values first). The callback runs on
+        the bus's event loop, in the reader, so it must be quick; a coroutine function is run as
+        a task. Starts following the reality as `params` does, in the background (a failure goes
+        to `on_error`). Returns a function that removes the callback."""
+        watcher = self._watch(reality)
+        watcher.callbacks.append(callback)
+        for info in list(watcher.held.values()):
+            watcher._call(callback, info)
+        watcher.start_soon()
+
+        def remove() -> None:
+            if callback in watcher.callbacks:
+                watcher.callbacks.remove(callback)
+
+        return remove
 
     def subscribe(
         self,

@@ -43,6 +43,7 @@ __all__ = [
     "ArqonTimeout",
     "JobTimeout",
     "UnsupportedScheme",
+    "DeltaError",
     "ERROR_CLASSES",
     "error_from_proto",
 ]
@@ -265,3 +266,19 @@ class JobTimeout(ArqonTimeout):
 
 class UnsupportedScheme(ArqonError, ValueError):
     """The URL's scheme is not one this SDK can connect with (`tcp`, `tls`, `ws`, `wss`)."""
+
+
+class DeltaError(ArqonError):
+    """A pulse of a delta-only topic could not be reconstructed (docs/delta.md): a malformed
+    ArqonDelta 1 delta, a delta whose base is not the state this receiver holds, or a state
+    whose CRC-32 is not the pulse's `delta.checksum`. The SDK never hands out a state it could
+    not prove, so the pulse is not delivered; a subscription raises this in its place.
+
+    `topic` and `sequence` name the pulse when the error is about one ("" and 0 for an error
+    of `arqonbus.delta.apply` itself).
+    """
+
+    def __init__(self, message: str = "", *, topic: str = "", sequence: int = 0):
+        super().__init__(message)
+        self.topic = topic
+        self.sequence = sequence

@@ -9,8 +9,9 @@ from google.protobuf.message import Message
 
 from arqonbus import payload as _payload
 from arqonbus._proto.arqon.v1 import arqon_pb2 as _pb
+from arqonbus.delta import PulseDelta
 
-__all__ = ["Pulse"]
+__all__ = ["Pulse", "PulseDelta"]
 
 M = TypeVar("M", bound=Message)
 
@@ -61,6 +62,16 @@ class Pulse:
     def input_sequence(self) -> int:
         """For an operator's output: the sequence of the input it was computed from (else 0)."""
         return self.message.input_sequence
+
+    @property
+    def delta(self) -> Optional[PulseDelta]:
+        """How a pulse of a delta-only topic travelled (docs/delta.md): a `PulseDelta` with
+        `keyframe`, `base_sequence` and the `checksum` the SDK verified; None for other pulses.
+        Either way `value` and `payload` hold the whole state: the SDK applied the delta."""
+        if not self.message.HasField("delta"):
+            return None
+        info = self.message.delta
+        return PulseDelta(info.keyframe, info.base_sequence, info.checksum)
 
     @property
     def causal(self) -> Dict[str, int]:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Coroutine, Iterator, Optional, TypeVar
+from typing import Any, Callable, Coroutine, Iterator, Optional, TypeVar
 
 from arqonbus.client import ALL, Bus, HistoryResult, PingResult, StartLike, Subscription
 from arqonbus.errors import ArqonTimeout
 from arqonbus.jobs import Job
+from arqonbus.params import LiveParams, ParamCallback, ParamValues
 from arqonbus.pulse import Pulse
 from arqonbus.url import DEFAULT_URL
 
@@ -217,6 +218,34 @@ class BlockingBus:
     def fork(self, reality: str, name: str, **options: Any):
         """See `Bus.fork`; returns (fork reality, last sequence)."""
         return self._run(self.aio.fork(reality, name, **options))
+
+    def set_param(self, reality: str, name: str, value: Any, **options: Any):
+        """See `Bus.set_param`; returns the `PubAck` (its `sequence` is the change's)."""
+        return self._run(self.aio.set_param(reality, name, value, **options))
+
+    def get_params(self, reality: str, **options: Any) -> ParamValues:
+        """See `Bus.get_params`: name -> value, with `.version(name)` and `.info`."""
+        return self._run(self.aio.get_params(reality, **options))
+
+    def params(self, reality: str, **options: Any) -> LiveParams:
+        """See `Bus.params`: the live mapping, updated on the bus's loop thread and readable
+        from this one."""
+        return self._run(self.aio.params(reality, **options))
+
+    def on_param(self, reality: str, callback: ParamCallback) -> Callable[[], None]:
+        """See `Bus.on_param`. The callback runs on the bus's loop thread (`self.loop`), so it
+        must not call this `BlockingBus`; the function returned removes it."""
+
+        async def register() -> Callable[[], None]:
+            return self.aio.on_param(reality, callback)
+
+        remove = self._run(register())
+
+        def remove_threadsafe() -> None:
+            if not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(remove)
+
+        return remove_threadsafe
 
     def subscribe(
         self,

@@ -60,7 +60,7 @@ class SpectralMetadata(_message.Message):
     def __init__(self, coherence: _Optional[float] = ..., criticality: _Optional[float] = ..., eigenvalues: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ArqonMessage(_message.Message):
-    __slots__ = ("id", "sequence", "topic", "producer_id", "reality_id", "trace_context", "spectral", "payload", "timestamp_unix_nanos", "causal", "reply_to", "emitted_by", "input_sequence")
+    __slots__ = ("id", "sequence", "topic", "producer_id", "reality_id", "trace_context", "spectral", "payload", "timestamp_unix_nanos", "causal", "reply_to", "emitted_by", "input_sequence", "delta")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class ArqonMessage(_message.Message):
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     EMITTED_BY_FIELD_NUMBER: _ClassVar[int]
     INPUT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
     id: str
     sequence: int
     topic: str
@@ -101,7 +102,58 @@ class ArqonMessage(_message.Message):
     reply_to: str
     emitted_by: str
     input_sequence: int
-    def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., reality_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., spectral: _Optional[_Union[SpectralMetadata, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp_unix_nanos: _Optional[int] = ..., causal: _Optional[_Mapping[str, int]] = ..., reply_to: _Optional[str] = ..., emitted_by: _Optional[str] = ..., input_sequence: _Optional[int] = ...) -> None: ...
+    delta: DeltaInfo
+    def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., reality_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., spectral: _Optional[_Union[SpectralMetadata, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp_unix_nanos: _Optional[int] = ..., causal: _Optional[_Mapping[str, int]] = ..., reply_to: _Optional[str] = ..., emitted_by: _Optional[str] = ..., input_sequence: _Optional[int] = ..., delta: _Optional[_Union[DeltaInfo, _Mapping]] = ...) -> None: ...
+
+class DeltaInfo(_message.Message):
+    __slots__ = ("keyframe", "base_sequence", "checksum")
+    KEYFRAME_FIELD_NUMBER: _ClassVar[int]
+    BASE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    keyframe: bool
+    base_sequence: int
+    checksum: int
+    def __init__(self, keyframe: bool = ..., base_sequence: _Optional[int] = ..., checksum: _Optional[int] = ...) -> None: ...
+
+class Param(_message.Message):
+    __slots__ = ("name", "number", "text", "binary", "version", "set_by")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SET_BY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    number: float
+    text: str
+    binary: bytes
+    version: int
+    set_by: str
+    def __init__(self, name: _Optional[str] = ..., number: _Optional[float] = ..., text: _Optional[str] = ..., binary: _Optional[bytes] = ..., version: _Optional[int] = ..., set_by: _Optional[str] = ...) -> None: ...
+
+class ParamsGet(_message.Message):
+    __slots__ = ("reality_id",)
+    REALITY_ID_FIELD_NUMBER: _ClassVar[int]
+    reality_id: str
+    def __init__(self, reality_id: _Optional[str] = ...) -> None: ...
+
+class Params(_message.Message):
+    __slots__ = ("reality_id", "params")
+    REALITY_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    reality_id: str
+    params: _containers.RepeatedCompositeFieldContainer[ParamEntry]
+    def __init__(self, reality_id: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamEntry, _Mapping]]] = ...) -> None: ...
+
+class ParamEntry(_message.Message):
+    __slots__ = ("param", "sequence", "timestamp_unix_nanos")
+    PARAM_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    param: Param
+    sequence: int
+    timestamp_unix_nanos: int
+    def __init__(self, param: _Optional[_Union[Param, _Mapping]] = ..., sequence: _Optional[int] = ..., timestamp_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "first_available_sequence")
@@ -286,7 +338,7 @@ class Pong(_message.Message):
     def __init__(self, nonce: _Optional[int] = ..., server_time_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
-    __slots__ = ("correlation_id", "hello", "publish", "subscribe", "unsubscribe", "history_get", "ping")
+    __slots__ = ("correlation_id", "hello", "publish", "subscribe", "unsubscribe", "history_get", "ping", "params_get")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +346,7 @@ class ClientFrame(_message.Message):
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     HISTORY_GET_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_GET_FIELD_NUMBER: _ClassVar[int]
     correlation_id: int
     hello: Hello
     publish: Publish
@@ -301,10 +354,11 @@ class ClientFrame(_message.Message):
     unsubscribe: Unsubscribe
     history_get: HistoryGet
     ping: Ping
-    def __init__(self, correlation_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., history_get: _Optional[_Union[HistoryGet, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+    params_get: ParamsGet
+    def __init__(self, correlation_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., history_get: _Optional[_Union[HistoryGet, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., params_get: _Optional[_Union[ParamsGet, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("correlation_id", "welcome", "deliver", "pub_ack", "error", "history_chunk", "history_end", "dropped", "pong", "subscribed")
+    __slots__ = ("correlation_id", "welcome", "deliver", "pub_ack", "error", "history_chunk", "history_end", "dropped", "pong", "subscribed", "params")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     DELIVER_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +369,7 @@ class ServerFrame(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     correlation_id: int
     welcome: Welcome
     deliver: Deliver
@@ -325,4 +380,5 @@ class ServerFrame(_message.Message):
     dropped: Dropped
     pong: Pong
     subscribed: Subscribed
-    def __init__(self, correlation_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., pub_ack: _Optional[_Union[PubAck, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., history_chunk: _Optional[_Union[HistoryChunk, _Mapping]] = ..., history_end: _Optional[_Union[HistoryEnd, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ...) -> None: ...
+    params: Params
+    def __init__(self, correlation_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., pub_ack: _Optional[_Union[PubAck, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., history_chunk: _Optional[_Union[HistoryChunk, _Mapping]] = ..., history_end: _Optional[_Union[HistoryEnd, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., params: _Optional[_Union[Params, _Mapping]] = ...) -> None: ...
