@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "arqon/policy/v1/policy.proto",
         "arqon/operator/v1/operator.proto",
         "arqon/sim/v1/sim.proto",
+        "arqon/circuit/v1/circuit.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

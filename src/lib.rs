@@ -66,6 +66,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod delta;

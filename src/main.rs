@@ -49,6 +49,8 @@ enum Command {
     Operator(arqonbus::cli::operator::OperatorArgs),
     /// Set or read a reality's parameters (setting needs a controller token).
     Param(arqonbus::cli::param::ParamArgs),
+    /// Type-check, apply, remove and watch typed circuits of operators.
+    Circuit(arqonbus::cli::circuit::CircuitArgs),
     /// Replay a retained reality through the configured operators (offline): reproduce it bit
     /// for bit, or fork it with other parameters.
     Replay(arqonbus::cli::replay::ReplayArgs),
@@ -130,6 +132,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy(args) => arqonbus::cli::policy::run(args),
         Command::Operator(args) => arqonbus::cli::operator::run(args),
         Command::Param(args) => arqonbus::cli::param::run(args),
+        Command::Circuit(args) => arqonbus::cli::circuit::run(args),
         Command::Replay(args) => arqonbus::cli::replay::run_replay(args),
         Command::Diff(args) => arqonbus::cli::replay::run_diff(args),
         Command::History(args) => arqonbus::cli::history(args),

@@ -345,6 +345,7 @@ impl Server {
         // only now is the server ready (/readyz, and READY=1 to systemd once this returns).
         status.set_reality_series(config.storage.metrics_max_realities as usize);
         status.set_operators(operator_host.registry.clone());
+        status.set_shield(shield.clone());
         status.attach(counters.clone(), stop.clone(), addr);
         for (transport, addr) in &addrs {
             tracing::info!(%addr, ?transport, shards = count, "arqonbus listening");

@@ -15,6 +15,8 @@ pub struct Shield {
     pub auth: Auth,
     pub tenants: Tenants,
     pub tls: Option<TlsReloader>,
+    /// Typed circuits, checked at Hello and on every publish on their edges.
+    pub circuits: crate::circuit::Circuits,
 }
 
 /// Why the shield could not be built.
@@ -36,6 +38,7 @@ impl Shield {
             auth: Auth::from_config(&config.auth)?,
             tenants: Tenants::from_config(config),
             tls,
+            circuits: crate::circuit::Circuits::default(),
         })
     }
 }

@@ -39,6 +39,13 @@ pub mod sim {
     }
 }
 
+pub mod circuit {
+    #[allow(clippy::doc_lazy_continuation)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/arqon.circuit.v1.rs"));
+    }
+}
+
 pub mod delta;
 pub mod frame;
 

@@ -141,12 +141,17 @@ fn route(
             body.push('\n');
             (200, "application/json")
         }
+        "/circuits" => {
+            body.push_str(&status.circuits_json().to_string());
+            body.push('\n');
+            (200, "application/json")
+        }
         "/" => {
-            body.push_str("arqonbus admin: /metrics /healthz /readyz /operators\n");
+            body.push_str("arqonbus admin: /metrics /healthz /readyz /operators /circuits\n");
             (200, TEXT)
         }
         _ => {
-            body.push_str("not found: try /metrics, /healthz, /readyz or /operators\n");
+            body.push_str("not found: try /metrics, /healthz, /readyz, /operators or /circuits\n");
             (404, TEXT)
         }
     }

@@ -3,6 +3,7 @@
 //! `arqonbus token keygen|issue` for signed tokens.
 
 pub mod audit;
+pub mod circuit;
 pub mod operator;
 pub mod param;
 pub mod policy;

@@ -94,7 +94,7 @@ fn name_value(p: &str) -> anyhow::Result<(String, Param)> {
 }
 
 /// `GET path` on the admin listener (plain HTTP/1.0 on loopback); the body of a 200.
-fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
+pub(crate) fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(admin)
         .with_context(|| format!("cannot connect to the admin listener {admin} (--admin)"))?;

@@ -41,6 +41,8 @@ pub struct Status {
     reality_series: AtomicUsize,
     /// The loaded hosted operators, for `/operators`.
     operators: OnceLock<Arc<Registry<CompiledOperator>>>,
+    /// The shield, whose circuits `/circuits` shows.
+    shield: OnceLock<Arc<crate::shield::Shield>>,
 }
 
 impl Status {
@@ -50,12 +52,28 @@ impl Status {
             started: SystemTime::now(),
             reality_series: AtomicUsize::new(crate::config::DEFAULT_METRICS_MAX_REALITIES as usize),
             operators: OnceLock::new(),
+            shield: OnceLock::new(),
         })
     }
 
     /// Where `/operators` reads the loaded operators from.
     pub(crate) fn set_operators(&self, registry: Arc<Registry<CompiledOperator>>) {
         let _ = self.operators.set(registry);
+    }
+
+    /// Where `/circuits` reads the circuits and who is online from.
+    pub(crate) fn set_shield(&self, shield: Arc<crate::shield::Shield>) {
+        let _ = self.shield.set(shield);
+    }
+
+    /// The installed circuits: stages with how many sessions (or a hosted operator) serve each,
+    /// edges with their types and counters, and whether every stage is online.
+    pub fn circuits_json(&self) -> serde_json::Value {
+        let Some(shield) = self.shield.get() else {
+            return serde_json::json!([]);
+        };
+        let hosted = |name: &str| self.operators.get().is_some_and(|r| r.get(name).is_some());
+        shield.circuits.describe(&hosted)
     }
 
     /// The loaded operators: name, module SHA-256 and size, bindings, limits and parameters.

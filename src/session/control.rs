@@ -23,7 +23,7 @@ use arqonbus_proto::v1::{server_frame, ArqonMessage, ErrorCode, PubAck, ServerFr
 use prost::{Message, Name};
 use serde_json::json;
 
-use super::{operator_control, param_control, reject, Conn, Role};
+use super::{circuit_control, operator_control, param_control, reject, Conn, Role};
 use crate::audit::{AuditError, Entry};
 use crate::policy::{Catalogued, CompiledPolicy, PolicySpec, Registry};
 use crate::shard::{uuid_v7, Shard};
@@ -127,6 +127,10 @@ pub async fn handle(
                 )
                 .await;
             }
+            crate::circuit::APPLY_TOPIC => circuit_control::apply(shard, &audited, &message).await,
+            crate::circuit::REMOVE_TOPIC => {
+                circuit_control::remove(shard, &audited, &message).await
+            }
             crate::param::SET_TOPIC => {
                 // Acknowledged by the reality's owner once the change is sequenced.
                 return param_control::set(shard, conn, &audited, correlation_id, message, ack)
@@ -140,12 +144,14 @@ pub async fn handle(
             other => {
                 let refusal = Refusal::invalid(format!(
                     "unknown control topic `{other}`; known: {POLICY_LOAD}, {POLICY_UNLOAD}, {}, \
-                     {}, {}, {}, {}",
+                     {}, {}, {}, {}, {}, {}",
                     operator_control::LOAD,
                     operator_control::UNLOAD,
                     operator_control::PARAM,
                     operator_control::FORK,
-                    crate::param::SET_TOPIC
+                    crate::param::SET_TOPIC,
+                    crate::circuit::APPLY_TOPIC,
+                    crate::circuit::REMOVE_TOPIC
                 ));
                 refuse(shard, &audited, refusal).await
             }
@@ -359,7 +365,10 @@ fn target_of(message: &ArqonMessage) -> String {
     match message.topic.as_str() {
         POLICY_LOAD => PolicyLoad::decode(&any.value[..]).map(|l| l.name),
         POLICY_UNLOAD => PolicyUnload::decode(&any.value[..]).map(|u| u.name),
-        topic => return operator_control::target_of(topic, &any.value),
+        topic => {
+            return circuit_control::target_of(topic, &any.value)
+                .unwrap_or_else(|| operator_control::target_of(topic, &any.value));
+        }
     }
     .unwrap_or_default()
 }

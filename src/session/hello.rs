@@ -65,17 +65,28 @@ pub fn handle(
         "session started"
     );
     let allowed = manifest.as_ref().map_or(Ok(()), |m| {
-        shielded.identity.check_capabilities(&m.capabilities)
+        shielded
+            .identity
+            .check_capabilities(&m.capabilities)
+            .map_err(|why| (ErrorCode::PermissionDenied, why))?;
+        shard
+            .shield
+            .circuits
+            .check_manifest(m)
+            .map_err(|why| (ErrorCode::TypeMismatch, why))
     });
     // Set even when refused: the tenant's connection count is given back when it closes.
     conn.set_shielded(shielded);
-    if let Err(why) = allowed {
-        shard.counters.permission_denied.inc();
-        return Err(error_frame(
-            correlation_id,
-            ErrorCode::PermissionDenied,
-            &why,
-        ));
+    if let Err((code, why)) = allowed {
+        if code == ErrorCode::PermissionDenied {
+            shard.counters.permission_denied.inc();
+        } else {
+            shard.counters.type_mismatches.inc();
+        }
+        return Err(error_frame(correlation_id, code, &why));
+    }
+    if let Some(m) = &manifest {
+        shard.shield.circuits.joined(m);
     }
     let welcome = encode_frame(&ServerFrame {
         correlation_id,

@@ -11,6 +11,7 @@
 //! (`hello.rs`); every later request is checked against them.
 
 mod causal;
+mod circuit_control;
 mod control;
 mod hello;
 mod history;
@@ -551,6 +552,9 @@ async fn serve(
     )
     .await;
     release_subscriptions(&shard, &conn).await;
+    if let Some(m) = conn.manifest() {
+        shard.shield.circuits.left(&m.name);
+    }
     if let Some(tenant) = conn.shielded().and_then(|s| s.tenant.clone()) {
         tenant.release_connection();
     }

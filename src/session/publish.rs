@@ -85,12 +85,17 @@ pub async fn handle(
         shard.counters.permission_denied.inc();
         return refused(ErrorCode::PermissionDenied, &msg);
     }
+    let type_url = message.payload.as_ref().map_or("", |p| p.type_url.as_str());
     if let Some(manifest) = conn.manifest() {
-        let type_url = message.payload.as_ref().map_or("", |p| p.type_url.as_str());
         if let Err(why) = manifest.check_output(&message.topic, type_url) {
             shard.counters.type_mismatches.inc();
             return refused(ErrorCode::TypeMismatch, &why);
         }
+    }
+    let circuits = &shard.shield.circuits;
+    if let Err(why) = circuits.check_publish(&message.reality_id, &message.topic, type_url) {
+        shard.counters.type_mismatches.inc();
+        return refused(ErrorCode::TypeMismatch, &why);
     }
     if let Some(shielded) = conn.shielded() {
         if let Err((code, why, pause)) = shield(shard, &shielded, &message) {

@@ -1,0 +1,64 @@
+//! `sys.control.circuit.apply|remove`: a controller installs or removes a typed circuit.
+//!
+//! Apply checks the circuit's shape and every edge's types (`circuit::check`), then the
+//! operators online now against their stages; a refusal names the edge or the stage. The change
+//! is audited before it takes effect, like every governance action.
+
+use std::sync::Arc;
+
+use arqonbus_proto::circuit::v1::{Circuit, CircuitRemove};
+use arqonbus_proto::v1::ArqonMessage;
+use prost::Message;
+use serde_json::json;
+
+use super::control::{decode, install_audited, refuse, remove_audited, Audited, Refusal};
+use crate::circuit;
+use crate::shard::Shard;
+
+pub async fn apply(
+    shard: &Shard,
+    audited: &Audited,
+    message: &ArqonMessage,
+) -> Result<(), Refusal> {
+    let circuits = &shard.shield.circuits;
+    let checked = decode::<Circuit>(message).and_then(|c| {
+        let checked = circuit::check(c).map_err(Refusal::invalid)?;
+        circuits.check_online(&checked).map_err(Refusal::invalid)?;
+        Ok(checked)
+    });
+    let checked = match checked {
+        Ok(c) => c,
+        Err(refusal) => return refuse(shard, audited, refusal).await,
+    };
+    let details = json!({
+        "reality_id": checked.circuit.reality_id,
+        "stages": checked.circuit.stages.len(),
+        "edges": checked.edges.iter().map(|e| json!({
+            "topic": e.topic, "type_url": e.type_url, "from": e.from, "to": e.to,
+        })).collect::<Vec<_>>(),
+    });
+    let registry = circuits.registry.clone();
+    install_audited(shard, audited, registry, Arc::new(checked), details).await
+}
+
+pub async fn remove(
+    shard: &Shard,
+    audited: &Audited,
+    message: &ArqonMessage,
+) -> Result<(), Refusal> {
+    let remove: CircuitRemove = match decode(message) {
+        Ok(r) => r,
+        Err(refusal) => return refuse(shard, audited, refusal).await,
+    };
+    let registry = shard.shield.circuits.registry.clone();
+    remove_audited(shard, audited, registry, remove.name).await
+}
+
+/// The circuit a control pulse names, for the audit record.
+pub fn target_of(topic: &str, payload: &[u8]) -> Option<String> {
+    match topic {
+        circuit::APPLY_TOPIC => Circuit::decode(payload).ok().map(|c| c.name),
+        circuit::REMOVE_TOPIC => CircuitRemove::decode(payload).ok().map(|c| c.name),
+        _ => None,
+    }
+}
