@@ -36,6 +36,7 @@ __all__ = [
     "ShuttingDown",
     "LimitExceeded",
     "StorageFailed",
+    "TypeMismatch",
     "ConnectionLost",
     "ConnectFailed",
     "ClientClosed",
@@ -184,6 +185,13 @@ class StorageFailed(ServerError):
     code = _pb.STORAGE_FAILED
 
 
+class TypeMismatch(ServerError):
+    """An operator's pulse carried a payload type its manifest (or a circuit edge) does not
+    declare for the topic. The message names the topic, the expected and the actual type URL."""
+
+    code = _pb.TYPE_MISMATCH
+
+
 #: Wire code -> exception class. `tests/test_errors.py` checks that every `ErrorCode` of the
 #: proto (except UNSPECIFIED) has its class here.
 ERROR_CLASSES: Dict[int, Type[ServerError]] = {
@@ -207,6 +215,7 @@ ERROR_CLASSES: Dict[int, Type[ServerError]] = {
         ShuttingDown,
         LimitExceeded,
         StorageFailed,
+        TypeMismatch,
     )
 }
 

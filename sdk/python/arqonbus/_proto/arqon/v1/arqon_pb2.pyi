@@ -29,6 +29,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHUTTING_DOWN: _ClassVar[ErrorCode]
     LIMIT_EXCEEDED: _ClassVar[ErrorCode]
     STORAGE_FAILED: _ClassVar[ErrorCode]
+    TYPE_MISMATCH: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 FRAME_TOO_LARGE: ErrorCode
 DECODE_FAILED: ErrorCode
@@ -48,6 +49,7 @@ INVALID_REQUEST: ErrorCode
 SHUTTING_DOWN: ErrorCode
 LIMIT_EXCEEDED: ErrorCode
 STORAGE_FAILED: ErrorCode
+TYPE_MISMATCH: ErrorCode
 
 class SpectralMetadata(_message.Message):
     __slots__ = ("coherence", "criticality", "eigenvalues")
