@@ -77,6 +77,7 @@ pub mod metrics;
 pub mod operator;
 pub mod param;
 pub mod policy;
+pub mod presence;
 pub mod replay;
 pub mod routing;
 pub mod sam;

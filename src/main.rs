@@ -34,6 +34,8 @@ enum Command {
     Sub(arqonbus::cli::SubArgs),
     /// Read a bounded range of a retained reality.
     History(arqonbus::cli::HistoryArgs),
+    /// Who is present in a reality (sessions subscribed there).
+    Presence(arqonbus::cli::PresenceArgs),
     /// Make signing keys and issue tokens.
     #[command(subcommand)]
     Token(arqonbus::cli::token::TokenCommand),
@@ -136,6 +138,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => arqonbus::cli::replay::run_replay(args),
         Command::Diff(args) => arqonbus::cli::replay::run_diff(args),
         Command::History(args) => arqonbus::cli::history(args),
+        Command::Presence(args) => arqonbus::cli::presence(args),
         Command::Token(command) => arqonbus::cli::token::run(command),
         Command::Config(args) => config(args),
         Command::Tune(args) => return tune_command(args),

@@ -38,8 +38,8 @@ use std::time::Duration;
 use arqonbus_proto::frame::{put_frame, take_frame};
 use arqonbus_proto::v1::{
     client_frame, param, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello, HistoryEnd,
-    HistoryGet, OperatorManifest, Param, Params, ParamsGet, Ping, PubAck, Publish, ServerFrame,
-    StartPosition, Subscribe, Unsubscribe, Welcome,
+    HistoryGet, OperatorManifest, Param, Params, ParamsGet, Ping, PresenceEntry, PresenceGet,
+    PubAck, Publish, ServerFrame, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 use bytes::BytesMut;
 use futures::Stream;
@@ -492,6 +492,28 @@ impl Client {
         match self.welcome.max_frame_bytes {
             0 => 64 << 20,
             n => n as usize,
+        }
+    }
+
+    /// Who is present in a reality (sessions with a subscription there), every page of it.
+    pub async fn presence(&self, reality: &str) -> Result<Vec<PresenceEntry>, ClientError> {
+        let mut entries = Vec::new();
+        loop {
+            let kind = client_frame::Kind::PresenceGet(PresenceGet {
+                reality_id: reality.to_owned(),
+                offset: entries.len() as u32,
+                limit: 0,
+            });
+            match self.request(kind).await?.kind {
+                Some(server_frame::Kind::Presence(p)) => {
+                    let got = p.entries.len();
+                    entries.extend(p.entries);
+                    if got == 0 || entries.len() >= p.total as usize {
+                        return Ok(entries);
+                    }
+                }
+                other => return Err(unexpected("Presence", other)),
+            }
         }
     }
 

@@ -90,6 +90,60 @@ pub struct SubArgs {
     pub filter: Option<String>,
 }
 
+/// `arqonbus presence`.
+#[derive(Debug, clap::Args)]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[arg(long)]
+    pub reality: String,
+    /// One JSON object per session (else a short human line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints who is present in a reality.
+pub fn presence(args: PresenceArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = connect(&args.conn).await?;
+        let entries = client
+            .presence(&args.reality)
+            .await
+            .context("presence could not be read")?;
+        for e in entries {
+            if args.json {
+                let line = serde_json::json!({
+                    "session_id": e.session_id,
+                    "client_name": e.client_name,
+                    "tenant": e.tenant,
+                    "subject": e.subject,
+                    "manifest_name": e.manifest_name,
+                    "capabilities": e.capabilities,
+                    "patterns": e.patterns,
+                    "connected_since_unix_nanos": e.connected_since_unix_nanos,
+                });
+                println!("{line}");
+            } else {
+                let operator = if e.manifest_name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" operator {}", e.manifest_name)
+                };
+                println!(
+                    "{} {} ({}/{}){operator} patterns {}",
+                    e.session_id,
+                    e.client_name,
+                    e.tenant,
+                    e.subject,
+                    e.patterns.join(",")
+                );
+            }
+        }
+        client.close().await?;
+        Ok(())
+    })
+}
+
 /// `arqonbus history`.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {

@@ -324,6 +324,14 @@ pub struct Limits {
     pub max_delta_state_bytes: u64,
     /// Parameters one reality may have (`sys.control.param.set`).
     pub max_params_per_reality: u64,
+    /// Presence changes of a reality are gathered this long into one `sys.presence.changes`
+    /// pulse.
+    pub presence_coalesce_ms: u64,
+    /// Sessions one reality's presence lists; past it, further ones are present but not listed.
+    pub max_presence_per_reality: u64,
+    /// TCP keepalive on client connections: a peer that vanished (cable pulled, host gone) is
+    /// found within about twice this and its session ends. 0 turns it off.
+    pub keepalive_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -580,6 +588,9 @@ impl Default for Limits {
             max_delta_topics_per_shard: 10_000,
             max_delta_state_bytes: 1 << 20,
             max_params_per_reality: 256,
+            presence_coalesce_ms: 100,
+            max_presence_per_reality: 100_000,
+            keepalive_secs: 30,
         }
     }
 }
@@ -760,6 +771,19 @@ impl Config {
             0,
             100_000,
         )?;
+        range(
+            "limits.presence_coalesce_ms",
+            l.presence_coalesce_ms,
+            1,
+            60_000,
+        )?;
+        range(
+            "limits.max_presence_per_reality",
+            l.max_presence_per_reality,
+            0,
+            10_000_000,
+        )?;
+        range("limits.keepalive_secs", l.keepalive_secs, 0, 86_400)?;
         range(
             "io.io_memory_bytes",
             self.io.io_memory_bytes,

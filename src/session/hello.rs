@@ -101,6 +101,7 @@ pub fn handle(
     *conn.session.borrow_mut() = Some(SessionInfo {
         session_id,
         client_name: hello.client_name,
+        connected_since_unix_nanos: shard.clock.now_unix_nanos(),
         manifest,
         role,
     });

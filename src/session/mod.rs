@@ -82,6 +82,8 @@ impl Role {
 pub struct SessionInfo {
     pub session_id: String,
     pub client_name: String,
+    /// When Hello was accepted (presence).
+    pub connected_since_unix_nanos: u64,
     /// The SAM manifest, validated: the session is an operator.
     pub manifest: Option<std::sync::Arc<crate::sam::Manifest>>,
     pub role: Role,
@@ -110,8 +112,8 @@ pub struct Conn {
     writer_wake: Event,
     /// Told whenever the writer has written a batch.
     drained: Event,
-    /// subscription id -> reality.
-    subscriptions: RefCell<HashMap<u64, String>>,
+    /// subscription id -> (reality, pattern).
+    subscriptions: RefCell<HashMap<u64, (String, String)>>,
     session: RefCell<Option<SessionInfo>>,
     /// The reader is draining after a fatal error and will stop by itself.
     lingering: Cell<bool>,
@@ -317,8 +319,60 @@ impl Conn {
         self.subscriptions.borrow().contains_key(&id)
     }
 
-    pub fn remember_subscription(&self, id: u64, reality: String) {
-        self.subscriptions.borrow_mut().insert(id, reality);
+    pub fn remember_subscription(&self, id: u64, reality: String, pattern: String) {
+        self.subscriptions
+            .borrow_mut()
+            .insert(id, (reality, pattern));
+    }
+
+    /// This session's entry in the presence of `reality`: who it is and its patterns there.
+    /// `None` before Hello.
+    pub fn presence_entry(&self, reality: &str) -> Option<arqonbus_proto::v1::PresenceEntry> {
+        let session = self.session.borrow();
+        let session = session.as_ref()?;
+        let shielded = self.shielded();
+        let mut patterns: Vec<String> = self
+            .subscriptions
+            .borrow()
+            .values()
+            .filter(|(r, _)| r == reality)
+            .map(|(_, p)| p.clone())
+            .collect();
+        patterns.sort();
+        Some(arqonbus_proto::v1::PresenceEntry {
+            session_id: session.session_id.clone(),
+            client_name: session.client_name.clone(),
+            tenant: shielded
+                .as_ref()
+                .map(|s| s.identity.tenant.to_string())
+                .unwrap_or_default(),
+            subject: shielded
+                .as_ref()
+                .map(|s| s.identity.subject.clone())
+                .unwrap_or_default(),
+            manifest_name: session
+                .manifest
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            capabilities: session
+                .manifest
+                .as_ref()
+                .map(|m| m.capabilities.clone())
+                .unwrap_or_default(),
+            patterns,
+            connected_since_unix_nanos: session.connected_since_unix_nanos,
+        })
+    }
+
+    /// The presence update for `reality` after this session's subscriptions there changed.
+    pub fn presence_update(&self, reality: &str) -> Option<crate::presence::Update> {
+        let entry = self.presence_entry(reality)?;
+        Some(if entry.patterns.is_empty() {
+            crate::presence::Update::Left(entry.session_id)
+        } else {
+            crate::presence::Update::Present(entry)
+        })
     }
 
     /// Forgets a subscription; returns its reality.
@@ -326,7 +380,7 @@ impl Conn {
         if let Some(gate) = self.causal.borrow_mut().as_mut() {
             gate.drop_subscription(id);
         }
-        let reality = self.subscriptions.borrow_mut().remove(&id);
+        let reality = self.subscriptions.borrow_mut().remove(&id).map(|(r, _)| r);
         if reality.is_some() {
             if let Some(tenant) = self.shielded().and_then(|s| s.tenant.clone()) {
                 tenant.release_subscription();
@@ -406,6 +460,24 @@ struct Accepted {
 }
 
 /// Starts serving a freshly accepted connection on this shard.
+/// TCP keepalive: a peer that vanished without closing (cable pulled, host gone) stops answering
+/// probes and the kernel ends the connection after about `2 * secs`, which ends its session
+/// (and its presence). Probes start after `secs` idle, then every `secs / 3`, three of them.
+fn set_keepalive(stream: &TcpStream, secs: u64) {
+    if secs == 0 {
+        return;
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(secs))
+        .with_interval(Duration::from_secs((secs / 3).max(1)))
+        .with_retries(3);
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    if let Err(e) = socket2::SockRef::from(&fd).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
 pub fn spawn(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
     glommio::spawn_local(run(shard, stream, transport)).detach();
 }
@@ -413,6 +485,7 @@ pub fn spawn(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
 async fn run(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
     // Pulses are small and latency matters more than segment count.
     let _ = stream.set_nodelay(true);
+    set_keepalive(&stream, shard.config.limits.keepalive_secs);
     let peer = stream.peer_addr().ok();
     if let Some(ip) = peer.map(|p| p.ip()) {
         if shard.shield.auth.guard.is_blocked(ip) {
@@ -717,6 +790,9 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_
         }
         Some(client_frame::Kind::Ping(p)) => ping::handle(shard, conn, corr, p),
         Some(client_frame::Kind::ParamsGet(p)) => Box::pin(params_get(shard, conn, corr, p)).await,
+        Some(client_frame::Kind::PresenceGet(p)) => {
+            Box::pin(presence_get(shard, conn, corr, p)).await
+        }
         Some(client_frame::Kind::Hello(_)) => reject(
             shard,
             conn,
@@ -761,6 +837,34 @@ async fn params_get(
     shard
         .request_params(get.reality_id, conn.id, correlation_id)
         .await;
+}
+
+/// `PresenceGet` → the reality's owner → `Presence`.
+async fn presence_get(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    correlation_id: u64,
+    get: arqonbus_proto::v1::PresenceGet,
+) {
+    if let Err(e) = crate::routing::validate_reality(&get.reality_id) {
+        let msg = format!("reality `{}` is invalid: {e}", get.reality_id);
+        return reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
+    }
+    if let Some(shielded) = conn.shielded() {
+        // The same sessions that may read a reality's parameters: those that may subscribe there.
+        let now = shard.now_secs();
+        if let Err(why) = shielded.identity.check_params(&get.reality_id, now) {
+            shard.counters.permission_denied.inc();
+            return reject(
+                shard,
+                conn,
+                correlation_id,
+                ErrorCode::PermissionDenied,
+                &why,
+            );
+        }
+    }
+    shard.request_presence(get, conn.id, correlation_id).await;
 }
 
 async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: impl FrameSink) {
@@ -818,9 +922,20 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: impl FrameSink) 
 
 /// Tells each reality's owner that this connection's subscriptions are gone.
 async fn release_subscriptions(shard: &Rc<Shard>, conn: &Rc<Conn>) {
-    let subs: Vec<(u64, String)> = conn.subscriptions.borrow_mut().drain().collect();
+    let subs: Vec<(u64, (String, String))> = conn.subscriptions.borrow_mut().drain().collect();
     let tenant = conn.shielded().and_then(|s| s.tenant.clone());
-    for (id, reality) in subs {
+    let session_id = conn.session.borrow().as_ref().map(|s| s.session_id.clone());
+    let mut left: Vec<String> = subs.iter().map(|(_, (r, _))| r.clone()).collect();
+    left.sort();
+    left.dedup();
+    if let Some(id) = session_id {
+        for reality in left {
+            shard
+                .tell_presence(reality, crate::presence::Update::Left(id.clone()))
+                .await;
+        }
+    }
+    for (id, (reality, _)) in subs {
         if let Some(t) = &tenant {
             t.release_subscription();
         }

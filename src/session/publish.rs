@@ -77,6 +77,7 @@ pub async fn handle(
     }
     if message.topic.starts_with(crate::operator::RESERVED_PREFIX)
         || crate::param::is_param_topic(&message.topic)
+        || message.topic.starts_with("sys.presence.")
     {
         let msg = format!(
             "topic `{}` is written only by the bus (hosted operators, sys.control.param.set)",

@@ -86,7 +86,10 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
             return fail(ErrorCode::QuotaExceeded, &over.0);
         }
     }
-    conn.remember_subscription(s.subscription_id, s.reality_id.clone());
+    conn.remember_subscription(s.subscription_id, s.reality_id.clone(), s.pattern.clone());
+    if let Some(update) = conn.presence_update(&s.reality_id) {
+        shard.tell_presence(s.reality_id.clone(), update).await;
+    }
     if let Some(cursor) = replay {
         // Replay first, from the owner's log, then switch to live where replay ended.
         let sub = Rc::new(
@@ -134,6 +137,9 @@ pub async fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64
         let msg = format!("no subscription {} on this connection", u.subscription_id);
         return reject(shard, conn, correlation_id, ErrorCode::InvalidRequest, &msg);
     };
+    if let Some(update) = conn.presence_update(&reality) {
+        shard.tell_presence(reality.clone(), update).await;
+    }
     let removed = shard
         .subs
         .borrow_mut()

@@ -33,6 +33,7 @@ use crate::metrics::ShardCounters;
 use crate::operator::{OperatorHost, ShardOperators};
 use crate::param::OwnerParams;
 use crate::policy::{PolicyHost, ShardPolicies};
+use crate::presence::OwnerPresence;
 use crate::routing::owner_shard;
 use crate::session::{self, error_frame, Conn, ConnId};
 use crate::shield::Shield;
@@ -105,6 +106,20 @@ pub enum ToOwner {
     },
     /// A fork's replayed log, to be written into its new reality by that reality's owner.
     Import(Box<ForkImport>),
+    /// A session's presence in a reality began, changed or ended.
+    Presence {
+        reality: String,
+        update: crate::presence::Update,
+    },
+    /// `PresenceGet`: one page of who is present, answered to one connection.
+    PresenceGet {
+        reality: String,
+        shard: usize,
+        conn: ConnId,
+        correlation_id: u64,
+        offset: u32,
+        limit: u32,
+    },
     /// `ParamsGet`: the current parameters of a reality, answered to one connection.
     Params {
         reality: String,
@@ -204,6 +219,8 @@ pub struct Shard {
     params: RefCell<OwnerParams>,
     /// What a new subscription gets first (latest delta-topic states and parameters).
     latest: RefCell<latest::LatestPulses>,
+    /// Who is present in the realities this shard owns.
+    presence: RefCell<OwnerPresence>,
     pub audit: AuditLog,
 }
 
@@ -310,6 +327,118 @@ impl Shard {
         } else {
             self.send_to_owner(owner, ToOwner::Publish(Box::new((message, origin))))
                 .await;
+        }
+    }
+
+    /// After a subscription was refused late (by the owner, or its replay): the session's
+    /// presence in `reality` no longer counts it.
+    pub fn presence_changed(self: &Rc<Self>, conn: &Conn, reality: &str) {
+        if let Some(update) = conn.presence_update(reality) {
+            let (shard, reality) = (self.clone(), reality.to_owned());
+            glommio::spawn_local(async move { shard.tell_presence(reality, update).await })
+                .detach();
+        }
+    }
+
+    /// Tells a reality's owner that a session's presence there began, changed or ended.
+    pub async fn tell_presence(self: &Rc<Self>, reality: String, update: crate::presence::Update) {
+        let owner = self.owner_of(&reality);
+        if owner == self.id {
+            self.on_presence(&reality, update);
+        } else {
+            self.send_to_owner(owner, ToOwner::Presence { reality, update })
+                .await;
+        }
+    }
+
+    /// `PresenceGet`: asks the reality's owner, which answers the connection.
+    pub async fn request_presence(
+        &self,
+        get: arqonbus_proto::v1::PresenceGet,
+        conn: ConnId,
+        correlation_id: u64,
+    ) {
+        let owner = self.owner_of(&get.reality_id);
+        if owner == self.id {
+            self.answer_presence(
+                get.reality_id,
+                self.id,
+                conn,
+                correlation_id,
+                get.offset,
+                get.limit,
+            );
+        } else {
+            let request = ToOwner::PresenceGet {
+                reality: get.reality_id,
+                shard: self.id,
+                conn,
+                correlation_id,
+                offset: get.offset,
+                limit: get.limit,
+            };
+            self.send_to_owner(owner, request).await;
+        }
+    }
+
+    /// Owner side of `PresenceGet`.
+    fn answer_presence(
+        &self,
+        reality: String,
+        shard: usize,
+        conn: ConnId,
+        correlation_id: u64,
+        offset: u32,
+        limit: u32,
+    ) {
+        let page = self
+            .presence
+            .borrow()
+            .page(&reality, offset as usize, limit as usize);
+        let frame = encode_frame(&ServerFrame {
+            correlation_id,
+            kind: Some(server_frame::Kind::Presence(page)),
+        });
+        self.answer(shard, conn, frame);
+    }
+
+    /// Owner side of a presence change: recorded now, announced once the coalescing window of
+    /// its reality closes.
+    fn on_presence(self: &Rc<Self>, reality: &str, update: crate::presence::Update) {
+        if !self.presence.borrow_mut().apply(reality, update) {
+            return;
+        }
+        let shard = self.clone();
+        let window = Duration::from_millis(self.config.limits.presence_coalesce_ms);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(window).await;
+            shard.announce_presence().await;
+        })
+        .detach();
+    }
+
+    /// Sequences every reality's pending presence changes, one `sys.presence.changes` each.
+    async fn announce_presence(self: &Rc<Self>) {
+        let pending = self.presence.borrow_mut().take_pending();
+        for (reality, change) in pending {
+            let message = ArqonMessage {
+                topic: crate::presence::TOPIC.into(),
+                reality_id: reality,
+                producer_id: "arqonbus".into(),
+                payload: Some(prost_types::Any {
+                    type_url: <arqonbus_proto::v1::PresenceChange as prost::Name>::type_url(),
+                    value: change.encode_to_vec(),
+                }),
+                ..Default::default()
+            };
+            // Nobody waits for an answer: a refusal (storage) is logged by the owner.
+            let origin = Origin {
+                shard: self.id,
+                conn: 0,
+                correlation_id: 0,
+                ack: false,
+            };
+            self.sequence(message, origin).await;
         }
     }
 
@@ -580,7 +709,7 @@ impl Shard {
 
     /// Owner side of a subscription change.
     pub fn change_interest(
-        &self,
+        self: &Rc<Self>,
         reality: String,
         from_shard: usize,
         add: bool,
@@ -614,7 +743,7 @@ impl Shard {
 
     /// Subscriber side: the owner has registered the subscription (or refused it).
     pub fn confirm_subscription(
-        &self,
+        self: &Rc<Self>,
         reality: &str,
         origin: SubscribeOrigin,
         result: Result<Confirmed, Bytes>,
@@ -645,6 +774,7 @@ impl Shard {
                     .remove(reality, origin.conn, origin.subscription_id);
                 conn.forget_subscription(origin.subscription_id);
                 conn.push_frame(&self.counters, frame);
+                self.presence_changed(&conn, reality);
             }
         }
     }
@@ -723,6 +853,15 @@ impl Shard {
                 conn,
                 correlation_id,
             } => self.answer_params(reality, shard, conn, correlation_id),
+            ToOwner::Presence { reality, update } => self.on_presence(&reality, update),
+            ToOwner::PresenceGet {
+                reality,
+                shard,
+                conn,
+                correlation_id,
+                offset,
+                limit,
+            } => self.answer_presence(reality, shard, conn, correlation_id, offset, limit),
             ToOwner::Import(import) => {
                 // Its own task: a long import yields to the shard's other work as it goes.
                 glommio::spawn_local(self.clone().import(*import)).detach();
@@ -851,6 +990,9 @@ pub async fn run(start: ShardStart) {
     let params = RefCell::new(OwnerParams::new(
         config.limits.max_params_per_reality as usize,
     ));
+    let presence = RefCell::new(OwnerPresence::new(
+        config.limits.max_presence_per_reality as usize,
+    ));
     let shard = Rc::new(Shard {
         id,
         shards,
@@ -881,6 +1023,7 @@ pub async fn run(start: ShardStart) {
         operator_host,
         deltas,
         params,
+        presence,
         latest: RefCell::new(latest::LatestPulses::default()),
         audit,
     });

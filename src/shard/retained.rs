@@ -613,6 +613,7 @@ impl Shard {
                             .remove(&cursor.reality, conn.id, subscription_id);
                         conn.forget_subscription(subscription_id);
                         conn.push_frame(&self.counters, frame);
+                        self.presence_changed(&conn, &cursor.reality);
                     }
                     Ok(s) => {
                         if !sub.announced() {

@@ -1022,7 +1022,7 @@ class Bus:
             if resubscribed is not None and resubscribed[1]:
                 self._check_restart(resubscribed[0].reality, frame.subscribed.next_sequence)
             self._resolve(cid, frame)
-        elif kind in ("pong", "params"):
+        elif kind in ("pong", "params", "presence"):
             self._resolve(cid, frame)
         elif kind == "history_chunk":
             stream = self._streams.get(cid)
@@ -1330,6 +1330,35 @@ class Bus:
         ack = await self.publish(reality, SET_PARAM_TOPIC, param, ack=True, timeout=timeout)
         assert ack is not None
         return ack
+
+    async def presence(self, reality: str, *, timeout: Optional[float] = None) -> List["_pb.PresenceEntry"]:
+        """Who is present in `reality` — the sessions with a subscription there — every page of
+        it (`PresenceGet`), ordered by session id. Each `PresenceEntry` has `session_id`,
+        `client_name`, `tenant`, `subject`, `manifest_name`, `capabilities`, `patterns` and
+        `connected_since_unix_nanos`."""
+        entries: List["_pb.PresenceEntry"] = []
+        while True:
+            offset = len(entries)
+
+            def build(cid: int) -> "_pb.ClientFrame":
+                frame = _pb.ClientFrame(correlation_id=cid)
+                frame.presence_get.reality_id = reality
+                frame.presence_get.offset = offset
+                return frame
+
+            answer = await self._request(build, f"PresenceGet for {reality!r}", timeout)
+            if answer.WhichOneof("kind") != "presence":
+                raise ProtocolViolation(f"PresenceGet for {reality!r} was answered with {answer.WhichOneof('kind')}")
+            entries.extend(answer.presence.entries)
+            if not answer.presence.entries or len(entries) >= answer.presence.total:
+                return entries
+
+    def presence_changes(self, reality: str, **options: Any) -> "Subscription":
+        """A subscription to `sys.presence.changes` in `reality`: each pulse's
+        `unpack(PresenceChange)` has `present` (joined or changed, whole entries) and `left`
+        (session ids), coalesced by the bus over a short window. The subscription itself makes
+        this bus present there."""
+        return self.subscribe(reality, "sys.presence.changes", **options)
 
     async def get_params(self, reality: str, *, timeout: Optional[float] = None) -> ParamValues:
         """The current parameters of `reality`, asked once (`ParamsGet`): a dict name -> value

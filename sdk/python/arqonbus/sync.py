@@ -223,6 +223,10 @@ class BlockingBus:
         """See `Bus.set_param`; returns the `PubAck` (its `sequence` is the change's)."""
         return self._run(self.aio.set_param(reality, name, value, **options))
 
+    def presence(self, reality: str, **options: Any) -> list:
+        """See `Bus.presence`: the `PresenceEntry`s of the sessions subscribed in `reality`."""
+        return self._run(self.aio.presence(reality, **options))
+
     def get_params(self, reality: str, **options: Any) -> ParamValues:
         """See `Bus.get_params`: name -> value, with `.version(name)` and `.info`."""
         return self._run(self.aio.get_params(reality, **options))

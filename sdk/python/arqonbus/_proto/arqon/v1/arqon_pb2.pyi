@@ -147,6 +147,54 @@ class Params(_message.Message):
     params: _containers.RepeatedCompositeFieldContainer[ParamEntry]
     def __init__(self, reality_id: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamEntry, _Mapping]]] = ...) -> None: ...
 
+class PresenceEntry(_message.Message):
+    __slots__ = ("session_id", "client_name", "tenant", "subject", "manifest_name", "capabilities", "patterns", "connected_since_unix_nanos")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_NAME_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SINCE_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    client_name: str
+    tenant: str
+    subject: str
+    manifest_name: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    connected_since_unix_nanos: int
+    def __init__(self, session_id: _Optional[str] = ..., client_name: _Optional[str] = ..., tenant: _Optional[str] = ..., subject: _Optional[str] = ..., manifest_name: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., patterns: _Optional[_Iterable[str]] = ..., connected_since_unix_nanos: _Optional[int] = ...) -> None: ...
+
+class PresenceChange(_message.Message):
+    __slots__ = ("present", "left")
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    present: _containers.RepeatedCompositeFieldContainer[PresenceEntry]
+    left: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, present: _Optional[_Iterable[_Union[PresenceEntry, _Mapping]]] = ..., left: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PresenceGet(_message.Message):
+    __slots__ = ("reality_id", "offset", "limit")
+    REALITY_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    reality_id: str
+    offset: int
+    limit: int
+    def __init__(self, reality_id: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Presence(_message.Message):
+    __slots__ = ("reality_id", "entries", "total")
+    REALITY_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    reality_id: str
+    entries: _containers.RepeatedCompositeFieldContainer[PresenceEntry]
+    total: int
+    def __init__(self, reality_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[PresenceEntry, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
 class ParamEntry(_message.Message):
     __slots__ = ("param", "sequence", "timestamp_unix_nanos")
     PARAM_FIELD_NUMBER: _ClassVar[int]
@@ -340,7 +388,7 @@ class Pong(_message.Message):
     def __init__(self, nonce: _Optional[int] = ..., server_time_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
-    __slots__ = ("correlation_id", "hello", "publish", "subscribe", "unsubscribe", "history_get", "ping", "params_get")
+    __slots__ = ("correlation_id", "hello", "publish", "subscribe", "unsubscribe", "history_get", "ping", "params_get", "presence_get")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +397,7 @@ class ClientFrame(_message.Message):
     HISTORY_GET_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     PARAMS_GET_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_GET_FIELD_NUMBER: _ClassVar[int]
     correlation_id: int
     hello: Hello
     publish: Publish
@@ -357,10 +406,11 @@ class ClientFrame(_message.Message):
     history_get: HistoryGet
     ping: Ping
     params_get: ParamsGet
-    def __init__(self, correlation_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., history_get: _Optional[_Union[HistoryGet, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., params_get: _Optional[_Union[ParamsGet, _Mapping]] = ...) -> None: ...
+    presence_get: PresenceGet
+    def __init__(self, correlation_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., history_get: _Optional[_Union[HistoryGet, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., params_get: _Optional[_Union[ParamsGet, _Mapping]] = ..., presence_get: _Optional[_Union[PresenceGet, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("correlation_id", "welcome", "deliver", "pub_ack", "error", "history_chunk", "history_end", "dropped", "pong", "subscribed", "params")
+    __slots__ = ("correlation_id", "welcome", "deliver", "pub_ack", "error", "history_chunk", "history_end", "dropped", "pong", "subscribed", "params", "presence")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     DELIVER_FIELD_NUMBER: _ClassVar[int]
@@ -372,6 +422,7 @@ class ServerFrame(_message.Message):
     PONG_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_FIELD_NUMBER: _ClassVar[int]
     correlation_id: int
     welcome: Welcome
     deliver: Deliver
@@ -383,4 +434,5 @@ class ServerFrame(_message.Message):
     pong: Pong
     subscribed: Subscribed
     params: Params
-    def __init__(self, correlation_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., pub_ack: _Optional[_Union[PubAck, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., history_chunk: _Optional[_Union[HistoryChunk, _Mapping]] = ..., history_end: _Optional[_Union[HistoryEnd, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., params: _Optional[_Union[Params, _Mapping]] = ...) -> None: ...
+    presence: Presence
+    def __init__(self, correlation_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., pub_ack: _Optional[_Union[PubAck, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., history_chunk: _Optional[_Union[HistoryChunk, _Mapping]] = ..., history_end: _Optional[_Union[HistoryEnd, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ...) -> None: ...
