@@ -52,6 +52,7 @@ async fn presence_shows_joins_leaves_and_coalesces_storms() {
     let bus = TestBus::start(|c| {
         c.shards = 2;
         c.limits.presence_coalesce_ms = 100;
+        c.presence.announce = vec!["lab-*".into()];
     });
     let watcher = client_on_shard(bus.addr, 0).await;
     let mut watch = watcher.subscribe(REALITY, "sys.presence.>").await.unwrap();

@@ -87,6 +87,7 @@ pub struct Config {
     /// Operators loaded at start, in the file as `[[operators]]`.
     pub operators: Vec<OperatorFile>,
     pub control: ControlConfig,
+    pub presence: PresenceConfig,
     /// The directory of the config file, against which relative `wasm_path`s are resolved
     /// (the working directory when there is no file).
     #[serde(skip)]
@@ -517,6 +518,16 @@ pub struct ControlConfig {
     pub controller_tokens: Vec<String>,
 }
 
+/// `[presence]`: which realities hear of their presence changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Reality globs whose presence changes are sequenced into the reality as
+    /// `sys.presence.changes` pulses (and so stored when it is retained). Every reality's
+    /// presence can be read with `PresenceGet` either way. Empty: none announced.
+    pub announce: Vec<String>,
+}
+
 /// Shortest controller token accepted.
 pub const MIN_CONTROLLER_TOKEN_BYTES: usize = 16;
 
@@ -552,6 +563,7 @@ impl Default for Config {
             operator: OperatorConfig::default(),
             operators: Vec::new(),
             control: ControlConfig::default(),
+            presence: PresenceConfig::default(),
             base_dir: None,
             storage: StorageConfig::default(),
             retention: Vec::new(),
@@ -845,6 +857,12 @@ impl Config {
             if let Some(size) = rule.segment_bytes {
                 range("retention.segment_bytes", size, min_segment, 1 << 34)?;
             }
+        }
+        for glob in &self.presence.announce {
+            crate::policy::RealityGlob::parse(glob).map_err(|reason| ConfigError::Invalid {
+                key: "presence.announce",
+                reason,
+            })?;
         }
         for rule in &self.delta {
             crate::policy::RealityGlob::parse(&rule.realities).map_err(|reason| {

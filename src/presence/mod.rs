@@ -36,19 +36,26 @@ struct RealityPresence {
 pub struct OwnerPresence {
     by_reality: HashMap<Arc<str>, RealityPresence>,
     max_per_reality: usize,
+    /// `[presence] announce`: the realities whose changes are sequenced.
+    announce: Vec<crate::policy::RealityGlob>,
 }
 
 impl OwnerPresence {
-    pub fn new(max_per_reality: usize) -> Self {
+    pub fn new(max_per_reality: usize, announce: &[String]) -> Self {
         Self {
             by_reality: HashMap::new(),
             max_per_reality,
+            announce: announce
+                .iter()
+                .filter_map(|g| crate::policy::RealityGlob::parse(g).ok())
+                .collect(),
         }
     }
 
-    /// Applies an update. Returns true when the reality had nothing pending (the caller starts
-    /// the coalescing window).
+    /// Applies an update. Returns true when the reality announces its changes and had nothing
+    /// pending (the caller starts the coalescing window).
     pub fn apply(&mut self, reality: &str, update: Update) -> bool {
+        let announced = self.announce.iter().any(|g| g.matches(reality));
         let r = match self.by_reality.get_mut(reality) {
             Some(r) => r,
             None => self.by_reality.entry(Arc::from(reality)).or_default(),
@@ -62,14 +69,16 @@ impl OwnerPresence {
                 }
                 r.left.remove(&id);
                 r.entries.insert(id.clone(), entry.clone());
-                r.present.insert(id, entry);
+                if announced {
+                    r.present.insert(id, entry);
+                }
             }
             Update::Left(id) => {
                 if r.entries.remove(&id).is_none() {
                     return false;
                 }
                 // Joined and left within one window: nobody needs to hear of either.
-                if r.present.remove(&id).is_none() {
+                if r.present.remove(&id).is_none() && announced {
                     r.left.insert(id);
                 }
             }
@@ -136,7 +145,7 @@ mod tests {
 
     #[test]
     fn changes_coalesce_and_pages_follow_the_list() {
-        let mut p = OwnerPresence::new(10);
+        let mut p = OwnerPresence::new(10, &["*".into()]);
         assert!(p.apply("r", Update::Present(entry("a"))), "opens a window");
         assert!(!p.apply("r", Update::Present(entry("b"))));
         assert!(!p.apply("r", Update::Present(entry("c"))));
@@ -172,7 +181,7 @@ mod tests {
 
     #[test]
     fn big_changes_are_split_into_pages() {
-        let mut p = OwnerPresence::new(10_000);
+        let mut p = OwnerPresence::new(10_000, &["*".into()]);
         for i in 0..2500 {
             p.apply("r", Update::Present(entry(&format!("s{i:05}"))));
         }
@@ -182,8 +191,18 @@ mod tests {
     }
 
     #[test]
+    fn only_announced_realities_have_pending_changes() {
+        let mut p = OwnerPresence::new(10, &["lab-*".into()]);
+        assert!(!p.apply("quiet", Update::Present(entry("a"))));
+        assert!(p.take_pending().is_empty());
+        assert_eq!(p.page("quiet", 0, 0).total, 1, "listed all the same");
+        assert!(p.apply("lab-1", Update::Present(entry("a"))));
+        assert_eq!(p.take_pending().len(), 1);
+    }
+
+    #[test]
     fn the_list_is_bounded() {
-        let mut p = OwnerPresence::new(2);
+        let mut p = OwnerPresence::new(2, &["*".into()]);
         for id in ["a", "b", "c"] {
             p.apply("r", Update::Present(entry(id)));
         }

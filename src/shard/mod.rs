@@ -992,6 +992,7 @@ pub async fn run(start: ShardStart) {
     ));
     let presence = RefCell::new(OwnerPresence::new(
         config.limits.max_presence_per_reality as usize,
+        &config.presence.announce,
     ));
     let shard = Rc::new(Shard {
         id,

@@ -1356,8 +1356,9 @@ class Bus:
     def presence_changes(self, reality: str, **options: Any) -> "Subscription":
         """A subscription to `sys.presence.changes` in `reality`: each pulse's
         `unpack(PresenceChange)` has `present` (joined or changed, whole entries) and `left`
-        (session ids), coalesced by the bus over a short window. The subscription itself makes
-        this bus present there."""
+        (session ids), coalesced by the bus over a short window — in realities the server
+        announces (its `[presence] announce` globs). The subscription itself makes this bus
+        present there."""
         return self.subscribe(reality, "sys.presence.changes", **options)
 
     async def get_params(self, reality: str, *, timeout: Optional[float] = None) -> ParamValues:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import uuid
 
+import pytest
 from conftest import aio, python_subprocess
 
 from arqonbus import BlockingBus, Bus, OperatorManifest
@@ -33,8 +34,14 @@ async def next_change(sub, timeout: float = 10.0) -> PresenceChange:
     return pulse.unpack(PresenceChange)
 
 
+@pytest.fixture
+def announcing_server(server_factory):
+    return server_factory('[presence]\nannounce = ["presence-*"]\n')
+
+
 @aio(timeout=60)
-async def test_presence_lists_and_follows_sessions(server, tmp_path):
+async def test_presence_lists_and_follows_sessions(announcing_server, tmp_path):
+    server = announcing_server
     reality = f"presence-{uuid.uuid4().hex[:10]}"
     async with Bus.connect(server.url, name="watcher") as watcher:
         changes = await watcher.presence_changes(reality)
