@@ -332,6 +332,52 @@ async fn unload(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Res
     remove_audited(shard, audited, registry, unload.name).await
 }
 
+/// The tail of a change that is sequenced into the control pulse's reality (an operator
+/// parameter, a reality parameter): writes its audit record, then hands the bus's pulse on
+/// `topic` with `payload` to the reality's owner, which answers the publisher (PubAck with the
+/// change's sequence, or the error). The pulse keeps the control pulse's reality, producer and
+/// trace context. When the audit log cannot record it, nothing is sequenced.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn audit_then_sequence(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    audited: &Audited,
+    correlation_id: u64,
+    message: &ArqonMessage,
+    ack: bool,
+    entry: Entry,
+    topic: String,
+    payload: prost_types::Any,
+) {
+    if let Err(e) = shard.audit.commit_async(move |w| w.append(entry)).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+        let refusal = audit_unavailable(e);
+        return answer_refusal(shard, conn, correlation_id, message, audited, refusal);
+    }
+    tracing::info!(
+        reality = %message.reality_id,
+        action = %audited.action,
+        target = %audited.target,
+        actor = %audited.actor,
+        "change sent to be sequenced"
+    );
+    let pulse = ArqonMessage {
+        topic,
+        reality_id: message.reality_id.clone(),
+        producer_id: message.producer_id.clone(),
+        trace_context: message.trace_context.clone(),
+        payload: Some(payload),
+        ..Default::default()
+    };
+    let origin = crate::shard::Origin {
+        shard: shard.id,
+        conn: conn.id,
+        correlation_id,
+        ack,
+    };
+    shard.sequence_at_owner(pulse, origin).await;
+}
+
 /// The payload as `M`: its type_url must name `M` (or be empty).
 pub(super) fn decode<M: Message + Default + Name>(message: &ArqonMessage) -> Result<M, Refusal> {
     let Some(any) = &message.payload else {

@@ -20,8 +20,8 @@ use prost::{Message, Name};
 use serde_json::json;
 
 use super::control::{
-    answer_refusal, audit_unavailable, decode, install_audited, refuse, remove_audited, Audited,
-    Refusal,
+    answer_refusal, audit_then_sequence, audit_unavailable, decode, install_audited, refuse,
+    remove_audited, Audited, Refusal,
 };
 use super::Conn;
 use crate::config::Config;
@@ -122,36 +122,23 @@ pub async fn param(
         Ok(()),
         json!({ "operator": set.operator, "name": set.name, "value": value.to_json() }),
     );
-    if let Err(e) = shard.audit.commit_async(move |w| w.append(entry)).await {
-        tracing::error!(error = %e, "cannot write the audit log");
-        let refusal = audit_unavailable(e);
-        return answer_refusal(shard, conn, correlation_id, &message, audited, refusal);
-    }
-    tracing::info!(
-        operator = %set.operator,
-        reality = %message.reality_id,
-        name = %set.name,
-        actor = %audited.actor,
-        "operator parameter change sent to be sequenced"
-    );
-    let pulse = ArqonMessage {
-        topic: PARAM_TOPIC.into(),
-        reality_id: message.reality_id.clone(),
-        producer_id: message.producer_id.clone(),
-        trace_context: message.trace_context.clone(),
-        payload: Some(prost_types::Any {
-            type_url: OperatorParamSet::type_url(),
-            value: set.encode_to_vec(),
-        }),
-        ..Default::default()
+    let payload = prost_types::Any {
+        type_url: OperatorParamSet::type_url(),
+        value: set.encode_to_vec(),
     };
-    let origin = Origin {
-        shard: shard.id,
-        conn: conn.id,
+    let topic = PARAM_TOPIC.into();
+    audit_then_sequence(
+        shard,
+        conn,
+        audited,
         correlation_id,
+        &message,
         ack,
-    };
-    shard.sequence_at_owner(pulse, origin).await;
+        entry,
+        topic,
+        payload,
+    )
+    .await;
 }
 
 /// What a fork request asks for, checked: the new reality, the fork point, the pins.

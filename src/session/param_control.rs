@@ -12,10 +12,10 @@ use arqonbus_proto::v1::{ArqonMessage, Param};
 use prost::{Message, Name};
 use serde_json::json;
 
-use super::control::{answer_refusal, audit_unavailable, decode, refuse, Audited, Refusal};
+use super::control::{answer_refusal, audit_then_sequence, decode, refuse, Audited, Refusal};
 use super::Conn;
 use crate::param;
-use crate::shard::{Origin, Shard};
+use crate::shard::Shard;
 
 pub async fn set(
     shard: &Rc<Shard>,
@@ -48,17 +48,6 @@ pub async fn set(
             "value": param::value_json(&set.value),
         }),
     );
-    if let Err(e) = shard.audit.commit_async(move |w| w.append(entry)).await {
-        tracing::error!(error = %e, "cannot write the audit log");
-        let refusal = audit_unavailable(e);
-        return answer_refusal(shard, conn, correlation_id, &message, audited, refusal);
-    }
-    tracing::info!(
-        reality = %message.reality_id,
-        name = %set.name,
-        actor = %audited.actor,
-        "parameter change sent to be sequenced"
-    );
     let value = Param {
         name: set.name,
         value: set.value,
@@ -66,22 +55,20 @@ pub async fn set(
         version: 0,
         set_by: audited.actor.clone(),
     };
-    let pulse = ArqonMessage {
-        topic,
-        reality_id: message.reality_id.clone(),
-        producer_id: message.producer_id.clone(),
-        trace_context: message.trace_context.clone(),
-        payload: Some(prost_types::Any {
-            type_url: Param::type_url(),
-            value: value.encode_to_vec(),
-        }),
-        ..Default::default()
+    let payload = prost_types::Any {
+        type_url: Param::type_url(),
+        value: value.encode_to_vec(),
     };
-    let origin = Origin {
-        shard: shard.id,
-        conn: conn.id,
+    audit_then_sequence(
+        shard,
+        conn,
+        audited,
         correlation_id,
+        &message,
         ack,
-    };
-    shard.sequence_at_owner(pulse, origin).await;
+        entry,
+        topic,
+        payload,
+    )
+    .await;
 }
