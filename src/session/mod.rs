@@ -810,6 +810,30 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_
     }
 }
 
+/// Whether the session may read a reality's parameters or presence: a valid reality it may
+/// subscribe to something in (the sessions parameters are broadcast to). Answers the refusal.
+fn may_read_reality(shard: &Shard, conn: &Rc<Conn>, correlation_id: u64, reality: &str) -> bool {
+    if let Err(e) = crate::routing::validate_reality(reality) {
+        let msg = format!("reality `{reality}` is invalid: {e}");
+        reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
+        return false;
+    }
+    if let Some(shielded) = conn.shielded() {
+        if let Err(why) = shielded.identity.check_params(reality, shard.now_secs()) {
+            shard.counters.permission_denied.inc();
+            reject(
+                shard,
+                conn,
+                correlation_id,
+                ErrorCode::PermissionDenied,
+                &why,
+            );
+            return false;
+        }
+    }
+    true
+}
+
 /// `ParamsGet` → the reality's owner → `Params`.
 async fn params_get(
     shard: &Rc<Shard>,
@@ -817,22 +841,8 @@ async fn params_get(
     correlation_id: u64,
     get: arqonbus_proto::v1::ParamsGet,
 ) {
-    if let Err(e) = crate::routing::validate_reality(&get.reality_id) {
-        let msg = format!("reality `{}` is invalid: {e}", get.reality_id);
-        return reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
-    }
-    if let Some(shielded) = conn.shielded() {
-        let now = shard.now_secs();
-        if let Err(why) = shielded.identity.check_params(&get.reality_id, now) {
-            shard.counters.permission_denied.inc();
-            return reject(
-                shard,
-                conn,
-                correlation_id,
-                ErrorCode::PermissionDenied,
-                &why,
-            );
-        }
+    if !may_read_reality(shard, conn, correlation_id, &get.reality_id) {
+        return;
     }
     shard
         .request_params(get.reality_id, conn.id, correlation_id)
@@ -846,23 +856,8 @@ async fn presence_get(
     correlation_id: u64,
     get: arqonbus_proto::v1::PresenceGet,
 ) {
-    if let Err(e) = crate::routing::validate_reality(&get.reality_id) {
-        let msg = format!("reality `{}` is invalid: {e}", get.reality_id);
-        return reject(shard, conn, correlation_id, ErrorCode::InvalidReality, &msg);
-    }
-    if let Some(shielded) = conn.shielded() {
-        // The same sessions that may read a reality's parameters: those that may subscribe there.
-        let now = shard.now_secs();
-        if let Err(why) = shielded.identity.check_params(&get.reality_id, now) {
-            shard.counters.permission_denied.inc();
-            return reject(
-                shard,
-                conn,
-                correlation_id,
-                ErrorCode::PermissionDenied,
-                &why,
-            );
-        }
+    if !may_read_reality(shard, conn, correlation_id, &get.reality_id) {
+        return;
     }
     shard.request_presence(get, conn.id, correlation_id).await;
 }
