@@ -36,6 +36,7 @@ fn manifest_of(stage: &arqonbus::proto::circuit::v1::Stage) -> OperatorManifest 
         output_schemas: schema(&stage.output_topic, &stage.output_type)
             .into_iter()
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -203,6 +204,16 @@ async fn circuit_types_are_checked_before_and_at_every_hop() {
     assert_eq!(edge("audio.raw.frames")["pulses"], FRAMES);
     assert_eq!(edge("audio.qml.state")["pulses"], FRAMES);
     assert_eq!(edge("audio.raw.frames")["refusals"], 0);
+    // Every hop's latency was measured, once per pulse written to its consuming stage.
+    for e in s["edges"].as_array().unwrap() {
+        let l = &e["latency"];
+        assert_eq!(l["deliveries"], FRAMES, "{e}");
+        let (p50, p99) = (l["p50_us_at_most"].as_f64(), l["p99_us_at_most"].as_f64());
+        assert!(p50.is_some_and(|p| p > 0.0) && p99 >= p50, "{e}");
+        assert!(l["mean_us"].as_f64().is_some_and(|m| m > 0.0), "{e}");
+    }
+    let (ok, text) = cli(&["circuit", "--admin", &admin, "status", "hybrid"]);
+    assert!(ok && text.contains("hop p50 <="), "{text}");
     // The circuit goes on.
     stages[0]
         .publish_acked(

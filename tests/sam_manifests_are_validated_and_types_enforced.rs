@@ -35,6 +35,7 @@ fn bowlnet() -> OperatorManifest {
         capabilities: vec!["audio.features".into()],
         input_schemas: vec![schema("audio.raw.>", AUDIO)],
         output_schemas: vec![schema("audio.bowl.out", BOWL)],
+        ..Default::default()
     }
 }
 

@@ -32,6 +32,7 @@ fn manifest() -> Manifest {
             ),
             schema("audio.bowl.debug", "type.googleapis.com/arqon.demo.Debug"),
         ],
+        ..Default::default()
     })
     .unwrap()
 }

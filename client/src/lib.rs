@@ -547,6 +547,27 @@ impl Client {
         self.publish_acked(outgoing).await
     }
 
+    /// Installs a typed circuit (a controller session only; audited, replaces the circuit of
+    /// its name). The bus type-checks every edge, and the operators online now against their
+    /// stages; a refusal (`INVALID_REQUEST`) names the edge or stage.
+    pub async fn apply_circuit(
+        &self,
+        circuit: &arqonbus_proto::circuit::v1::Circuit,
+    ) -> Result<PubAck, ClientError> {
+        let outgoing =
+            Outgoing::new(&circuit.reality_id, "sys.control.circuit.apply").message(circuit);
+        self.publish_acked(outgoing).await
+    }
+
+    /// Removes a circuit by name (a controller session only; audited).
+    pub async fn remove_circuit(&self, name: &str) -> Result<PubAck, ClientError> {
+        let remove = arqonbus_proto::circuit::v1::CircuitRemove {
+            name: name.to_owned(),
+        };
+        let outgoing = Outgoing::new("sys", "sys.control.circuit.remove").message(&remove);
+        self.publish_acked(outgoing).await
+    }
+
     /// Round trip to the server; returns the server's clock.
     pub async fn ping(&self) -> Result<u64, ClientError> {
         let nonce = self.next_correlation();

@@ -8,9 +8,13 @@
 //!   `arqonbus circuit check FILE` runs the same check offline.
 //! - **At Hello** ([`Circuits::check_manifest`]): a session whose manifest names a stage's
 //!   operator but declares other types for the stage's topics is refused, with the reason.
-//! - **Per pulse** ([`Circuits::check_publish`], on the publisher's shard): a pulse on an edge
-//!   topic of the circuit's reality with another type is refused with TYPE_MISMATCH; pulses and
-//!   refusals are counted per edge.
+//! - **Per pulse** ([`Circuits::check_publish`], on the publisher's shard, for sessions and
+//!   hosted operators alike): a pulse on an edge topic of the circuit's reality with another
+//!   type is refused with TYPE_MISMATCH; pulses and refusals are counted per edge, and each
+//!   hop's latency (sequenced to written to the consuming stage's connection,
+//!   [`Circuits::hop_delivered`]) goes into the edge's histogram.
+//! - **Hosted operators** serve a stage only with a manifest that declares its types
+//!   ([`Circuits::check_hosted`] at load, [`Circuits::check_online`] at apply).
 //!
 //! The circuits live in a registry shared by every shard (installed by the audited
 //! `sys.control.circuit.apply`); each shard keeps its own snapshot, refreshed when the registry's
@@ -26,6 +30,7 @@ use prost::Message;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::{HistogramSnapshot, SharedLatencyHistogram};
 use crate::policy::{Catalog, Catalogued, EpochDemand, Registry};
 use crate::routing::{validate_reality, validate_topic};
 use crate::sam::{check_type_url, Manifest};
@@ -44,8 +49,13 @@ pub struct Edge {
     pub type_url: String,
     pub from: Vec<String>,
     pub to: Vec<String>,
+    /// The operators (manifest names) of the `to` stages.
+    pub to_operators: Vec<String>,
     pub pulses: AtomicU64,
     pub refusals: AtomicU64,
+    /// The hop's latency: from the owner sequencing a pulse on this edge to the bus writing it
+    /// to a consuming stage's connection.
+    pub latency: SharedLatencyHistogram,
 }
 
 /// A checked circuit.
@@ -124,8 +134,10 @@ pub fn check(circuit: Circuit) -> Result<CheckedCircuit, String> {
                 type_url: s.output_type.clone(),
                 from: vec![s.name.clone()],
                 to: Vec::new(),
+                to_operators: Vec::new(),
                 pulses: AtomicU64::new(0),
                 refusals: AtomicU64::new(0),
+                latency: SharedLatencyHistogram::default(),
             }),
         }
     }
@@ -141,6 +153,9 @@ pub fn check(circuit: Circuit) -> Result<CheckedCircuit, String> {
             ));
         }
         e.to.push(s.name.clone());
+        if !e.to_operators.contains(&s.operator) {
+            e.to_operators.push(s.operator.clone());
+        }
     }
     edges.retain(|e| !e.to.is_empty());
     let sha256 = Sha256::digest(circuit.encode_to_vec()).into();
@@ -152,6 +167,20 @@ pub fn check(circuit: Circuit) -> Result<CheckedCircuit, String> {
 }
 
 impl CheckedCircuit {
+    /// Why a hosted operator cannot serve the stages of its name, if it cannot: with a manifest,
+    /// as [`breaks`](Self::breaks); without one it declares no types, so it may not serve any.
+    pub fn breaks_hosted(&self, name: &str, manifest: Option<&Manifest>) -> Option<String> {
+        if let Some(m) = manifest {
+            return self.breaks(m);
+        }
+        let stage = self.circuit.stages.iter().find(|s| s.operator == name)?;
+        Some(format!(
+            "circuit `{}` stage `{}` would be served by hosted operator `{name}`, which declares \
+             no manifest; load it with one that declares the stage's types",
+            self.circuit.name, stage.name
+        ))
+    }
+
     /// Why `manifest` cannot serve the stages of its name, if it cannot: an output schema
     /// covering a stage's output topic must declare its type, and so for inputs.
     pub fn breaks(&self, manifest: &Manifest) -> Option<String> {
@@ -222,6 +251,7 @@ impl CheckedCircuit {
                     "to": e.to,
                     "pulses": e.pulses.load(Ordering::Relaxed),
                     "refusals": e.refusals.load(Ordering::Relaxed),
+                    "latency": latency_json(&e.latency.snapshot()),
                 })
             })
             .collect();
@@ -234,6 +264,27 @@ impl CheckedCircuit {
             "sha256": self.sha256_hex(),
         })
     }
+}
+
+/// A hop's latency for `circuit status`: deliveries measured, mean, and the p50 / p99 / max
+/// bucket bounds (an upper estimate within one bucket of `/metrics`' latency buckets).
+fn latency_json(h: &HistogramSnapshot) -> serde_json::Value {
+    let count = h.count();
+    let micros = |q: f64| {
+        h.quantile_upper_nanos(q).map(|n| {
+            if n == u64::MAX {
+                f64::INFINITY
+            } else {
+                n as f64 / 1e3
+            }
+        })
+    };
+    serde_json::json!({
+        "deliveries": count,
+        "mean_us": (count > 0).then(|| h.sum_nanos as f64 / count as f64 / 1e3),
+        "p50_us_at_most": micros(0.5),
+        "p99_us_at_most": micros(0.99),
+    })
 }
 
 thread_local! {
@@ -310,6 +361,39 @@ impl Circuits {
         Ok(())
     }
 
+    /// Whether any circuit is installed: one atomic load.
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.registry.version() != 0 && !self.snapshot().is_empty()
+    }
+
+    /// A pulse on `topic` of `reality` was written to a connection of operator `operator`,
+    /// `latency_nanos` after it was sequenced: the latency of every edge it is a hop of.
+    pub fn hop_delivered(&self, reality: &str, topic: &str, operator: &str, latency_nanos: u64) {
+        for c in self.snapshot().iter() {
+            if c.circuit.reality_id != reality {
+                continue;
+            }
+            for e in c.edges.iter().filter(|e| e.topic == topic) {
+                if e.to_operators.iter().any(|o| o == operator) {
+                    e.latency.observe_nanos(latency_nanos);
+                }
+            }
+        }
+    }
+
+    /// Before a hosted operator is loaded: the first stage it could not serve.
+    pub fn check_hosted(&self, name: &str, manifest: Option<&Manifest>) -> Result<(), String> {
+        match self
+            .snapshot()
+            .iter()
+            .find_map(|c| c.breaks_hosted(name, manifest))
+        {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
     /// At Hello: the first circuit stage this manifest would break, as the refusal's reason.
     pub fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
         match self.snapshot().iter().find_map(|c| c.breaks(manifest)) {
@@ -318,9 +402,19 @@ impl Circuits {
         }
     }
 
-    /// Before installing: why an operator online now could not serve its stage, if one could
-    /// not.
-    pub fn check_online(&self, circuit: &CheckedCircuit) -> Result<(), String> {
+    /// Before installing: why an operator online now — a session's, or a hosted one of
+    /// `hosted` (name, manifest) — could not serve its stage, if one could not.
+    pub fn check_online(
+        &self,
+        circuit: &CheckedCircuit,
+        hosted: &[(String, Option<Arc<Manifest>>)],
+    ) -> Result<(), String> {
+        if let Some(why) = hosted
+            .iter()
+            .find_map(|(name, m)| circuit.breaks_hosted(name, m.as_deref()))
+        {
+            return Err(why);
+        }
         let roster = self.roster.lock().expect("roster lock");
         match roster.values().find_map(|(_, m)| circuit.breaks(m)) {
             Some(why) => Err(why),

@@ -33,7 +33,8 @@ pub enum CircuitCommand {
     Apply { file: PathBuf },
     /// Remove a circuit by name.
     Remove { name: String },
-    /// Each stage's presence and each edge's pulses and refusals.
+    /// Each stage's presence, each edge's pulses and refusals, and each hop's latency (from
+    /// the bus sequencing a pulse on the edge to writing it to the consuming stage).
     Status {
         /// Only this circuit.
         name: Option<String>,
@@ -129,11 +130,20 @@ pub fn run(args: CircuitArgs) -> anyhow::Result<()> {
                     );
                 }
                 for e in c["edges"].as_array().into_iter().flatten() {
+                    let l = &e["latency"];
+                    let us = |v: &serde_json::Value| match v.as_f64() {
+                        Some(x) => format!("{x:.0}"),
+                        None => "-".into(),
+                    };
                     println!(
-                        "  edge {:<24} pulses {:>8}  refused {:>6}",
+                        "  edge {:<24} pulses {:>8}  refused {:>6}  hop p50 <= {} µs  p99 <= {} µs  \
+                         mean {} µs",
                         e["topic"].as_str().unwrap_or(""),
                         e["pulses"],
-                        e["refusals"]
+                        e["refusals"],
+                        us(&l["p50_us_at_most"]),
+                        us(&l["p99_us_at_most"]),
+                        us(&l["mean_us"]),
                     );
                 }
             }

@@ -7,6 +7,7 @@ use arqonbus_client::Outgoing;
 use arqonbus_proto::operator::v1::{
     OperatorLimits, OperatorLoad, OperatorParamSet, OperatorUnload, RealityFork,
 };
+use arqonbus_proto::v1::{OperatorManifest, SchemaRef};
 
 use super::policy::{parse_bindings, send_control};
 use crate::operator::Param;
@@ -53,6 +54,17 @@ pub enum OperatorCommand {
         max_emits_per_call: u32,
         #[arg(long, default_value_t = 0)]
         max_emit_bytes_per_call: u64,
+        /// Declared input types as `TOPIC_PATTERN=TYPE_URL` (the SAM manifest); repeatable.
+        #[arg(long = "input")]
+        inputs: Vec<String>,
+        /// Declared output types as `TOPIC_PATTERN=TYPE_URL`; repeatable. A circuit's stage can
+        /// be served by a hosted operator only when it declares the stage's types.
+        #[arg(long = "output")]
+        outputs: Vec<String>,
+        /// Strict mode: a serialized FileDescriptorSet (`protoc --descriptor_set_out`) holding
+        /// the declared types; outputs must then decode as them.
+        #[arg(long)]
+        descriptor_set: Option<PathBuf>,
     },
     /// List the loaded operators (from the admin endpoint's /operators; no token needed).
     List {
@@ -91,6 +103,48 @@ fn name_value(p: &str) -> anyhow::Result<(String, Param)> {
         .split_once('=')
         .with_context(|| format!("parameter `{p}` is not NAME=VALUE"))?;
     Ok((k.to_owned(), Param::parse_cli(v)))
+}
+
+/// The manifest of `operator load --input/--output/--descriptor-set`; none without a schema.
+fn manifest_of(
+    name: &str,
+    inputs: &[String],
+    outputs: &[String],
+    descriptor_set: Option<&std::path::Path>,
+) -> anyhow::Result<Option<OperatorManifest>> {
+    if inputs.is_empty() && outputs.is_empty() {
+        anyhow::ensure!(
+            descriptor_set.is_none(),
+            "--descriptor-set needs --input or --output schemas to check"
+        );
+        return Ok(None);
+    }
+    let schemas = |list: &[String]| {
+        list.iter()
+            .map(|s| {
+                let (topic, type_url) = s
+                    .split_once('=')
+                    .with_context(|| format!("schema `{s}` is not TOPIC_PATTERN=TYPE_URL"))?;
+                Ok(SchemaRef {
+                    topic_pattern: topic.to_owned(),
+                    type_url: type_url.to_owned(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let descriptor_set = match descriptor_set {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .into(),
+        None => Default::default(),
+    };
+    Ok(Some(OperatorManifest {
+        name: name.to_owned(),
+        input_schemas: schemas(inputs)?,
+        output_schemas: schemas(outputs)?,
+        descriptor_set,
+        ..Default::default()
+    }))
 }
 
 /// `GET path` on the admin listener (plain HTTP/1.0 on loopback); the body of a 200.
@@ -163,7 +217,11 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
             deadline_ms,
             max_emits_per_call,
             max_emit_bytes_per_call,
+            inputs,
+            outputs,
+            descriptor_set,
         } => {
+            let manifest = manifest_of(&name, &inputs, &outputs, descriptor_set.as_deref())?;
             let wasm =
                 std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
             let params = params
@@ -182,6 +240,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 }),
                 wasm: wasm.into(),
                 params,
+                manifest,
             };
             let topic = "sys.control.operator.load";
             (topic, Outgoing::new(&args.reality, topic).message(&load))

@@ -497,6 +497,37 @@ pub struct OperatorFile {
     pub max_emits_per_call: u64,
     #[serde(default)]
     pub max_emit_bytes_per_call: u64,
+    /// What it takes and gives (the SAM manifest; its name is the operator's): inputs of other
+    /// types on covered topics are not fed to it, and an output of an undeclared type is a fault.
+    #[serde(default)]
+    pub manifest: Option<OperatorManifestFile>,
+}
+
+/// `[operators.manifest]`: an operator's declared types.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorManifestFile {
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub inputs: Vec<SchemaConfig>,
+    #[serde(default)]
+    pub outputs: Vec<SchemaConfig>,
+    /// Strict mode: a serialized `google.protobuf.FileDescriptorSet` (e.g. `protoc
+    /// --descriptor_set_out`) holding the declared types; relative to the config file.
+    #[serde(default)]
+    pub descriptor_set: Option<PathBuf>,
+}
+
+/// A topic pattern and the payload type URL it carries.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaConfig {
+    pub topic: String,
+    #[serde(rename = "type")]
+    pub type_url: String,
 }
 
 /// A reality glob (`*` = any run of characters, `?` = one) and a topic pattern (`*` one segment, `>` the

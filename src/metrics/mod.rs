@@ -293,6 +293,30 @@ impl LatencyHistogram {
     }
 }
 
+/// The same buckets with any number of writers (a circuit edge's hop latency, recorded on
+/// whichever shard the consuming operator is on).
+#[derive(Debug, Default)]
+pub struct SharedLatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    sum_nanos: AtomicU64,
+}
+
+impl SharedLatencyHistogram {
+    #[inline]
+    pub fn observe_nanos(&self, nanos: u64) {
+        let bucket = LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_nanos: self.sum_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A copy of one or more [`LatencyHistogram`]s, summed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HistogramSnapshot {
@@ -311,6 +335,22 @@ impl HistogramSnapshot {
 
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0 < q <= 1): an estimate no lower
+    /// than the true value, within one bucket. `None` without observations; `u64::MAX` when it
+    /// lies above the last bound.
+    pub fn quantile_upper_nanos(&self, q: f64) -> Option<u64> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
+        Some(
+            self.cumulative()
+                .find(|(_, n)| *n >= rank)
+                .map_or(u64::MAX, |(bound, _)| bound),
+        )
     }
 
     /// (upper bound in nanoseconds, cumulative count) per bound; the `+Inf` bucket is
@@ -362,6 +402,24 @@ mod tests {
         let s = Snapshot::sum([&a, &b]);
         assert_eq!(s.retained.len(), 2);
         assert_eq!(s.retained[0], ("lab-2".into(), 20));
+    }
+
+    #[test]
+    fn shared_histogram_quantiles_are_bucket_upper_bounds() {
+        let h = SharedLatencyHistogram::default();
+        assert_eq!(h.snapshot().quantile_upper_nanos(0.5), None);
+        for _ in 0..98 {
+            h.observe_nanos(4_000); // first bucket (<= 5 µs)
+        }
+        h.observe_nanos(40_000); // <= 50 µs
+        h.observe_nanos(20_000_000_000); // above every bound
+        let s = h.snapshot();
+        assert_eq!(s.count(), 100);
+        assert_eq!(s.quantile_upper_nanos(0.5), Some(5_000));
+        assert_eq!(s.quantile_upper_nanos(0.98), Some(5_000));
+        assert_eq!(s.quantile_upper_nanos(0.99), Some(50_000));
+        assert_eq!(s.quantile_upper_nanos(1.0), Some(u64::MAX));
+        assert_eq!(s.sum_nanos, 98 * 4_000 + 40_000 + 20_000_000_000);
     }
 
     #[test]

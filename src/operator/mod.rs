@@ -37,10 +37,15 @@ use arqonbus_proto::operator::v1::{param_value, OperatorLoad, ParamValue};
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
 
-use crate::config::{BindingConfig, Config, OperatorConfig, OperatorFile, ParamConfig};
+use arqonbus_proto::v1::{OperatorManifest, SchemaRef};
+
+use crate::config::{
+    BindingConfig, Config, OperatorConfig, OperatorFile, ParamConfig, SchemaConfig,
+};
 use crate::policy::{
     bindings_json, check_name, Binding, Catalogued, PolicyHost, Registry, RegistryFull,
 };
+use crate::sam::Manifest;
 
 pub use arqonbus_proto::operator::v1::OperatorFault;
 
@@ -210,6 +215,9 @@ pub struct OperatorSpec {
     pub limits: Limits,
     /// Initial parameters; each reality's copy changes with `sys.control.operator.param`.
     pub params: Params,
+    /// The declared types (SAM manifest), if any: inputs of other types on covered topics are
+    /// not fed to it; an output of an undeclared type faults the input.
+    pub manifest: Option<Arc<Manifest>>,
 }
 
 impl OperatorSpec {
@@ -219,6 +227,7 @@ impl OperatorSpec {
         bindings: &[(String, String)],
         asked: AskedLimits,
         params: Params,
+        manifest: Option<OperatorManifest>,
     ) -> Result<Self, String> {
         check_name(name).map_err(|e| e.replace("policy name", "operator name"))?;
         if bindings.is_empty() {
@@ -239,11 +248,46 @@ impl OperatorSpec {
         for (k, v) in &params {
             check_param(config, k, v)?;
         }
+        let manifest = manifest
+            .map(|mut m| {
+                if m.name.is_empty() {
+                    m.name = name.to_owned();
+                } else if m.name != name {
+                    return Err(format!(
+                        "manifest.name `{}` must be the operator's name `{name}`",
+                        m.name
+                    ));
+                }
+                Manifest::validate(&m).map(Arc::new)
+            })
+            .transpose()?;
         Ok(Self {
             name: name.into(),
             bindings,
             limits,
             params,
+            manifest,
+        })
+    }
+
+    /// The manifest of an `[[operators]]` entry; `descriptor_set` is the strict-mode file's bytes.
+    fn file_manifest(file: &OperatorFile, descriptor_set: Vec<u8>) -> Option<OperatorManifest> {
+        let m = file.manifest.as_ref()?;
+        let schemas = |list: &[SchemaConfig]| {
+            list.iter()
+                .map(|s| SchemaRef {
+                    topic_pattern: s.topic.clone(),
+                    type_url: s.type_url.clone(),
+                })
+                .collect()
+        };
+        Some(OperatorManifest {
+            name: file.name.clone(),
+            version: m.version.clone(),
+            capabilities: m.capabilities.clone(),
+            input_schemas: schemas(&m.inputs),
+            output_schemas: schemas(&m.outputs),
+            descriptor_set: descriptor_set.into(),
         })
     }
 
@@ -282,7 +326,9 @@ impl OperatorSpec {
     /// Checks an `[[operators]]` entry without reading its module (`config --check`).
     pub fn check_file(config: &OperatorConfig, file: &OperatorFile) -> Result<(), String> {
         let (bindings, asked, params) = Self::file_parts(file);
-        Self::build(config, &file.name, &bindings, asked, params).map(|_| ())
+        // The descriptor set is a file to read: `from_file` checks strict mode.
+        let manifest = Self::file_manifest(file, Vec::new());
+        Self::build(config, &file.name, &bindings, asked, params, manifest).map(|_| ())
     }
 
     /// An `[[operators]]` entry of the config file, and its module's bytes.
@@ -291,12 +337,34 @@ impl OperatorSpec {
         file: &OperatorFile,
     ) -> Result<(Self, Vec<u8>), OperatorError> {
         let (bindings, asked, params) = Self::file_parts(file);
-        let spec = Self::build(&config.operator, &file.name, &bindings, asked, params).map_err(
-            |reason| OperatorError::Invalid {
-                name: file.name.clone(),
-                reason,
-            },
-        )?;
+        let descriptor_set = match file
+            .manifest
+            .as_ref()
+            .and_then(|m| m.descriptor_set.as_ref())
+        {
+            Some(path) => {
+                let path = config.resolve_path(path);
+                std::fs::read(&path).map_err(|source| OperatorError::Read {
+                    name: file.name.clone(),
+                    path,
+                    source,
+                })?
+            }
+            None => Vec::new(),
+        };
+        let manifest = Self::file_manifest(file, descriptor_set);
+        let spec = Self::build(
+            &config.operator,
+            &file.name,
+            &bindings,
+            asked,
+            params,
+            manifest,
+        )
+        .map_err(|reason| OperatorError::Invalid {
+            name: file.name.clone(),
+            reason,
+        })?;
         let path = config.resolve_path(&file.wasm_path);
         let wasm = std::fs::read(&path).map_err(|source| OperatorError::Read {
             name: file.name.clone(),
@@ -335,7 +403,15 @@ impl OperatorSpec {
                 .ok_or_else(|| invalid(format!("parameter `{k}` has no value")))?;
             params.insert(k.clone(), v);
         }
-        let spec = Self::build(config, &load.name, &bindings, asked, params).map_err(invalid)?;
+        let spec = Self::build(
+            config,
+            &load.name,
+            &bindings,
+            asked,
+            params,
+            load.manifest.clone(),
+        )
+        .map_err(invalid)?;
         check_size(&load.name, load.wasm.len(), config)?;
         Ok((spec, load.wasm.clone()))
     }
@@ -358,6 +434,7 @@ impl OperatorSpec {
             },
             "params": self.params.iter().map(|(k, v)| (k.clone(), v.to_json()))
                 .collect::<serde_json::Map<_, _>>(),
+            "manifest": self.manifest.as_ref().map(|m| m.describe()),
         })
     }
 }

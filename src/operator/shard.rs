@@ -26,6 +26,13 @@ const IMPORT_MODULE: &str = "arqon";
 /// input's cascade.
 pub trait Sequencing {
     fn sequence_output(&mut self, output: ArqonMessage) -> Option<ArqonMessage>;
+
+    /// Whether an output of this type may go on this topic of `reality` beyond what the
+    /// operator's own manifest allows: the live owner checks its typed circuits' edges (and
+    /// counts them); a replay, which runs without circuits, lets it pass.
+    fn check_hop(&self, _reality: &str, _topic: &str, _type_url: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A sink that keeps nothing: for rebuilding operators' state from a log whose outputs are
@@ -203,7 +210,7 @@ impl ShardOperators {
         let max_depth = self.host.config().max_chain_depth;
         let mut queue: VecDeque<(ArqonMessage, u64)> = VecDeque::new();
         let mut outputs = Vec::new();
-        self.feed(input, counters, &mut outputs);
+        self.feed(input, counters, &*sink, &mut outputs);
         for out in outputs.drain(..) {
             match sink.sequence_output(out) {
                 Some(stamped) => queue.push_back((stamped, 1)),
@@ -214,7 +221,7 @@ impl ShardOperators {
             if depth >= max_depth || pulse.topic.starts_with("sys.") {
                 continue;
             }
-            self.feed(&pulse, counters, &mut outputs);
+            self.feed(&pulse, counters, &*sink, &mut outputs);
             for out in outputs.drain(..) {
                 match sink.sequence_output(out) {
                     Some(stamped) => queue.push_back((stamped, depth + 1)),
@@ -230,6 +237,7 @@ impl ShardOperators {
         &mut self,
         pulse: &ArqonMessage,
         counters: &ShardCounters,
+        hops: &dyn Sequencing,
         out: &mut Vec<ArqonMessage>,
     ) {
         let max_faults = self.host.config().max_consecutive_faults;
@@ -249,6 +257,14 @@ impl ShardOperators {
             if *spec.name == *pulse.emitted_by || !spec.applies_to(&pulse.reality_id, &pulse.topic)
             {
                 continue;
+            }
+            if let Some(m) = &spec.manifest {
+                let type_url = pulse.payload.as_ref().map_or("", |p| p.type_url.as_str());
+                if !m.takes_input(&pulse.topic, type_url) {
+                    // Not a type it declares for this topic: never fed to it.
+                    counters.pulses_filtered.inc();
+                    continue;
+                }
             }
             let Some(instance) = instance_of(
                 &mut entry.realities,
@@ -272,7 +288,9 @@ impl ShardOperators {
             counters.operator_calls.inc();
             entry.calls += 1;
             input::encode(pulse, &spec.name, buf);
-            match call(host, linker, &operator, instance, buf, counters) {
+            let called = call(host, linker, &operator, instance, buf, counters)
+                .and_then(|emits| check_types(spec, pulse, &emits, hops, counters).map(|()| emits));
+            match called {
                 Ok(emits) => {
                     instance.consecutive_faults = 0;
                     counters.operator_emitted.add(emits.len() as u64);
@@ -528,6 +546,33 @@ fn instance_of<'a>(
 }
 
 /// The `Emit` that carries a fault notice.
+/// Every output of one call against the operator's manifest and the circuits' edges: the
+/// first that does not fit is the call's fault (fail-closed: none of its outputs go out).
+fn check_types(
+    spec: &super::OperatorSpec,
+    input: &ArqonMessage,
+    emits: &[Emit],
+    hops: &dyn Sequencing,
+    counters: &ShardCounters,
+) -> Result<(), String> {
+    for e in emits {
+        let (type_url, payload) = e
+            .payload
+            .as_ref()
+            .map_or(("", &[][..]), |p| (p.type_url.as_str(), &p.value[..]));
+        let fits = match &spec.manifest {
+            Some(m) => m.check_output(&e.topic, type_url, payload),
+            None => Ok(()),
+        }
+        .and_then(|()| hops.check_hop(&input.reality_id, &e.topic, type_url));
+        if let Err(why) = fits {
+            counters.type_mismatches.inc();
+            return Err(format!("TYPE_MISMATCH: {why}"));
+        }
+    }
+    Ok(())
+}
+
 fn fault_emit(notice: &OperatorFault) -> Emit {
     Emit {
         topic: FAULT_TOPIC.into(),

@@ -8,10 +8,17 @@
 //! - its subscriptions get, on topics its input schemas cover, only pulses of the declared types
 //!   (others are counted as filtered and never delivered).
 //!
-//! Type URLs are compared as strings (`type.googleapis.com/lab.Audio`); checking that payloads
-//! decode as the type (descriptor sets) is not built.
+//! Type URLs are compared as strings (`type.googleapis.com/lab.Audio`). In **strict mode** — the
+//! manifest carries a `FileDescriptorSet` holding every type its schemas name — a payload on a
+//! covered output topic must also decode as its declared type, with no field the type does not
+//! declare, at any depth (unknown fields would mean the producer speaks another type that
+//! happens to share wire shapes). Inputs are not decoded: every payload an operator receives on
+//! a covered topic was published by someone the bus checked, or is refused at their hop.
+
+use std::collections::HashMap;
 
 use arqonbus_proto::v1::{OperatorManifest, SchemaRef};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 
 use crate::routing::Pattern;
 
@@ -20,6 +27,8 @@ const MAX_VERSION_BYTES: usize = 64;
 const MAX_CAPABILITIES: usize = 32;
 const MAX_SCHEMAS: usize = 64;
 const MAX_TYPE_URL_BYTES: usize = 256;
+/// Most bytes of an uploaded descriptor set (a Hello is bounded by `limits.max_frame_bytes` too).
+pub const MAX_DESCRIPTOR_SET_BYTES: usize = 1 << 20;
 
 /// One schema: a topic pattern and the payload type it carries.
 #[derive(Debug, Clone)]
@@ -37,6 +46,8 @@ pub struct Manifest {
     pub capabilities: Vec<String>,
     pub inputs: Vec<Schema>,
     pub outputs: Vec<Schema>,
+    /// Strict mode: each declared type URL's message, from the uploaded descriptor set.
+    pub strict: Option<HashMap<String, MessageDescriptor>>,
 }
 
 /// A name, version or capability: 1 to `max` bytes of `[A-Za-z0-9_.-]`.
@@ -119,25 +130,45 @@ impl Manifest {
         for (i, c) in m.capabilities.iter().enumerate() {
             check_word(&format!("manifest.capabilities[{i}]"), c, MAX_NAME_BYTES)?;
         }
+        let inputs = schemas("input_schemas", &m.input_schemas)?;
+        let outputs = schemas("output_schemas", &m.output_schemas)?;
+        let strict = if m.descriptor_set.is_empty() {
+            None
+        } else {
+            Some(strict_types(&m.descriptor_set, &inputs, &outputs)?)
+        };
         Ok(Self {
             name: m.name.clone(),
             version: m.version.clone(),
             capabilities: m.capabilities.clone(),
-            inputs: schemas("input_schemas", &m.input_schemas)?,
-            outputs: schemas("output_schemas", &m.output_schemas)?,
+            inputs,
+            outputs,
+            strict,
         })
     }
 
-    /// A publish on `topic` with payload `type_url`: fine when no output schema covers the topic
-    /// or one that does declares this type; else the message of a TYPE_MISMATCH.
-    pub fn check_output(&self, topic: &str, type_url: &str) -> Result<(), String> {
-        check_against(&self.outputs, topic, type_url).map_err(|expected| {
-            format!(
+    /// A publish on `topic` with payload `type_url` and bytes `payload`: fine when no output
+    /// schema covers the topic, or one that does declares this type (and, strict, the payload
+    /// decodes as it); else the message of a TYPE_MISMATCH.
+    pub fn check_output(&self, topic: &str, type_url: &str, payload: &[u8]) -> Result<(), String> {
+        match check_against(&self.outputs, topic, type_url) {
+            Ok(false) => Ok(()),
+            Ok(true) => match &self.strict {
+                Some(types) => check_decodes(types, type_url, payload).map_err(|why| {
+                    format!(
+                        "topic `{topic}`: the payload is not a `{type_url}` (strict manifest of \
+                         operator `{}`): {why}",
+                        self.name
+                    )
+                }),
+                None => Ok(()),
+            },
+            Err(expected) => Err(format!(
                 "topic `{topic}`: operator `{}` declares output type {expected}, the pulse \
                  carries `{type_url}`",
                 self.name
-            )
-        })
+            )),
+        }
     }
 
     /// Whether a pulse on `topic` with payload `type_url` may be delivered to this operator's
@@ -145,6 +176,11 @@ impl Manifest {
     #[inline]
     pub fn takes_input(&self, topic: &str, type_url: &str) -> bool {
         check_against(&self.inputs, topic, type_url).is_ok()
+    }
+
+    /// Whether payloads are decoded against uploaded descriptors.
+    pub fn is_strict(&self) -> bool {
+        self.strict.is_some()
     }
 
     pub fn has_inputs(&self) -> bool {
@@ -162,26 +198,27 @@ impl Manifest {
             "name": self.name,
             "version": self.version,
             "capabilities": self.capabilities,
+            "strict": self.is_strict(),
             "input_schemas": side(&self.inputs),
             "output_schemas": side(&self.outputs),
         })
     }
 }
 
-/// `Ok` when no schema covers `topic` or one that does has `type_url`; else the expected
-/// types, for the message.
-fn check_against(list: &[Schema], topic: &str, type_url: &str) -> Result<(), String> {
+/// `Ok(false)` when no schema covers `topic`, `Ok(true)` when one that does has `type_url`;
+/// else the expected types, for the message.
+fn check_against(list: &[Schema], topic: &str, type_url: &str) -> Result<bool, String> {
     let mut covered = false;
     for s in list {
         if s.pattern.matches(topic) {
             if s.type_url == type_url {
-                return Ok(());
+                return Ok(true);
             }
             covered = true;
         }
     }
     if !covered {
-        return Ok(());
+        return Ok(false);
     }
     let expected: Vec<String> = list
         .iter()
@@ -189,6 +226,81 @@ fn check_against(list: &[Schema], topic: &str, type_url: &str) -> Result<(), Str
         .map(|s| format!("`{}`", s.type_url))
         .collect();
     Err(expected.join(" or "))
+}
+
+/// The message a type URL names: what follows its last `/`.
+fn type_name(type_url: &str) -> &str {
+    type_url.rsplit_once('/').map_or(type_url, |(_, name)| name)
+}
+
+/// Decodes the uploaded descriptor set and finds every declared type in it.
+fn strict_types(
+    descriptor_set: &[u8],
+    inputs: &[Schema],
+    outputs: &[Schema],
+) -> Result<HashMap<String, MessageDescriptor>, String> {
+    if descriptor_set.len() > MAX_DESCRIPTOR_SET_BYTES {
+        return Err(format!(
+            "manifest.descriptor_set is {} bytes; at most {MAX_DESCRIPTOR_SET_BYTES}",
+            descriptor_set.len()
+        ));
+    }
+    let pool = DescriptorPool::decode(descriptor_set).map_err(|e| {
+        format!("manifest.descriptor_set is not a valid google.protobuf.FileDescriptorSet: {e}")
+    })?;
+    let mut types = HashMap::new();
+    for (side, list) in [("input_schemas", inputs), ("output_schemas", outputs)] {
+        for (i, s) in list.iter().enumerate() {
+            let name = type_name(&s.type_url);
+            let message = pool.get_message_by_name(name).ok_or_else(|| {
+                format!(
+                    "manifest.{side}[{i}].type_url `{}`: manifest.descriptor_set has no message \
+                     `{name}`",
+                    s.type_url
+                )
+            })?;
+            types.insert(s.type_url.clone(), message);
+        }
+    }
+    Ok(types)
+}
+
+/// Strict mode's check of one payload: it decodes as the type, and neither it nor any message
+/// inside it has a field the type does not declare.
+fn check_decodes(
+    types: &HashMap<String, MessageDescriptor>,
+    type_url: &str,
+    payload: &[u8],
+) -> Result<(), String> {
+    let Some(descriptor) = types.get(type_url) else {
+        // Validation put every declared type in the map; a covered topic's type is declared.
+        return Err("no descriptor for the type".into());
+    };
+    let message = DynamicMessage::decode(descriptor.clone(), payload)
+        .map_err(|e| format!("it does not decode: {e}"))?;
+    match undeclared_field(&message) {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+/// The first field, at any depth, that the message's type does not declare. The depth is
+/// bounded by the decoder's recursion limit.
+fn undeclared_field(message: &DynamicMessage) -> Option<String> {
+    if let Some(field) = message.unknown_fields().next() {
+        return Some(format!(
+            "field number {} is not a field of `{}`",
+            field.number(),
+            message.descriptor().full_name()
+        ));
+    }
+    let nested = |value: &Value| value.as_message().and_then(undeclared_field);
+    message.fields().find_map(|(_, value)| match value {
+        Value::Message(m) => undeclared_field(m),
+        Value::List(items) => items.iter().find_map(nested),
+        Value::Map(entries) => entries.values().find_map(nested),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -212,19 +324,137 @@ mod tests {
                 schema("audio.bowl.out", "type.googleapis.com/lab.Bowl"),
                 schema("audio.bowl.*", "type.googleapis.com/lab.BowlDebug"),
             ],
+            descriptor_set: Default::default(),
         }
+    }
+
+    /// `package lab; message Band { double hz = 1; } message Bowl { double energy = 1; Band band
+    /// = 2; repeated Band extra = 3; }`, as a serialized FileDescriptorSet.
+    fn lab_descriptors() -> Vec<u8> {
+        use prost::Message;
+        use prost_types::field_descriptor_proto::{Label, Type};
+        use prost_types::{
+            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+        };
+        let field = |name: &str, number: i32, ty: Type, label: Label, type_name: &str| {
+            FieldDescriptorProto {
+                name: Some(name.into()),
+                number: Some(number),
+                r#type: Some(ty as i32),
+                label: Some(label as i32),
+                type_name: (!type_name.is_empty()).then(|| type_name.into()),
+                json_name: Some(name.into()),
+                ..Default::default()
+            }
+        };
+        let band = DescriptorProto {
+            name: Some("Band".into()),
+            field: vec![field("hz", 1, Type::Double, Label::Optional, "")],
+            ..Default::default()
+        };
+        let bowl = DescriptorProto {
+            name: Some("Bowl".into()),
+            field: vec![
+                field("energy", 1, Type::Double, Label::Optional, ""),
+                field("band", 2, Type::Message, Label::Optional, ".lab.Band"),
+                field("extra", 3, Type::Message, Label::Repeated, ".lab.Band"),
+            ],
+            ..Default::default()
+        };
+        FileDescriptorSet {
+            file: vec![FileDescriptorProto {
+                name: Some("lab.proto".into()),
+                package: Some("lab".into()),
+                message_type: vec![band, bowl],
+                syntax: Some("proto3".into()),
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn strict_manifests_decode_payloads_as_their_declared_type() {
+        let bowl = "type.googleapis.com/lab.Bowl";
+        let mut m = manifest();
+        m.input_schemas.clear();
+        m.output_schemas = vec![schema("audio.bowl.out", bowl)];
+        m.descriptor_set = lab_descriptors().into();
+        let m = Manifest::validate(&m).unwrap();
+        assert!(m.is_strict());
+        let energy = [&[0x09u8][..], &2.5f64.to_le_bytes()].concat();
+        // band { hz: 440 } and extra [{ hz: 1 }]
+        let band = [&[0x09u8][..], &440f64.to_le_bytes()].concat();
+        let nested = [
+            &[0x12u8, band.len() as u8][..],
+            &band,
+            &[0x1a, band.len() as u8],
+            &band,
+        ]
+        .concat();
+        let ok = [&energy[..], &nested].concat();
+        m.check_output("audio.bowl.out", bowl, &ok).unwrap();
+        m.check_output("audio.bowl.out", bowl, b"").unwrap();
+        // Uncovered topics are not decoded.
+        m.check_output("other.x", "x/y.Z", b"\xff\xff").unwrap();
+
+        let bad_wire = [0x08u8, 0x01]; // energy as a varint
+        let err = m
+            .check_output("audio.bowl.out", bowl, &bad_wire)
+            .unwrap_err();
+        assert!(err.contains("does not decode"), "{err}");
+        let unknown_top = [&energy[..], &[0x28, 0x01]].concat(); // field 5
+        let err = m
+            .check_output("audio.bowl.out", bowl, &unknown_top)
+            .unwrap_err();
+        assert!(
+            err.contains("field number 5 is not a field of `lab.Bowl`"),
+            "{err}"
+        );
+        // extra [{ hz: 1, field 7 }]: the undeclared field is two messages down, in a list.
+        let inner = [&band[..], &[0x38, 0x01]].concat();
+        let deep = [&[0x1au8, inner.len() as u8][..], &inner].concat();
+        let err = m.check_output("audio.bowl.out", bowl, &deep).unwrap_err();
+        assert!(
+            err.contains("field number 7 is not a field of `lab.Band`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("strict manifest of operator `bowlnet`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_strict_manifest_must_describe_every_declared_type() {
+        let mut m = manifest();
+        m.descriptor_set = lab_descriptors().into();
+        // lab.Audio (an input) is not in the set.
+        let err = Manifest::validate(&m).unwrap_err();
+        assert!(
+            err.starts_with("manifest.input_schemas[0].type_url")
+                && err.contains("no message `lab.Audio`"),
+            "{err}"
+        );
+        m.descriptor_set = bytes::Bytes::from_static(b"\x0a\xff");
+        let err = Manifest::validate(&m).unwrap_err();
+        assert!(
+            err.starts_with("manifest.descriptor_set is not a valid"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_good_manifest_checks_types_both_ways() {
         let m = Manifest::validate(&manifest()).unwrap();
-        m.check_output("audio.bowl.out", "type.googleapis.com/lab.Bowl")
+        m.check_output("audio.bowl.out", "type.googleapis.com/lab.Bowl", b"")
             .unwrap();
-        m.check_output("audio.bowl.out", "type.googleapis.com/lab.BowlDebug")
+        m.check_output("audio.bowl.out", "type.googleapis.com/lab.BowlDebug", b"")
             .unwrap();
-        m.check_output("other.topic.x", "anything/at.All").unwrap();
+        m.check_output("other.topic.x", "anything/at.All", b"\xff")
+            .unwrap();
         let err = m
-            .check_output("audio.bowl.out", "type.googleapis.com/lab.Audio")
+            .check_output("audio.bowl.out", "type.googleapis.com/lab.Audio", b"")
             .unwrap_err();
         assert!(err.contains("`type.googleapis.com/lab.Bowl` or"), "{err}");
         assert!(

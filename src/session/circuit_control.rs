@@ -21,9 +21,19 @@ pub async fn apply(
     message: &ArqonMessage,
 ) -> Result<(), Refusal> {
     let circuits = &shard.shield.circuits;
+    let hosted: Vec<_> = shard
+        .operator_host()
+        .registry
+        .snapshot()
+        .1
+        .iter()
+        .map(|op| (op.spec.name.to_string(), op.spec.manifest.clone()))
+        .collect();
     let checked = decode::<Circuit>(message).and_then(|c| {
         let checked = circuit::check(c).map_err(Refusal::invalid)?;
-        circuits.check_online(&checked).map_err(Refusal::invalid)?;
+        circuits
+            .check_online(&checked, &hosted)
+            .map_err(Refusal::invalid)?;
         Ok(checked)
     });
     let checked = match checked {

@@ -891,11 +891,22 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: impl FrameSink) 
                 listener.await;
             }
         }
+        // An operator serving a circuit's stage: each pulse written is a hop of an edge.
+        let hop_of = conn
+            .manifest()
+            .filter(|m| m.has_inputs() && shard.shield.circuits.any());
+        let latency = &shard.counters.deliver_latency;
         conn.out.borrow_mut().drain_into(
             &mut batch,
             WRITE_BATCH_BYTES,
-            &shard.counters.deliver_latency,
             shard.clock.now_unix_nanos(),
+            |pulse, nanos| {
+                latency.observe_nanos(nanos);
+                if let Some(m) = &hop_of {
+                    let circuits = &shard.shield.circuits;
+                    circuits.hop_delivered(&pulse.reality, &pulse.topic, &m.name, nanos);
+                }
+            },
         );
         if batch.is_empty() {
             continue;

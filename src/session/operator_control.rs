@@ -58,6 +58,11 @@ async fn prepare_load(
     let host = shard.operator_host().clone();
     let (spec, wasm) = OperatorSpec::from_load(host.config(), &load)
         .map_err(|e| Refusal::invalid(e.to_string()))?;
+    shard
+        .shield
+        .circuits
+        .check_hosted(&spec.name, spec.manifest.as_deref())
+        .map_err(|why| Refusal::invalid(format!("operator `{}`: {why}", spec.name)))?;
     let compiled = glommio::executor()
         .spawn_blocking(move || host.compile(spec, &wasm))
         .await;

@@ -14,7 +14,6 @@ use arqonbus_proto::v1::{server_frame, Dropped, ServerFrame};
 use bytes::{Bytes, BytesMut};
 
 use crate::config::SlowConsumerPolicy;
-use crate::metrics::LatencyHistogram;
 use crate::shard::Pulse;
 
 /// One frame waiting to be written.
@@ -159,12 +158,13 @@ impl Outbound {
     ///
     /// Each pulse's publish-to-deliver latency (`now_unix_nanos` less its owner's timestamp) is
     /// recorded in `latency`: one clock read per batch, not per pulse.
+    /// `delivered` is told each pulse written and its latency (sequenced to written).
     pub fn drain_into(
         &mut self,
         out: &mut BytesMut,
         batch_bytes: usize,
-        latency: &LatencyHistogram,
         now_unix_nanos: u64,
+        mut delivered: impl FnMut(&Pulse, u64),
     ) {
         while out.len() < batch_bytes {
             let Some(frame) = self.frames.pop_front() else {
@@ -184,8 +184,10 @@ impl Outbound {
                     self.queued_bytes -= deliver_frame_len(subscription_id, body.len());
                     put_deliver_header(out, subscription_id, body.len());
                     out.extend_from_slice(body);
-                    latency
-                        .observe_nanos(now_unix_nanos.saturating_sub(pulse.timestamp_unix_nanos));
+                    delivered(
+                        &pulse,
+                        now_unix_nanos.saturating_sub(pulse.timestamp_unix_nanos),
+                    );
                 }
             }
         }
@@ -256,7 +258,7 @@ mod tests {
         assert_eq!(q.push_deliver(9, &p, false), Pushed::Shed);
         assert_eq!(q.push_deliver(9, &p, false), Pushed::Shed);
         let mut out = BytesMut::new();
-        q.drain_into(&mut out, usize::MAX, &LatencyHistogram::default(), 0);
+        q.drain_into(&mut out, usize::MAX, 0, |_, _| {});
         assert_eq!(q.queued_bytes(), 0);
         let got = frames(out);
         assert_eq!(got.len(), 4);
@@ -276,9 +278,11 @@ mod tests {
         q.push_deliver(1, &p, false);
         q.push_deliver(2, &p, false);
         q.push_answer(Bytes::from_static(&[0, 0, 0, 0]));
-        let latency = LatencyHistogram::default();
+        let latency = crate::metrics::LatencyHistogram::default();
         let mut out = BytesMut::new();
-        q.drain_into(&mut out, usize::MAX, &latency, 30_000);
+        q.drain_into(&mut out, usize::MAX, 30_000, |_, nanos| {
+            latency.observe_nanos(nanos)
+        });
         let counters = crate::metrics::ShardCounters {
             deliver_latency: latency,
             ..Default::default()
@@ -324,7 +328,7 @@ mod tests {
         q.close_after(Some(Bytes::from_static(&[0, 0, 0, 0])));
         assert_eq!(q.push_deliver(1, &p, false), Pushed::Ignored);
         let mut out = BytesMut::new();
-        q.drain_into(&mut out, usize::MAX, &LatencyHistogram::default(), 0);
+        q.drain_into(&mut out, usize::MAX, 0, |_, _| {});
         assert_eq!(out.len(), deliver_frame_len(1, 12) + 4);
         assert!(q.is_idle() && q.is_closing());
     }

@@ -86,9 +86,12 @@ pub async fn handle(
         shard.counters.permission_denied.inc();
         return refused(ErrorCode::PermissionDenied, &msg);
     }
-    let type_url = message.payload.as_ref().map_or("", |p| p.type_url.as_str());
+    let (type_url, payload) = message
+        .payload
+        .as_ref()
+        .map_or(("", &[][..]), |p| (p.type_url.as_str(), &p.value[..]));
     if let Some(manifest) = conn.manifest() {
-        if let Err(why) = manifest.check_output(&message.topic, type_url) {
+        if let Err(why) = manifest.check_output(&message.topic, type_url, payload) {
             shard.counters.type_mismatches.inc();
             return refused(ErrorCode::TypeMismatch, &why);
         }

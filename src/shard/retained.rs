@@ -858,6 +858,13 @@ impl Sequencing for OwnerSink<'_> {
         shard.commit(self.retained, pulse, None, None);
         Some(output)
     }
+
+    fn check_hop(&self, reality: &str, topic: &str, type_url: &str) -> Result<(), String> {
+        self.shard
+            .shield
+            .circuits
+            .check_publish(reality, topic, type_url)
+    }
 }
 
 /// One chunk of a read, on its way back to the requesting shard.

@@ -43,12 +43,19 @@ pub fn operator_file(
         deadline_ms: 0,
         max_emits_per_call: 0,
         max_emit_bytes_per_call: 0,
+        manifest: None,
     }
 }
 
 pub fn number(v: f64) -> ParamValue {
     ParamValue {
         value: Some(param_value::Value::Number(v)),
+    }
+}
+
+pub fn text(v: &str) -> ParamValue {
+    ParamValue {
+        value: Some(param_value::Value::Text(v.into())),
     }
 }
 
@@ -73,6 +80,7 @@ pub fn load_pulse(
             .iter()
             .map(|(k, v)| (k.to_string(), number(*v)))
             .collect(),
+        manifest: None,
     };
     Outgoing::new(reality, "sys.control.operator.load").message(&load)
 }

@@ -20,6 +20,7 @@ from arqonbus.causal import CausalContext
 from arqonbus.client import ALL, Bus, History, HistoryResult, PingResult, Start, Subscription, connect
 from arqonbus.errors import *  # noqa: F401,F403 - the exception classes are part of the API
 from arqonbus.errors import __all__ as _errors_all
+from arqonbus.circuits import circuit_message, descriptor_set
 from arqonbus.jobs import Job, new_reply_topic
 from arqonbus.params import LiveParams, ParamInfo, ParamValues
 from arqonbus.proto import NvmJob, NvmJobResult, OperatorManifest, Param, SchemaRef, SpectralMetadata
@@ -52,7 +53,9 @@ __all__ = [
     "SpectralMetadata",
     "Start",
     "Subscription",
+    "circuit_message",
     "connect",
+    "descriptor_set",
     "new_reply_topic",
     "parse_url",
     *_errors_all,

@@ -40,9 +40,13 @@ from typing import (
 
 from arqonbus import errors as _errors
 from arqonbus import payload as _payload
+from arqonbus._proto.arqon.circuit.v1 import circuit_pb2 as _circuit_pb
 from arqonbus._proto.arqon.operator.v1 import operator_pb2 as _operator_pb
 from arqonbus._proto.arqon.v1 import arqon_pb2 as _pb
 from arqonbus.causal import CausalContext
+from arqonbus.circuits import APPLY_TOPIC as CIRCUIT_APPLY_TOPIC
+from arqonbus.circuits import REMOVE_TOPIC as CIRCUIT_REMOVE_TOPIC
+from arqonbus.circuits import CircuitSpec, circuit_message
 from arqonbus.delta import Chains
 from arqonbus.errors import (
     ArqonError,
@@ -1328,6 +1332,23 @@ class Bus:
         """
         param = param_message(name, value)
         ack = await self.publish(reality, SET_PARAM_TOPIC, param, ack=True, timeout=timeout)
+        assert ack is not None
+        return ack
+
+    async def apply_circuit(self, spec: "CircuitSpec", *, timeout: Optional[float] = None) -> "_pb.PubAck":
+        """Installs a typed circuit (controllers only; audited; replaces the circuit of its name).
+        `spec` is a `Circuit` message, a mapping, a TOML `Path` or TOML text
+        (`arqonbus.circuits`). The bus type-checks every edge and the operators online now;
+        a refusal raises `InvalidRequest` naming the edge or the stage."""
+        circuit = circuit_message(spec)
+        ack = await self.publish(circuit.reality_id, CIRCUIT_APPLY_TOPIC, circuit, ack=True, timeout=timeout)
+        assert ack is not None
+        return ack
+
+    async def remove_circuit(self, name: str, *, timeout: Optional[float] = None) -> "_pb.PubAck":
+        """Removes the circuit `name` (controllers only; audited); its checks stop."""
+        remove = _circuit_pb.CircuitRemove(name=name)
+        ack = await self.publish("sys", CIRCUIT_REMOVE_TOPIC, remove, ack=True, timeout=timeout)
         assert ack is not None
         return ack
 

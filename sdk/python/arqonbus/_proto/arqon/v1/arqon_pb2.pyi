@@ -224,18 +224,20 @@ class SchemaRef(_message.Message):
     def __init__(self, topic_pattern: _Optional[str] = ..., type_url: _Optional[str] = ...) -> None: ...
 
 class OperatorManifest(_message.Message):
-    __slots__ = ("name", "version", "capabilities", "input_schemas", "output_schemas")
+    __slots__ = ("name", "version", "capabilities", "input_schemas", "output_schemas", "descriptor_set")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     INPUT_SCHEMAS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SCHEMAS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_SET_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     input_schemas: _containers.RepeatedCompositeFieldContainer[SchemaRef]
     output_schemas: _containers.RepeatedCompositeFieldContainer[SchemaRef]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., input_schemas: _Optional[_Iterable[_Union[SchemaRef, _Mapping]]] = ..., output_schemas: _Optional[_Iterable[_Union[SchemaRef, _Mapping]]] = ...) -> None: ...
+    descriptor_set: bytes
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., input_schemas: _Optional[_Iterable[_Union[SchemaRef, _Mapping]]] = ..., output_schemas: _Optional[_Iterable[_Union[SchemaRef, _Mapping]]] = ..., descriptor_set: _Optional[bytes] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "client_name", "token", "manifest")

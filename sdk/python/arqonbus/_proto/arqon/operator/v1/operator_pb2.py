@@ -27,7 +27,7 @@ from arqonbus._proto.arqon.v1 import arqon_pb2 as arqon_dot_v1_dot_arqon__pb2
 from arqonbus._proto.arqon.policy.v1 import policy_pb2 as arqon_dot_policy_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n arqon/operator/v1/operator.proto\x12\x11\x61rqon.operator.v1\x1a\x19google/protobuf/any.proto\x1a\x14\x61rqon/v1/arqon.proto\x1a\x1c\x61rqon/policy/v1/policy.proto\"\x8d\x02\n\rOperatorInput\x12\x12\n\nreality_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x1c\n\x14timestamp_unix_nanos\x18\x04 \x01(\x04\x12\x13\n\x0bproducer_id\x18\x05 \x01(\t\x12\x18\n\x10payload_type_url\x18\x06 \x01(\t\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12,\n\x08spectral\x18\x08 \x01(\x0b\x32\x1a.arqon.v1.SpectralMetadata\x12\x10\n\x08reply_to\x18\t \x01(\t\x12\x15\n\roperator_name\x18\n \x01(\t\x12\x12\n\nemitted_by\x18\x0b \x01(\t\"j\n\x04\x45mit\x12\r\n\x05topic\x18\x01 \x01(\t\x12%\n\x07payload\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12,\n\x08spectral\x18\x03 \x01(\x0b\x32\x1a.arqon.v1.SpectralMetadata\"7\n\nParamValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\x93\x01\n\x0eOperatorLimits\x12\x15\n\rfuel_per_call\x18\x01 \x01(\x04\x12\x18\n\x10max_memory_pages\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\x12\x1a\n\x12max_emits_per_call\x18\x04 \x01(\r\x12\x1f\n\x17max_emit_bytes_per_call\x18\x05 \x01(\x04\"\x9a\x02\n\x0cOperatorLoad\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x1e.arqon.policy.v1.PolicyBinding\x12\x31\n\x06limits\x18\x03 \x01(\x0b\x32!.arqon.operator.v1.OperatorLimits\x12\x0c\n\x04wasm\x18\x04 \x01(\x0c\x12;\n\x06params\x18\x05 \x03(\x0b\x32+.arqon.operator.v1.OperatorLoad.ParamsEntry\x1aL\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.arqon.operator.v1.ParamValue:\x02\x38\x01\"\x1e\n\x0eOperatorUnload\x12\x0c\n\x04name\x18\x01 \x01(\t\"`\n\x10OperatorParamSet\x12\x10\n\x08operator\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x05value\x18\x03 \x01(\x0b\x32\x1d.arqon.operator.v1.ParamValue\"\xbc\x01\n\x0bRealityFork\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rfrom_sequence\x18\x02 \x01(\x04\x12:\n\x06params\x18\x03 \x03(\x0b\x32*.arqon.operator.v1.RealityFork.ParamsEntry\x1aL\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.arqon.operator.v1.ParamValue:\x02\x38\x01\"u\n\rOperatorFault\x12\x10\n\x08operator\x18\x01 \x01(\t\x12\x16\n\x0einput_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1a\n\x12\x63onsecutive_faults\x18\x04 \x01(\r\x12\x0e\n\x06parked\x18\x05 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n arqon/operator/v1/operator.proto\x12\x11\x61rqon.operator.v1\x1a\x19google/protobuf/any.proto\x1a\x14\x61rqon/v1/arqon.proto\x1a\x1c\x61rqon/policy/v1/policy.proto\"\x8d\x02\n\rOperatorInput\x12\x12\n\nreality_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x1c\n\x14timestamp_unix_nanos\x18\x04 \x01(\x04\x12\x13\n\x0bproducer_id\x18\x05 \x01(\t\x12\x18\n\x10payload_type_url\x18\x06 \x01(\t\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12,\n\x08spectral\x18\x08 \x01(\x0b\x32\x1a.arqon.v1.SpectralMetadata\x12\x10\n\x08reply_to\x18\t \x01(\t\x12\x15\n\roperator_name\x18\n \x01(\t\x12\x12\n\nemitted_by\x18\x0b \x01(\t\"j\n\x04\x45mit\x12\r\n\x05topic\x18\x01 \x01(\t\x12%\n\x07payload\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12,\n\x08spectral\x18\x03 \x01(\x0b\x32\x1a.arqon.v1.SpectralMetadata\"7\n\nParamValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\x93\x01\n\x0eOperatorLimits\x12\x15\n\rfuel_per_call\x18\x01 \x01(\x04\x12\x18\n\x10max_memory_pages\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\x12\x1a\n\x12max_emits_per_call\x18\x04 \x01(\r\x12\x1f\n\x17max_emit_bytes_per_call\x18\x05 \x01(\x04\"\xc8\x02\n\x0cOperatorLoad\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x1e.arqon.policy.v1.PolicyBinding\x12\x31\n\x06limits\x18\x03 \x01(\x0b\x32!.arqon.operator.v1.OperatorLimits\x12\x0c\n\x04wasm\x18\x04 \x01(\x0c\x12;\n\x06params\x18\x05 \x03(\x0b\x32+.arqon.operator.v1.OperatorLoad.ParamsEntry\x12,\n\x08manifest\x18\x06 \x01(\x0b\x32\x1a.arqon.v1.OperatorManifest\x1aL\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.arqon.operator.v1.ParamValue:\x02\x38\x01\"\x1e\n\x0eOperatorUnload\x12\x0c\n\x04name\x18\x01 \x01(\t\"`\n\x10OperatorParamSet\x12\x10\n\x08operator\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x05value\x18\x03 \x01(\x0b\x32\x1d.arqon.operator.v1.ParamValue\"\xbc\x01\n\x0bRealityFork\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rfrom_sequence\x18\x02 \x01(\x04\x12:\n\x06params\x18\x03 \x03(\x0b\x32*.arqon.operator.v1.RealityFork.ParamsEntry\x1aL\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.arqon.operator.v1.ParamValue:\x02\x38\x01\"u\n\rOperatorFault\x12\x10\n\x08operator\x18\x01 \x01(\t\x12\x16\n\x0einput_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1a\n\x12\x63onsecutive_faults\x18\x04 \x01(\r\x12\x0e\n\x06parked\x18\x05 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,17 +47,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPERATORLIMITS']._serialized_start=572
   _globals['_OPERATORLIMITS']._serialized_end=719
   _globals['_OPERATORLOAD']._serialized_start=722
-  _globals['_OPERATORLOAD']._serialized_end=1004
-  _globals['_OPERATORLOAD_PARAMSENTRY']._serialized_start=928
-  _globals['_OPERATORLOAD_PARAMSENTRY']._serialized_end=1004
-  _globals['_OPERATORUNLOAD']._serialized_start=1006
-  _globals['_OPERATORUNLOAD']._serialized_end=1036
-  _globals['_OPERATORPARAMSET']._serialized_start=1038
-  _globals['_OPERATORPARAMSET']._serialized_end=1134
-  _globals['_REALITYFORK']._serialized_start=1137
-  _globals['_REALITYFORK']._serialized_end=1325
-  _globals['_REALITYFORK_PARAMSENTRY']._serialized_start=928
-  _globals['_REALITYFORK_PARAMSENTRY']._serialized_end=1004
-  _globals['_OPERATORFAULT']._serialized_start=1327
-  _globals['_OPERATORFAULT']._serialized_end=1444
+  _globals['_OPERATORLOAD']._serialized_end=1050
+  _globals['_OPERATORLOAD_PARAMSENTRY']._serialized_start=974
+  _globals['_OPERATORLOAD_PARAMSENTRY']._serialized_end=1050
+  _globals['_OPERATORUNLOAD']._serialized_start=1052
+  _globals['_OPERATORUNLOAD']._serialized_end=1082
+  _globals['_OPERATORPARAMSET']._serialized_start=1084
+  _globals['_OPERATORPARAMSET']._serialized_end=1180
+  _globals['_REALITYFORK']._serialized_start=1183
+  _globals['_REALITYFORK']._serialized_end=1371
+  _globals['_REALITYFORK_PARAMSENTRY']._serialized_start=974
+  _globals['_REALITYFORK_PARAMSENTRY']._serialized_end=1050
+  _globals['_OPERATORFAULT']._serialized_start=1373
+  _globals['_OPERATORFAULT']._serialized_end=1490
 # @@protoc_insertion_point(module_scope)

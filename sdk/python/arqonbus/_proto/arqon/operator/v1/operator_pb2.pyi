@@ -68,7 +68,7 @@ class OperatorLimits(_message.Message):
     def __init__(self, fuel_per_call: _Optional[int] = ..., max_memory_pages: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., max_emits_per_call: _Optional[int] = ..., max_emit_bytes_per_call: _Optional[int] = ...) -> None: ...
 
 class OperatorLoad(_message.Message):
-    __slots__ = ("name", "bindings", "limits", "wasm", "params")
+    __slots__ = ("name", "bindings", "limits", "wasm", "params", "manifest")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,12 +81,14 @@ class OperatorLoad(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     WASM_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
     name: str
     bindings: _containers.RepeatedCompositeFieldContainer[_policy_pb2.PolicyBinding]
     limits: OperatorLimits
     wasm: bytes
     params: _containers.MessageMap[str, ParamValue]
-    def __init__(self, name: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[_policy_pb2.PolicyBinding, _Mapping]]] = ..., limits: _Optional[_Union[OperatorLimits, _Mapping]] = ..., wasm: _Optional[bytes] = ..., params: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
+    manifest: _arqon_pb2.OperatorManifest
+    def __init__(self, name: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[_policy_pb2.PolicyBinding, _Mapping]]] = ..., limits: _Optional[_Union[OperatorLimits, _Mapping]] = ..., wasm: _Optional[bytes] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., manifest: _Optional[_Union[_arqon_pb2.OperatorManifest, _Mapping]] = ...) -> None: ...
 
 class OperatorUnload(_message.Message):
     __slots__ = ("name",)
