@@ -166,6 +166,8 @@ counters! {
     operator_instantiations => "operator_instantiations_total",
     /// Hellos refused with UNAUTHENTICATED (bad, expired or missing token; identity mismatch).
     auth_failures => "auth_failures_total",
+    /// Sessions closed (UNAUTHENTICATED) because their token expired while they were open.
+    sessions_expired => "sessions_expired_total",
     /// Connections closed on arrival because their address failed to authenticate too often.
     auth_blocked_connections => "auth_blocked_connections_total",
     /// TLS handshakes that failed or timed out (wrong version, no client certificate, ...).

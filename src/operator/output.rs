@@ -27,6 +27,9 @@ pub fn envelope(input: &ArqonMessage, operator: &str, emit: Emit) -> ArqonMessag
         input_sequence: input.sequence,
         // An output's state is whole; the owner delta-encodes it if its topic is delta-only.
         delta: None,
+        // The bus wrote it: no publisher's identity (`emitted_by` says which operator).
+        tenant: String::new(),
+        subject: String::new(),
     }
 }
 

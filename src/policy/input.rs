@@ -2,8 +2,9 @@
 //! envelope into a `PolicyInput` first.
 //!
 //! The input a policy gets is a prefix shared by every policy that inspects the pulse (fields
-//! 1-8, encoded once per pulse) followed by that policy's own suffix (fields 9-10, encoded once
-//! when it is loaded). Concatenated protobuf fields are one valid message.
+//! 1-8, 11 and 12, encoded once per pulse) followed by that policy's own suffix (fields 9-10,
+//! encoded once when it is loaded). Concatenated protobuf fields are one valid message, whatever
+//! their order.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,8 @@ const PAYLOAD_BYTES: u32 = 7;
 const FRAME_BYTES: u32 = 8;
 const PARAMS: u32 = 9;
 const POLICY_NAME: u32 = 10;
+const TENANT: u32 = 11;
+const SUBJECT: u32 = 12;
 
 pub(crate) fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     if bytes.is_empty() {
@@ -40,7 +43,7 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, field: u32, value: u64) {
     encode_varint(value, out);
 }
 
-/// Writes fields 1-8 of the pulse's `PolicyInput` into `out` (cleared first).
+/// Writes fields 1-8, 11 and 12 of the pulse's `PolicyInput` into `out` (cleared first).
 pub fn encode_input_prefix(message: &ArqonMessage, frame_bytes: usize, out: &mut Vec<u8>) {
     out.clear();
     let (type_url, payload): (&str, &[u8]) = match &message.payload {
@@ -58,6 +61,8 @@ pub fn encode_input_prefix(message: &ArqonMessage, frame_bytes: usize, out: &mut
     }
     put_u64(out, PAYLOAD_BYTES, payload.len() as u64);
     put_u64(out, FRAME_BYTES, frame_bytes as u64);
+    put_bytes(out, TENANT, message.tenant.as_bytes());
+    put_bytes(out, SUBJECT, message.subject.as_bytes());
 }
 
 /// Fields 9-10 of `PolicyInput`: the policy's params and name.
@@ -94,6 +99,8 @@ mod tests {
             reality_id: "lab-1".into(),
             topic: "nvm.job.submit".into(),
             producer_id: "alice".into(),
+            tenant: "lab".into(),
+            subject: "ada".into(),
             spectral: Some(SpectralMetadata {
                 coherence: 0.5,
                 criticality: 2.0,
@@ -115,6 +122,7 @@ mod tests {
         assert_eq!(input.reality_id, "lab-1");
         assert_eq!(input.topic, "nvm.job.submit");
         assert_eq!(input.producer_id, "alice");
+        assert_eq!((&*input.tenant, &*input.subject), ("lab", "ada"));
         assert_eq!(
             input.payload_type_url,
             "type.googleapis.com/arqon.nvm.v1.NvmJob"

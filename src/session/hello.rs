@@ -7,6 +7,7 @@
 //! `auth.anonymous_tenant` as subject `controller`.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use arqonbus_proto::frame::encode_frame;
 use arqonbus_proto::v1::{server_frame, ErrorCode, Hello, ServerFrame, Welcome};
@@ -64,6 +65,7 @@ pub fn handle(
         role = role.as_str(),
         "session started"
     );
+    let expires = shielded.identity.expires_unix_secs;
     let allowed = manifest.as_ref().map_or(Ok(()), |m| {
         shielded
             .identity
@@ -106,7 +108,34 @@ pub fn handle(
         role,
     });
     conn.push_frame(&shard.counters, welcome);
+    if let Some(exp) = expires {
+        close_at_expiry(shard, conn, exp);
+    }
     Ok(())
+}
+
+/// A session lives no longer than its token: at `exp` (Unix seconds) it is sent UNAUTHENTICATED
+/// and closed, so its subscriptions stop delivering and it can send nothing more — control
+/// pulses included. The client reconnects with a fresh token.
+fn close_at_expiry(shard: &Rc<Shard>, conn: &Rc<Conn>, exp: u64) {
+    let at_nanos = exp.saturating_mul(1_000_000_000);
+    let wait = Duration::from_nanos(at_nanos.saturating_sub(shard.clock.now_unix_nanos()));
+    let (weak_shard, weak_conn) = (Rc::downgrade(shard), Rc::downgrade(conn));
+    let task = glommio::spawn_local(async move {
+        let (shard, conn) = (weak_shard, weak_conn);
+        glommio::timer::sleep(wait).await;
+        let (Some(shard), Some(conn)) = (shard.upgrade(), conn.upgrade()) else {
+            return;
+        };
+        shard.counters.sessions_expired.inc();
+        tracing::info!(conn = conn.id, exp, "token expired; closing the session");
+        let why = format!(
+            "the session's token expired at {exp} (Unix seconds); reconnect with a new one"
+        );
+        conn.close_with(error_frame(0, ErrorCode::Unauthenticated, &why));
+        conn.stop_reading();
+    });
+    *conn.expiry.borrow_mut() = Some(task);
 }
 
 /// Authenticates the token (and client certificate) and takes a connection from the tenant's

@@ -124,6 +124,9 @@ pub struct Conn {
     /// Present once the connection has a causal subscription.
     causal: RefCell<Option<causal::CausalGate>>,
     max_causal_held: usize,
+    /// The timer that closes the session when its token expires; dropped (cancelled) with the
+    /// connection.
+    expiry: RefCell<Option<glommio::Task<()>>>,
 }
 
 impl Conn {
@@ -148,6 +151,7 @@ impl Conn {
             last_refusal_report_nanos: Cell::new(0),
             causal: RefCell::new(None),
             max_causal_held: shard.config.limits.max_causal_held as usize,
+            expiry: RefCell::new(None),
         }
     }
 

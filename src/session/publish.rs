@@ -5,7 +5,10 @@
 //! controller role, audited, not subject to grants, quotas or policies, so nothing can lock
 //! controllers out), then the session's grants and its tenant's publish rate, then every CASIL
 //! policy bound to the pulse, and last the tenant's retained-bytes quota (so only a pulse that
-//! will be stored counts). Only a pulse that passes all of them is sent to its owner.
+//! will be stored counts). Only a pulse that passes all of them is sent to its owner. Before any
+//! of it, the envelope's `tenant` and `subject` are overwritten with the session's authenticated
+//! identity: what policies, the audit log and subscribers trust (`producer_id` is the client's
+//! unverified claim).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,7 +28,7 @@ pub async fn handle(
     publish: Publish,
     frame_bytes: usize,
 ) {
-    let Some(message) = publish.message else {
+    let Some(mut message) = publish.message else {
         return reject(
             shard,
             conn,
@@ -34,6 +37,7 @@ pub async fn handle(
             "Publish carries no message",
         );
     };
+    stamp_identity(conn, &mut message);
     let refused = |code: ErrorCode, msg: &str| {
         tracing::debug!(
             shard = shard.id,
@@ -162,6 +166,28 @@ pub async fn handle(
         shard
             .send_to_owner(owner, ToOwner::Publish(Box::new((message, origin))))
             .await;
+    }
+}
+
+/// Writes the session's authenticated identity into the envelope, over whatever the client put
+/// there: the tenant and subject of its token or certificate, or `session-<id>` as the subject
+/// of a session that brought neither. Policies, the audit log and subscribers read these;
+/// `producer_id` stays what the client claims.
+fn stamp_identity(conn: &Conn, message: &mut ArqonMessage) {
+    message.tenant.clear();
+    message.subject.clear();
+    let Some(shielded) = conn.shielded() else {
+        return;
+    };
+    let id = &shielded.identity;
+    message.tenant.push_str(&id.tenant);
+    if id.subject.is_empty() {
+        if let Some(session) = conn.session.borrow().as_ref() {
+            message.subject.push_str("session-");
+            message.subject.push_str(&session.session_id);
+        }
+    } else {
+        message.subject.push_str(&id.subject);
     }
 }
 

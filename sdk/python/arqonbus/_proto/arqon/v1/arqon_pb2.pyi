@@ -62,7 +62,7 @@ class SpectralMetadata(_message.Message):
     def __init__(self, coherence: _Optional[float] = ..., criticality: _Optional[float] = ..., eigenvalues: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ArqonMessage(_message.Message):
-    __slots__ = ("id", "sequence", "topic", "producer_id", "reality_id", "trace_context", "spectral", "payload", "timestamp_unix_nanos", "causal", "reply_to", "emitted_by", "input_sequence", "delta")
+    __slots__ = ("id", "sequence", "topic", "producer_id", "reality_id", "trace_context", "spectral", "payload", "timestamp_unix_nanos", "causal", "reply_to", "emitted_by", "input_sequence", "delta", "tenant", "subject")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,8 @@ class ArqonMessage(_message.Message):
     EMITTED_BY_FIELD_NUMBER: _ClassVar[int]
     INPUT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     id: str
     sequence: int
     topic: str
@@ -105,7 +107,9 @@ class ArqonMessage(_message.Message):
     emitted_by: str
     input_sequence: int
     delta: DeltaInfo
-    def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., reality_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., spectral: _Optional[_Union[SpectralMetadata, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp_unix_nanos: _Optional[int] = ..., causal: _Optional[_Mapping[str, int]] = ..., reply_to: _Optional[str] = ..., emitted_by: _Optional[str] = ..., input_sequence: _Optional[int] = ..., delta: _Optional[_Union[DeltaInfo, _Mapping]] = ...) -> None: ...
+    tenant: str
+    subject: str
+    def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., reality_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., spectral: _Optional[_Union[SpectralMetadata, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp_unix_nanos: _Optional[int] = ..., causal: _Optional[_Mapping[str, int]] = ..., reply_to: _Optional[str] = ..., emitted_by: _Optional[str] = ..., input_sequence: _Optional[int] = ..., delta: _Optional[_Union[DeltaInfo, _Mapping]] = ..., tenant: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class DeltaInfo(_message.Message):
     __slots__ = ("keyframe", "base_sequence", "checksum")

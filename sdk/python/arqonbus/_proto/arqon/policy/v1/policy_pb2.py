@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from arqonbus._proto.arqon.v1 import arqon_pb2 as arqon_dot_v1_dot_arqon__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61rqon/policy/v1/policy.proto\x12\x0f\x61rqon.policy.v1\x1a\x14\x61rqon/v1/arqon.proto\"\xc8\x02\n\x0bPolicyInput\x12\x12\n\nreality_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x18\n\x10payload_type_url\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12,\n\x08spectral\x18\x06 \x01(\x0b\x32\x1a.arqon.v1.SpectralMetadata\x12\x15\n\rpayload_bytes\x18\x07 \x01(\x04\x12\x13\n\x0b\x66rame_bytes\x18\x08 \x01(\x04\x12\x38\n\x06params\x18\t \x03(\x0b\x32(.arqon.policy.v1.PolicyInput.ParamsEntry\x12\x13\n\x0bpolicy_name\x18\n \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\rPolicyBinding\x12\x14\n\x0creality_glob\x18\x01 \x01(\t\x12\x15\n\rtopic_pattern\x18\x02 \x01(\t\"T\n\x0cPolicyLimits\x12\x15\n\rfuel_per_call\x18\x01 \x01(\x04\x12\x18\n\x10max_memory_pages\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\"\x80\x02\n\nPolicyLoad\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x1e.arqon.policy.v1.PolicyBinding\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x1d.arqon.policy.v1.PolicyLimits\x12\x0c\n\x04wasm\x18\x04 \x01(\x0c\x12\x37\n\x06params\x18\x05 \x03(\x0b\x32\'.arqon.policy.v1.PolicyLoad.ParamsEntry\x12\r\n\x05order\x18\x06 \x01(\x05\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\x0cPolicyUnload\x12\x0c\n\x04name\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61rqon/policy/v1/policy.proto\x12\x0f\x61rqon.policy.v1\x1a\x14\x61rqon/v1/arqon.proto\"\xe9\x02\n\x0bPolicyInput\x12\x12\n\nreality_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x18\n\x10payload_type_url\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12,\n\x08spectral\x18\x06 \x01(\x0b\x32\x1a.arqon.v1.SpectralMetadata\x12\x15\n\rpayload_bytes\x18\x07 \x01(\x04\x12\x13\n\x0b\x66rame_bytes\x18\x08 \x01(\x04\x12\x38\n\x06params\x18\t \x03(\x0b\x32(.arqon.policy.v1.PolicyInput.ParamsEntry\x12\x13\n\x0bpolicy_name\x18\n \x01(\t\x12\x0e\n\x06tenant\x18\x0b \x01(\t\x12\x0f\n\x07subject\x18\x0c \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\rPolicyBinding\x12\x14\n\x0creality_glob\x18\x01 \x01(\t\x12\x15\n\rtopic_pattern\x18\x02 \x01(\t\"T\n\x0cPolicyLimits\x12\x15\n\rfuel_per_call\x18\x01 \x01(\x04\x12\x18\n\x10max_memory_pages\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\"\x80\x02\n\nPolicyLoad\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x1e.arqon.policy.v1.PolicyBinding\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x1d.arqon.policy.v1.PolicyLimits\x12\x0c\n\x04wasm\x18\x04 \x01(\x0c\x12\x37\n\x06params\x18\x05 \x03(\x0b\x32\'.arqon.policy.v1.PolicyLoad.ParamsEntry\x12\r\n\x05order\x18\x06 \x01(\x05\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\x0cPolicyUnload\x12\x0c\n\x04name\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,17 +37,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICYLOAD_PARAMSENTRY']._loaded_options = None
   _globals['_POLICYLOAD_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_POLICYINPUT']._serialized_start=72
-  _globals['_POLICYINPUT']._serialized_end=400
-  _globals['_POLICYINPUT_PARAMSENTRY']._serialized_start=355
-  _globals['_POLICYINPUT_PARAMSENTRY']._serialized_end=400
-  _globals['_POLICYBINDING']._serialized_start=402
-  _globals['_POLICYBINDING']._serialized_end=462
-  _globals['_POLICYLIMITS']._serialized_start=464
-  _globals['_POLICYLIMITS']._serialized_end=548
-  _globals['_POLICYLOAD']._serialized_start=551
-  _globals['_POLICYLOAD']._serialized_end=807
-  _globals['_POLICYLOAD_PARAMSENTRY']._serialized_start=355
-  _globals['_POLICYLOAD_PARAMSENTRY']._serialized_end=400
-  _globals['_POLICYUNLOAD']._serialized_start=809
-  _globals['_POLICYUNLOAD']._serialized_end=837
+  _globals['_POLICYINPUT']._serialized_end=433
+  _globals['_POLICYINPUT_PARAMSENTRY']._serialized_start=388
+  _globals['_POLICYINPUT_PARAMSENTRY']._serialized_end=433
+  _globals['_POLICYBINDING']._serialized_start=435
+  _globals['_POLICYBINDING']._serialized_end=495
+  _globals['_POLICYLIMITS']._serialized_start=497
+  _globals['_POLICYLIMITS']._serialized_end=581
+  _globals['_POLICYLOAD']._serialized_start=584
+  _globals['_POLICYLOAD']._serialized_end=840
+  _globals['_POLICYLOAD_PARAMSENTRY']._serialized_start=388
+  _globals['_POLICYLOAD_PARAMSENTRY']._serialized_end=433
+  _globals['_POLICYUNLOAD']._serialized_start=842
+  _globals['_POLICYUNLOAD']._serialized_end=870
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PolicyInput(_message.Message):
-    __slots__ = ("reality_id", "topic", "producer_id", "payload_type_url", "payload", "spectral", "payload_bytes", "frame_bytes", "params", "policy_name")
+    __slots__ = ("reality_id", "topic", "producer_id", "payload_type_url", "payload", "spectral", "payload_bytes", "frame_bytes", "params", "policy_name", "tenant", "subject")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,8 @@ class PolicyInput(_message.Message):
     FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     reality_id: str
     topic: str
     producer_id: str
@@ -36,7 +38,9 @@ class PolicyInput(_message.Message):
     frame_bytes: int
     params: _containers.ScalarMap[str, str]
     policy_name: str
-    def __init__(self, reality_id: _Optional[str] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., payload_type_url: _Optional[str] = ..., payload: _Optional[bytes] = ..., spectral: _Optional[_Union[_arqon_pb2.SpectralMetadata, _Mapping]] = ..., payload_bytes: _Optional[int] = ..., frame_bytes: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ..., policy_name: _Optional[str] = ...) -> None: ...
+    tenant: str
+    subject: str
+    def __init__(self, reality_id: _Optional[str] = ..., topic: _Optional[str] = ..., producer_id: _Optional[str] = ..., payload_type_url: _Optional[str] = ..., payload: _Optional[bytes] = ..., spectral: _Optional[_Union[_arqon_pb2.SpectralMetadata, _Mapping]] = ..., payload_bytes: _Optional[int] = ..., frame_bytes: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ..., policy_name: _Optional[str] = ..., tenant: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class PolicyBinding(_message.Message):
     __slots__ = ("reality_glob", "topic_pattern")
