@@ -43,7 +43,18 @@ class Pulse:
 
     @property
     def producer_id(self) -> str:
+        """What the publisher claims to be: NOT verified by the bus (see `tenant`, `subject`)."""
         return self.message.producer_id
+
+    @property
+    def tenant(self) -> str:
+        """The publisher's authenticated tenant, stamped by the bus ("" on the bus's own pulses)."""
+        return self.message.tenant
+
+    @property
+    def subject(self) -> str:
+        """The publisher's authenticated subject (`session-<id>` for a session without a token)."""
+        return self.message.subject
 
     @property
     def timestamp_unix_nanos(self) -> int:

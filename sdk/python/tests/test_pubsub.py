@@ -141,6 +141,9 @@ async def test_payload_kinds_and_envelope_fields_round_trip(url, reality):
             p_job, p_text, p_bytes, p_any, p_none = await drain(sub, 5)
         assert p_job.is_(NvmJob) and p_job.unpack(NvmJob) == job and p_job.value == job
         assert p_job.producer_id == "producer-7"
+        # Who published is what the bus authenticated: this session has no token.
+        assert p_job.tenant == "anonymous"
+        assert p_job.subject == f"session-{bus.welcome.session_id}"
         assert p_job.spectral.coherence == pytest.approx(0.9)
         assert p_job.spectral.criticality == pytest.approx(0.1)
         assert list(p_job.spectral.eigenvalues) == [1.0, -2.5]
