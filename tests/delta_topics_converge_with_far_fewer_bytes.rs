@@ -176,7 +176,11 @@ async fn delta_topics_converge_with_far_fewer_bytes() {
          ({ratio:.1}x fewer)",
         sent[0], sent[1]
     );
-    assert!(ratio >= 5.0, "delta-only sent {ratio:.1}x fewer bytes");
+    // The envelope bounds the saving: each delivery still carries id, topic, type URL, causal
+    // entry and the publisher's identity (tenant `anonymous` and `session-<uuid>`, about 57
+    // bytes here), about 200 of the ~260 bytes of a delta delivery (5.5x before the identity
+    // was stamped into every pulse, 4.5x since).
+    assert!(ratio >= 4.0, "delta-only sent {ratio:.1}x fewer bytes");
     let m = bus.metrics();
     assert!(
         m.delta_deliveries >= 2 * (STEPS as u64) * 9 / 10,

@@ -322,10 +322,10 @@ async fn a_session_does_not_outlive_its_token() {
     let c = client_with_token(bus.addr, &short).await.unwrap();
     c.publish_acked(Outgoing::new("r", "a.b")).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // The bus closed the session at `exp` (UNAUTHENTICATED; the frame itself is checked in
+    // sessions_carry_their_authenticated_identity.rs): nothing more gets through it.
     let refused = c.publish_acked(Outgoing::new("r", "a.b")).await;
-    assert_eq!(code(refused), Some(ErrorCode::PermissionDenied));
-    assert_eq!(
-        code(c.subscribe("r", ">").await),
-        Some(ErrorCode::PermissionDenied)
-    );
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(c.subscribe("r", ">").await.is_err());
+    assert_eq!(bus.metrics().sessions_expired, 1);
 }
