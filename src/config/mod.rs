@@ -509,13 +509,30 @@ pub struct BindingConfig {
 }
 
 /// `[control]`: who may send `sys.control.*` pulses.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// A session whose Hello.token equals one of these is a controller. Until the
     /// authentication work lands this is the only credential the bus checks. Each token must be
     /// at least 16 bytes.
     pub controller_tokens: Vec<String>,
+    /// `sys.control.*` pulses from a session that is not a controller are refused before
+    /// anything is decoded or written; each shard records them in the audit log as one record
+    /// counting them at most once per this many ms (the first at once).
+    pub refusal_record_window_ms: u64,
+    /// Such pulses one connection may send per second (and in a burst); past it the
+    /// connection is not read until the rate allows.
+    pub non_controller_pulses_per_sec: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            controller_tokens: Vec::new(),
+            refusal_record_window_ms: 60_000,
+            non_controller_pulses_per_sec: 100,
+        }
+    }
 }
 
 /// `[presence]`: which realities hear of their presence changes.
@@ -1129,6 +1146,18 @@ impl Config {
             crate::policy::Limits::resolve(p, f.fuel_per_call, f.max_memory_pages, f.deadline_ms)
                 .map_err(invalid)?;
         }
+        range(
+            "control.refusal_record_window_ms",
+            self.control.refusal_record_window_ms,
+            1,
+            86_400_000,
+        )?;
+        range(
+            "control.non_controller_pulses_per_sec",
+            self.control.non_controller_pulses_per_sec,
+            1,
+            1_000_000,
+        )?;
         for token in &self.control.controller_tokens {
             if token.len() < MIN_CONTROLLER_TOKEN_BYTES {
                 return Err(ConfigError::Invalid {

@@ -153,6 +153,9 @@ counters! {
     control_pulses => "control_pulses_total",
     /// `sys.control.*` pulses refused (not a controller, malformed, or not applicable).
     control_refusals => "control_refusals_total",
+    /// `sys.control.*` pulses refused because the session is not a controller (also counted
+    /// in `control_refusals`); recorded in the audit log only as a count per window.
+    control_non_controller_refusals => "control_non_controller_refusals_total",
     /// Inputs a hosted operator was called on (one per operator per input it binds).
     operator_calls => "operator_calls_total",
     /// Pulses hosted operators emitted and the bus sequenced.

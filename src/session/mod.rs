@@ -23,6 +23,7 @@ mod ping;
 mod publish;
 mod subscribe;
 
+pub(crate) use control::flush_refusals;
 pub use outbound::{Outbound, Pushed};
 pub(crate) use subscribe::release_interest;
 
@@ -124,6 +125,8 @@ pub struct Conn {
     /// Present once the connection has a causal subscription.
     causal: RefCell<Option<causal::CausalGate>>,
     max_causal_held: usize,
+    /// Paces this connection's control pulses while it is not a controller.
+    control_pacer: control::Pacer,
 }
 
 impl Conn {
@@ -148,6 +151,7 @@ impl Conn {
             last_refusal_report_nanos: Cell::new(0),
             causal: RefCell::new(None),
             max_causal_held: shard.config.limits.max_causal_held as usize,
+            control_pacer: control::Pacer::default(),
         }
     }
 

@@ -222,6 +222,8 @@ pub struct Shard {
     /// Who is present in the realities this shard owns.
     presence: RefCell<OwnerPresence>,
     pub audit: AuditLog,
+    /// Refused control pulses of non-controllers, gathered into few audit records.
+    control_refusals: RefCell<crate::audit::coalesce::Coalescer>,
 }
 
 impl Shard {
@@ -312,6 +314,22 @@ impl Shard {
         if self.stopping.get() && self.conns.borrow().is_empty() {
             self.stopped.notify(usize::MAX);
         }
+    }
+
+    /// Counts a control pulse refused to a non-controller; `Some` when a record of the
+    /// refusals gathered so far is due (see `audit::coalesce`).
+    pub fn note_control_refusal(
+        &self,
+        peer: &str,
+        topic: &str,
+    ) -> Option<crate::audit::coalesce::Digest> {
+        let now = self.clock.now_unix_nanos();
+        self.control_refusals.borrow_mut().refused(now, peer, topic)
+    }
+
+    /// The refusals gathered but not yet recorded (at shutdown).
+    pub fn take_control_refusals(&self) -> Option<crate::audit::coalesce::Digest> {
+        self.control_refusals.borrow_mut().flush()
     }
 
     pub fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
@@ -994,6 +1012,7 @@ pub async fn run(start: ShardStart) {
         config.limits.max_presence_per_reality as usize,
         &config.presence.announce,
     ));
+    let config_window_nanos = config.control.refusal_record_window_ms * 1_000_000;
     let shard = Rc::new(Shard {
         id,
         shards,
@@ -1027,6 +1046,7 @@ pub async fn run(start: ShardStart) {
         presence,
         latest: RefCell::new(latest::LatestPulses::default()),
         audit,
+        control_refusals: RefCell::new(crate::audit::coalesce::Coalescer::new(config_window_nanos)),
     });
 
     if let Err(why) = shard.recover_all() {
@@ -1159,6 +1179,7 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptors: Vec<glommio
         }
     }
     shard.close_retained().await;
+    session::flush_refusals(shard).await;
 }
 
 /// Messages a ring consumer handles before it lets the shard's other tasks run: a ring that
