@@ -305,8 +305,14 @@ pub struct Limits {
     pub ring_capacity: u64,
     /// Messages an outbox may hold in front of a full ring before publishers wait.
     pub outbox_capacity: u64,
-    /// Time a new connection has to send Hello.
+    /// Time a new connection has for its whole handshake: TLS, the WebSocket upgrade, and Hello.
     pub handshake_timeout_ms: u64,
+    /// Once a frame's first byte has arrived, time the rest has to arrive (TCP, TLS); then
+    /// TIMED_OUT and the connection is closed.
+    pub frame_timeout_ms: u64,
+    /// A session that sends no frame for this long is closed (TIMED_OUT). After half of it the
+    /// server sends a keepalive Ping, which clients answer.
+    pub idle_timeout_ms: u64,
     /// On shutdown, time allowed for queued frames to reach clients.
     pub shutdown_drain_ms: u64,
     /// Listen backlog of each shard's socket.
@@ -608,6 +614,8 @@ impl Default for Limits {
             ring_capacity: 1024,
             outbox_capacity: 4096,
             handshake_timeout_ms: 10_000,
+            frame_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
             max_causal_held: 10_000,
@@ -775,6 +783,8 @@ impl Config {
             0,
             3_600_000,
         )?;
+        range("limits.frame_timeout_ms", l.frame_timeout_ms, 10, 3_600_000)?;
+        range("limits.idle_timeout_ms", l.idle_timeout_ms, 100, 86_400_000)?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
         range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
         range("limits.max_filter_bytes", l.max_filter_bytes, 1, 64 << 10)?;
