@@ -74,6 +74,9 @@ pub struct Config {
     /// turns it off. A bare port means loopback.
     #[serde(deserialize_with = "deserialize_admin_listen")]
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin listener asks for on every path but `/healthz` and `/readyz`
+    /// (at least 16 bytes). Required when `admin_listen` is not on loopback.
+    pub admin_token: Option<String>,
     pub limits: Limits,
     pub slow_consumer: SlowConsumerPolicy,
     pub log: LogConfig,
@@ -577,6 +580,7 @@ impl Default for Config {
             shards: 0,
             data_dir: PathBuf::from("./arqonbus-data"),
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            admin_token: None,
             limits: Limits::default(),
             slow_consumer: SlowConsumerPolicy::default(),
             log: LogConfig::default(),
@@ -957,6 +961,30 @@ impl Config {
                 }
             }
         }
+        if let Some(token) = &self.admin_token {
+            if token.len() < MIN_CONTROLLER_TOKEN_BYTES {
+                return Err(ConfigError::Invalid {
+                    key: "admin_token",
+                    reason: format!(
+                        "must be at least {MIN_CONTROLLER_TOKEN_BYTES} bytes (e.g. `openssl rand \
+                         -hex 32`)"
+                    ),
+                });
+            }
+        }
+        if let Some(addr) = self.admin_listen.filter(|a| !a.ip().is_loopback()) {
+            if self.admin_token.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "admin_token",
+                    reason: format!(
+                        "admin_listen {addr} is not a loopback address and the admin listener \
+                         would answer anyone: set admin_token (every path but /healthz and \
+                         /readyz then needs `Authorization: Bearer <admin_token>`), or keep \
+                         admin_listen on 127.0.0.1"
+                    ),
+                });
+            }
+        }
         let a = &self.auth;
         if a.require_token && a.trusted_keys.is_empty() {
             return Err(ConfigError::Invalid {
@@ -1298,6 +1326,21 @@ mod tests {
         c.validate().unwrap();
         let c = Config::from_toml("ws_listen = \"10.1.2.3:80\"\n").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn admin_listener_off_loopback_needs_a_token() {
+        let c = Config::from_toml("admin_listen = \"0.0.0.0:4721\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`admin_token`"), "{err}");
+        let c = Config::from_toml("admin_listen = \"0.0.0.0:4721\"\nadmin_token = \"short\"\n")
+            .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("16 bytes"));
+        let c = Config::from_toml(
+            "admin_listen = \"0.0.0.0:4721\"\nadmin_token = \"0123456789abcdef0123\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
     }
 
     #[test]
