@@ -116,9 +116,9 @@ pub async fn handle(
     };
     let result = {
         match message.topic.as_str() {
-            POLICY_LOAD => load(shard, &audited, &message).await,
+            POLICY_LOAD => load(shard, conn, &audited, &message).await,
             POLICY_UNLOAD => unload(shard, &audited, &message).await,
-            operator_control::LOAD => operator_control::load(shard, &audited, &message).await,
+            operator_control::LOAD => operator_control::load(shard, conn, &audited, &message).await,
             operator_control::UNLOAD => operator_control::unload(shard, &audited, &message).await,
             operator_control::PARAM => {
                 // Acknowledged by the reality's owner once the change is sequenced.
@@ -325,11 +325,19 @@ fn audit_failed(e: AuditError, refusal: Refusal) -> Refusal {
     }
 }
 
-async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
+async fn load(
+    shard: &Shard,
+    conn: &Conn,
+    audited: &Audited,
+    message: &ArqonMessage,
+) -> Result<(), Refusal> {
     let prepared = match prepare_load(shard, message).await {
         Ok(policy) => policy,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
+    if let Err(refusal) = check_bindings(conn, &prepared.spec.bindings) {
+        return refuse(shard, audited, refusal).await;
+    }
     let details = json!({
         "sha256": prepared.sha256_hex(),
         "wasm_bytes": prepared.wasm_bytes,
@@ -337,6 +345,25 @@ async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Resul
     });
     let registry = shard.policy_host.registry.clone();
     install_audited(shard, audited, registry, prepared, details).await
+}
+
+/// May this controller bind to every reality `bindings` name? (`Identity::check_binding`.)
+pub(super) fn check_bindings(
+    conn: &Conn,
+    bindings: &[crate::policy::Binding],
+) -> Result<(), Refusal> {
+    let Some(shielded) = conn.shielded() else {
+        return Ok(());
+    };
+    for binding in bindings {
+        if let Err(reason) = shielded.identity.check_binding(&binding.reality) {
+            return Err(Refusal {
+                code: ErrorCode::PermissionDenied,
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn audit_unavailable(e: AuditError) -> Refusal {
