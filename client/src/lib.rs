@@ -238,10 +238,12 @@ impl Client {
         });
         let (out_tx, out_rx) = mpsc::channel(1024);
         tokio::spawn(write_loop(wr, out_rx, shared.clone()));
+        // Weak: the writer ends (and shuts the socket down) when the client's own senders are
+        // gone; the reader must not keep it alive.
         tokio::spawn(read_loop(
             rd,
             shared.clone(),
-            out_tx.clone(),
+            out_tx.downgrade(),
             options.max_frame_bytes,
         ));
 
@@ -757,7 +759,7 @@ async fn write_loop(
 async fn read_loop(
     mut rd: impl AsyncRead + Unpin,
     shared: Arc<Shared>,
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::WeakSender<Vec<u8>>,
     max_frame_bytes: usize,
 ) {
     let mut buf = BytesMut::with_capacity(64 << 10);
@@ -794,7 +796,10 @@ async fn read_loop(
 
 /// Answers the server's keepalive Ping (the session was idle) with a Pong. When the writer's
 /// queue is full the client is sending anyway, and any frame keeps the session alive.
-fn answer_keepalive(out: &mpsc::Sender<Vec<u8>>, nonce: u64) {
+fn answer_keepalive(out: &mpsc::WeakSender<Vec<u8>>, nonce: u64) {
+    let Some(out) = out.upgrade() else {
+        return; // The client is closing.
+    };
     let frame = ClientFrame {
         correlation_id: 0,
         kind: Some(client_frame::Kind::Pong(arqonbus_proto::v1::Pong {
