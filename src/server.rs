@@ -243,7 +243,11 @@ impl Server {
         config.validate()?;
         let status = Status::new();
         let admin = match config.admin_listen {
-            Some(addr) => Some(AdminServer::start(addr, status.clone())?),
+            Some(addr) => Some(AdminServer::start_with_token(
+                addr,
+                status.clone(),
+                config.admin_token.as_deref().map(Arc::from),
+            )?),
             None => None,
         };
         Self::start_with(config, clock, status, admin)

@@ -170,7 +170,8 @@ async fn controller_role_in_a_signed_token_steers_the_bus() {
         Some(ErrorCode::PermissionDenied),
         "grants do not make a controller"
     );
-    let controller = token(&key, "ops", &[Role::Controller], &[], &[]);
+    // A controller binds only realities its grants cover (the policy binds `locked-*`).
+    let controller = token(&key, "ops", &[Role::Controller], &["locked-*:>"], &[]);
     let ctl = client_with_token(bus.addr, &controller).await.unwrap();
     ctl.publish_acked(deny_all.pulse("ops"))
         .await

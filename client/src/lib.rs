@@ -238,7 +238,14 @@ impl Client {
         });
         let (out_tx, out_rx) = mpsc::channel(1024);
         tokio::spawn(write_loop(wr, out_rx, shared.clone()));
-        tokio::spawn(read_loop(rd, shared.clone(), options.max_frame_bytes));
+        // Weak: the writer ends (and shuts the socket down) when the client's own senders are
+        // gone; the reader must not keep it alive.
+        tokio::spawn(read_loop(
+            rd,
+            shared.clone(),
+            out_tx.downgrade(),
+            options.max_frame_bytes,
+        ));
 
         let mut client = Self {
             shared,
@@ -770,11 +777,23 @@ async fn write_loop(
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(mut rd: impl AsyncRead + Unpin, shared: Arc<Shared>, max_frame_bytes: usize) {
+async fn read_loop(
+    mut rd: impl AsyncRead + Unpin,
+    shared: Arc<Shared>,
+    out: mpsc::WeakSender<Vec<u8>>,
+    max_frame_bytes: usize,
+) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let err = loop {
         match take_frame(&mut buf, max_frame_bytes) {
             Ok(Some(body)) => match ServerFrame::decode(body) {
+                Ok(ServerFrame {
+                    kind: Some(server_frame::Kind::Ping(ping)),
+                    ..
+                }) => {
+                    answer_keepalive(&out, ping.nonce);
+                    continue;
+                }
                 Ok(frame) => {
                     if let Err(e) = route(&shared, frame).await {
                         break e;
@@ -794,6 +813,24 @@ async fn read_loop(mut rd: impl AsyncRead + Unpin, shared: Arc<Shared>, max_fram
         }
     };
     shared.fail_all(err);
+}
+
+/// Answers the server's keepalive Ping (the session was idle) with a Pong. When the writer's
+/// queue is full the client is sending anyway, and any frame keeps the session alive.
+fn answer_keepalive(out: &mpsc::WeakSender<Vec<u8>>, nonce: u64) {
+    let Some(out) = out.upgrade() else {
+        return; // The client is closing.
+    };
+    let frame = ClientFrame {
+        correlation_id: 0,
+        kind: Some(client_frame::Kind::Pong(arqonbus_proto::v1::Pong {
+            nonce,
+            server_time_unix_nanos: 0,
+        })),
+    };
+    let mut buf = BytesMut::with_capacity(frame.encoded_len() + 4);
+    put_frame(&mut buf, &frame);
+    let _ = out.try_send(buf.to_vec());
 }
 
 /// Hands one server frame to whoever waits for it.

@@ -1,7 +1,8 @@
 //! Stream framing shared by every Rust peer: a 4-byte big-endian length, then one protobuf frame.
 //!
-//! The decoder never buffers more than one frame's worth of bytes: a declared length over the
-//! limit is reported before any of the body is read, so a hostile peer cannot make us allocate.
+//! The decoder never reserves room for a frame's declared length, and a declared length over the
+//! limit is reported before any of the body is read, so a hostile peer cannot make us allocate
+//! more than it sends.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -30,7 +31,9 @@ impl std::error::Error for FrameError {}
 /// Takes the next complete frame body out of `buf`, if one is there.
 ///
 /// Returns `Ok(None)` when more bytes are needed; `Err` as soon as a length prefix over `max`
-/// is seen, without waiting for its body.
+/// is seen, without waiting for its body. Nothing is reserved for the body: the caller's buffer
+/// grows as its bytes arrive, so a peer that declares a large frame and stalls holds only what
+/// it sent.
 pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < LENGTH_PREFIX_BYTES {
         return Ok(None);
@@ -40,7 +43,6 @@ pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Frame
         return Err(FrameError::TooLarge { declared, max });
     }
     if buf.len() < LENGTH_PREFIX_BYTES + declared {
-        buf.reserve(LENGTH_PREFIX_BYTES + declared - buf.len());
         return Ok(None);
     }
     buf.advance(LENGTH_PREFIX_BYTES);

@@ -4,7 +4,14 @@
 //! It runs on its own threads (tiny_http: one acceptor, a small pool for connections, and one
 //! thread here that answers requests in turn), never on a shard: a scrape reads the per-shard
 //! counters and sums them, and the data path never waits for it. It is meant for loopback or a
-//! management network; it has no authentication.
+//! management network.
+//!
+//! # Authentication
+//!
+//! With `admin_token` set, every path but the health probes needs `Authorization: Bearer
+//! <admin_token>` (else 401). `/healthz` and `/readyz` stay open so systemd, load balancers and
+//! orchestrators can probe without a secret; they say only whether the bus is alive and ready.
+//! A listener off loopback without a token is refused at start, as plain TCP off loopback is.
 
 pub mod exposition;
 
@@ -30,6 +37,40 @@ pub enum AdminError {
     InUse { addr: SocketAddr },
     #[error("cannot start the admin listener on {addr} (`admin_listen`): {reason}")]
     Start { addr: SocketAddr, reason: String },
+    #[error(
+        "admin listener {addr} is not on loopback and has no token: set `admin_token` (every \
+         path but /healthz and /readyz then needs `Authorization: Bearer <admin_token>`), or keep \
+         `admin_listen` on 127.0.0.1"
+    )]
+    Unauthenticated { addr: SocketAddr },
+}
+
+/// Paths anyone may read: health probes say only whether the bus is alive and ready.
+const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// Does `request` carry `Authorization: Bearer <token>`? Compares digests, so the time taken
+/// says nothing about how much of a guess was right (nor its length).
+fn authorized(request: &Request, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(header) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+    else {
+        return false;
+    };
+    let value = header.value.as_str();
+    let Some(given) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (Sha256::digest(given.trim()), Sha256::digest(token));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// A running admin listener; dropping it stops it.
@@ -40,8 +81,21 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves `status` until dropped.
+    /// Binds `addr` (loopback: there is no token) and serves `status` until dropped.
     pub fn start(addr: SocketAddr, status: Arc<Status>) -> Result<Self, AdminError> {
+        Self::start_with_token(addr, status, None)
+    }
+
+    /// Binds `addr` and serves `status` until dropped; with `token`, every path but the health
+    /// probes needs it as a bearer token. Off loopback a token is required.
+    pub fn start_with_token(
+        addr: SocketAddr,
+        status: Arc<Status>,
+        token: Option<Arc<str>>,
+    ) -> Result<Self, AdminError> {
+        if token.is_none() && !addr.ip().is_loopback() {
+            return Err(AdminError::Unauthenticated { addr });
+        }
         let listener = TcpListener::bind(addr).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => AdminError::InUse { addr },
             _ => AdminError::Start {
@@ -59,9 +113,6 @@ impl AdminServer {
         if let Err(e) = socket2::SockRef::from(&listener).set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on the admin listener");
         }
-        if !bound.ip().is_loopback() {
-            tracing::warn!(%bound, "the admin listener is not on loopback; it has no authentication");
-        }
         let http =
             tiny_http::Server::from_listener(listener, None).map_err(|e| AdminError::Start {
                 addr,
@@ -72,7 +123,7 @@ impl AdminServer {
             .name("admin-http".into())
             .spawn({
                 let http = http.clone();
-                move || serve(&http, &status)
+                move || serve(&http, &status, token.as_deref())
             })
             .map_err(|e| AdminError::Start {
                 addr,
@@ -101,16 +152,29 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(http: &tiny_http::Server, status: &Status) {
+fn serve(http: &tiny_http::Server, status: &Status, token: Option<&str>) {
     let mut liveness = Liveness::default();
     let mut body = String::with_capacity(8 << 10);
     for request in http.incoming_requests() {
         body.clear();
-        let (code, content_type) = route(&request, status, &mut liveness, &mut body);
+        let path = request.url().split('?').next().unwrap_or("");
+        let open = OPEN_PATHS.contains(&path);
+        let refused = !open && token.is_some_and(|t| !authorized(&request, t));
+        let (code, content_type) = if refused {
+            body.push_str("unauthorized: send `Authorization: Bearer <admin_token>`\n");
+            (401, "text/plain; charset=utf-8")
+        } else {
+            route(&request, status, &mut liveness, &mut body)
+        };
         let header = Header::from_bytes("Content-Type", content_type).expect("static header");
-        let response = Response::from_string(body.as_str())
+        let mut response = Response::from_string(body.as_str())
             .with_status_code(code)
             .with_header(header);
+        if refused {
+            let challenge =
+                Header::from_bytes("WWW-Authenticate", "Bearer").expect("static header");
+            response.add_header(challenge);
+        }
         // A client that went away is its own problem.
         let _ = request.respond(response);
     }

@@ -16,6 +16,17 @@
 //! pool ([`AuditLog::commit_async`]), so the reactor never waits on a write or an fsync. Holding
 //! the lock across "check, append, fsync, apply" makes the order of records the order in which
 //! the actions took effect, whichever shards they came from.
+//!
+//! # Bounded records
+//!
+//! Much of what a record holds came from a client (its name, a topic, a producer id, a policy
+//! name read from a payload). [`Writer::append`] cuts every string to a bound before it writes
+//! ([`MAX_FIELD_BYTES`] for `actor`, `action` and `target`, [`MAX_DETAIL_STRING_BYTES`] for each
+//! string in `details`), so no client can make one record the size of a frame. Refusals of
+//! non-controllers are not recorded one by one at all: [`coalesce`] gathers them into at most
+//! one record per window.
+
+pub mod coalesce;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -32,6 +43,45 @@ pub const FILE_NAME: &str = "audit.log";
 /// `prev_sha256` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const HASH_HEX_LEN: usize = 64;
+/// Longest `actor`, `action` or `target` written, in bytes; longer ones are cut (see [`bound`]).
+pub const MAX_FIELD_BYTES: usize = 256;
+/// Longest string written inside `details`, in bytes.
+pub const MAX_DETAIL_STRING_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes (at a character boundary), with a marker that says how
+/// many bytes were left out, so a cut string never passes for a whole one.
+pub fn bound(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let marker = format!("...[{} bytes cut]", text.len());
+    let mut end = max.saturating_sub(marker.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &text[..end]).into()
+}
+
+/// Every string inside `value` (keys included), bounded.
+fn bound_details(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.len() > MAX_DETAIL_STRING_BYTES => {
+            *s = bound(s, MAX_DETAIL_STRING_BYTES).into_owned();
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_details),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.len() > MAX_FIELD_BYTES) {
+                let old = std::mem::take(map);
+                for (k, v) in old {
+                    map.insert(bound(&k, MAX_FIELD_BYTES).into_owned(), v);
+                }
+            }
+            map.values_mut().for_each(bound_details);
+        }
+        _ => {}
+    }
+}
 
 /// What went wrong with the audit log.
 #[derive(Debug, thiserror::Error)]
@@ -111,13 +161,15 @@ impl Writer {
                 path: self.path.clone(),
             });
         }
+        let mut details = entry.details;
+        bound_details(&mut details);
         let record = Record {
             seq: self.next_seq,
             time_unix_nanos: self.clock.now_unix_nanos(),
-            actor: entry.actor,
-            action: entry.action,
-            target: entry.target,
-            details: entry.details,
+            actor: bound(&entry.actor, MAX_FIELD_BYTES).into_owned(),
+            action: bound(&entry.action, MAX_FIELD_BYTES).into_owned(),
+            target: bound(&entry.target, MAX_FIELD_BYTES).into_owned(),
+            details,
             prev_sha256: self.prev.clone(),
         };
         let body = serde_json::to_string(&record).expect("a record always serializes");
@@ -414,6 +466,31 @@ mod tests {
             log.append(entry(i)).unwrap();
         }
         (dir, log)
+    }
+
+    #[test]
+    fn client_strings_are_bounded_in_every_record() {
+        let (dir, log) = log_with(0);
+        let long = "é".repeat(50_000);
+        log.append(Entry {
+            actor: long.clone(),
+            action: long.clone(),
+            target: long.clone(),
+            details: serde_json::json!({ "producer_id": long, "list": [long], long.clone(): 1 }),
+        })
+        .unwrap();
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert!(bytes.len() < 8 << 10, "{} bytes", bytes.len());
+        verify(dir.path()).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("[100000 bytes cut]"), "{text}");
+        assert_eq!(bound("short", 10), "short");
+        let long = "x".repeat(300);
+        let cut = bound(&long, 64);
+        assert!(
+            cut.len() <= 64 && cut.ends_with("...[300 bytes cut]"),
+            "{cut}"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::routing::Pattern;
 #[derive(Debug, Clone)]
 pub struct Grant {
     realities: wildmatch::WildMatch,
+    /// The reality glob as written, for containment checks (`covers_realities`).
+    realities_text: Box<str>,
     topics: Pattern,
 }
 
@@ -23,6 +25,7 @@ impl Grant {
             .map_err(|e| format!("grant `{text}` has an invalid topic pattern: {e}"))?;
         Ok(Self {
             realities: wildmatch::WildMatch::new(realities),
+            realities_text: realities.into(),
             topics,
         })
     }
@@ -138,6 +141,35 @@ impl Identity {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// May this controller bind a policy or hosted operator to the realities `glob` names? A
+    /// binding reaches every tenant whose realities it matches, so a controller of a token with
+    /// grants may bind only realities one of its publish grants covers (all of them, not just
+    /// some: `glob_covers`), and a global binding (`*`) needs role `admin`. Sessions without
+    /// grants (role `admin`, the static `control.controller_tokens`, which the bus's operator
+    /// configures) are not limited.
+    pub fn check_binding(&self, glob: &crate::policy::RealityGlob) -> Result<(), String> {
+        let Access::Granted { publish, .. } = &self.access else {
+            return Ok(());
+        };
+        if glob.is_global() {
+            return Err(format!(
+                "binding `{}` covers every reality, every tenant's: it needs role `admin`",
+                glob.as_str()
+            ));
+        }
+        if publish
+            .iter()
+            .any(|g| crate::policy::glob_covers(&g.realities_text, glob.as_str()))
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "binding `{}` names realities no publish grant of this session covers; a controller \
+             binds only realities its grants cover",
+            glob.as_str()
+        ))
     }
 
     /// May this session publish `topic` in `reality`? The error is for the client.

@@ -20,6 +20,9 @@ pub struct CircuitArgs {
     /// The bus's admin listener, for `status`.
     #[arg(long, default_value = "127.0.0.1:4721", env = "ARQONBUS_ADMIN")]
     pub admin: String,
+    /// The bus's `admin_token`, when it has one (for `status`).
+    #[arg(long, env = "ARQONBUS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     #[command(subcommand)]
     pub command: CircuitCommand,
 }
@@ -94,7 +97,7 @@ pub fn run(args: CircuitArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CircuitCommand::Status { name, json } => {
-            let body = admin_get(&args.admin, "/circuits")?;
+            let body = admin_get(&args.admin, args.admin_token.as_deref(), "/circuits")?;
             let all: serde_json::Value = serde_json::from_str(&body)?;
             let chosen: Vec<&serde_json::Value> = all
                 .as_array()

@@ -66,11 +66,15 @@ pub enum OperatorCommand {
         #[arg(long)]
         descriptor_set: Option<PathBuf>,
     },
-    /// List the loaded operators (from the admin endpoint's /operators; no token needed).
+    /// List the loaded operators (from the admin endpoint's /operators; no controller token
+    /// needed, the admin token when the bus has one).
     List {
         /// The bus's admin listener.
         #[arg(long, default_value = "127.0.0.1:4721", env = "ARQONBUS_ADMIN")]
         admin: String,
+        /// The bus's `admin_token`, when it has one.
+        #[arg(long, env = "ARQONBUS_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Print the JSON as the bus gives it.
         #[arg(long)]
         json: bool,
@@ -147,26 +151,34 @@ fn manifest_of(
     }))
 }
 
-/// `GET path` on the admin listener (plain HTTP/1.0 on loopback); the body of a 200.
-pub(crate) fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
+/// `GET path` on the admin listener (plain HTTP/1.0), with the admin token as a bearer token
+/// when there is one; the body of a 200.
+pub(crate) fn admin_get(admin: &str, token: Option<&str>, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(admin)
         .with_context(|| format!("cannot connect to the admin listener {admin} (--admin)"))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {admin}\r\n{auth}\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("the admin listener sent no HTTP response")?;
+    if head.starts_with("HTTP/1.1 401") || head.starts_with("HTTP/1.0 401") {
+        anyhow::bail!(
+            "{admin}{path}: 401 unauthorized: the bus has an admin_token; pass it with \
+             --admin-token or ARQONBUS_ADMIN_TOKEN"
+        );
+    }
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         anyhow::bail!("{admin}{path}: {}", head.lines().next().unwrap_or_default());
     }
     Ok(body.to_owned())
 }
 
-fn list(admin: &str, json: bool) -> anyhow::Result<()> {
-    let body = admin_get(admin, "/operators")?;
+fn list(admin: &str, token: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let body = admin_get(admin, token, "/operators")?;
     if json {
         print!("{body}");
         return Ok(());
@@ -198,8 +210,13 @@ fn list(admin: &str, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    if let OperatorCommand::List { admin, json } = &args.command {
-        return list(admin, *json);
+    if let OperatorCommand::List {
+        admin,
+        admin_token,
+        json,
+    } = &args.command
+    {
+        return list(admin, admin_token.as_deref(), *json);
     }
     let token = args
         .token

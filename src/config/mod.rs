@@ -74,6 +74,9 @@ pub struct Config {
     /// turns it off. A bare port means loopback.
     #[serde(deserialize_with = "deserialize_admin_listen")]
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin listener asks for on every path but `/healthz` and `/readyz`
+    /// (at least 16 bytes). Required when `admin_listen` is not on loopback.
+    pub admin_token: Option<String>,
     pub limits: Limits,
     pub slow_consumer: SlowConsumerPolicy,
     pub log: LogConfig,
@@ -305,8 +308,14 @@ pub struct Limits {
     pub ring_capacity: u64,
     /// Messages an outbox may hold in front of a full ring before publishers wait.
     pub outbox_capacity: u64,
-    /// Time a new connection has to send Hello.
+    /// Time a new connection has for its whole handshake: TLS, the WebSocket upgrade, and Hello.
     pub handshake_timeout_ms: u64,
+    /// Once a frame's first byte has arrived, time the rest has to arrive (TCP, TLS); then
+    /// TIMED_OUT and the connection is closed.
+    pub frame_timeout_ms: u64,
+    /// A session that sends no frame for this long is closed (TIMED_OUT). After half of it the
+    /// server sends a keepalive Ping, which clients answer.
+    pub idle_timeout_ms: u64,
     /// On shutdown, time allowed for queued frames to reach clients.
     pub shutdown_drain_ms: u64,
     /// Listen backlog of each shard's socket.
@@ -540,13 +549,30 @@ pub struct BindingConfig {
 }
 
 /// `[control]`: who may send `sys.control.*` pulses.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// A session whose Hello.token equals one of these is a controller. Until the
     /// authentication work lands this is the only credential the bus checks. Each token must be
     /// at least 16 bytes.
     pub controller_tokens: Vec<String>,
+    /// `sys.control.*` pulses from a session that is not a controller are refused before
+    /// anything is decoded or written; each shard records them in the audit log as one record
+    /// counting them at most once per this many ms (the first at once).
+    pub refusal_record_window_ms: u64,
+    /// Such pulses one connection may send per second (and in a burst); past it the
+    /// connection is not read until the rate allows.
+    pub non_controller_pulses_per_sec: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            controller_tokens: Vec::new(),
+            refusal_record_window_ms: 60_000,
+            non_controller_pulses_per_sec: 100,
+        }
+    }
 }
 
 /// `[presence]`: which realities hear of their presence changes.
@@ -585,6 +611,7 @@ impl Default for Config {
             shards: 0,
             data_dir: PathBuf::from("./arqonbus-data"),
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            admin_token: None,
             limits: Limits::default(),
             slow_consumer: SlowConsumerPolicy::default(),
             log: LogConfig::default(),
@@ -622,6 +649,8 @@ impl Default for Limits {
             ring_capacity: 1024,
             outbox_capacity: 4096,
             handshake_timeout_ms: 10_000,
+            frame_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
             max_causal_held: 10_000,
@@ -789,6 +818,8 @@ impl Config {
             0,
             3_600_000,
         )?;
+        range("limits.frame_timeout_ms", l.frame_timeout_ms, 10, 3_600_000)?;
+        range("limits.idle_timeout_ms", l.idle_timeout_ms, 100, 86_400_000)?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
         range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
         range("limits.max_filter_bytes", l.max_filter_bytes, 1, 64 << 10)?;
@@ -959,6 +990,30 @@ impl Config {
                         ),
                     });
                 }
+            }
+        }
+        if let Some(token) = &self.admin_token {
+            if token.len() < MIN_CONTROLLER_TOKEN_BYTES {
+                return Err(ConfigError::Invalid {
+                    key: "admin_token",
+                    reason: format!(
+                        "must be at least {MIN_CONTROLLER_TOKEN_BYTES} bytes (e.g. `openssl rand \
+                         -hex 32`)"
+                    ),
+                });
+            }
+        }
+        if let Some(addr) = self.admin_listen.filter(|a| !a.ip().is_loopback()) {
+            if self.admin_token.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "admin_token",
+                    reason: format!(
+                        "admin_listen {addr} is not a loopback address and the admin listener \
+                         would answer anyone: set admin_token (every path but /healthz and \
+                         /readyz then needs `Authorization: Bearer <admin_token>`), or keep \
+                         admin_listen on 127.0.0.1"
+                    ),
+                });
             }
         }
         let a = &self.auth;
@@ -1160,6 +1215,18 @@ impl Config {
             crate::policy::Limits::resolve(p, f.fuel_per_call, f.max_memory_pages, f.deadline_ms)
                 .map_err(invalid)?;
         }
+        range(
+            "control.refusal_record_window_ms",
+            self.control.refusal_record_window_ms,
+            1,
+            86_400_000,
+        )?;
+        range(
+            "control.non_controller_pulses_per_sec",
+            self.control.non_controller_pulses_per_sec,
+            1,
+            1_000_000,
+        )?;
         for token in &self.control.controller_tokens {
             if token.len() < MIN_CONTROLLER_TOKEN_BYTES {
                 return Err(ConfigError::Invalid {
@@ -1290,6 +1357,21 @@ mod tests {
         c.validate().unwrap();
         let c = Config::from_toml("ws_listen = \"10.1.2.3:80\"\n").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn admin_listener_off_loopback_needs_a_token() {
+        let c = Config::from_toml("admin_listen = \"0.0.0.0:4721\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`admin_token`"), "{err}");
+        let c = Config::from_toml("admin_listen = \"0.0.0.0:4721\"\nadmin_token = \"short\"\n")
+            .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("16 bytes"));
+        let c = Config::from_toml(
+            "admin_listen = \"0.0.0.0:4721\"\nadmin_token = \"0123456789abcdef0123\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

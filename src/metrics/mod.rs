@@ -153,6 +153,15 @@ counters! {
     control_pulses => "control_pulses_total",
     /// `sys.control.*` pulses refused (not a controller, malformed, or not applicable).
     control_refusals => "control_refusals_total",
+    /// Keepalive Pings sent to sessions idle for half of `limits.idle_timeout_ms`.
+    keepalive_pings => "keepalive_pings_total",
+    /// Sessions closed for sending nothing for `limits.idle_timeout_ms`.
+    idle_disconnects => "idle_disconnects_total",
+    /// Connections closed because a frame did not complete within `limits.frame_timeout_ms`.
+    frame_timeouts => "frame_timeouts_total",
+    /// `sys.control.*` pulses refused because the session is not a controller (also counted
+    /// in `control_refusals`); recorded in the audit log only as a count per window.
+    control_non_controller_refusals => "control_non_controller_refusals_total",
     /// Inputs a hosted operator was called on (one per operator per input it binds).
     operator_calls => "operator_calls_total",
     /// Pulses hosted operators emitted and the bus sequenced.

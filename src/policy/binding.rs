@@ -56,6 +56,42 @@ impl RealityGlob {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// Does this glob name every reality (no literal character at all)?
+    pub fn is_global(&self) -> bool {
+        self.text.bytes().all(|b| b == b'*' || b == b'?') && self.text.contains('*')
+    }
+}
+
+/// Does every reality `inner` matches also match `outer`? Both are globs (`*`, `?`). Sound, and
+/// exact for the globs grants and bindings use: `outer`'s `*` may stand for any run of `inner`'s
+/// characters and wildcards, its `?` for one literal or `?` of `inner` (not a `*`, which can be
+/// many), and literals must be equal. Dynamic programming over the two texts, at most 128 bytes
+/// each: no recursion, no backtracking blow-up.
+pub fn glob_covers(outer: &str, inner: &str) -> bool {
+    let (o, i) = (outer.as_bytes(), inner.as_bytes());
+    // row[j]: does outer[..oi] cover inner[..j]?
+    let mut row = vec![false; i.len() + 1];
+    row[0] = true;
+    for &oc in o {
+        let mut next = vec![false; i.len() + 1];
+        if oc == b'*' {
+            // `*` covers any prefix extension of what the rest covered.
+            let mut seen = false;
+            for j in 0..=i.len() {
+                seen |= row[j];
+                next[j] = seen;
+            }
+        } else {
+            for j in 1..=i.len() {
+                let ic = i[j - 1];
+                let one = if oc == b'?' { ic != b'*' } else { ic == oc };
+                next[j] = row[j - 1] && one;
+            }
+        }
+        row = next;
+    }
+    row[i.len()]
 }
 
 /// One binding of a policy.
@@ -103,6 +139,53 @@ pub fn bindings_json(bindings: &[Binding]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_containment_is_sound() {
+        let yes = [
+            ("*", "lab-*"),
+            ("*", "*"),
+            ("lab-*", "lab-*"),
+            ("lab-*", "lab-1"),
+            ("lab-*", "lab-1*"),
+            ("lab-*", "lab-?x*"),
+            ("l?b-*", "lab-*"),
+            ("*-1", "lab-1"),
+            ("a*b*c", "a-b-c"),
+        ];
+        let no = [
+            ("lab-*", "*"),
+            ("lab-*", "la*"),
+            ("lab-1", "lab-*"),
+            ("lab-?", "lab-*"),
+            ("lab-?", "lab-"),
+            ("a?c", "a*c"),
+            ("lab-*", "other-1"),
+        ];
+        for (outer, inner) in yes {
+            assert!(glob_covers(outer, inner), "{outer} covers {inner}");
+        }
+        for (outer, inner) in no {
+            assert!(!glob_covers(outer, inner), "{outer} does not cover {inner}");
+        }
+        // Whatever the check says, it never claims a reality the outer glob does not match.
+        let samples = ["lab-1", "lab-", "lab-12", "la", "other-1", "a-b-c", "x"];
+        for (outer, inner) in yes {
+            let (o, i) = (
+                RealityGlob::parse(outer).unwrap(),
+                RealityGlob::parse(inner).unwrap(),
+            );
+            for s in samples {
+                assert!(
+                    !i.matches(s) || o.matches(s),
+                    "{outer} ⊇ {inner} but not for {s}"
+                );
+            }
+        }
+        assert!(RealityGlob::parse("*").unwrap().is_global());
+        assert!(RealityGlob::parse("?*").unwrap().is_global());
+        assert!(!RealityGlob::parse("lab-*").unwrap().is_global());
+    }
     use proptest::prelude::*;
 
     fn glob(g: &str) -> RealityGlob {

@@ -21,7 +21,7 @@ mod input;
 mod registry;
 mod shard;
 
-pub use binding::{bindings_json, Binding, RealityGlob};
+pub use binding::{bindings_json, glob_covers, Binding, RealityGlob};
 pub use host::PolicyHost;
 pub use input::{encode_input_prefix, encode_input_suffix};
 pub(crate) use input::{put_bytes, put_u64};

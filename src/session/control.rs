@@ -2,11 +2,18 @@
 //!
 //! A control pulse is consumed by the shard that received it, never sequenced into its reality.
 //! Only a controller session (a signed token with role `controller` or `admin`, or a Hello.token
-//! in `control.controller_tokens`) may send one. Every
-//! control pulse, applied or refused, gets exactly one audit record, written and synced before
-//! anything changes; the pulse is then answered: a `PubAck` with `sequence = 0` when `ack` was
-//! asked for, or an error (PERMISSION_DENIED for a non-controller, INVALID_REQUEST for a pulse
-//! that cannot be applied, INTERNAL when the audit log cannot record it — then nothing changes).
+//! in `control.controller_tokens`) may send one. Every control pulse of a controller, applied or
+//! refused, gets exactly one audit record, written and synced before anything changes; the pulse
+//! is then answered: a `PubAck` with `sequence = 0` when `ack` was asked for, or an error
+//! (INVALID_REQUEST for a pulse that cannot be applied, INTERNAL when the audit log cannot
+//! record it — then nothing changes).
+//!
+//! A pulse from a session that is not a controller changes nothing, so it is refused first,
+//! before its payload is decoded or anything is written: PERMISSION_DENIED (answered at most
+//! every 100 ms when no ack was asked for), counted (`control_non_controller_refusals`), and
+//! recorded only as a count: each shard writes one record of such refusals at most once per
+//! `control.refusal_record_window_ms` ([`crate::audit::coalesce`]). A connection that keeps
+//! sending them is read no faster than `control.non_controller_pulses_per_sec`.
 //!
 //! Topics: `sys.control.policy.load` (payload `arqon.policy.v1.PolicyLoad`; a name already
 //! loaded is replaced) and `sys.control.policy.unload` (`arqon.policy.v1.PolicyUnload`); the
@@ -23,7 +30,11 @@ use arqonbus_proto::v1::{server_frame, ArqonMessage, ErrorCode, PubAck, ServerFr
 use prost::{Message, Name};
 use serde_json::json;
 
-use super::{circuit_control, operator_control, param_control, reject, Conn, Role};
+use std::cell::Cell;
+use std::time::Duration;
+
+use super::{circuit_control, operator_control, param_control, reject, reject_unacked, Conn, Role};
+use crate::audit::coalesce::Digest;
 use crate::audit::{AuditError, Entry};
 use crate::policy::{Catalogued, CompiledPolicy, PolicySpec, Registry};
 use crate::shard::{uuid_v7, Shard};
@@ -90,6 +101,9 @@ pub async fn handle(
     ack: bool,
 ) {
     shard.counters.control_pulses.inc();
+    if conn.role() != Role::Controller {
+        return refuse_non_controller(shard, conn, correlation_id, &message.topic, ack).await;
+    }
     let audited = Audited {
         actor: actor(conn),
         action: message.topic.clone(),
@@ -100,20 +114,11 @@ pub async fn handle(
             "correlation_id": correlation_id,
         }),
     };
-    let result = if conn.role() != Role::Controller {
-        let refusal = Refusal {
-            code: ErrorCode::PermissionDenied,
-            reason: "sys.control.* pulses are accepted only from controllers (a signed token \
-                     with role `controller`, or a Hello token listed in \
-                     control.controller_tokens)"
-                .into(),
-        };
-        refuse(shard, &audited, refusal).await
-    } else {
+    let result = {
         match message.topic.as_str() {
-            POLICY_LOAD => load(shard, &audited, &message).await,
+            POLICY_LOAD => load(shard, conn, &audited, &message).await,
             POLICY_UNLOAD => unload(shard, &audited, &message).await,
-            operator_control::LOAD => operator_control::load(shard, &audited, &message).await,
+            operator_control::LOAD => operator_control::load(shard, conn, &audited, &message).await,
             operator_control::UNLOAD => operator_control::unload(shard, &audited, &message).await,
             operator_control::PARAM => {
                 // Acknowledged by the reality's owner once the change is sequenced.
@@ -167,6 +172,114 @@ pub async fn handle(
     }
 }
 
+/// Paces one connection's refused control pulses: a token bucket of
+/// `control.non_controller_pulses_per_sec`, as deep as one second of it.
+#[derive(Debug, Default)]
+pub(super) struct Pacer {
+    /// Tokens left after the last take (negative: owed, the connection waits them out).
+    tokens: Cell<f64>,
+    last_unix_nanos: Cell<u64>,
+}
+
+impl Pacer {
+    /// Takes one token; how long the connection must wait before it is read again.
+    fn take(&self, now_unix_nanos: u64, per_sec: u64) -> Option<Duration> {
+        let rate = per_sec as f64;
+        let last = self.last_unix_nanos.replace(now_unix_nanos);
+        let tokens = if last == 0 {
+            rate
+        } else {
+            let elapsed = now_unix_nanos.saturating_sub(last) as f64 / 1e9;
+            (self.tokens.get() + elapsed * rate).min(rate)
+        } - 1.0;
+        self.tokens.set(tokens);
+        (tokens < 0.0).then(|| Duration::from_secs_f64(-tokens / rate))
+    }
+}
+
+const NOT_A_CONTROLLER: &str = "sys.control.* pulses are accepted only from controllers (a \
+                                signed token with role `controller`, or a Hello token listed \
+                                in control.controller_tokens)";
+
+/// Refuses a control pulse from a session that is not a controller, before anything is decoded
+/// or written: answered, counted, gathered for the audit log, and paced.
+async fn refuse_non_controller(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    correlation_id: u64,
+    topic: &str,
+    ack: bool,
+) {
+    shard.counters.control_refusals.inc();
+    shard.counters.control_non_controller_refusals.inc();
+    shard.counters.permission_denied.inc();
+    if ack {
+        reject(
+            shard,
+            conn,
+            correlation_id,
+            ErrorCode::PermissionDenied,
+            NOT_A_CONTROLLER,
+        );
+    } else {
+        reject_unacked(
+            shard,
+            conn,
+            correlation_id,
+            ErrorCode::PermissionDenied,
+            NOT_A_CONTROLLER,
+        );
+    }
+    let peer = conn
+        .peer
+        .map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+    if let Some(digest) = shard.note_control_refusal(&peer, topic) {
+        record_refusals(shard, digest).await;
+    }
+    let now = shard.clock.now_unix_nanos();
+    let per_sec = shard.config.control.non_controller_pulses_per_sec;
+    if let Some(pause) = conn.control_pacer.take(now, per_sec) {
+        glommio::timer::sleep(pause).await;
+    }
+}
+
+/// Writes one record of gathered refusals of non-controllers.
+async fn record_refusals(shard: &Shard, digest: Digest) {
+    tracing::info!(
+        shard = shard.id,
+        refused = digest.refused,
+        peers = ?digest.peers,
+        "sys.control.* pulses from non-controllers refused"
+    );
+    let entry = Entry {
+        actor: "non-controllers".into(),
+        action: "control.non_controller_refusals".into(),
+        target: String::new(),
+        details: json!({
+            "outcome": "refused",
+            "reason": NOT_A_CONTROLLER,
+            "shard": shard.id,
+            "refused": digest.refused,
+            "first_unix_nanos": digest.first_unix_nanos,
+            "last_unix_nanos": digest.last_unix_nanos,
+            "peers": digest.peers,
+            "other_peers_refused": digest.other_peers_refused,
+            "topics": digest.topics,
+            "other_topics_refused": digest.other_topics_refused,
+        }),
+    };
+    if let Err(e) = shard.audit.commit_async(move |w| w.append(entry)).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
+}
+
+/// Records the refusals of non-controllers gathered since the last record (at shutdown).
+pub(crate) async fn flush_refusals(shard: &Shard) {
+    if let Some(digest) = shard.take_control_refusals() {
+        record_refusals(shard, digest).await;
+    }
+}
+
 /// Counts, logs and answers a refused control pulse.
 pub(super) fn answer_refusal(
     shard: &Shard,
@@ -212,11 +325,19 @@ fn audit_failed(e: AuditError, refusal: Refusal) -> Refusal {
     }
 }
 
-async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
+async fn load(
+    shard: &Shard,
+    conn: &Conn,
+    audited: &Audited,
+    message: &ArqonMessage,
+) -> Result<(), Refusal> {
     let prepared = match prepare_load(shard, message).await {
         Ok(policy) => policy,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
+    if let Err(refusal) = check_bindings(conn, &prepared.spec.bindings) {
+        return refuse(shard, audited, refusal).await;
+    }
     let details = json!({
         "sha256": prepared.sha256_hex(),
         "wasm_bytes": prepared.wasm_bytes,
@@ -224,6 +345,25 @@ async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Resul
     });
     let registry = shard.policy_host.registry.clone();
     install_audited(shard, audited, registry, prepared, details).await
+}
+
+/// May this controller bind to every reality `bindings` name? (`Identity::check_binding`.)
+pub(super) fn check_bindings(
+    conn: &Conn,
+    bindings: &[crate::policy::Binding],
+) -> Result<(), Refusal> {
+    let Some(shielded) = conn.shielded() else {
+        return Ok(());
+    };
+    for binding in bindings {
+        if let Err(reason) = shielded.identity.check_binding(&binding.reality) {
+            return Err(Refusal {
+                code: ErrorCode::PermissionDenied,
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn audit_unavailable(e: AuditError) -> Refusal {

@@ -5,11 +5,18 @@
 //! stream, so plain TCP compiles to exactly the adaptive-read, coalesced-write path it always
 //! had. WebSocket carries one frame per binary message: the batch the outbound queue built is
 //! frozen once and each frame is sent as a slice of it, without a copy.
+//!
+//! Deadlines live here, where the waiting is: a partial frame must complete within
+//! `limits.frame_timeout_ms` of when the reader first waited on it, and a wait with no partial
+//! frame ends after the idle budget the session passes ([`ReadEnd::Idle`]), which the session
+//! answers with a keepalive Ping and then, past `limits.idle_timeout_ms`, with TIMED_OUT. The
+//! clock is read only when a read has to wait, never per frame. The buffer grows as bytes
+//! arrive (by at most one read at a time), never by a frame's declared length.
 
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arqonbus_proto::frame::{take_frame, FrameError};
 use arqonbus_proto::v1::ErrorCode;
@@ -38,6 +45,8 @@ pub(crate) enum ReadEnd {
     /// A protocol error: send this frame, then close.
     Fatal(Bytes),
     Io,
+    /// No frame arrived (and none is under way) within the idle budget of this call.
+    Idle,
 }
 
 fn too_large(declared: usize, max: usize) -> ReadEnd {
@@ -48,10 +57,27 @@ fn too_large(declared: usize, max: usize) -> ReadEnd {
     ))
 }
 
+fn frame_timed_out(limit: Duration) -> ReadEnd {
+    ReadEnd::Fatal(error_frame(
+        0,
+        ErrorCode::TimedOut,
+        &format!(
+            "a frame did not complete within limits.frame_timeout_ms ({} ms) of its first byte",
+            limit.as_millis()
+        ),
+    ))
+}
+
 /// Where frame bodies come from.
 pub(crate) trait FrameSource {
-    /// The next frame body; `Ok(None)` at end of stream.
-    async fn next(&mut self, counters: &ShardCounters) -> Result<Option<Bytes>, ReadEnd>;
+    /// The next frame body; `Ok(None)` at end of stream. `Err(ReadEnd::Idle)` when `idle` has
+    /// passed since the reader began waiting with no frame under way (a later call counts from
+    /// the same moment, until a frame arrives).
+    async fn next(
+        &mut self,
+        counters: &ShardCounters,
+        idle: Duration,
+    ) -> Result<Option<Bytes>, ReadEnd>;
     /// Reads and discards until the client closes or `LINGER` passes.
     async fn linger(&mut self);
 }
@@ -69,15 +95,21 @@ pub(crate) struct StreamSource<S> {
     buf: BytesMut,
     read_bytes: usize,
     max_frame_bytes: usize,
+    frame_timeout: Duration,
+    /// When the reader first waited in the current state: on a partial frame, or with nothing
+    /// buffered. Cleared when a frame is taken.
+    waiting_since: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite> StreamSource<S> {
-    pub(crate) fn new(rd: ReadHalf<S>, max_frame_bytes: usize) -> Self {
+    pub(crate) fn new(rd: ReadHalf<S>, max_frame_bytes: usize, frame_timeout: Duration) -> Self {
         Self {
             rd,
             buf: BytesMut::new(),
             read_bytes: MIN_READ_BYTES,
             max_frame_bytes,
+            frame_timeout,
+            waiting_since: None,
         }
     }
 }
@@ -89,10 +121,17 @@ fn is_eof(e: &io::Error) -> bool {
 }
 
 impl<S: AsyncRead + AsyncWrite> FrameSource for StreamSource<S> {
-    async fn next(&mut self, counters: &ShardCounters) -> Result<Option<Bytes>, ReadEnd> {
+    async fn next(
+        &mut self,
+        counters: &ShardCounters,
+        idle: Duration,
+    ) -> Result<Option<Bytes>, ReadEnd> {
         loop {
             match take_frame(&mut self.buf, self.max_frame_bytes) {
-                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(Some(body)) => {
+                    self.waiting_since = None;
+                    return Ok(Some(body));
+                }
                 Ok(None) => {}
                 Err(FrameError::TooLarge { declared, max }) => {
                     return Err(too_large(declared, max))
@@ -102,6 +141,18 @@ impl<S: AsyncRead + AsyncWrite> FrameSource for StreamSource<S> {
                 // Give back what a burst grew.
                 self.buf = BytesMut::new();
             }
+            let partial = !self.buf.is_empty();
+            let now = Instant::now();
+            let since = *self.waiting_since.get_or_insert(now);
+            let budget = if partial { self.frame_timeout } else { idle };
+            let Some(left) = (since + budget).checked_duration_since(now) else {
+                return Err(if partial {
+                    counters.frame_timeouts.inc();
+                    frame_timed_out(self.frame_timeout)
+                } else {
+                    ReadEnd::Idle
+                });
+            };
             let (rd, buf, want) = (&mut self.rd, &mut self.buf, self.read_bytes);
             let read = futures::future::poll_fn(|cx| {
                 let start = buf.len();
@@ -119,13 +170,20 @@ impl<S: AsyncRead + AsyncWrite> FrameSource for StreamSource<S> {
                 }
                 polled
             });
-            let n = match read.await {
-                Ok(n) => n,
-                Err(e) if is_eof(&e) => 0,
-                Err(_) => return Err(ReadEnd::Io),
+            let read = glommio::timer::timeout(left, async { Ok(read.await) }).await;
+            let n = match read {
+                // The deadline passed: the loop above says which one.
+                Err(_) => continue,
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) if is_eof(&e) => 0,
+                Ok(Err(_)) => return Err(ReadEnd::Io),
             };
             if n == 0 {
                 return Ok(None);
+            }
+            if !partial {
+                // The first bytes of a frame: its own deadline starts now.
+                self.waiting_since = None;
             }
             counters.bytes_in.add(n as u64);
             if n == self.read_bytes {
@@ -175,21 +233,39 @@ impl<S: AsyncRead + AsyncWrite> FrameSink for StreamSink<S> {
 }
 
 /// One frame per binary WebSocket message.
+/// WebSocket framing is the library's, so a partial message is not visible here: a message
+/// under way counts as idle time, and a stalled one ends at the idle deadline. (tungstenite grows
+/// its buffer as bytes arrive, as the stream reader does.)
 pub(crate) struct WsSource<S> {
     rx: WebSocketReceiver<S>,
+    waiting_since: Option<Instant>,
 }
 
 impl<S> WsSource<S> {
     pub(crate) fn new(rx: WebSocketReceiver<S>) -> Self {
-        Self { rx }
+        Self {
+            rx,
+            waiting_since: None,
+        }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameSource for WsSource<S> {
-    async fn next(&mut self, counters: &ShardCounters) -> Result<Option<Bytes>, ReadEnd> {
+    async fn next(
+        &mut self,
+        counters: &ShardCounters,
+        idle: Duration,
+    ) -> Result<Option<Bytes>, ReadEnd> {
         use tungstenite::error::{CapacityError, Error, ProtocolError};
         loop {
-            let message = match self.rx.next().await {
+            let now = Instant::now();
+            let since = *self.waiting_since.get_or_insert(now);
+            let Some(left) = (since + idle).checked_duration_since(now) else {
+                return Err(ReadEnd::Idle);
+            };
+            let next = glommio::timer::timeout(left, async { Ok(self.rx.next().await) }).await;
+            let Ok(next) = next else { continue };
+            let message = match next {
                 None => return Ok(None),
                 Some(Ok(m)) => m,
                 Some(Err(Error::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
@@ -213,6 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameSource for WsSource<S> {
             match message {
                 Message::Binary(body) => {
                     counters.bytes_in.add(body.len() as u64);
+                    self.waiting_since = None;
                     return Ok(Some(body));
                 }
                 Message::Close(_) => return Ok(None),

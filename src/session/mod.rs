@@ -23,6 +23,7 @@ mod ping;
 mod publish;
 mod subscribe;
 
+pub(crate) use control::flush_refusals;
 pub use outbound::{Outbound, Pushed};
 pub(crate) use subscribe::release_interest;
 
@@ -32,7 +33,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arqonbus_proto::frame::encode_frame;
 use arqonbus_proto::v1::{
@@ -127,6 +128,8 @@ pub struct Conn {
     /// The timer that closes the session when its token expires; dropped (cancelled) with the
     /// connection.
     expiry: RefCell<Option<glommio::Task<()>>>,
+    /// Paces this connection's control pulses while it is not a controller.
+    control_pacer: control::Pacer,
 }
 
 impl Conn {
@@ -152,6 +155,7 @@ impl Conn {
             causal: RefCell::new(None),
             max_causal_held: shard.config.limits.max_causal_held as usize,
             expiry: RefCell::new(None),
+            control_pacer: control::Pacer::default(),
         }
     }
 
@@ -461,6 +465,16 @@ struct Accepted {
     peer: Option<SocketAddr>,
     transport: Transport,
     cert: Option<CertIdentity>,
+    /// Its place in `limits.max_connections_per_shard`, held from accept on.
+    admission: crate::shard::Admission,
+    /// When the whole handshake (TLS, WebSocket upgrade, Hello) must be done:
+    /// `limits.handshake_timeout_ms` after accept.
+    handshake_deadline: Instant,
+}
+
+/// What is left of the handshake's time (zero once it has passed).
+fn left_of(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
 /// Starts serving a freshly accepted connection on this shard.
@@ -487,6 +501,13 @@ pub fn spawn(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
 }
 
 async fn run(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
+    let handshake_deadline =
+        Instant::now() + Duration::from_millis(shard.config.limits.handshake_timeout_ms);
+    // Counted from accept: a connection still in its TLS or WebSocket handshake holds a place
+    // in limits.max_connections_per_shard like any other.
+    let Some(admission) = shard.admit() else {
+        return;
+    };
     // Pulses are small and latency matters more than segment count.
     let _ = stream.set_nodelay(true);
     set_keepalive(&stream, shard.config.limits.keepalive_secs);
@@ -503,13 +524,14 @@ async fn run(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
         peer,
         transport,
         cert: None,
+        admission,
+        handshake_deadline,
     };
-    let limit = Duration::from_millis(shard.config.limits.handshake_timeout_ms);
     match transport {
         Transport::Tcp => serve_stream(shard, accepted, stream).await,
         // The other transports carry their handshake and protocol state in a box of their
         // own, so a plain TCP connection's task holds none of it.
-        other => Box::pin(serve_wrapped(shard, accepted, stream, other, limit)).await,
+        other => Box::pin(serve_wrapped(shard, accepted, stream, other)).await,
     }
 }
 
@@ -519,23 +541,24 @@ async fn serve_wrapped(
     mut accepted: Accepted,
     stream: TcpStream,
     transport: Transport,
-    limit: Duration,
 ) {
+    // One deadline for every stage: each gets what the earlier ones left.
+    let deadline = accepted.handshake_deadline;
     match transport {
         Transport::Tcp => serve_stream(shard, accepted, stream).await,
         Transport::Ws => {
-            if let Some(ws) = ws_handshake(&shard, stream, limit).await {
+            if let Some(ws) = ws_handshake(&shard, stream, left_of(deadline)).await {
                 serve_ws(shard, accepted, ws).await
             }
         }
         Transport::Tls | Transport::Wss => {
-            let Some(tls) = tls_handshake(&shard, stream, limit).await else {
+            let Some(tls) = tls_handshake(&shard, stream, left_of(deadline)).await else {
                 return;
             };
             accepted.cert = client_cert_identity(&tls);
             if transport == Transport::Tls {
                 serve_stream(shard, accepted, tls).await
-            } else if let Some(ws) = ws_handshake(&shard, tls, limit).await {
+            } else if let Some(ws) = ws_handshake(&shard, tls, left_of(deadline)).await {
                 serve_ws(shard, accepted, ws).await
             }
         }
@@ -595,11 +618,12 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 
 async fn serve_stream<S: AsyncRead + AsyncWrite>(shard: Rc<Shard>, accepted: Accepted, stream: S) {
     let max = shard.config.limits.max_frame_bytes as usize;
+    let frame_timeout = Duration::from_millis(shard.config.limits.frame_timeout_ms);
     let (rd, wr) = stream.split();
     serve(
         shard,
         accepted,
-        StreamSource::new(rd, max),
+        StreamSource::new(rd, max, frame_timeout),
         StreamSink::new(wr),
     )
     .await
@@ -620,11 +644,13 @@ async fn serve(
     source: impl FrameSource,
     sink: impl FrameSink,
 ) {
-    let Some(conn) = shard.register(|id| Conn::new(id, &accepted, &shard)) else {
+    let deadline = accepted.handshake_deadline;
+    let Some(conn) = shard.register(&accepted.admission, |id| Conn::new(id, &accepted, &shard))
+    else {
         return;
     };
     futures::future::join(
-        read_loop(&shard, &conn, source),
+        read_loop(&shard, &conn, source, deadline),
         write_loop(&shard, &conn, sink),
     )
     .await;
@@ -638,10 +664,16 @@ async fn serve(
     shard.unregister(conn.id);
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: impl FrameSource) {
-    let end = serve_frames(shard, conn, &mut reader).await;
+async fn read_loop(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    mut reader: impl FrameSource,
+    handshake_deadline: Instant,
+) {
+    let end = serve_frames(shard, conn, &mut reader, handshake_deadline).await;
     match end {
-        ReadEnd::Eof => conn.finish(),
+        // `Idle` ends only a wait, never the loop; read as the end of the stream regardless.
+        ReadEnd::Eof | ReadEnd::Idle => conn.finish(),
         ReadEnd::Io => conn.abort(),
         ReadEnd::Fatal(frame) => {
             shard.counters.protocol_errors.inc();
@@ -656,16 +688,19 @@ async fn serve_frames(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     reader: &mut impl FrameSource,
+    handshake_deadline: Instant,
 ) -> ReadEnd {
-    let handshake = Duration::from_millis(shard.config.limits.handshake_timeout_ms);
+    // What the TLS and WebSocket handshakes left of limits.handshake_timeout_ms, counted from
+    // accept, bounds Hello too, a partial one included.
+    let left = left_of(handshake_deadline);
     let first =
-        glommio::timer::timeout(handshake, async { Ok(reader.next(&shard.counters).await) }).await;
+        glommio::timer::timeout(left, async { Ok(reader.next(&shard.counters, left).await) }).await;
     let first = match first {
-        Err(_) => {
+        Err(_) | Ok(Err(ReadEnd::Idle)) => {
             return ReadEnd::Fatal(error_frame(
                 0,
                 ErrorCode::HelloRequired,
-                "no Hello within limits.handshake_timeout_ms",
+                "no Hello within limits.handshake_timeout_ms of accept",
             ))
         }
         Ok(Err(end)) => return end,
@@ -692,6 +727,8 @@ async fn serve_frames(
         }
     }
 
+    let idle = Duration::from_millis(shard.config.limits.idle_timeout_ms);
+    let mut pinged = false;
     let mut since_yield = 0u32;
     loop {
         // Frames already buffered are served without waiting on the socket, so a client that
@@ -702,11 +739,31 @@ async fn serve_frames(
             since_yield = 0;
             futures_lite::future::yield_now().await;
         }
-        let body = match reader.next(&shard.counters).await {
+        // Half the idle budget, then a keepalive Ping and the rest of it.
+        let budget = if pinged { idle } else { idle / 2 };
+        let body = match reader.next(&shard.counters, budget).await {
             Ok(Some(body)) => body,
             Ok(None) => return ReadEnd::Eof,
+            Err(ReadEnd::Idle) if !pinged => {
+                pinged = true;
+                ping::keepalive(shard, conn);
+                continue;
+            }
+            Err(ReadEnd::Idle) => {
+                shard.counters.idle_disconnects.inc();
+                return ReadEnd::Fatal(error_frame(
+                    0,
+                    ErrorCode::TimedOut,
+                    &format!(
+                        "no frame for limits.idle_timeout_ms ({} ms), not even the answer to a \
+                         keepalive Ping; closing",
+                        idle.as_millis()
+                    ),
+                ));
+            }
             Err(end) => return end,
         };
+        pinged = false;
         shard.counters.frames_in.inc();
         let frame_bytes = body.len();
         let frame = match ClientFrame::decode(body) {
@@ -793,6 +850,8 @@ async fn dispatch(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame, frame_
             Box::pin(history::handle(shard, conn, corr, h)).await
         }
         Some(client_frame::Kind::Ping(p)) => ping::handle(shard, conn, corr, p),
+        // The answer to a keepalive: arriving was all it had to do.
+        Some(client_frame::Kind::Pong(_)) => {}
         Some(client_frame::Kind::ParamsGet(p)) => Box::pin(params_get(shard, conn, corr, p)).await,
         Some(client_frame::Kind::PresenceGet(p)) => {
             Box::pin(presence_get(shard, conn, corr, p)).await

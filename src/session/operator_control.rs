@@ -35,11 +35,19 @@ pub const UNLOAD: &str = "sys.control.operator.unload";
 pub const PARAM: &str = "sys.control.operator.param";
 pub const FORK: &str = "sys.control.reality.fork";
 
-pub async fn load(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
+pub async fn load(
+    shard: &Shard,
+    conn: &super::Conn,
+    audited: &Audited,
+    message: &ArqonMessage,
+) -> Result<(), Refusal> {
     let prepared = match prepare_load(shard, message).await {
         Ok(op) => op,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
+    if let Err(refusal) = super::control::check_bindings(conn, &prepared.spec.bindings) {
+        return refuse(shard, audited, refusal).await;
+    }
     let details = json!({
         "sha256": prepared.sha256_hex(),
         "wasm_bytes": prepared.wasm_bytes,

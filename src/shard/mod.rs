@@ -156,6 +156,20 @@ pub struct Confirmed {
     pub latest: Vec<Arc<Pulse>>,
 }
 
+/// A connection's place in `limits.max_connections_per_shard` between accept and registration.
+pub struct Admission {
+    admitting: Rc<Cell<u64>>,
+    registered: Cell<bool>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if !self.registered.get() {
+            self.admitting.set(self.admitting.get() - 1);
+        }
+    }
+}
+
 /// Everything a shard needs to start, prepared by the server on the main thread.
 pub struct ShardStart {
     pub id: usize,
@@ -194,6 +208,8 @@ pub struct Shard {
     /// Wall-clock seconds, refreshed every few milliseconds, for token expiry checks.
     now_secs: Cell<u64>,
     conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
+    /// Connections admitted and not yet registered (in their handshakes).
+    admitting: Rc<Cell<u64>>,
     next_conn: Cell<ConnId>,
     pub subs: RefCell<SubIndex>,
     sequencer: RefCell<Sequencer>,
@@ -222,6 +238,8 @@ pub struct Shard {
     /// Who is present in the realities this shard owns.
     presence: RefCell<OwnerPresence>,
     pub audit: AuditLog,
+    /// Refused control pulses of non-controllers, gathered into few audit records.
+    control_refusals: RefCell<crate::audit::coalesce::Coalescer>,
 }
 
 impl Shard {
@@ -289,11 +307,30 @@ impl Shard {
         owner_shard(reality, self.shards)
     }
 
-    /// Registers a new connection; `None` when the shard is full or stopping.
-    pub fn register(&self, make: impl FnOnce(ConnId) -> Conn) -> Option<Rc<Conn>> {
-        if self.stopping.get()
-            || self.conns.borrow().len() as u64 >= self.config.limits.max_connections_per_shard
-        {
+    /// Gives a connection just accepted its place in `limits.max_connections_per_shard`, held
+    /// through its handshakes; `None` when the shard is full (counting connections still in
+    /// their handshake) or stopping.
+    pub fn admit(&self) -> Option<Admission> {
+        let taken = self.conns.borrow().len() as u64 + self.admitting.get();
+        if self.stopping.get() || taken >= self.config.limits.max_connections_per_shard {
+            self.counters.connections_refused.inc();
+            return None;
+        }
+        self.admitting.set(self.admitting.get() + 1);
+        Some(Admission {
+            admitting: self.admitting.clone(),
+            registered: Cell::new(false),
+        })
+    }
+
+    /// Registers a connection that was admitted; `None` when the shard is stopping. Its place
+    /// passes from `admission` (released when that is dropped) to the registered connection.
+    pub fn register(
+        &self,
+        admission: &Admission,
+        make: impl FnOnce(ConnId) -> Conn,
+    ) -> Option<Rc<Conn>> {
+        if self.stopping.get() {
             self.counters.connections_refused.inc();
             return None;
         }
@@ -301,6 +338,9 @@ impl Shard {
         self.next_conn.set(id + 1);
         let conn = Rc::new(make(id));
         self.conns.borrow_mut().insert(id, conn.clone());
+        // The connection counts itself from now on.
+        admission.registered.set(true);
+        self.admitting.set(self.admitting.get() - 1);
         self.counters.connections_accepted.inc();
         Some(conn)
     }
@@ -312,6 +352,22 @@ impl Shard {
         if self.stopping.get() && self.conns.borrow().is_empty() {
             self.stopped.notify(usize::MAX);
         }
+    }
+
+    /// Counts a control pulse refused to a non-controller; `Some` when a record of the
+    /// refusals gathered so far is due (see `audit::coalesce`).
+    pub fn note_control_refusal(
+        &self,
+        peer: &str,
+        topic: &str,
+    ) -> Option<crate::audit::coalesce::Digest> {
+        let now = self.clock.now_unix_nanos();
+        self.control_refusals.borrow_mut().refused(now, peer, topic)
+    }
+
+    /// The refusals gathered but not yet recorded (at shutdown).
+    pub fn take_control_refusals(&self) -> Option<crate::audit::coalesce::Digest> {
+        self.control_refusals.borrow_mut().flush()
     }
 
     pub fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
@@ -994,6 +1050,7 @@ pub async fn run(start: ShardStart) {
         config.limits.max_presence_per_reality as usize,
         &config.presence.announce,
     ));
+    let config_window_nanos = config.control.refusal_record_window_ms * 1_000_000;
     let shard = Rc::new(Shard {
         id,
         shards,
@@ -1012,6 +1069,7 @@ pub async fn run(start: ShardStart) {
         tls_acceptor: RefCell::new(None),
         tenant_buckets: RefCell::new(HashMap::new()),
         conns: RefCell::new(HashMap::new()),
+        admitting: Rc::new(Cell::new(0)),
         next_conn: Cell::new(1),
         subs: RefCell::new(SubIndex::default()),
         requests: request_senders,
@@ -1027,6 +1085,7 @@ pub async fn run(start: ShardStart) {
         presence,
         latest: RefCell::new(latest::LatestPulses::default()),
         audit,
+        control_refusals: RefCell::new(crate::audit::coalesce::Coalescer::new(config_window_nanos)),
     });
 
     if let Err(why) = shard.recover_all() {
@@ -1159,6 +1218,7 @@ async fn drain(shard: &Rc<Shard>, accept_stop: Rc<Event>, acceptors: Vec<glommio
         }
     }
     shard.close_retained().await;
+    session::flush_refusals(shard).await;
 }
 
 /// Messages a ring consumer handles before it lets the shard's other tasks run: a ring that

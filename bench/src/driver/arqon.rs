@@ -632,6 +632,7 @@ fn kind_name(kind: &Option<server_frame::Kind>) -> &'static str {
         Some(server_frame::Kind::Subscribed(_)) => "Subscribed",
         Some(server_frame::Kind::Params(_)) => "Params",
         Some(server_frame::Kind::Presence(_)) => "Presence",
+        Some(server_frame::Kind::Ping(_)) => "Ping",
     }
 }
 

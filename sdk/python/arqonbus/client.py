@@ -1028,6 +1028,11 @@ class Bus:
             self._resolve(cid, frame)
         elif kind in ("pong", "params", "presence"):
             self._resolve(cid, frame)
+        elif kind == "ping":
+            # The server's keepalive: the session was idle for half of its idle_timeout_ms.
+            pong = _pb.ClientFrame()
+            pong.pong.nonce = frame.ping.nonce
+            conn.send(pong.SerializeToString())
         elif kind == "history_chunk":
             stream = self._streams.get(cid)
             if stream is not None:

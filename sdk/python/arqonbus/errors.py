@@ -37,6 +37,7 @@ __all__ = [
     "LimitExceeded",
     "StorageFailed",
     "TypeMismatch",
+    "TimedOut",
     "ConnectionLost",
     "ConnectFailed",
     "ClientClosed",
@@ -192,6 +193,14 @@ class TypeMismatch(ServerError):
     code = _pb.TYPE_MISMATCH
 
 
+class TimedOut(ServerError):
+    """A frame did not complete within the server's `limits.frame_timeout_ms`, or the session sent
+    nothing (not even the answer to a keepalive Ping) for `limits.idle_timeout_ms`."""
+
+    code = _pb.TIMED_OUT
+    closes_connection = True
+
+
 #: Wire code -> exception class. `tests/test_errors.py` checks that every `ErrorCode` of the
 #: proto (except UNSPECIFIED) has its class here.
 ERROR_CLASSES: Dict[int, Type[ServerError]] = {
@@ -216,6 +225,7 @@ ERROR_CLASSES: Dict[int, Type[ServerError]] = {
         LimitExceeded,
         StorageFailed,
         TypeMismatch,
+        TimedOut,
     )
 }
 

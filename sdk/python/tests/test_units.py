@@ -114,6 +114,7 @@ def test_error_classes_follow_the_close_table_of_the_readme():
             "SLOW_CONSUMER",
             "UNSUPPORTED_VERSION",
             "SHUTTING_DOWN",
+            "TIMED_OUT",
         )
     }
     assert closing == expected

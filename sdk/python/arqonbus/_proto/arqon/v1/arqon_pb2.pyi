@@ -30,6 +30,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIMIT_EXCEEDED: _ClassVar[ErrorCode]
     STORAGE_FAILED: _ClassVar[ErrorCode]
     TYPE_MISMATCH: _ClassVar[ErrorCode]
+    TIMED_OUT: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 FRAME_TOO_LARGE: ErrorCode
 DECODE_FAILED: ErrorCode
@@ -50,6 +51,7 @@ SHUTTING_DOWN: ErrorCode
 LIMIT_EXCEEDED: ErrorCode
 STORAGE_FAILED: ErrorCode
 TYPE_MISMATCH: ErrorCode
+TIMED_OUT: ErrorCode
 
 class SpectralMetadata(_message.Message):
     __slots__ = ("coherence", "criticality", "eigenvalues")
@@ -394,7 +396,7 @@ class Pong(_message.Message):
     def __init__(self, nonce: _Optional[int] = ..., server_time_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
-    __slots__ = ("correlation_id", "hello", "publish", "subscribe", "unsubscribe", "history_get", "ping", "params_get", "presence_get")
+    __slots__ = ("correlation_id", "hello", "publish", "subscribe", "unsubscribe", "history_get", "ping", "params_get", "presence_get", "pong")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +406,7 @@ class ClientFrame(_message.Message):
     PING_FIELD_NUMBER: _ClassVar[int]
     PARAMS_GET_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_GET_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
     correlation_id: int
     hello: Hello
     publish: Publish
@@ -413,10 +416,11 @@ class ClientFrame(_message.Message):
     ping: Ping
     params_get: ParamsGet
     presence_get: PresenceGet
-    def __init__(self, correlation_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., history_get: _Optional[_Union[HistoryGet, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., params_get: _Optional[_Union[ParamsGet, _Mapping]] = ..., presence_get: _Optional[_Union[PresenceGet, _Mapping]] = ...) -> None: ...
+    pong: Pong
+    def __init__(self, correlation_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., history_get: _Optional[_Union[HistoryGet, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., params_get: _Optional[_Union[ParamsGet, _Mapping]] = ..., presence_get: _Optional[_Union[PresenceGet, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("correlation_id", "welcome", "deliver", "pub_ack", "error", "history_chunk", "history_end", "dropped", "pong", "subscribed", "params", "presence")
+    __slots__ = ("correlation_id", "welcome", "deliver", "pub_ack", "error", "history_chunk", "history_end", "dropped", "pong", "subscribed", "params", "presence", "ping")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     DELIVER_FIELD_NUMBER: _ClassVar[int]
@@ -429,6 +433,7 @@ class ServerFrame(_message.Message):
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
     correlation_id: int
     welcome: Welcome
     deliver: Deliver
@@ -441,4 +446,5 @@ class ServerFrame(_message.Message):
     subscribed: Subscribed
     params: Params
     presence: Presence
-    def __init__(self, correlation_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., pub_ack: _Optional[_Union[PubAck, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., history_chunk: _Optional[_Union[HistoryChunk, _Mapping]] = ..., history_end: _Optional[_Union[HistoryEnd, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ...) -> None: ...
+    ping: Ping
+    def __init__(self, correlation_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., pub_ack: _Optional[_Union[PubAck, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., history_chunk: _Optional[_Union[HistoryChunk, _Mapping]] = ..., history_end: _Optional[_Union[HistoryEnd, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
