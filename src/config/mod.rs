@@ -857,6 +857,13 @@ impl Config {
             if let Some(size) = rule.segment_bytes {
                 range("retention.segment_bytes", size, min_segment, 1 << 34)?;
             }
+            // Retention compares ages in nanoseconds: an age that does not fit would wrap.
+            range(
+                "retention.max_age_ms",
+                rule.max_age_ms,
+                0,
+                u64::MAX / 1_000_000,
+            )?;
         }
         for glob in &self.presence.announce {
             crate::policy::RealityGlob::parse(glob).map_err(|reason| ConfigError::Invalid {
