@@ -436,7 +436,12 @@ impl RealityLog {
         }
         // What survived is on disk from here on: make it so, and record it, before anything is
         // served (a later bad record among these must read as corruption, not a tail).
-        for seg in &self.segments {
+        // Segments before the durable one were synced before that position was recorded.
+        for seg in self
+            .segments
+            .iter()
+            .filter(|s| s.base >= durable.segment_base)
+        {
             seg.file_clone()
                 .and_then(|f| f.sync_data())
                 .map_err(|source| StoreError::Io {
