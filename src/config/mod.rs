@@ -239,7 +239,8 @@ fn default_keyframe_every() -> u32 {
     100
 }
 
-/// What to do when recovery finds a bad record before the last durable checkpoint.
+/// What to do when recovery finds corruption: a bad record before the durable position (the
+/// checkpoint or a segment trailer), one with valid records behind it, or a damaged header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnCorruption {
@@ -1171,6 +1172,26 @@ fn range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_max_age_that_would_wrap_in_nanoseconds_is_refused() {
+        let mut c = Config::default();
+        let rule = |max_age_ms| RetentionRule {
+            realities: "lab-*".into(),
+            max_age_ms,
+            max_bytes: 0,
+            sync: SyncMode::Always,
+            sync_interval_ms: 100,
+            segment_bytes: None,
+        };
+        c.retention.push(rule(u64::MAX / 1_000_000));
+        assert!(c.validate().is_ok());
+        c.retention[0] = rule(u64::MAX / 1_000_000 + 1);
+        match c.validate() {
+            Err(ConfigError::OutOfRange { key, .. }) => assert_eq!(key, "retention.max_age_ms"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn embedded_defaults_are_valid() {

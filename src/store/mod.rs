@@ -3,16 +3,23 @@
 //!
 //! ```text
 //! data_dir/realities/<reality>.reality/
-//!     00000000000000000001.seg     segments, named by their first sequence
-//!     00000000000000052311.seg
-//!     checkpoint                   the last position known to be on disk
+//!     00000000000000000001.seg     segments, named by their first sequence; each ends with a
+//!     00000000000000052311.seg     trailer holding the durable position (segment.rs)
+//!     checkpoint                   the durable position, written periodically and at shutdown
 //! ```
 //!
 //! Appending copies the record into the map. Making it durable is a separate step (fdatasync of
-//! the segment's descriptor, which on Linux also writes back the pages dirtied through the map),
-//! done off the reactor and for many records at once (group commit). Recovery trusts nothing:
-//! it checks every record, truncates a torn tail after the checkpoint, and refuses corruption
-//! before it.
+//! the segment's descriptor, which on Linux also writes back the pages dirtied through the map,
+//! then fsync of every directory that gained an entry), done off the reactor and for many
+//! records at once (group commit). Each commit also writes the position the previous one made
+//! durable into the active segment's trailer, so the durable position on disk trails the acks
+//! by at most one sync.
+//!
+//! Recovery trusts nothing: it checks every record and every number it reads. A bad record
+//! before the durable position, or one with a valid record behind it, is corruption (refused or
+//! quarantined, naming file and offset); only a bad record after the durable position with
+//! nothing valid behind it is a torn tail, and is cut. A map whose file shrinks under the bus
+//! reads zeros instead of raising SIGBUS (guard.rs), and the log reports it as `Unreadable`.
 
 mod checkpoint;
 mod guard;
