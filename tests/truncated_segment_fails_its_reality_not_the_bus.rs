@@ -1,7 +1,8 @@
 //! A segment file truncated under the running bus: touching its map would raise SIGBUS and end
 //! the process (this test runs the bus in-process, so the test would die with it). Instead the
 //! reality answers STORAGE_FAILED naming the file, and every other reality, on the same shard
-//! or not, keeps publishing and reading.
+//! or not, keeps publishing and reading; the pulse refused that way does not come back after a
+//! restart.
 
 mod common;
 
@@ -81,6 +82,9 @@ async fn truncated_active_segment_fails_the_next_publish() {
             .await
             .unwrap();
     }
+    // Let the sync that follows the last ack finish, so the next publish is the one whose
+    // flush finds the file shrunk.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let seg = reality_dir(dir.path(), "lab-cut").join("00000000000000000001.seg");
     std::fs::OpenOptions::new()
         .write(true)
@@ -102,4 +106,20 @@ async fn truncated_active_segment_fails_the_next_publish() {
         .await
         .unwrap();
     assert_eq!(ack.sequence, 1);
+    drop(c);
+    bus.stop();
+
+    // The refused pulse was written into the part of the map the file still backs; it was
+    // zeroed before the refusal went out, so a restart does not bring it back.
+    let bus = TestBus::start(|c| retain(c, dir.path(), "lab-*", SyncMode::Always));
+    let c = client(bus.addr).await;
+    let (all, _) = c
+        .history(history_query("lab-cut", None, None, 0))
+        .await
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = all.into_iter().map(|m| m.payload.unwrap().value).collect();
+    assert_eq!(payloads, (0..5u8).map(|i| vec![i; 100]).collect::<Vec<_>>());
 }
