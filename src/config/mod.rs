@@ -242,7 +242,8 @@ fn default_keyframe_every() -> u32 {
     100
 }
 
-/// What to do when recovery finds a bad record before the last durable checkpoint.
+/// What to do when recovery finds corruption: a bad record before the durable position (the
+/// checkpoint or a segment trailer), one with valid records behind it, or a damaged header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnCorruption {
@@ -919,6 +920,13 @@ impl Config {
             if let Some(size) = rule.segment_bytes {
                 range("retention.segment_bytes", size, min_segment, 1 << 34)?;
             }
+            // Retention compares ages in nanoseconds: an age that does not fit would wrap.
+            range(
+                "retention.max_age_ms",
+                rule.max_age_ms,
+                0,
+                u64::MAX / 1_000_000,
+            )?;
         }
         for glob in &self.presence.announce {
             crate::policy::RealityGlob::parse(glob).map_err(|reason| ConfigError::Invalid {
@@ -1262,6 +1270,26 @@ fn range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_max_age_that_would_wrap_in_nanoseconds_is_refused() {
+        let mut c = Config::default();
+        let rule = |max_age_ms| RetentionRule {
+            realities: "lab-*".into(),
+            max_age_ms,
+            max_bytes: 0,
+            sync: SyncMode::Always,
+            sync_interval_ms: 100,
+            segment_bytes: None,
+        };
+        c.retention.push(rule(u64::MAX / 1_000_000));
+        assert!(c.validate().is_ok());
+        c.retention[0] = rule(u64::MAX / 1_000_000 + 1);
+        match c.validate() {
+            Err(ConfigError::OutOfRange { key, .. }) => assert_eq!(key, "retention.max_age_ms"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn embedded_defaults_are_valid() {

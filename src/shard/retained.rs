@@ -290,6 +290,17 @@ impl Shard {
                 self.start_flush(r);
             }
         } else {
+            // Acks do not wait for a flush here, so a map that lost its file must be noticed
+            // now: the record went nowhere.
+            let fault = r.log.borrow().fault();
+            if let Some(e) = fault {
+                let why = format!("reality `{}` cannot be stored: {e}", pulse.reality);
+                self.fail_retained(r, why.clone());
+                if let Some(origin) = origin {
+                    self.storage_error(origin, &why);
+                }
+                return;
+            }
             r.released_through.set(pulse.sequence);
             self.release(&pulse, origin, ack);
         }
@@ -310,7 +321,10 @@ impl Shard {
 
     /// Starts a group commit: everything written so far is flushed by one fdatasync off the
     /// reactor; pulses held for it are then released in order. One flush per reality at a time;
-    /// what arrives meanwhile waits for the next.
+    /// what arrives meanwhile waits for the next. Each flush also carries the durable position
+    /// the previous one reached (the segment trailer); under `sync = "always"`, when nothing is
+    /// held after a flush, one more sync records its own position, so every acked record lies
+    /// before a recorded durable position within one fdatasync of its ack.
     pub fn start_flush(self: &Rc<Self>, r: &Rc<Retained>) {
         r.flushing.set(true);
         let shard = self.clone();
@@ -320,18 +334,25 @@ impl Shard {
                 let job = r.log.borrow_mut().flush_job();
                 let outcome = match job {
                     Ok(job) => {
-                        let through = job.through;
-                        let files = job.files;
-                        let synced = glommio::executor()
-                            .spawn_blocking(move || store::run_flush(&files))
-                            .await;
-                        synced.map(|_| through)
+                        let (through, marker) = (job.through, job.marker);
+                        let synced = glommio::executor().spawn_blocking(move || job.sync()).await;
+                        synced.map(|_| (through, marker))
                     }
                     Err(e) => Err(e),
                 };
+                if r.failed.borrow().is_some() {
+                    // Failed meanwhile (a read found the file gone): nothing more is durable.
+                    break;
+                }
+                // A map whose file shrank reads (and takes writes) as zeros: the sync above
+                // cannot have made those records durable.
+                let outcome = match r.log.borrow().fault() {
+                    Some(e) => Err(e),
+                    None => outcome,
+                };
                 match outcome {
-                    Ok(through) => {
-                        r.log.borrow_mut().flushed(through);
+                    Ok((through, marker)) => {
+                        r.log.borrow_mut().flushed(through, marker);
                         shard.release_held(&r, through.sequence);
                     }
                     Err(e) => {
@@ -340,7 +361,11 @@ impl Shard {
                         break;
                     }
                 }
-                if r.held.borrow().is_empty() {
+                let confirm = {
+                    let log = r.log.borrow();
+                    log.sync == SyncMode::Always && log.needs_confirmation()
+                };
+                if r.held.borrow().is_empty() && !confirm {
                     break;
                 }
             }
@@ -370,6 +395,8 @@ impl Shard {
     /// pulses until an operator restarts the bus (recovery then decides what is on disk).
     fn fail_retained(&self, r: &Retained, why: String) {
         tracing::error!(shard = self.id, error = %why, "retained reality failed");
+        // Before anyone hears "failed": the refused records must not come back after a restart.
+        r.log.borrow_mut().discard_unflushed();
         let held: Vec<Held> = r.held.borrow_mut().drain(..).collect();
         r.held_bytes.set(0);
         for h in held {
@@ -414,7 +441,8 @@ impl Shard {
                     SyncMode::Interval => *waited >= Duration::from_millis(interval),
                     SyncMode::Os => checkpoint_now,
                 };
-                if due && dirty && !r.flushing.get() {
+                let confirm = r.log.borrow().needs_confirmation();
+                if due && (dirty || confirm) && !r.flushing.get() {
                     *waited = Duration::ZERO;
                     self.start_flush(&r);
                 }
@@ -459,13 +487,10 @@ impl Shard {
             }
             let job = r.log.borrow_mut().flush_job();
             if let Ok(job) = job {
-                let through = job.through;
-                let files = job.files;
-                let synced = glommio::executor()
-                    .spawn_blocking(move || store::run_flush(&files))
-                    .await;
-                if synced.is_ok() {
-                    r.log.borrow_mut().flushed(through);
+                let (through, marker) = (job.through, job.marker);
+                let synced = glommio::executor().spawn_blocking(move || job.sync()).await;
+                if synced.is_ok() && r.log.borrow().fault().is_none() {
+                    r.log.borrow_mut().flushed(through, marker);
                 }
             }
             self.checkpoint_and_trim(&r).await;
@@ -490,9 +515,17 @@ impl Shard {
         let result = match self.retained_for(&cursor.reality) {
             Ok(Some(r)) => {
                 let log = r.log.borrow();
-                cursor
-                    .step(&log, r.visible_end(), chunk, self.deltas.borrow().rules())
-                    .inspect(|step| {
+                let step = cursor.step(&log, r.visible_end(), chunk, self.deltas.borrow().rules());
+                // A read that touched a map whose file went away read zeros: say so, and
+                // stop this reality, rather than hand out a short or wrong history.
+                let fault = log.fault();
+                drop(log);
+                if let Some(e) = fault {
+                    let why = format!("reality `{}` is unreadable: {e}", cursor.reality);
+                    self.fail_retained(&r, why.clone());
+                    Err((ErrorCode::StorageFailed, why, 0))
+                } else {
+                    step.inspect(|step| {
                         if step.filtered > 0 {
                             self.counters.pulses_filtered.add(step.filtered);
                         }
@@ -505,6 +538,7 @@ impl Shard {
                             u.first_available_sequence,
                         )
                     })
+                }
             }
             Ok(None) => Err((
                 ErrorCode::HistoryUnavailable,

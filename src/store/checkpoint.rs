@@ -1,5 +1,8 @@
-//! The checkpoint: the last position known to be on disk. Recovery checks every record before
-//! it strictly and only allows a torn tail after it.
+//! The checkpoint: the last position known to be on disk, written every
+//! `storage.checkpoint_interval_ms` and at shutdown. Each group commit also leaves the position
+//! in the active segment's trailer (`segment.rs`), in the same 28-byte encoding; recovery takes
+//! the later of the two, checks every record before it strictly and only allows a torn tail
+//! after it.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,7 +11,7 @@ use super::StoreError;
 
 const FILE: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
-const LEN: usize = 28;
+pub(super) const LEN: usize = 28;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -25,7 +28,24 @@ impl Checkpoint {
             || (segment_base == self.segment_base && (pos as u64) < self.position)
     }
 
-    fn encode(&self) -> [u8; LEN] {
+    /// Decodes `encode`'s bytes; `None` when the length or the CRC is wrong.
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != LEN {
+            return None;
+        }
+        let crc = u32::from_le_bytes(bytes[24..28].try_into().ok()?);
+        if crc32c::crc32c(&bytes[..24]) != crc {
+            return None;
+        }
+        let word = |i: usize| bytes[i..i + 8].try_into().ok().map(u64::from_le_bytes);
+        Some(Self {
+            segment_base: word(0)?,
+            position: word(8)?,
+            sequence: word(16)?,
+        })
+    }
+
+    pub(super) fn encode(&self) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[0..8].copy_from_slice(&self.segment_base.to_le_bytes());
         b[8..16].copy_from_slice(&self.position.to_le_bytes());
@@ -57,16 +77,7 @@ impl Checkpoint {
         if bytes.len() != LEN {
             return Err(bad("checkpoint has the wrong size"));
         }
-        let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4"));
-        if crc32c::crc32c(&bytes[..24]) != crc {
-            return Err(bad("checkpoint checksum mismatch"));
-        }
-        let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8"));
-        Ok(Self {
-            segment_base: word(0),
-            position: word(8),
-            sequence: word(16),
-        })
+        Self::decode(&bytes).ok_or_else(|| bad("checkpoint checksum mismatch"))
     }
 
     /// Writes the checkpoint atomically (temporary file, fsync, rename, fsync the directory).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::segment::{header_base, slot_in};
+use super::segment::{header, slot_in};
 use super::{reality_dir, Record, Slot, StoreError, SEGMENT_HEADER_BYTES};
 
 /// The segment files of `reality` in `data_dir`, by base sequence.
@@ -61,16 +61,18 @@ pub fn scan(
             op: "map segment",
             source,
         })?;
-        if header_base(&path, &map)? != base {
+        let head = header(&path, &map)?;
+        if head.base != base {
             return Err(StoreError::Corrupt {
                 path,
                 offset: 8,
                 reason: "segment header names another base sequence".into(),
             });
         }
+        let map = &map[..head.limit];
         let mut pos = SEGMENT_HEADER_BYTES;
         loop {
-            match slot_in(&map, pos) {
+            match slot_in(map, pos) {
                 Slot::End => break,
                 Slot::Record(r) => {
                     pos = r.next;

@@ -1,12 +1,24 @@
-//! One segment file: preallocated, memory-mapped, a header then records back to back.
+//! One segment file: preallocated, memory-mapped, a header, records back to back, and a
+//! trailer holding the durable position.
 //!
 //! ```text
-//! header:  magic "ARQSEG01" (8) | base sequence u64 LE (8)
+//! header:  magic "ARQSEG02" (8) | base sequence u64 LE (8)
 //! record:  len u32 | crc32c u32 | sequence u64 | timestamp u64 | envelope bytes (len)
+//! trailer: the last TRAILER_BYTES of the file: magic "ARQDUR01" (8) | durable position
+//!          (segment base u64 | position u64 | sequence u64 | crc32c u32), zeros after
 //! ```
 //!
 //! The CRC covers sequence, timestamp and bytes. A `len` of zero ends the data: the file is
 //! preallocated with zeros, and recovery zeroes whatever follows a torn record.
+//!
+//! The trailer is rewritten through the map by every group commit with the position the
+//! *previous* commit made durable, and synced with the commit's records, so it never claims a
+//! record that is not on disk; recovery takes the highest valid trailer (and the checkpoint) as
+//! the line before which a bad record is corruption, never a torn tail.
+//!
+//! Segments written before the trailer existed (magic "ARQSEG01") have records up to the end of
+//! the file and no trailer. They are read as before and never appended to again: the first
+//! append after recovery rolls to a new segment.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,11 +27,20 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
 
-use super::StoreError;
+use super::guard::Guard;
+use super::{Checkpoint, StoreError};
 
-const MAGIC: &[u8; 8] = b"ARQSEG01";
+const MAGIC: &[u8; 8] = b"ARQSEG02";
+/// Segments from before the trailer: records run to the end of the file.
+const MAGIC_V1: &[u8; 8] = b"ARQSEG01";
+const TRAILER_MAGIC: &[u8; 8] = b"ARQDUR01";
 pub const SEGMENT_HEADER_BYTES: usize = 16;
 pub const RECORD_HEADER_BYTES: usize = 24;
+/// Bytes at the end of a segment that hold the durable position, not records.
+pub const TRAILER_BYTES: usize = 64;
+/// Highest base sequence a segment may name: far past any real log, and low enough that
+/// sequence arithmetic on what a file says can never wrap.
+const MAX_BASE: u64 = 1 << 62;
 /// An index entry is kept for the first record after every this many bytes.
 const INDEX_EVERY_BYTES: usize = 4096;
 
@@ -56,7 +77,13 @@ pub struct Segment {
     pub path: PathBuf,
     pub base: u64,
     file: File,
+    /// Declared before `map`, so it is unregistered before the map is unmapped.
+    guard: Guard,
     map: MmapMut,
+    /// Where the record area ends (the trailer, or the end of a legacy file).
+    limit: usize,
+    /// A legacy segment: read, never appended to.
+    sealed: bool,
     /// Where the next record goes; everything before it is valid data.
     pub end: usize,
     /// Last sequence in this segment; `base - 1` when empty.
@@ -69,8 +96,8 @@ pub struct Segment {
 
 /// Reads the record at `pos` of a segment's bytes (a map, or a copy of the file).
 pub fn slot_in(map: &[u8], pos: usize) -> Slot<'_> {
-    if pos + RECORD_HEADER_BYTES > map.len() {
-        return if pos + 4 > map.len() || map[pos..pos + 4] == [0; 4] {
+    if pos.saturating_add(RECORD_HEADER_BYTES) > map.len() {
+        return if pos.saturating_add(4) > map.len() || map[pos..pos + 4] == [0; 4] {
             Slot::End
         } else {
             Slot::Invalid {
@@ -83,7 +110,7 @@ pub fn slot_in(map: &[u8], pos: usize) -> Slot<'_> {
         return Slot::End;
     }
     let body_at = pos + RECORD_HEADER_BYTES;
-    if body_at + len > map.len() {
+    if len > map.len() - body_at {
         return Slot::Invalid {
             reason: "record length runs past the segment",
         };
@@ -102,16 +129,69 @@ pub fn slot_in(map: &[u8], pos: usize) -> Slot<'_> {
     })
 }
 
-/// Checks a segment file's header and returns its base sequence.
-pub fn header_base(path: &Path, map: &[u8]) -> Result<u64, StoreError> {
-    if map.len() < SEGMENT_HEADER_BYTES || &map[..8] != MAGIC {
-        return Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            offset: 0,
-            reason: "not a segment file (bad magic)".into(),
-        });
+/// What a segment's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub base: u64,
+    /// Where records end: before the trailer, or the end of a legacy file.
+    pub limit: usize,
+    pub legacy: bool,
+}
+
+/// Checks a segment file's header: the magic, a base sequence from 1 to `MAX_BASE`, and room
+/// for the trailer.
+pub fn header(path: &Path, map: &[u8]) -> Result<Header, StoreError> {
+    let bad = |offset: usize, reason: &str| StoreError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason: reason.to_owned(),
+    };
+    if map.len() < SEGMENT_HEADER_BYTES {
+        return Err(bad(0, "file is shorter than a segment header"));
     }
-    Ok(u64::from_le_bytes(map[8..16].try_into().expect("8 bytes")))
+    let legacy = match &map[..8] {
+        m if m == MAGIC => false,
+        m if m == MAGIC_V1 => true,
+        m if m == [0u8; 8] => return Err(bad(0, "segment header is zeroed")),
+        _ => return Err(bad(0, "not a segment file (bad magic)")),
+    };
+    let base = u64::from_le_bytes(map[8..16].try_into().expect("8 bytes"));
+    if base == 0 || base > MAX_BASE {
+        return Err(bad(
+            8,
+            &format!("segment base sequence {base} is out of range"),
+        ));
+    }
+    let limit = if legacy {
+        map.len()
+    } else if map.len() >= SEGMENT_HEADER_BYTES + TRAILER_BYTES {
+        map.len() - TRAILER_BYTES
+    } else {
+        return Err(bad(0, "segment is too short for its trailer"));
+    };
+    Ok(Header {
+        base,
+        limit,
+        legacy,
+    })
+}
+
+/// True when a file's first bytes are those of a segment that was created but never reached
+/// the disk: shorter than a header, or a header of zeros.
+pub fn never_written(path: &Path) -> Result<bool, StoreError> {
+    use std::io::Read;
+    let mut head = [0u8; SEGMENT_HEADER_BYTES];
+    let mut file = File::open(path).map_err(io_err(path, "open segment"))?;
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(path, "read segment header")(e)),
+        }
+    }
+    Ok(head[..got].iter().all(|b| *b == 0))
 }
 
 pub fn file_name(base: u64) -> String {
@@ -131,6 +211,11 @@ impl Segment {
     /// full disk is reported here, before anything is acknowledged, and not as a fault later.
     pub fn create(dir: &Path, base: u64, size: usize) -> Result<Self, StoreError> {
         let path = dir.join(file_name(base));
+        assert!(
+            size >= SEGMENT_HEADER_BYTES + TRAILER_BYTES + RECORD_HEADER_BYTES,
+            "config validation keeps segments larger than a frame"
+        );
+        assert!((1..=MAX_BASE).contains(&base), "sequences start at 1");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -152,15 +237,20 @@ impl Segment {
                 }
             });
         }
-        // SAFETY: the file is ours, sized above, and only this shard maps or writes it.
+        // SAFETY: the file is ours, sized above, and only this shard maps or writes it. A
+        // truncation by someone else is caught by the guard registered below.
         let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(&path, "map segment"))?;
+        let guard = Guard::register(map.as_ptr(), map.len());
         map[..8].copy_from_slice(MAGIC);
         map[8..16].copy_from_slice(&base.to_le_bytes());
         Ok(Self {
             path,
             base,
             file,
+            guard,
+            limit: map.len() - TRAILER_BYTES,
             map,
+            sealed: false,
             end: SEGMENT_HEADER_BYTES,
             last_sequence: base - 1,
             first_timestamp_unix_nanos: 0,
@@ -179,12 +269,20 @@ impl Segment {
             .map_err(io_err(path, "open segment"))?;
         // SAFETY: as in `create`; recovery runs before the shard serves anything.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(path, "map segment"))?;
-        let base = header_base(path, &map)?;
+        let guard = Guard::register(map.as_ptr(), map.len());
+        let Header {
+            base,
+            limit,
+            legacy,
+        } = header(path, &map)?;
         Ok(Self {
             path: path.to_owned(),
             base,
             file,
+            guard,
             map,
+            limit,
+            sealed: legacy,
             end: SEGMENT_HEADER_BYTES,
             last_sequence: base - 1,
             first_timestamp_unix_nanos: 0,
@@ -212,14 +310,141 @@ impl Segment {
         self.file.try_clone()
     }
 
+    /// Where the record area ends.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A legacy segment (no trailer): read, never appended to.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// The offset of the first access that found no file behind the map (the file shrank
+    /// under the bus, or its page could not be read), if one did.
+    pub fn faulted(&self) -> Option<usize> {
+        self.guard.faulted()
+    }
+
+    /// The file's length now, against what the map expects: `Err` when it shrank.
+    pub fn check_length(file: &File, path: &Path, expected: usize) -> Result<(), StoreError> {
+        let len = file.metadata().map_err(io_err(path, "stat segment"))?.len();
+        if len < expected as u64 {
+            return Err(StoreError::Unreadable {
+                path: path.to_owned(),
+                offset: len as usize,
+                reason: format!("the file shrank to {len} bytes under the bus (it was {expected})"),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads what is at `pos`.
     pub fn slot(&self, pos: usize) -> Slot<'_> {
-        slot_in(&self.map[..], pos)
+        slot_in(&self.map[..self.limit], pos)
     }
 
     /// True when a record of `body_len` bytes fits.
     pub fn fits(&self, body_len: usize) -> bool {
-        self.end + RECORD_HEADER_BYTES + body_len <= self.map.len()
+        !self.sealed
+            && self
+                .end
+                .checked_add(RECORD_HEADER_BYTES)
+                .and_then(|n| n.checked_add(body_len))
+                .is_some_and(|n| n <= self.limit)
+    }
+
+    /// True when a record of `body_len` bytes fits in a fresh segment of `size` bytes.
+    pub fn fits_in_new(size: usize, body_len: usize) -> bool {
+        SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + TRAILER_BYTES + body_len <= size
+    }
+
+    /// Writes the durable position into the trailer (through the map: the next sync of this
+    /// file carries it). Legacy segments have no trailer.
+    pub fn write_durable(&mut self, cp: &Checkpoint) {
+        if self.sealed {
+            return;
+        }
+        let at = self.limit;
+        let encoded = cp.encode();
+        let map = &mut self.map[..];
+        map[at + 8..at + 8 + encoded.len()].copy_from_slice(&encoded);
+        map[at..at + 8].copy_from_slice(TRAILER_MAGIC);
+    }
+
+    /// The durable position in the trailer: `Ok(None)` when there is none yet (zeros, or a
+    /// legacy segment), `Err` when the trailer is damaged.
+    pub fn read_durable(&self) -> Result<Option<Checkpoint>, StoreError> {
+        if self.sealed {
+            return Ok(None);
+        }
+        let t = &self.map[self.limit..];
+        if t.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        let cp = (&t[..8] == TRAILER_MAGIC)
+            .then(|| Checkpoint::decode(&t[8..8 + super::checkpoint::LEN]))
+            .flatten();
+        match cp {
+            Some(cp) => Ok(Some(cp)),
+            None => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                offset: self.limit,
+                reason: "the durable-position trailer is damaged".into(),
+            }),
+        }
+    }
+
+    /// The first position after `from` that holds a valid record with a sequence above
+    /// `after`: a bad record with valid ones behind it is not a torn tail. Only ranges the
+    /// file has data in are looked at (SEEK_DATA), so a preallocated tail costs nothing.
+    pub fn valid_record_after(&self, from: usize, after: u64) -> Option<usize> {
+        let area = &self.map[..self.limit];
+        let mut pos = from + 1;
+        while pos + RECORD_HEADER_BYTES <= area.len() {
+            let (start, stop) = self.data_range(pos, area.len())?;
+            pos = start;
+            while pos < stop && pos + RECORD_HEADER_BYTES <= area.len() {
+                let seq = u64::from_le_bytes(area[pos + 8..pos + 16].try_into().expect("8"));
+                if seq > after && seq - after < (1 << 32) {
+                    if let Slot::Record(r) = slot_in(area, pos) {
+                        if r.sequence == seq {
+                            return Some(pos);
+                        }
+                    }
+                }
+                pos += 1;
+            }
+            pos = stop.max(pos);
+        }
+        None
+    }
+
+    /// The next range from `pos` that the file has data in, as far as the file system says
+    /// (a file system without SEEK_DATA reports all of it).
+    fn data_range(&self, pos: usize, limit: usize) -> Option<(usize, usize)> {
+        if pos >= limit {
+            return None;
+        }
+        let fd = self.file.as_raw_fd();
+        // SAFETY: lseek on a descriptor we own; it only reports offsets.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        let start = match data {
+            d if d >= 0 => d as usize,
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => return None,
+            _ => pos,
+        };
+        if start >= limit {
+            return None;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, start as libc::off_t, libc::SEEK_HOLE) };
+        let stop = if hole < 0 {
+            limit
+        } else {
+            (hole as usize).min(limit)
+        };
+        Some((start, stop.max(start + 1)))
     }
 
     /// Copies a record into the map. The caller checked `fits` and that `sequence` follows.
@@ -263,12 +488,45 @@ impl Segment {
 
     /// Zeroes everything from `pos` on, so the data ends there.
     pub fn truncate_at(&mut self, pos: usize) -> Result<(), StoreError> {
-        self.map[pos..].fill(0);
+        self.zero_from(pos);
         self.map
-            .flush_range(pos, self.map.len() - pos)
+            .flush_range(pos, self.limit - pos)
             .map_err(io_err(&self.path, "flush truncation"))?;
-        self.end = pos;
         Ok(())
+    }
+
+    /// Zeroes the record area from `pos` on and forgets what was there, without syncing:
+    /// records nobody was told about become unreachable to this process and to a restart.
+    /// Only ranges the file has data in are written, so a preallocated tail stays sparse.
+    pub fn zero_from(&mut self, pos: usize) {
+        let pos = pos.clamp(SEGMENT_HEADER_BYTES, self.limit);
+        let mut at = pos;
+        while let Some((start, stop)) = self.data_range(at, self.limit) {
+            let start = start.max(at);
+            self.map[start..stop].fill(0);
+            at = stop;
+        }
+        self.end = pos;
+        self.index.retain(|e| e.position < pos);
+        self.indexed_until = self
+            .index
+            .last()
+            .map_or(0, |e| e.position + INDEX_EVERY_BYTES);
+    }
+
+    /// Zeroes the whole segment, header included: recovery takes it for a segment that never
+    /// reached the disk (it lies past the durable position) and removes it.
+    pub fn erase(&mut self) {
+        self.zero_from(SEGMENT_HEADER_BYTES);
+        self.map[..SEGMENT_HEADER_BYTES].fill(0);
+        self.last_sequence = self.base - 1;
+    }
+
+    /// Forgets every record from `pos` on (which holds `sequence`'s successor): zeroed in the
+    /// map, the in-memory end and last sequence moved back.
+    pub fn discard_from(&mut self, pos: usize, last_sequence: u64) {
+        self.zero_from(pos);
+        self.last_sequence = last_sequence.max(self.base - 1);
     }
 
     /// The position of the first record with `sequence >= seq` (or the end).

@@ -510,3 +510,39 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     // Chunked bodies are not expected: tiny_http sends a length for string bodies.
     Ok((code, body.to_owned()))
 }
+
+/// Runs the `arqonbus` binary (`serve`, two shards) with `config` on `addr` and waits until it
+/// listens; its stderr is drained so it never blocks. For tests that kill the process.
+pub fn spawn_serve(config: &std::path::Path, addr: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_arqonbus"))
+        .args(["serve", "--shards", "2", "--listen", addr])
+        // The default admin port is fixed; other tests run side by side.
+        .args(["--admin-listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    child
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
