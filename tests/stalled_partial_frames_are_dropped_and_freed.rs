@@ -126,17 +126,25 @@ fn idle_sessions_are_pinged_then_closed_unless_they_answer() {
     assert!(silent.is_closed());
 
     // The one that answered is still served, and pinged again when idle again.
+    // On a loaded machine the next keepalive Ping may already be on its way: the Pong comes
+    // after at most that one.
     answering.send_kind(7, client_frame::Kind::Ping(Default::default()));
-    let pong = answering.recv().unwrap();
-    assert!(
-        matches!(pong.kind, Some(server_frame::Kind::Pong(_))),
-        "{pong:?}"
-    );
-    let again = answering.recv().unwrap();
-    assert!(
-        matches!(again.kind, Some(server_frame::Kind::Ping(_))),
-        "{again:?}"
-    );
+    let mut pinged = false;
+    loop {
+        let frame = answering.recv().unwrap();
+        match frame.kind {
+            Some(server_frame::Kind::Pong(_)) => break,
+            Some(server_frame::Kind::Ping(_)) if !pinged => pinged = true,
+            _ => panic!("expected Pong, got {frame:?}"),
+        }
+    }
+    if !pinged {
+        let again = answering.recv().unwrap();
+        assert!(
+            matches!(again.kind, Some(server_frame::Kind::Ping(_))),
+            "{again:?}"
+        );
+    }
     let m = bus.metrics();
     assert!(m.keepalive_pings >= 3, "{}", m.keepalive_pings);
     assert_eq!(m.idle_disconnects, 1);
