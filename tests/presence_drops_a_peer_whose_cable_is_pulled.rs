@@ -58,7 +58,9 @@ impl Link {
         link.teardown();
         ip(&["netns", "add", &link.ns])?;
         let (ns, host, peer) = (&link.ns, &link.host, &link.peer);
-        ip(&["link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns])?;
+        ip(&[
+            "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns,
+        ])?;
         ip(&["addr", "add", &format!("{}/24", link.host_ip), "dev", host])?;
         ip(&["link", "set", host, "up"])?;
         let peer_cidr = format!("{}/24", link.peer_ip);
@@ -157,7 +159,10 @@ async fn presence_drops_a_peer_whose_cable_is_pulled() {
         if present.contains(&"far-rig".to_string()) {
             break;
         }
-        assert!(Instant::now() < deadline, "far-rig never present: {present:?}");
+        assert!(
+            Instant::now() < deadline,
+            "far-rig never present: {present:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
