@@ -467,7 +467,8 @@ pub struct TypesPhase {
     pub dropped_notices: u64,
     /// Measured publishes the bus refused (Error frames on the publisher).
     pub refused: u64,
-    pub first_refusal: Option<String>,
+    /// The last refusal's error, when there was one.
+    pub last_refusal: Option<String>,
     pub subscriber_error: Option<String>,
     /// From the first receipt to the last.
     pub delivery_secs: f64,

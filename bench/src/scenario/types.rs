@@ -180,6 +180,7 @@ pub async fn run(
             });
         }
     }
+    sources.sort_unstable();
     sources.dedup();
     m.server_cpu_source = sources.join(" and ");
     if sources.len() > 1 {
@@ -193,7 +194,7 @@ pub async fn run(
         if !p.complete() {
             notes.push(format!(
                 "round {} {}: published {}, delivered {}, lost {} ({} announced as shed), \
-                 duplicates {}, from another phase or not a Reading {}, refused by the bus {}",
+                 duplicates {}, from another phase or not a Reading {}, refused by the bus {}{}{}",
                 p.round,
                 p.mode,
                 p.published,
@@ -202,7 +203,15 @@ pub async fn run(
                 p.dropped_notices,
                 p.duplicates,
                 p.unexpected + p.foreign,
-                p.refused
+                p.refused,
+                p.last_refusal
+                    .as_ref()
+                    .map(|e| format!(" (last: {e})"))
+                    .unwrap_or_default(),
+                p.subscriber_error
+                    .as_ref()
+                    .map(|e| format!("; the subscriber: {e}"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -327,7 +336,7 @@ async fn run_phase(
         foreign: seen.foreign,
         dropped_notices: seen.dropped_notices,
         refused,
-        first_refusal: (refused > 0)
+        last_refusal: (refused > 0)
             .then(|| last_refusal.map(|e| e.to_string()))
             .flatten(),
         subscriber_error: seen.server_error.or(seen.failure),
