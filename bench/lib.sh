@@ -66,6 +66,11 @@ arqonbus_has_params() {
   grep -aq 'sys.control.param.set' "$1"
 }
 
+# Whether the arqonbus binary $1 has SAM strict mode (manifests with a descriptor set).
+arqonbus_has_strict_types() {
+  grep -aq 'manifest.descriptor_set' "$1"
+}
+
 # new_work NAME: sets WORK to a fresh temporary directory; on exit, however it comes, the
 # servers started here are stopped and WORK is removed.
 new_work() {

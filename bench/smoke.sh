@@ -80,6 +80,11 @@ for t in "${TARGETS[@]}"; do
   else
     echo "skip  delta on $url (this arqonbus refuses the [[delta]] configuration)"
   fi
+  if [[ $url == nats://* ]] || arqonbus_has_strict_types "$ARQ_BIN"; then
+    check types "$url" "$pid" types --rounds 3 --duration 0.5 --rate 5000 --drain-timeout 3
+  else
+    echo "skip  types on $url (this arqonbus has no SAM strict mode)"
+  fi
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "FAIL  the server behind $url died"
     FAILED=$((FAILED + 1))

@@ -5,9 +5,12 @@
 //! - `driver`   — a lean ArqonBus protocol driver and the async-nats adapter, behind one
 //!   publisher/subscriber interface.
 //! - `payload`  — the header every benchmark pulse carries (publisher, sequence, timestamps).
+//! - `reading`  — `arqon.bench.Reading`, the typed payload of `types` (shared with the
+//!   criterion benchmark of strict mode).
 //! - `schedule` — the open-loop send schedule (latency from the intended send time).
 //! - `stats`    — HdrHistogram latencies and loss accounting.
-//! - `scenario` — throughput, fanout, latency, conns, durable.
+//! - `scenario` — throughput, fanout, latency, conns, durable, spectral, filters, params, delta,
+//!   types.
 //! - `report`, `plot`, `summary` — JSON, Markdown and SVG output, and the comparison.
 //! - `sys`      — RLIMIT_NOFILE, /proc RSS, timer slack.
 
@@ -15,6 +18,7 @@ mod delta;
 mod driver;
 mod payload;
 mod plot;
+mod reading;
 mod report;
 mod scenario;
 mod schedule;
@@ -81,6 +85,10 @@ enum Command {
     /// A 1 KB state changing 1 % per step on a delta-only topic and on a plain one: wire bytes
     /// per subscriber, the ratio, and every subscriber's rebuilt state checked (SHA-256).
     Delta(DeltaArgs),
+    /// The same 1 KB pulses from a plain session, a relaxed operator (type URLs checked) and a
+    /// strict one (payloads decoded against its descriptor set), alternating over rounds:
+    /// deliveries/s, server CPU ns per pulse, and the cost of each check over plain.
+    Types(TypesArgs),
     /// Compare the runs in a results directory: writes summary.md and summary plots.
     Summarize(SummarizeArgs),
 }
@@ -352,6 +360,28 @@ struct DeltaArgs {
 }
 
 #[derive(Args)]
+struct TypesArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Pulses per second of each phase (open loop); 0 (the default) publishes as fast as the
+    /// bus takes them, which is where per-pulse CPU shows the check rather than the wake-ups a
+    /// slow rate costs the server per pulse.
+    #[arg(long, short = 'r', default_value_t = 0)]
+    rate: u64,
+    /// Size of the encoded `arqon.bench.Reading` (its packed samples fill it to within 7 bytes).
+    #[arg(long, default_value_t = 1024)]
+    payload_bytes: usize,
+    /// Seconds each phase (one mode in one round) publishes for.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Rounds of plain, relaxed and strict (each round rotates the order).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    #[arg(long, default_value_t = 5.0)]
+    drain_timeout: f64,
+}
+
+#[derive(Args)]
 struct SummarizeArgs {
     /// A directory of run results (JSON).
     dir: PathBuf,
@@ -611,6 +641,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Filters(a) => run_filters(a).await,
         Command::Params(a) => run_params(a).await,
         Command::Delta(a) => run_delta(a).await,
+        Command::Types(a) => run_types(a).await,
         Command::Summarize(_) => unreachable!("handled before the runtime starts"),
     }
 }
@@ -915,6 +946,77 @@ async fn run_delta(a: DeltaArgs) -> Result<ExitCode> {
                         Status::Failed
                     },
                     metrics: Some(Metrics::Delta(m)),
+                });
+            (r, notes)
+        },
+    )
+    .await
+}
+
+async fn run_types(a: TypesArgs) -> Result<ExitCode> {
+    if a.rate > 1_000_000 {
+        bail!("--rate must be at most 1,000,000 pulses per second (0: flat out)");
+    }
+    if a.payload_bytes > 1 << 20 {
+        bail!("--payload-bytes must be at most 1 MiB");
+    }
+    if a.rounds == 0 || a.rounds > 100 {
+        bail!("--rounds must be between 1 and 100");
+    }
+    // Fails early on a payload too small to hold a Reading.
+    scenario::types::template(a.payload_bytes).map_err(anyhow::Error::msg)?;
+    let spec = scenario::types::TypesSpec {
+        rate_per_s: a.rate,
+        payload_bytes: a.payload_bytes,
+        duration: secs("--duration", a.duration)?,
+        rounds: a.rounds,
+        drain_timeout: secs("--drain-timeout", a.drain_timeout)?,
+        server_pid: a.target.server_pid,
+        progress: !a.target.no_progress,
+    };
+    let label = if a.rate == 0 {
+        "types-flat".to_string()
+    } else {
+        format!("types-{}", a.rate)
+    };
+    let params = BTreeMap::from([
+        ("rate".to_string(), json!(a.rate)),
+        ("payload_bytes".to_string(), json!(a.payload_bytes)),
+        ("duration_s".to_string(), json!(a.duration)),
+        ("rounds".to_string(), json!(a.rounds)),
+    ]);
+    execute(
+        "types",
+        label,
+        &a.target,
+        None,
+        params,
+        |t, names| async move {
+            let mut notes = Vec::new();
+            if t.kind == target::Kind::Nats {
+                notes.push(
+                    "unsupported: NATS has no payload types to enforce (a subject carries any \
+                     bytes); the peer of a typed session is the same pulses from a plain one, in \
+                     the same run"
+                        .to_string(),
+                );
+                return (
+                    Ok(Ran {
+                        status: Status::Unsupported,
+                        metrics: None,
+                    }),
+                    notes,
+                );
+            }
+            let r = scenario::types::run(&t, &names.realities[0], &spec, &mut notes)
+                .await
+                .map(|m| Ran {
+                    status: if m.complete() {
+                        Status::Ok
+                    } else {
+                        Status::Failed
+                    },
+                    metrics: Some(Metrics::Types(m)),
                 });
             (r, notes)
         },

@@ -52,6 +52,7 @@ pub enum Metrics {
     Filters(FiltersMetrics),
     Params(ParamsMetrics),
     Delta(DeltaMetrics),
+    Types(TypesMetrics),
 }
 
 /// Throughput and fan-out.
@@ -384,6 +385,146 @@ impl DeltaMetrics {
     }
 }
 
+/// A figure over rounds: its median, range and every value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub values: Vec<f64>,
+}
+
+impl Spread {
+    /// `None` for no values. The median of an even count is the mean of the middle two.
+    pub fn of(values: Vec<f64>) -> Option<Spread> {
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Some(Spread {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+            values,
+        })
+    }
+}
+
+/// `types`: what SAM type enforcement costs per pulse: the same payloads from a plain session,
+/// a relaxed operator and a strict one, alternating over rounds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TypesMetrics {
+    /// Pulses per second of each phase; 0 = as fast as the bus takes them.
+    pub rate_per_s: u64,
+    /// Of the encoded message every pulse carries.
+    pub payload_bytes: usize,
+    pub message_type: String,
+    pub samples_per_payload: usize,
+    /// Of the strict manifest's descriptor set.
+    pub descriptor_set_bytes: usize,
+    pub rounds: u32,
+    pub phase_secs: f64,
+    /// The server's cores over one idle second before the phases.
+    pub server_idle_cores: Option<f64>,
+    /// Where the server's CPU time was read: `schedstat` (its threads, in ns) or `ticks`
+    /// (/proc/PID/stat, 10 ms).
+    pub server_cpu_source: String,
+    /// In the order they ran.
+    pub phases: Vec<TypesPhase>,
+    /// Per mode, over rounds.
+    pub modes: Vec<TypesModeSummary>,
+    /// Relaxed and strict: net server CPU ns per pulse minus plain's in the same round.
+    pub costs: Vec<TypesCost>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TypesPhase {
+    pub round: u32,
+    /// 1, 2 or 3: where in its round the phase ran.
+    pub position: u32,
+    /// `plain`, `relaxed` or `strict`.
+    pub mode: String,
+    /// How the bus answered the three probes (wrong type URL, undeclared field, valid).
+    pub probes: String,
+    pub published: u64,
+    pub publish_secs: f64,
+    pub publish_msgs_per_s: f64,
+    /// How far behind its open-loop schedule the sender got at worst.
+    pub max_sender_lag_us: f64,
+    /// Distinct pulses of this phase received.
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    /// Received pulses of another phase.
+    pub unexpected: u64,
+    /// Received payloads that are not a harness Reading.
+    pub foreign: u64,
+    /// Pulses the server said it shed (they count as lost too).
+    pub dropped_notices: u64,
+    /// Measured publishes the bus refused (Error frames on the publisher).
+    pub refused: u64,
+    /// The last refusal's error, when there was one.
+    pub last_refusal: Option<String>,
+    pub subscriber_error: Option<String>,
+    /// From the first receipt to the last.
+    pub delivery_secs: f64,
+    pub deliveries_per_s: f64,
+    pub server_cores: Option<f64>,
+    pub harness_cores: Option<f64>,
+    pub other_cores: Option<f64>,
+    /// Server CPU from just before the first publish to the end of the drain, per published
+    /// pulse.
+    pub server_cpu_ns_per_pulse: Option<f64>,
+    /// The same net of the server's idle CPU over the window.
+    pub server_net_cpu_ns_per_pulse: Option<f64>,
+}
+
+impl TypesPhase {
+    /// Every pulse arrived exactly once, none refused, nothing else arrived.
+    pub fn complete(&self) -> bool {
+        self.published > 0
+            && self.delivered == self.published
+            && self.lost + self.duplicates + self.unexpected + self.foreign + self.refused == 0
+            && self.subscriber_error.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TypesModeSummary {
+    pub mode: String,
+    pub deliveries_per_s: Option<Spread>,
+    pub server_cpu_ns_per_pulse: Option<Spread>,
+    pub server_net_cpu_ns_per_pulse: Option<Spread>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TypesCost {
+    pub mode: String,
+    /// Per round: this mode's net server CPU ns per pulse minus plain's.
+    pub ns_per_pulse_over_plain: Spread,
+}
+
+impl TypesMetrics {
+    pub fn complete(&self) -> bool {
+        !self.phases.is_empty() && self.phases.iter().all(TypesPhase::complete)
+    }
+
+    fn mode(&self, name: &str) -> Option<&TypesModeSummary> {
+        self.modes.iter().find(|m| m.mode == name)
+    }
+
+    fn cost(&self, name: &str) -> Option<&Spread> {
+        self.costs
+            .iter()
+            .find(|c| c.mode == name)
+            .map(|c| &c.ns_per_pulse_over_plain)
+    }
+}
+
 /// Whether a larger number is the better one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {
@@ -525,6 +666,42 @@ impl Metrics {
                     };
                     v.push(h(ratio, x.wire_ratio, Lower));
                     v.push(h(bytes, x.delta_wire_bytes_per_sub, Lower));
+                }
+                v
+            }
+            Metrics::Types(m) => {
+                let mut v = Vec::new();
+                for (mode, rate, cpu) in [
+                    (
+                        "plain",
+                        "plain deliveries/s",
+                        "plain server CPU ns/pulse (net of idle)",
+                    ),
+                    (
+                        "relaxed",
+                        "relaxed deliveries/s",
+                        "relaxed server CPU ns/pulse (net of idle)",
+                    ),
+                    (
+                        "strict",
+                        "strict deliveries/s",
+                        "strict server CPU ns/pulse (net of idle)",
+                    ),
+                ] {
+                    if let Some(s) = m.mode(mode) {
+                        if let Some(d) = &s.deliveries_per_s {
+                            v.push(h(rate, d.median, Higher));
+                        }
+                        if let Some(c) = &s.server_net_cpu_ns_per_pulse {
+                            v.push(h(cpu, c.median, Lower));
+                        }
+                    }
+                }
+                if let Some(c) = m.cost("relaxed") {
+                    v.push(h("relaxed − plain server CPU ns/pulse", c.median, Lower));
+                }
+                if let Some(c) = m.cost("strict") {
+                    v.push(h("strict − plain server CPU ns/pulse", c.median, Lower));
                 }
                 v
             }
@@ -712,6 +889,7 @@ impl RunResult {
             Some(Metrics::Filters(m)) => filters_markdown(&mut md, m),
             Some(Metrics::Params(m)) => params_markdown(&mut md, m),
             Some(Metrics::Delta(m)) => delta_markdown(&mut md, m),
+            Some(Metrics::Types(m)) => types_markdown(&mut md, m),
             Some(Metrics::Durable(m)) => {
                 let _ = writeln!(md, "| metric | value |\n| --- | ---: |");
                 for (k, v) in [
@@ -965,6 +1143,120 @@ fn params_markdown(md: &mut String, m: &ParamsMetrics) {
         opt(m.set_to_median_max_ms),
         opt(m.ack_p50_us),
         if m.failures == 0 { "yes" } else { "NO (see the notes)" }
+    );
+}
+
+fn types_markdown(md: &mut String, m: &TypesMetrics) {
+    let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "n/a".into());
+    let spread = |s: &Option<Spread>| match s {
+        Some(s) => format!(
+            "{} ({} – {})",
+            fmt_num(s.median),
+            fmt_num(s.min),
+            fmt_num(s.max)
+        ),
+        None => "n/a".into(),
+    };
+    let _ =
+        writeln!(
+        md,
+        "One publisher → one subscriber, `{}` payloads of {} bytes ({} packed doubles, a string, \
+         nested and repeated messages), {} per phase, {} rounds of plain / relaxed / strict \
+         (rotated each round); strict descriptor set {} bytes. Server CPU from {}.\n",
+        m.message_type,
+        fmt_num(m.payload_bytes as f64),
+        m.samples_per_payload,
+        if m.rate_per_s == 0 {
+            format!("flat out for {} s", fmt_num(m.phase_secs))
+        } else {
+            format!("{}/s for {} s", fmt_num(m.rate_per_s as f64), fmt_num(m.phase_secs))
+        },
+        m.rounds,
+        fmt_num(m.descriptor_set_bytes as f64),
+        if m.server_cpu_source.is_empty() {
+            "nowhere (no --server-pid)"
+        } else {
+            &m.server_cpu_source
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| round | mode | published | delivered | lost (shed) | refused | publish/s | deliveries/s | server cores | harness cores | other cores | server ns/pulse | net of idle | probes |"
+    );
+    let _ = writeln!(
+        md,
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for p in &m.phases {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.round,
+            p.mode,
+            fmt_num(p.published as f64),
+            fmt_num(p.delivered as f64),
+            p.lost,
+            p.dropped_notices,
+            p.refused,
+            fmt_num(p.publish_msgs_per_s),
+            fmt_num(p.deliveries_per_s),
+            opt(p.server_cores),
+            opt(p.harness_cores),
+            opt(p.other_cores),
+            opt(p.server_cpu_ns_per_pulse),
+            opt(p.server_net_cpu_ns_per_pulse),
+            p.probes
+        );
+    }
+    md.push('\n');
+    let _ = writeln!(
+        md,
+        "| mode | deliveries/s, median (range) | server ns/pulse | net of idle |"
+    );
+    let _ = writeln!(md, "| --- | ---: | ---: | ---: |");
+    for s in &m.modes {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            s.mode,
+            spread(&s.deliveries_per_s),
+            spread(&s.server_cpu_ns_per_pulse),
+            spread(&s.server_net_cpu_ns_per_pulse)
+        );
+    }
+    md.push('\n');
+    if let Some(idle) = m.server_idle_cores {
+        let _ = writeln!(
+            md,
+            "Server idle (one second before the phases): {idle:.3} cores.\n"
+        );
+    }
+    for c in &m.costs {
+        let s = &c.ns_per_pulse_over_plain;
+        let _ = writeln!(
+            md,
+            "Cost of {} over plain: {} ns of server CPU per pulse, median over {} rounds (range \
+             {} to {}; per round {}).\n",
+            c.mode,
+            fmt_num(s.median),
+            s.values.len(),
+            fmt_num(s.min),
+            fmt_num(s.max),
+            s.values
+                .iter()
+                .map(|v| fmt_num(*v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "Every pulse delivered exactly once, none refused: {}.\n",
+        if m.complete() {
+            "yes, in every phase"
+        } else {
+            "NO (see the notes)"
+        }
     );
 }
 

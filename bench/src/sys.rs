@@ -161,6 +161,63 @@ fn process_ticks(who: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Nanoseconds each live thread of a process has run, from /proc/PID/task/*/schedstat (its
+/// first field, the scheduler's own run-time sum): exact, where /proc/PID/stat counts 10 ms
+/// ticks. A thread that exits between two readings takes its time with it, so
+/// [`ThreadCpu::ns_until`] says when that happened and the caller falls back to ticks.
+#[derive(Debug, Clone)]
+pub struct ThreadCpu {
+    ns_by_thread: std::collections::BTreeMap<u32, u64>,
+}
+
+impl ThreadCpu {
+    pub fn take(pid: u32) -> Option<ThreadCpu> {
+        let mut ns_by_thread = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let Ok(entry) = entry else { continue };
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread that exits while the directory is read has no schedstat left to read.
+            let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+                continue;
+            };
+            if let Some(ns) = parse_schedstat_ns(&text) {
+                ns_by_thread.insert(tid, ns);
+            }
+        }
+        (!ns_by_thread.is_empty()).then_some(ThreadCpu { ns_by_thread })
+    }
+
+    /// CPU nanoseconds the process used between `self` (earlier) and `later`; `None` when a
+    /// thread of the earlier reading is gone (its last stretch of run time is unknown).
+    pub fn ns_until(&self, later: &ThreadCpu) -> Option<u64> {
+        let mut total = 0u64;
+        for (tid, &before) in &self.ns_by_thread {
+            total += later.ns_by_thread.get(tid)?.saturating_sub(before);
+        }
+        // Threads born in between ran only inside the window.
+        total += later
+            .ns_by_thread
+            .iter()
+            .filter(|(tid, _)| !self.ns_by_thread.contains_key(tid))
+            .map(|(_, &ns)| ns)
+            .sum::<u64>();
+        Some(total)
+    }
+}
+
+fn parse_schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// utime + stime of process `pid` in nanoseconds (10 ms resolution).
+pub fn process_cpu_ns_from_ticks(pid: u32) -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(process_ticks(&pid.to_string())? * 1_000_000_000 / ticks_per_s)
+}
+
 /// Asks the kernel to wake this thread's sleeps within `ns` of the deadline instead of the
 /// default 50 µs slack, so the open-loop sender can keep a sub-millisecond schedule.
 pub fn set_thread_timer_slack_ns(ns: u64) {
@@ -196,6 +253,40 @@ mod tests {
         // Loose bounds: on a busy machine this thread gets less than a whole core.
         assert!(u.harness > 0.1 && u.harness < 1.5, "{u:?}");
         assert!((u.server.unwrap() - u.harness).abs() < 0.2, "{u:?}");
+    }
+
+    #[test]
+    fn thread_cpu_sums_threads_and_notices_one_that_exited() {
+        assert_eq!(
+            parse_schedstat_ns("233749164 162168725 78\n"),
+            Some(233_749_164)
+        );
+        let cpu = |pairs: &[(u32, u64)]| ThreadCpu {
+            ns_by_thread: pairs.iter().copied().collect(),
+        };
+        let a = cpu(&[(1, 100), (2, 50)]);
+        // Thread 3 was born in between: all its time is inside the window.
+        assert_eq!(a.ns_until(&cpu(&[(1, 300), (2, 60), (3, 5)])), Some(215));
+        assert_eq!(a.ns_until(&cpu(&[(1, 400)])), None);
+    }
+
+    #[test]
+    fn thread_cpu_counts_this_thread_in_nanoseconds() {
+        // Only this thread: the test harness's other threads come and go.
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let pid = std::process::id();
+        let a = ThreadCpu::take(pid).unwrap().ns_by_thread[&tid];
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(200) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let b = ThreadCpu::take(pid).unwrap().ns_by_thread[&tid];
+        assert!(x > 0);
+        // Loose bounds: on a busy machine this thread gets less than a whole core.
+        assert!(b - a > 20_000_000 && b - a < 1_000_000_000, "{}", b - a);
+        assert!(process_cpu_ns_from_ticks(pid).unwrap() > 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use arqonbus_proto::frame::{put_frame, take_frame};
 use arqonbus_proto::v1::{
     client_frame, history_get, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello,
-    HistoryGet, Publish, ServerFrame, Subscribe, Welcome,
+    HistoryGet, OperatorManifest, Publish, ServerFrame, Subscribe, Welcome,
 };
 use arqonbus_proto::PROTOCOL_VERSION;
 use bytes::{Bytes, BytesMut};
@@ -78,6 +78,18 @@ pub async fn connect_with_token(
     handshake_with_token(stream, client_name, token).await
 }
 
+/// [`connect`] as an operator: the Hello carries `manifest` (SAM), which the bus validates and
+/// then holds every publish of the session to.
+pub async fn connect_with_manifest(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    client_name: &str,
+    manifest: OperatorManifest,
+) -> Result<Session> {
+    let stream = tcp_connect(addr, source).await?;
+    handshake_with(stream, client_name, "", Some(manifest)).await
+}
+
 /// A TCP connection to `addr`, bound to `source` (any port) before connecting when given.
 pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
     let socket = if addr.is_ipv4() {
@@ -109,6 +121,16 @@ pub async fn handshake_with_token(
     client_name: &str,
     token: &str,
 ) -> Result<Session> {
+    handshake_with(stream, client_name, token, None).await
+}
+
+/// Sends Hello with `token` and an optional operator manifest, and waits for Welcome.
+async fn handshake_with(
+    stream: TcpStream,
+    client_name: &str,
+    token: &str,
+    manifest: Option<OperatorManifest>,
+) -> Result<Session> {
     let (rd, wr) = stream.into_split();
     let mut s = Session {
         rd,
@@ -124,7 +146,7 @@ pub async fn handshake_with_token(
             protocol_version: PROTOCOL_VERSION,
             client_name: client_name.to_string(),
             token: token.to_string(),
-            manifest: None,
+            manifest,
         })),
     })
     .await?;

@@ -9,6 +9,7 @@ pub mod flow;
 pub mod latency;
 pub mod params;
 pub mod spectral;
+pub mod types;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
