@@ -250,8 +250,13 @@ mod tests {
         }
         let u = a.until(&CpuSnapshot::take(pid).unwrap());
         assert!(x > 0);
-        // Loose bounds: on a busy machine this thread gets less than a whole core.
-        assert!(u.harness > 0.1 && u.harness < 1.5, "{u:?}");
+        // Loose bounds: on a busy machine this thread gets less than a whole core, and the
+        // other tests of this binary run beside it in the same process (one spins too), so the
+        // process may use every core but never more.
+        assert!(
+            u.harness > 0.1 && u.harness <= u.machine_cores + 0.05,
+            "{u:?}"
+        );
         assert!((u.server.unwrap() - u.harness).abs() < 0.2, "{u:?}");
     }
 
