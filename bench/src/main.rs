@@ -426,6 +426,22 @@ struct Ran {
     metrics: Option<Metrics>,
 }
 
+impl Ran {
+    /// A scenario the peer cannot run (the reason is in the notes).
+    const UNSUPPORTED: Ran = Ran {
+        status: Status::Unsupported,
+        metrics: None,
+    };
+
+    /// A finished run: Ok when its own check `passed`, else Failed.
+    fn checked(passed: bool, metrics: Metrics) -> Ran {
+        Ran {
+            status: if passed { Status::Ok } else { Status::Failed },
+            metrics: Some(metrics),
+        }
+    }
+}
+
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Throughput(a) => {
@@ -781,24 +797,11 @@ async fn run_filters(a: FiltersArgs) -> Result<ExitCode> {
                      subjects); the peer of a filtered run is the same run unfiltered"
                         .to_string(),
                 );
-                return (
-                    Ok(Ran {
-                        status: Status::Unsupported,
-                        metrics: None,
-                    }),
-                    notes,
-                );
+                return (Ok(Ran::UNSUPPORTED), notes);
             }
             let r = scenario::filters::run(&t, &names.realities[0], &spec, &mut notes)
                 .await
-                .map(|m| Ran {
-                    status: if m.exact() {
-                        Status::Ok
-                    } else {
-                        Status::Failed
-                    },
-                    metrics: Some(Metrics::Filters(m)),
-                });
+                .map(|m| Ran::checked(m.exact(), Metrics::Filters(m)));
             (r, notes)
         },
     )
@@ -856,23 +859,15 @@ async fn run_params(a: ParamsArgs) -> Result<ExitCode> {
                      to C connections is what `fanout` measures"
                         .to_string(),
                 );
-                return (
-                    Ok(Ran {
-                        status: Status::Unsupported,
-                        metrics: None,
-                    }),
-                    notes,
-                );
+                return (Ok(Ran::UNSUPPORTED), notes);
             }
             let r = scenario::params::run(&t, &names.realities[0], &spec, &mut notes)
                 .await
-                .map(|m| Ran {
-                    status: if m.failures == 0 && m.sessions_failed == 0 {
-                        Status::Ok
-                    } else {
-                        Status::Failed
-                    },
-                    metrics: Some(Metrics::Params(m)),
+                .map(|m| {
+                    Ran::checked(
+                        m.failures == 0 && m.sessions_failed == 0,
+                        Metrics::Params(m),
+                    )
                 });
             (r, notes)
         },
@@ -929,24 +924,11 @@ async fn run_delta(a: DeltaArgs) -> Result<ExitCode> {
                      the same run"
                         .to_string(),
                 );
-                return (
-                    Ok(Ran {
-                        status: Status::Unsupported,
-                        metrics: None,
-                    }),
-                    notes,
-                );
+                return (Ok(Ran::UNSUPPORTED), notes);
             }
             let r = scenario::delta::run(&t, &names.realities[0], &spec, &mut notes)
                 .await
-                .map(|m| Ran {
-                    status: if m.all_match() {
-                        Status::Ok
-                    } else {
-                        Status::Failed
-                    },
-                    metrics: Some(Metrics::Delta(m)),
-                });
+                .map(|m| Ran::checked(m.all_match(), Metrics::Delta(m)));
             (r, notes)
         },
     )
@@ -1000,24 +982,11 @@ async fn run_types(a: TypesArgs) -> Result<ExitCode> {
                      the same run"
                         .to_string(),
                 );
-                return (
-                    Ok(Ran {
-                        status: Status::Unsupported,
-                        metrics: None,
-                    }),
-                    notes,
-                );
+                return (Ok(Ran::UNSUPPORTED), notes);
             }
             let r = scenario::types::run(&t, &names.realities[0], &spec, &mut notes)
                 .await
-                .map(|m| Ran {
-                    status: if m.complete() {
-                        Status::Ok
-                    } else {
-                        Status::Failed
-                    },
-                    metrics: Some(Metrics::Types(m)),
-                });
+                .map(|m| Ran::checked(m.complete(), Metrics::Types(m)));
             (r, notes)
         },
     )

@@ -955,9 +955,15 @@ async fn write_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut wr: impl FrameSink) 
             }
         }
         // An operator serving a circuit's stage: each pulse written is a hop of an edge.
-        let hop_of = conn
-            .manifest()
-            .filter(|m| m.has_inputs() && shard.shield.circuits.any());
+        // The circuits first: with none installed that is one atomic load, and the session
+        // is not borrowed at all.
+        let hop_of = shard
+            .shield
+            .circuits
+            .any()
+            .then(|| conn.manifest())
+            .flatten()
+            .filter(|m| m.has_inputs());
         let latency = &shard.counters.deliver_latency;
         conn.out.borrow_mut().drain_into(
             &mut batch,
