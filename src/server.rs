@@ -11,7 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::admin::{AdminError, AdminServer};
 use crate::audit::{self, AuditError, AuditLog};
 use crate::config::{Config, ConfigError};
-use crate::health::Status;
+use crate::health::{FailureGuard, ShardFailures, Status};
 use crate::metrics::{ShardCounters, Snapshot};
 use crate::operator::{OperatorError, OperatorHost, OperatorSpec};
 use crate::policy::{PolicyError, PolicyHost, PolicySpec};
@@ -148,6 +148,7 @@ pub struct Server {
     shards: Vec<glommio::ExecutorJoinHandle<()>>,
     reloader: Option<std::thread::JoinHandle<()>>,
     status: Arc<Status>,
+    failures: Arc<ShardFailures>,
     /// Stopped (dropped) after the shards, so /metrics and /readyz answer while they drain.
     admin: Option<AdminServer>,
     policy_host: Arc<PolicyHost>,
@@ -292,6 +293,7 @@ impl Server {
         let counters: Vec<_> = (0..count)
             .map(|_| Arc::new(ShardCounters::default()))
             .collect();
+        let failures = ShardFailures::new(count);
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -314,6 +316,7 @@ impl Server {
                 policy_host: policy_host.clone(),
                 operator_host: operator_host.clone(),
                 audit: audit.clone(),
+                failures: failures.clone(),
                 ready: {
                     let (tx, rx) = std::sync::mpsc::channel();
                     ready.push(rx);
@@ -330,11 +333,17 @@ impl Server {
                 builder =
                     builder.spin_before_park(Duration::from_micros(config.io.spin_before_park_us));
             }
+            // Dropped while the shard's thread unwinds from a panic: marks the shard failed and
+            // stops the bus, whose other shards answer for its realities meanwhile.
+            let guard = FailureGuard::new(id, failures.clone(), stop.clone());
             let handle = builder
                 .name(&format!("shard-{id}"))
                 .io_memory(config.io.io_memory_bytes as usize)
                 .ring_depth(config.io.ring_depth as usize)
-                .spawn(move || shard::run(start))
+                .spawn(move || async move {
+                    let _guard = guard;
+                    shard::run(start).await
+                })
                 .map_err(|e| {
                     stop.store(true, Ordering::Release);
                     ServerError::ShardStart {
@@ -350,7 +359,7 @@ impl Server {
         status.set_reality_series(config.storage.metrics_max_realities as usize);
         status.set_operators(operator_host.registry.clone());
         status.set_shield(shield.clone());
-        status.attach(counters.clone(), stop.clone(), addr);
+        status.attach(counters.clone(), stop.clone(), addr, failures.clone());
         for (transport, addr) in &addrs {
             tracing::info!(%addr, ?transport, shards = count, "arqonbus listening");
         }
@@ -369,6 +378,7 @@ impl Server {
             shards,
             reloader,
             status,
+            failures,
             admin,
             policy_host,
             operator_host,
@@ -418,17 +428,24 @@ impl Server {
         self.status.clone()
     }
 
+    /// Fault seam for tests: makes `shard` panic, from a task of its own, on its next
+    /// heartbeat (within about 20 ms), as a bug in one of its handlers would.
+    #[doc(hidden)]
+    pub fn inject_shard_panic(&self, shard: usize) {
+        self.failures.inject_panic(shard);
+    }
+
     /// The flag that stops the server when raised (signal handlers raise it).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
 
-    /// CASIL: the engine and the registry of loaded policies.
     /// The hosted operators (tests and the admin listing).
     pub fn operator_host(&self) -> &Arc<OperatorHost> {
         &self.operator_host
     }
 
+    /// CASIL: the engine and the registry of loaded policies.
     pub fn policy_host(&self) -> &Arc<PolicyHost> {
         &self.policy_host
     }

@@ -226,6 +226,13 @@ fn healthz(status: &Status, liveness: &mut Liveness, body: &mut String) -> u16 {
     let now = Instant::now();
     liveness.observe(&status.heartbeats(), now);
     let phase = status.phase();
+    let failed = status.failed_shards();
+    if !failed.is_empty() {
+        body.push_str(&format!(
+            "unhealthy: shard(s) {failed:?} panicked; the bus is stopping\n"
+        ));
+        return 503;
+    }
     let stalled = liveness.stalled(now, STALL_AFTER);
     // Shards stop beating when they drain: only a ready server can be stuck.
     if phase == Phase::Ready && !stalled.is_empty() {
@@ -244,6 +251,14 @@ fn healthz(status: &Status, liveness: &mut Liveness, body: &mut String) -> u16 {
 
 /// Ready only between the end of start-up and the start of shutdown.
 fn readyz(status: &Status, body: &mut String) -> u16 {
+    let failed = status.failed_shards();
+    if !failed.is_empty() {
+        body.push_str(&format!(
+            "not ready: shard(s) {failed:?} panicked; the bus is stopping so the service \
+             manager restarts it\n"
+        ));
+        return 503;
+    }
     match status.phase() {
         Phase::Ready => {
             body.push_str("ready\n");

@@ -30,6 +30,100 @@ struct Attached {
     counters: Vec<Arc<ShardCounters>>,
     stop: Arc<AtomicBool>,
     listen: SocketAddr,
+    failures: Arc<ShardFailures>,
+}
+
+/// Which shards have failed (their executor panicked), shared by the shards' threads, the
+/// server and the admin listener.
+///
+/// A shard's thread marks itself failed while it unwinds (see [`FailureGuard`]) and raises the
+/// server's stop flag: the other shards drain and the process exits with an error, so the
+/// service manager restarts it. Until then `/readyz` and `/healthz` name the failed shard, and
+/// the other shards answer requests for its realities with an error instead of leaving them
+/// waiting.
+#[derive(Debug)]
+pub struct ShardFailures {
+    failed: Box<[AtomicBool]>,
+    /// Fault seam: shards asked to panic on their next heartbeat (tests only).
+    injected: Box<[AtomicBool]>,
+}
+
+impl ShardFailures {
+    pub fn new(shards: usize) -> Arc<Self> {
+        let flags = || (0..shards).map(|_| AtomicBool::new(false)).collect();
+        Arc::new(Self {
+            failed: flags(),
+            injected: flags(),
+        })
+    }
+
+    /// Has `shard` failed?
+    pub fn is_failed(&self, shard: usize) -> bool {
+        self.failed
+            .get(shard)
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    }
+
+    /// The shards that have failed, in order.
+    pub fn failed(&self) -> Vec<usize> {
+        (0..self.failed.len())
+            .filter(|&s| self.is_failed(s))
+            .collect()
+    }
+
+    fn mark(&self, shard: usize) {
+        if let Some(f) = self.failed.get(shard) {
+            f.store(true, Ordering::Release);
+        }
+    }
+
+    /// Asks `shard` to panic, from a task of its own, on its next heartbeat: how the tests make
+    /// the bug this type exists for.
+    pub fn inject_panic(&self, shard: usize) {
+        if let Some(f) = self.injected.get(shard) {
+            f.store(true, Ordering::Release);
+        }
+    }
+
+    /// Read (and cleared) by the shard's heartbeat.
+    pub fn take_injected(&self, shard: usize) -> bool {
+        self.injected
+            .get(shard)
+            .is_some_and(|f| f.swap(false, Ordering::AcqRel))
+    }
+}
+
+/// Held by a shard's thread for as long as its executor runs. Dropped while the thread unwinds
+/// from a panic, it marks the shard failed and raises the server's stop flag.
+pub struct FailureGuard {
+    shard: usize,
+    failures: Arc<ShardFailures>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FailureGuard {
+    pub fn new(shard: usize, failures: Arc<ShardFailures>, stop: Arc<AtomicBool>) -> Self {
+        Self {
+            shard,
+            failures,
+            stop,
+        }
+    }
+}
+
+impl Drop for FailureGuard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.failures.mark(self.shard);
+        self.stop.store(true, Ordering::Release);
+        tracing::error!(
+            shard = self.shard,
+            "shard panicked: its connections are gone and requests for its realities are \
+             refused; stopping the bus so the service manager restarts it"
+        );
+    }
 }
 
 /// The shared, thread-safe view of one server. Read by the admin listener and the systemd
@@ -112,6 +206,7 @@ impl Status {
         counters: Vec<Arc<ShardCounters>>,
         stop: Arc<AtomicBool>,
         listen: SocketAddr,
+        failures: Arc<ShardFailures>,
     ) {
         let fresh = self
             .attached
@@ -119,6 +214,7 @@ impl Status {
                 counters,
                 stop,
                 listen,
+                failures,
             })
             .is_ok();
         debug_assert!(fresh, "a Status serves one server");
@@ -134,6 +230,13 @@ impl Status {
 
     pub fn is_ready(&self) -> bool {
         self.phase() == Phase::Ready
+    }
+
+    /// The shards whose executor panicked (empty before start-up completes).
+    pub fn failed_shards(&self) -> Vec<usize> {
+        self.attached
+            .get()
+            .map_or_else(Vec::new, |a| a.failures.failed())
     }
 
     /// The client listener's address, once ready.
@@ -220,11 +323,41 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = vec![Arc::new(ShardCounters::default())];
         counters[0].heartbeat.add(5);
-        status.attach(counters, stop.clone(), "127.0.0.1:1".parse().unwrap());
+        let failures = ShardFailures::new(1);
+        status.attach(
+            counters,
+            stop.clone(),
+            "127.0.0.1:1".parse().unwrap(),
+            failures.clone(),
+        );
         assert_eq!(status.phase(), Phase::Ready);
+        assert!(status.failed_shards().is_empty());
         assert_eq!(status.heartbeats(), vec![5]);
         stop.store(true, Ordering::Release);
         assert_eq!(status.phase(), Phase::Stopping);
+    }
+
+    #[test]
+    fn a_panicking_thread_marks_its_shard_failed_and_raises_stop() {
+        let failures = ShardFailures::new(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        // A guard dropped normally (a shard that stopped) marks nothing.
+        drop(FailureGuard::new(0, failures.clone(), stop.clone()));
+        assert!(failures.failed().is_empty());
+        assert!(!stop.load(Ordering::Acquire));
+        let (f, s) = (failures.clone(), stop.clone());
+        let joined = std::thread::spawn(move || {
+            let _guard = FailureGuard::new(1, f, s);
+            panic!("a bug in a handler");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert_eq!(failures.failed(), vec![1]);
+        assert!(stop.load(Ordering::Acquire));
+        assert!(!failures.take_injected(1));
+        failures.inject_panic(1);
+        assert!(failures.take_injected(1));
+        assert!(!failures.take_injected(1), "read once");
     }
 
     #[test]

@@ -134,6 +134,8 @@ counters! {
     request_errors => "request_errors_total",
     /// Times a producer waited for room in a full outbox or ring (backpressure between shards).
     ring_full_waits => "ring_full_waits_total",
+    /// Requests refused (INTERNAL) because the shard that owns their reality has failed.
+    owner_failed_refusals => "owner_failed_refusals_total",
     /// Records of retained realities found intact by recovery at start.
     recovered_records => "recovered_records_total",
     /// Torn tails truncated by recovery at start.

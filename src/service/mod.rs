@@ -144,7 +144,12 @@ mod tests {
         let status = Status::new();
         let shards: Vec<_> = (0..2).map(|_| Arc::new(ShardCounters::default())).collect();
         let stop = Arc::new(AtomicBool::new(false));
-        status.attach(shards.clone(), stop.clone(), "127.0.0.1:1".parse().unwrap());
+        status.attach(
+            shards.clone(),
+            stop.clone(),
+            "127.0.0.1:1".parse().unwrap(),
+            crate::health::ShardFailures::new(2),
+        );
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut sup = Supervisor::new(&status, Some(Duration::from_secs(10)), t0);
@@ -175,7 +180,12 @@ mod tests {
         let status = Status::new();
         let stop = Arc::new(AtomicBool::new(false));
         let shards = vec![Arc::new(ShardCounters::default())];
-        status.attach(shards, stop.clone(), "127.0.0.1:1".parse().unwrap());
+        status.attach(
+            shards,
+            stop.clone(),
+            "127.0.0.1:1".parse().unwrap(),
+            crate::health::ShardFailures::new(1),
+        );
         let t0 = Instant::now();
         let mut sup = Supervisor::new(&status, None, t0);
         assert_eq!(

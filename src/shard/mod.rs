@@ -191,6 +191,8 @@ pub struct ShardStart {
     /// Hosted operators, shared by every shard: the registry of compiled operators.
     pub operator_host: Arc<OperatorHost>,
     pub audit: AuditLog,
+    /// Which shards have failed: requests for a failed shard's realities are refused here.
+    pub failures: Arc<crate::health::ShardFailures>,
 }
 
 /// The state of one shard, shared by its tasks (single-threaded: `Rc` and `RefCell`).
@@ -240,6 +242,7 @@ pub struct Shard {
     pub audit: AuditLog,
     /// Refused control pulses of non-controllers, gathered into few audit records.
     control_refusals: RefCell<crate::audit::coalesce::Coalescer>,
+    failures: Arc<crate::health::ShardFailures>,
 }
 
 impl Shard {
@@ -514,18 +517,87 @@ impl Shard {
         }
     }
 
-    /// Sends a request to another shard's owner role, waiting while its ring is full.
+    /// Sends a request to another shard's owner role, waiting while its ring is full. A request
+    /// to a shard that has failed is answered here with an error.
     pub async fn send_to_owner(&self, owner: usize, request: ToOwner) {
         let Some(ring) = self.requests[owner].as_ref() else {
             unreachable!("requests to self are handled locally");
         };
-        // An error other than a full ring means the owner has stopped (shutdown): the request
-        // is moot.
-        if let Err(GlommioError::WouldBlock(ResourceType::Channel(request))) =
-            ring.try_send(request)
-        {
-            self.counters.ring_full_waits.inc();
-            let _ = ring.send(request).await;
+        if self.failures.is_failed(owner) {
+            self.refuse_for_failed_owner(owner, request);
+            return;
+        }
+        let unsent = match ring.try_send(request) {
+            Ok(()) => return,
+            Err(GlommioError::WouldBlock(ResourceType::Channel(request))) => {
+                self.counters.ring_full_waits.inc();
+                match ring.send(request).await {
+                    Ok(()) => return,
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        // The ring is closed: its owner has stopped. In a shutdown the request is moot; if the
+        // owner failed, its requester is told so rather than left waiting.
+        if let GlommioError::Closed(ResourceType::Channel(request)) = unsent {
+            if self.failures.is_failed(owner) {
+                self.refuse_for_failed_owner(owner, request);
+            }
+        }
+    }
+
+    /// Answers a request whose owner shard has failed (panicked): the requester gets INTERNAL
+    /// naming the shard, where it expects an answer at all.
+    fn refuse_for_failed_owner(&self, owner: usize, request: ToOwner) {
+        self.counters.owner_failed_refusals.inc();
+        let why = |reality: &str| {
+            format!(
+                "shard {owner}, which owns reality {reality:?}, has failed; the bus is stopping \
+                 so its service manager restarts it: retry after reconnecting"
+            )
+        };
+        let (conn, correlation_id, message) = match request {
+            ToOwner::Publish(publish) => {
+                let (message, origin) = *publish;
+                (origin.conn, origin.correlation_id, why(&message.reality_id))
+            }
+            ToOwner::Interest {
+                reality,
+                confirm: Some(origin),
+                ..
+            } => (origin.conn, origin.correlation_id, why(&reality)),
+            ToOwner::PresenceGet {
+                reality,
+                conn,
+                correlation_id,
+                ..
+            }
+            | ToOwner::Params {
+                reality,
+                conn,
+                correlation_id,
+                ..
+            } => (conn, correlation_id, why(&reality)),
+            ToOwner::Read(read) => {
+                let (_, origin) = *read;
+                (
+                    origin.conn,
+                    0,
+                    format!("shard {owner} has failed; this read cannot go on"),
+                )
+            }
+            // Nobody waits for these: interest without a confirmation, presence updates, and
+            // fork imports (whose controller is answered when the bus stops).
+            ToOwner::Interest { confirm: None, .. }
+            | ToOwner::Presence { .. }
+            | ToOwner::Import(_) => return,
+        };
+        if let Some(c) = self.conn(conn) {
+            c.push_frame(
+                &self.counters,
+                error_frame(correlation_id, ErrorCode::Internal, &message),
+            );
         }
     }
 
@@ -1027,6 +1099,7 @@ pub async fn run(start: ShardStart) {
         policy_host,
         operator_host,
         audit,
+        failures,
     } = start;
 
     // Every end waits for its peer's end to connect, so all of them connect at once.
@@ -1086,6 +1159,7 @@ pub async fn run(start: ShardStart) {
         latest: RefCell::new(latest::LatestPulses::default()),
         audit,
         control_refusals: RefCell::new(crate::audit::coalesce::Coalescer::new(config_window_nanos)),
+        failures,
     });
 
     if let Err(why) = shard.recover_all() {
@@ -1131,6 +1205,10 @@ pub async fn run(start: ShardStart) {
     let mut ticks = 0u64;
     while !stop.load(Ordering::Acquire) {
         shard.counters.heartbeat.inc();
+        if shard.failures.take_injected(id) {
+            // The fault seam (tests): a panic in a task of the shard's, as in a handler.
+            glommio::spawn_local(async move { panic!("shard {id}: injected fault") }).detach();
+        }
         if ticks % RETAINED_REPORT_TICKS == 0 {
             shard.report_retained_bytes();
         }

@@ -65,6 +65,11 @@ impl TestBus {
             .expect("admin listener")
     }
 
+    /// Hands over the server, to join it by hand (a test of how it stops).
+    pub fn into_server(mut self) -> Server {
+        self.server.take().unwrap()
+    }
+
     /// Stops the server and waits for every shard.
     pub fn stop(mut self) {
         self.server.take().unwrap().stop().expect("clean stop");

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use arqonbus_proto::frame::{put_frame, take_frame};
 use arqonbus_proto::v1::{
     client_frame, history_get, server_frame, ArqonMessage, ClientFrame, ErrorCode, Hello,
-    HistoryGet, OperatorManifest, Publish, ServerFrame, Subscribe, Welcome,
+    HistoryGet, OperatorManifest, Pong, Publish, ServerFrame, Subscribe, Welcome,
 };
 use arqonbus_proto::PROTOCOL_VERSION;
 use bytes::{Bytes, BytesMut};
@@ -413,12 +413,22 @@ impl Subscriber {
     }
 
     async fn next_body(&mut self) -> Result<Option<Bytes>> {
-        let s = &mut self.session;
-        let body = read_frame(&mut s.rd, &mut s.rbuf).await?;
-        if let Some(b) = &body {
-            self.wire_bytes += (arqonbus_proto::LENGTH_PREFIX_BYTES + b.len()) as u64;
+        loop {
+            let s = &mut self.session;
+            let body = read_frame(&mut s.rd, &mut s.rbuf).await?;
+            if let Some(b) = &body {
+                self.wire_bytes += (arqonbus_proto::LENGTH_PREFIX_BYTES + b.len()) as u64;
+                // The server's keepalive: answered here, so a subscriber that waits longer than
+                // half the server's idle limit between pulses keeps its session.
+                if let Some(nonce) = keepalive_nonce(b) {
+                    let mut out = BytesMut::new();
+                    put_frame(&mut out, &pong(nonce));
+                    s.wr.write_all(&out).await.context("answering a Ping")?;
+                    continue;
+                }
+            }
+            return Ok(body);
         }
-        Ok(body)
     }
 
     /// Bytes read off the wire so far (frames with their length prefixes).
@@ -451,6 +461,9 @@ pub struct Answers {
     pub errors: AtomicU64,
     pub last_error: Mutex<Option<ServerError>>,
     pub closed: AtomicU64,
+    /// The nonce of a server keepalive Ping not yet answered: the reader cannot write, so the
+    /// next flush sends the Pong.
+    pong_due: Mutex<Option<u64>>,
 }
 
 /// The answer to one acked Publish.
@@ -561,6 +574,10 @@ impl Publisher {
 
     /// Writes every queued frame to the socket.
     pub async fn flush(&mut self) -> Result<()> {
+        let due = self.answers.pong_due.lock().expect("not poisoned").take();
+        if let Some(nonce) = due {
+            put_frame(&mut self.wbuf, &pong(nonce));
+        }
         if !self.wbuf.is_empty() {
             self.wr
                 .write_all(&self.wbuf)
@@ -601,6 +618,10 @@ async fn read_answers(
                 return;
             }
         };
+        if let Some(nonce) = keepalive_nonce(&body) {
+            *answers.pong_due.lock().expect("not poisoned") = Some(nonce);
+            continue;
+        }
         let Ok(frame) = ServerFrame::decode(body) else {
             answers.errors.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -660,6 +681,31 @@ fn kind_name(kind: &Option<server_frame::Kind>) -> &'static str {
 
 // Field numbers on the path ServerFrame.deliver(3) -> Deliver.message(2) ->
 // ArqonMessage.payload(8) -> Any.value(2).
+/// The nonce of a server keepalive `Ping`, `None` for any other frame. A Ping has correlation
+/// id 0, so its body starts with the tag of `ServerFrame.ping` (field 13, length-delimited): one
+/// byte compared per frame, nothing decoded on the delivery path.
+fn keepalive_nonce(body: &[u8]) -> Option<u64> {
+    const PING_TAG: u8 = (13 << 3) | 2;
+    if body.first() != Some(&PING_TAG) {
+        return None;
+    }
+    match ServerFrame::decode(body).ok()?.kind {
+        Some(server_frame::Kind::Ping(p)) => Some(p.nonce),
+        _ => None,
+    }
+}
+
+/// The answer to a keepalive Ping.
+fn pong(nonce: u64) -> ClientFrame {
+    ClientFrame {
+        correlation_id: 0,
+        kind: Some(client_frame::Kind::Pong(Pong {
+            nonce,
+            server_time_unix_nanos: 0,
+        })),
+    }
+}
+
 const SERVER_FRAME_DELIVER: u32 = 3;
 const DELIVER_SUBSCRIPTION_ID: u32 = 1;
 const DELIVER_MESSAGE: u32 = 2;
@@ -794,7 +840,7 @@ fn read_varint(buf: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arqonbus_proto::v1::{Deliver, Dropped};
+    use arqonbus_proto::v1::{Deliver, Dropped, Ping};
 
     fn frame_body(kind: server_frame::Kind) -> Bytes {
         Bytes::from(
@@ -804,6 +850,18 @@ mod tests {
             }
             .encode_to_vec(),
         )
+    }
+
+    #[test]
+    fn keepalive_pings_are_told_from_other_frames() {
+        let ping = frame_body(server_frame::Kind::Ping(Ping { nonce: 42 }));
+        assert_eq!(keepalive_nonce(&ping), Some(42));
+        let zero = frame_body(server_frame::Kind::Ping(Ping { nonce: 0 }));
+        assert_eq!(keepalive_nonce(&zero), Some(0));
+        let deliver = frame_body(server_frame::Kind::Deliver(Deliver::default()));
+        assert_eq!(keepalive_nonce(&deliver), None);
+        assert_eq!(keepalive_nonce(&[]), None);
+        assert_eq!(keepalive_nonce(&[(13 << 3) | 2, 0xff]), None, "truncated");
     }
 
     #[test]
