@@ -92,14 +92,23 @@ impl Shard {
         self.answer(origin.shard, origin.conn, frame);
     }
 
-    /// The retained state of a reality this shard owns, opened on first use when a retention
-    /// rule matches; `Ok(None)` for an ephemeral reality.
-    pub fn retained_for(&self, reality: &str) -> Result<Option<Rc<Retained>>, String> {
+    /// The retained state of a reality this shard owns if its log exists; `Ok(None)` when it
+    /// has none (ephemeral, or retained but never written). Creates nothing: reads use this.
+    fn retained_existing(&self, reality: &str) -> Result<Option<Rc<Retained>>, String> {
         if let Some(r) = self.retained.borrow().get(reality) {
             return Ok(Some(r.clone()));
         }
         if let Some(why) = self.refused.borrow().get(reality) {
             return Err(why.clone());
+        }
+        Ok(None)
+    }
+
+    /// The retained state of a reality this shard owns, opened on first use when a retention
+    /// rule matches; `Ok(None)` for an ephemeral reality. Only writes call this.
+    pub fn retained_for(&self, reality: &str) -> Result<Option<Rc<Retained>>, String> {
+        if let Some(r) = self.retained_existing(reality)? {
+            return Ok(Some(r));
         }
         let Some(rule) = self.config.retention_for(reality).cloned() else {
             return Ok(None);
@@ -512,10 +521,11 @@ impl Shard {
     pub fn read_step(self: &Rc<Self>, mut cursor: Cursor, origin: ReadOrigin) {
         let chunk = (self.config.storage.history_chunk_bytes)
             .min(self.config.limits.max_frame_bytes / 2) as usize;
-        let result = match self.retained_for(&cursor.reality) {
+        let rules = self.deltas.borrow();
+        let result = match self.retained_existing(&cursor.reality) {
             Ok(Some(r)) => {
                 let log = r.log.borrow();
-                let step = cursor.step(&log, r.visible_end(), chunk, self.deltas.borrow().rules());
+                let step = cursor.step(Some(&log), r.visible_end(), chunk, rules.rules());
                 // A read that touched a map whose file went away read zeros: say so, and
                 // stop this reality, rather than hand out a short or wrong history.
                 let fault = log.fault();
@@ -540,6 +550,18 @@ impl Shard {
                     })
                 }
             }
+            // Retained, but nothing was ever published to it: the read is empty, and it leaves
+            // no trace on disk (a reader must not be able to make the bus create logs).
+            Ok(None) if self.config.retention_for(&cursor.reality).is_some() => cursor
+                .step(None, 1, chunk, rules.rules())
+                .map(|step| (step, 1))
+                .map_err(|u| {
+                    (
+                        ErrorCode::HistoryUnavailable,
+                        u.message,
+                        u.first_available_sequence,
+                    )
+                }),
             Ok(None) => Err((
                 ErrorCode::HistoryUnavailable,
                 format!(
@@ -550,6 +572,7 @@ impl Shard {
             )),
             Err(why) => Err((ErrorCode::StorageFailed, why, 0)),
         };
+        drop(rules);
         let correlation_id = match cursor.purpose {
             Purpose::History { correlation_id, .. } | Purpose::Replay { correlation_id, .. } => {
                 correlation_id
