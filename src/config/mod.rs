@@ -175,6 +175,8 @@ pub struct TenantQuota {
     pub publish_bytes_per_sec: u64,
     /// Bytes the tenant's publishes may add to retained realities, over all shards.
     pub max_retained_bytes: u64,
+    /// Retained realities the tenant's publishes may create, over all shards.
+    pub max_retained_realities: u64,
 }
 
 /// When a retained reality's records reach the disk.
@@ -305,6 +307,9 @@ pub struct Limits {
     pub max_connections_per_shard: u64,
     /// Realities a shard will sequence; a publish that would create one more is refused.
     pub max_realities_per_shard: u64,
+    /// Retained realities (each a directory and at least one preallocated segment) a shard
+    /// will own; a publish that would create one more is refused before any file is made.
+    pub max_retained_realities_per_shard: u64,
     /// Slots in each SPSC ring between two shards.
     pub ring_capacity: u64,
     /// Messages an outbox may hold in front of a full ring before publishers wait.
@@ -647,6 +652,7 @@ impl Default for Limits {
             max_subscriptions_per_connection: 1024,
             max_connections_per_shard: 50_000,
             max_realities_per_shard: 100_000,
+            max_retained_realities_per_shard: 1_000,
             ring_capacity: 1024,
             outbox_capacity: 4096,
             handshake_timeout_ms: 10_000,
@@ -804,6 +810,12 @@ impl Config {
             l.max_realities_per_shard,
             1,
             100_000_000,
+        )?;
+        range(
+            "limits.max_retained_realities_per_shard",
+            l.max_retained_realities_per_shard,
+            1,
+            1_000_000,
         )?;
         range("limits.ring_capacity", l.ring_capacity, 2, 1 << 20)?;
         range("limits.outbox_capacity", l.outbox_capacity, 1, 1 << 24)?;

@@ -20,6 +20,35 @@ use crate::operator::Sequencing;
 use crate::session::{error_frame, subscribed_frame, ConnId};
 use crate::store::{self, RealityLog, StoreError};
 
+/// Why a write to a retained reality was refused before anything was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RetainedError {
+    #[error("shard {shard} already owns {max} retained realities, so `{reality}` cannot be created (limits.max_retained_realities_per_shard)")]
+    ShardFull {
+        shard: usize,
+        reality: String,
+        max: u64,
+    },
+    #[error("reality `{reality}` cannot be created: {why}")]
+    TenantFull { reality: String, why: String },
+    /// Quarantined at recovery, or failed since.
+    #[error("{0}")]
+    Refused(String),
+    #[error("reality `{reality}` cannot be stored: {source}")]
+    Store { reality: String, source: StoreError },
+}
+
+impl RetainedError {
+    /// The stable code the publisher is answered with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::ShardFull { .. } => ErrorCode::LimitExceeded,
+            Self::TenantFull { .. } => ErrorCode::QuotaExceeded,
+            Self::Refused(_) | Self::Store { .. } => ErrorCode::StorageFailed,
+        }
+    }
+}
+
 /// Where a read's chunks go.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOrigin {
@@ -78,6 +107,12 @@ impl Retained {
     }
 }
 
+/// The tenant stamped on the oldest record a log keeps.
+fn oldest_tenant(log: &RealityLog) -> Option<String> {
+    let (record, _) = log.read(log.seek_sequence(log.first_sequence()))?;
+    ArqonMessage::decode(record.body).ok().map(|m| m.tenant)
+}
+
 /// Room to leave for what the owner adds to an envelope when it stamps it (sequence,
 /// timestamp, a UUIDv7 id, the causal entry).
 fn stamp_slack(reality: &str) -> usize {
@@ -104,18 +139,50 @@ impl Shard {
         Ok(None)
     }
 
-    /// The retained state of a reality this shard owns, opened on first use when a retention
-    /// rule matches; `Ok(None)` for an ephemeral reality. Only writes call this.
-    pub fn retained_for(&self, reality: &str) -> Result<Option<Rc<Retained>>, String> {
-        if let Some(r) = self.retained_existing(reality)? {
+    /// The retained state of a reality this shard owns, created on first use when a retention
+    /// rule matches; `Ok(None)` for an ephemeral reality. Only writes call this. Creating one
+    /// counts against `limits.max_retained_realities_per_shard` and against the quota of
+    /// `tenant` (the publisher's; empty for what the bus writes itself), both checked before
+    /// any file is made.
+    pub fn retained_for(
+        &self,
+        reality: &str,
+        tenant: &str,
+    ) -> Result<Option<Rc<Retained>>, RetainedError> {
+        if let Some(r) = self
+            .retained_existing(reality)
+            .map_err(RetainedError::Refused)?
+        {
             return Ok(Some(r));
         }
         let Some(rule) = self.config.retention_for(reality).cloned() else {
             return Ok(None);
         };
-        let (log, _) = self
-            .open_log(reality, &rule)
-            .map_err(|e| format!("reality `{reality}` cannot be stored: {e}"))?;
+        let max = self.config.limits.max_retained_realities_per_shard;
+        if self.retained.borrow().len() as u64 >= max {
+            return Err(RetainedError::ShardFull {
+                shard: self.id,
+                reality: reality.to_owned(),
+                max,
+            });
+        }
+        let quota = self.shield.tenants.get(tenant).cloned();
+        if let Some(t) = &quota {
+            t.reserve_retained_reality()
+                .map_err(|over| RetainedError::TenantFull {
+                    reality: reality.to_owned(),
+                    why: over.0,
+                })?;
+        }
+        let (log, _) = self.open_log(reality, &rule).map_err(|source| {
+            if let Some(t) = &quota {
+                t.release_retained_reality();
+            }
+            RetainedError::Store {
+                reality: reality.to_owned(),
+                source,
+            }
+        })?;
         let r = Retained::new(log);
         self.retained
             .borrow_mut()
@@ -171,6 +238,11 @@ impl Shard {
                         truncated = ?report.truncated_at,
                         "recovered retained reality"
                     );
+                    // The creator is not recorded apart; the tenant of the oldest record kept
+                    // is (unless retention trimmed the first pulses, it is the creator).
+                    if let Some(t) = oldest_tenant(&log).and_then(|t| self.shield.tenants.get(&t)) {
+                        t.count_recovered_reality();
+                    }
                     self.counters.recovered_records.add(report.records);
                     if report.truncated_at.is_some() {
                         self.counters.recovery_truncations.inc();
@@ -224,9 +296,18 @@ impl Shard {
             super::log_refused(self.id, &message, why);
             self.storage_error(origin, why);
         };
-        let retained = match self.retained_for(&message.reality_id) {
+        let retained = match self.retained_for(&message.reality_id, &message.tenant) {
             Ok(r) => r,
-            Err(why) => return refuse(&why),
+            Err(e) => {
+                let why = e.to_string();
+                super::log_refused(self.id, &message, &why);
+                if e.code() != ErrorCode::StorageFailed {
+                    self.counters.quota_exceeded.inc();
+                }
+                self.counters.request_errors.inc();
+                let frame = error_frame(origin.correlation_id, e.code(), &why);
+                return self.answer(origin.shard, origin.conn, frame);
+            }
         };
         if !self.importing.borrow().is_empty()
             && self.importing.borrow().contains(&message.reality_id)
@@ -762,10 +843,10 @@ impl Shard {
             let frame = error_frame(origin.correlation_id, ErrorCode::InvalidRequest, why);
             self.answer(origin.shard, origin.conn, frame);
         };
-        let retained = match self.retained_for(&reality) {
+        let retained = match self.retained_for(&reality, "") {
             Ok(Some(r)) => r,
             Ok(None) => return fail(&format!("no [[retention]] rule matches `{reality}`")),
-            Err(why) => return fail(&why),
+            Err(e) => return fail(&e.to_string()),
         };
         if !self.sequencer.borrow().is_unused(&reality)
             || retained.log.borrow().last_sequence() != 0

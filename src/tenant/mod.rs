@@ -22,6 +22,7 @@ pub struct TenantShared {
     connections: AtomicU64,
     subscriptions: AtomicU64,
     retained_bytes: AtomicU64,
+    retained_realities: AtomicU64,
 }
 
 /// A reservation refused: which quota, for the client's error message.
@@ -78,6 +79,37 @@ impl TenantShared {
             "tenant `{}` has used its {} retained bytes (tenants.max_retained_bytes)",
             self.quota.name, self.quota.max_retained_bytes
         )))
+    }
+
+    /// Counts a retained reality a publish of this tenant is about to create. Called by the
+    /// reality's owner shard before any file is made.
+    pub fn reserve_retained_reality(&self) -> Result<(), OverQuota> {
+        if reserve(
+            &self.retained_realities,
+            self.quota.max_retained_realities,
+            1,
+        ) {
+            return Ok(());
+        }
+        Err(OverQuota(format!(
+            "tenant `{}` has created its {} retained realities (tenants.max_retained_realities)",
+            self.quota.name, self.quota.max_retained_realities
+        )))
+    }
+
+    /// Gives back a reservation whose reality could not be created.
+    pub fn release_retained_reality(&self) {
+        self.retained_realities.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts a retained reality found on disk at start: it exists, so it counts even past the
+    /// quota (which then refuses new ones).
+    pub fn count_recovered_reality(&self) {
+        self.retained_realities.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn retained_realities(&self) -> u64 {
+        self.retained_realities.load(Ordering::Relaxed)
     }
 
     pub fn connections(&self) -> u64 {
