@@ -274,6 +274,13 @@ pub struct StorageConfig {
     /// (`arqonbus_reality_retained_bytes{reality=...}`), largest first; the totals always cover
     /// all of them. Bounded because reality names are not.
     pub metrics_max_realities: u64,
+    /// Longest a publish waits for its retained reality's log to be made (off the reactor)
+    /// before it is refused with STORAGE_FAILED.
+    pub open_timeout_ms: u64,
+    /// Threads in each shard's blocking pool, where flushes, log creation, segment rolls,
+    /// recovery and retention's deletions run: one slow `fdatasync` does not hold up the
+    /// shard's other storage work unless all of them are busy.
+    pub blocking_threads_per_shard: u64,
 }
 
 /// Default of `storage.metrics_max_realities`.
@@ -288,6 +295,8 @@ impl Default for StorageConfig {
             checkpoint_interval_ms: 1000,
             history_chunk_bytes: 256 << 10,
             metrics_max_realities: DEFAULT_METRICS_MAX_REALITIES,
+            open_timeout_ms: 10_000,
+            blocking_threads_per_shard: 2,
         }
     }
 }
@@ -915,6 +924,13 @@ impl Config {
             st.metrics_max_realities,
             0,
             10_000,
+        )?;
+        range("storage.open_timeout_ms", st.open_timeout_ms, 10, 600_000)?;
+        range(
+            "storage.blocking_threads_per_shard",
+            st.blocking_threads_per_shard,
+            1,
+            64,
         )?;
         for rule in &self.retention {
             if rule.realities.is_empty() {

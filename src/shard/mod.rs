@@ -6,7 +6,7 @@ mod retained;
 mod sequencer;
 mod subscriptions;
 
-pub use retained::{ForkImport, ReadOrigin, ReadStep, Retained};
+pub use retained::{ForkImport, Opening, ReadOrigin, ReadStep, Retained, RetainedError};
 pub use sequencer::{SequenceError, Sequencer, Stamp};
 pub use subscriptions::{LocalSub, SubIndex};
 
@@ -215,6 +215,8 @@ pub struct Shard {
     sequencer: RefCell<Sequencer>,
     /// Retained realities this shard owns.
     retained: RefCell<HashMap<Arc<str>, Rc<Retained>>>,
+    /// Retained realities whose logs are being made off the reactor.
+    opening: RefCell<HashMap<Arc<str>, Rc<Opening>>>,
     /// Realities refused after recovery found them corrupt (quarantined), with the reason.
     refused: RefCell<HashMap<String, String>>,
     /// Realities a fork is being imported into: publishes to them wait for the fork.
@@ -1059,6 +1061,7 @@ pub async fn run(start: ShardStart) {
             config.limits.max_realities_per_shard as usize,
         )),
         retained: RefCell::new(HashMap::new()),
+        opening: RefCell::new(HashMap::new()),
         refused: RefCell::new(HashMap::new()),
         importing: RefCell::new(Default::default()),
         now_secs: Cell::new(clock.now_unix_nanos() / 1_000_000_000),
@@ -1088,7 +1091,7 @@ pub async fn run(start: ShardStart) {
         control_refusals: RefCell::new(crate::audit::coalesce::Coalescer::new(config_window_nanos)),
     });
 
-    if let Err(why) = shard.recover_all() {
+    if let Err(why) = shard.recover_all().await {
         let _ = ready.send(Err(why));
         return;
     }

@@ -34,8 +34,10 @@ pub enum RetainedError {
     /// Quarantined at recovery, or failed since.
     #[error("{0}")]
     Refused(String),
-    #[error("reality `{reality}` cannot be stored: {source}")]
-    Store { reality: String, source: StoreError },
+    #[error("reality `{reality}` cannot be stored: {why}")]
+    Store { reality: String, why: String },
+    #[error("the log of reality `{reality}` was not ready within {ms} ms (storage.open_timeout_ms); is the data_dir volume slow?")]
+    OpenTimedOut { reality: String, ms: u64 },
 }
 
 impl RetainedError {
@@ -44,7 +46,9 @@ impl RetainedError {
         match self {
             Self::ShardFull { .. } => ErrorCode::LimitExceeded,
             Self::TenantFull { .. } => ErrorCode::QuotaExceeded,
-            Self::Refused(_) | Self::Store { .. } => ErrorCode::StorageFailed,
+            Self::Refused(_) | Self::Store { .. } | Self::OpenTimedOut { .. } => {
+                ErrorCode::StorageFailed
+            }
         }
     }
 }
@@ -75,6 +79,18 @@ pub struct Retained {
     flushed: Event,
     /// Set when a flush failed: the reality takes no more pulses until restart.
     failed: RefCell<Option<String>>,
+    /// A new segment is being created off the reactor: nothing is appended until it is active.
+    rolling: Cell<bool>,
+    rolled: Event,
+}
+
+/// A retained reality whose log is being created (or found) off the reactor. Publishes to it
+/// wait, up to `storage.open_timeout_ms`, then go on in the order they wake.
+pub struct Opening {
+    /// Why the log could not be made, once it could not.
+    failed: RefCell<Option<String>>,
+    finished: Cell<bool>,
+    done: Event,
 }
 
 impl Retained {
@@ -88,6 +104,8 @@ impl Retained {
             flushing: Cell::new(false),
             flushed: Event::new(),
             failed: RefCell::new(None),
+            rolling: Cell::new(false),
+            rolled: Event::new(),
         })
     }
 
@@ -143,23 +161,70 @@ impl Shard {
     /// rule matches; `Ok(None)` for an ephemeral reality. Only writes call this. Creating one
     /// counts against `limits.max_retained_realities_per_shard` and against the quota of
     /// `tenant` (the publisher's; empty for what the bus writes itself), both checked before
-    /// any file is made.
-    pub fn retained_for(
-        &self,
+    /// any file is made. The log is made on the shard's blocking pool (directory, preallocated
+    /// segment), never on the reactor: meanwhile this waits, and the shard serves everyone else.
+    pub async fn retained_for(
+        self: &Rc<Self>,
         reality: &str,
         tenant: &str,
     ) -> Result<Option<Rc<Retained>>, RetainedError> {
-        if let Some(r) = self
-            .retained_existing(reality)
-            .map_err(RetainedError::Refused)?
-        {
-            return Ok(Some(r));
+        loop {
+            if let Some(r) = self
+                .retained_existing(reality)
+                .map_err(RetainedError::Refused)?
+            {
+                return Ok(Some(r));
+            }
+            let Some(rule) = self.config.retention_for(reality).cloned() else {
+                return Ok(None);
+            };
+            let opening = self.opening.borrow().get(reality).cloned();
+            let opening = match opening {
+                Some(o) => o,
+                None => self.start_opening(reality, tenant, rule)?,
+            };
+            if !opening.finished.get() {
+                let ms = self.config.storage.open_timeout_ms;
+                let o = opening.clone();
+                let waited = glommio::timer::timeout(Duration::from_millis(ms), async move {
+                    while !o.finished.get() {
+                        let listener = o.done.listen();
+                        if o.finished.get() {
+                            break;
+                        }
+                        listener.await;
+                    }
+                    Ok(())
+                })
+                .await;
+                if waited.is_err() {
+                    return Err(RetainedError::OpenTimedOut {
+                        reality: reality.to_owned(),
+                        ms,
+                    });
+                }
+            }
+            let failed = opening.failed.borrow().clone();
+            if let Some(why) = failed {
+                return Err(RetainedError::Store {
+                    reality: reality.to_owned(),
+                    why,
+                });
+            }
         }
-        let Some(rule) = self.config.retention_for(reality).cloned() else {
-            return Ok(None);
-        };
+    }
+
+    /// Checks the bounds on retained realities, then makes the log of `reality` in the
+    /// background; it is in `retained` once `Opening::done` fires without `failed`.
+    fn start_opening(
+        self: &Rc<Self>,
+        reality: &str,
+        tenant: &str,
+        rule: RetentionRule,
+    ) -> Result<Rc<Opening>, RetainedError> {
         let max = self.config.limits.max_retained_realities_per_shard;
-        if self.retained.borrow().len() as u64 >= max {
+        let owned = self.retained.borrow().len() + self.opening.borrow().len();
+        if owned as u64 >= max {
             return Err(RetainedError::ShardFull {
                 shard: self.id,
                 reality: reality.to_owned(),
@@ -174,44 +239,92 @@ impl Shard {
                     why: over.0,
                 })?;
         }
-        let (log, _) = self.open_log(reality, &rule).map_err(|source| {
-            if let Some(t) = &quota {
-                t.release_retained_reality();
-            }
-            RetainedError::Store {
-                reality: reality.to_owned(),
-                source,
-            }
-        })?;
-        let r = Retained::new(log);
-        self.retained
+        let opening = Rc::new(Opening {
+            failed: RefCell::new(None),
+            finished: Cell::new(false),
+            done: Event::new(),
+        });
+        let name: Arc<str> = Arc::from(reality);
+        self.opening
             .borrow_mut()
-            .insert(Arc::from(reality), r.clone());
-        Ok(Some(r))
+            .insert(name.clone(), opening.clone());
+        let (shard, waiting) = (self.clone(), opening.clone());
+        glommio::spawn_local(async move {
+            let opened = shard.open_log(name.clone(), rule).await;
+            shard.opening.borrow_mut().remove(&name);
+            match opened {
+                Ok((log, _)) => {
+                    shard.retained.borrow_mut().insert(name, Retained::new(log));
+                }
+                Err(e) => {
+                    if let Some(t) = &quota {
+                        t.release_retained_reality();
+                    }
+                    *waiting.failed.borrow_mut() = Some(e.to_string());
+                }
+            }
+            waiting.finished.set(true);
+            waiting.done.notify(usize::MAX);
+        })
+        .detach();
+        Ok(opening)
     }
 
-    fn open_log(
+    /// Makes room for a record of `room` bytes in `r`'s active segment. `Ok(true)`: it fits,
+    /// and nothing was awaited, so the caller may stamp and append in the same step. `Ok(false)`:
+    /// this waited (a new segment was made off the reactor, by this call or another), so
+    /// whatever the caller checked before may have changed: check again, then call again.
+    async fn make_room(&self, r: &Rc<Retained>, room: usize) -> Result<bool, String> {
+        if r.rolling.get() {
+            let listener = r.rolled.listen();
+            if r.rolling.get() {
+                listener.await;
+            }
+            return Ok(false);
+        }
+        let next = r.log.borrow().room_for(room).map_err(|e| e.to_string())?;
+        let Some(next) = next else {
+            return Ok(true);
+        };
+        // Nothing is appended to this reality until the new segment is active: its name is the
+        // sequence that follows the active segment's last.
+        r.rolling.set(true);
+        let created = glommio::executor()
+            .spawn_blocking(move || next.create())
+            .await;
+        let rolled = created.and_then(|seg| r.log.borrow_mut().roll_to(seg));
+        r.rolling.set(false);
+        r.rolled.notify(usize::MAX);
+        rolled.map(|()| false).map_err(|e| e.to_string())
+    }
+
+    /// Opens (recovering what is there) or creates a reality's log on the shard's blocking
+    /// pool: directories, reads of every record, preallocation and syncs stay off the reactor.
+    async fn open_log(
         &self,
-        reality: &str,
-        rule: &RetentionRule,
+        reality: Arc<str>,
+        rule: RetentionRule,
     ) -> Result<(RealityLog, store::RecoveryReport), StoreError> {
-        let segment_bytes = self.config.segment_bytes_for(rule) as usize;
-        RealityLog::open(
-            &self.config.data_dir,
-            Arc::from(reality),
-            rule,
-            segment_bytes,
-        )
+        let segment_bytes = self.config.segment_bytes_for(&rule) as usize;
+        let data_dir = self.config.data_dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || RealityLog::open(&data_dir, reality, &rule, segment_bytes))
+            .await
     }
 
-    /// Recovers every retained reality this shard owns. Runs before the shard accepts.
-    pub fn recover_all(&self) -> Result<(), String> {
-        let names = store::list_realities(&self.config.data_dir).map_err(|e| {
-            format!(
-                "cannot list {}: {e}",
-                self.config.data_dir.join("realities").display()
-            )
-        })?;
+    /// Recovers every retained reality this shard owns. Runs before the shard accepts, with
+    /// the reading and checking on the blocking pool.
+    pub async fn recover_all(&self) -> Result<(), String> {
+        let data_dir = self.config.data_dir.clone();
+        let names = glommio::executor()
+            .spawn_blocking(move || store::list_realities(&data_dir))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot list {}: {e}",
+                    self.config.data_dir.join("realities").display()
+                )
+            })?;
         // A reality whose rule was removed from the config keeps its log: sequences are
         // never reused, so it goes on as retained, keeping everything.
         let keep_all = RetentionRule {
@@ -228,7 +341,7 @@ impl Shard {
                 .retention_for(&name)
                 .cloned()
                 .unwrap_or(keep_all.clone());
-            match self.open_log(&name, &rule) {
+            match self.open_log(Arc::from(name.as_str()), rule).await {
                 Ok((log, report)) => {
                     tracing::info!(
                         shard = self.id,
@@ -259,7 +372,7 @@ impl Shard {
                 Err(e @ StoreError::Corrupt { .. })
                     if self.config.storage.on_corruption == OnCorruption::Quarantine =>
                 {
-                    let moved = self.quarantine(&name);
+                    let moved = self.quarantine(&name).await;
                     tracing::error!(reality = %name, error = %e, quarantine = %moved, "reality quarantined");
                     self.refused.borrow_mut().insert(
                         name.clone(),
@@ -272,14 +385,19 @@ impl Shard {
         Ok(())
     }
 
-    fn quarantine(&self, reality: &str) -> String {
+    async fn quarantine(&self, reality: &str) -> String {
         let from = store::reality_dir(&self.config.data_dir, reality);
         let dir = self.config.data_dir.join("quarantine");
         let to = dir.join(format!(
             "{reality}.{}",
             self.clock.now_unix_nanos() / 1_000_000_000
         ));
-        let moved = std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&from, &to));
+        let (f, t) = (from.clone(), to.clone());
+        let moved = glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&f, &t))
+            })
+            .await;
         match moved {
             Ok(()) => to.display().to_string(),
             Err(e) => format!("{} (could not move it: {e})", from.display()),
@@ -296,7 +414,10 @@ impl Shard {
             super::log_refused(self.id, &message, why);
             self.storage_error(origin, why);
         };
-        let retained = match self.retained_for(&message.reality_id, &message.tenant) {
+        let retained = match self
+            .retained_for(&message.reality_id, &message.tenant)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 let why = e.to_string();
@@ -318,16 +439,20 @@ impl Shard {
             );
             return refuse(&why);
         }
-        self.wait_for_delivery_room(&message.reality_id).await;
-        if let Some(r) = &retained {
+        loop {
+            self.wait_for_delivery_room(&message.reality_id).await;
+            let Some(r) = &retained else { break };
             r.wait_for_room(self.config.storage.max_unflushed_bytes as usize)
                 .await;
             if let Some(why) = r.failed.borrow().as_ref() {
                 return refuse(why);
             }
             let room = message.encoded_len() + stamp_slack(&message.reality_id);
-            if let Err(e) = r.log.borrow_mut().reserve(room) {
-                return refuse(&e.to_string());
+            match self.make_room(r, room).await {
+                Ok(true) => break,
+                // Waited for a new segment: the rings and the flush may have filled meanwhile.
+                Ok(false) => continue,
+                Err(why) => return refuse(&why),
             }
         }
         // From here on nothing waits: sequencing, storing and the pushes into the outboxes
@@ -843,7 +968,7 @@ impl Shard {
             let frame = error_frame(origin.correlation_id, ErrorCode::InvalidRequest, why);
             self.answer(origin.shard, origin.conn, frame);
         };
-        let retained = match self.retained_for(&reality, "") {
+        let retained = match self.retained_for(&reality, "").await {
             Ok(Some(r)) => r,
             Ok(None) => return fail(&format!("no [[retention]] rule matches `{reality}`")),
             Err(e) => return fail(&e.to_string()),
@@ -922,18 +1047,18 @@ impl Shard {
                     );
                 }
             }
-            self.wait_for_delivery_room(reality).await;
-            retained
-                .wait_for_room(self.config.storage.max_unflushed_bytes as usize)
-                .await;
-            if let Some(why) = retained.failed.borrow().as_ref() {
-                return Err(why.clone());
+            loop {
+                self.wait_for_delivery_room(reality).await;
+                retained
+                    .wait_for_room(self.config.storage.max_unflushed_bytes as usize)
+                    .await;
+                if let Some(why) = retained.failed.borrow().as_ref() {
+                    return Err(why.clone());
+                }
+                if self.make_room(retained, bytes.len()).await? {
+                    break;
+                }
             }
-            retained
-                .log
-                .borrow_mut()
-                .reserve(bytes.len())
-                .map_err(|e| e.to_string())?;
             let stamp = self
                 .sequencer
                 .borrow_mut()
