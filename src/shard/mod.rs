@@ -83,6 +83,10 @@ pub struct Origin {
     pub conn: ConnId,
     pub correlation_id: u64,
     pub ack: bool,
+    /// Bytes the publisher's tenant was charged for this pulse against its
+    /// `max_retained_bytes` (0: none). The owner gives them back if it refuses the pulse, and
+    /// when retention deletes the segment that holds it.
+    pub retained_charge: u64,
 }
 
 /// A subscription waiting for its owner's confirmation.
@@ -495,6 +499,7 @@ impl Shard {
                 conn: 0,
                 correlation_id: 0,
                 ack: false,
+                retained_charge: 0,
             };
             self.sequence(message, origin).await;
         }

@@ -19,6 +19,7 @@ use crate::history::{Cursor, Purpose};
 use crate::operator::Sequencing;
 use crate::session::{error_frame, subscribed_frame, ConnId};
 use crate::store::{self, RealityLog, StoreError};
+use crate::tenant::TenantShared;
 
 /// Why a write to a retained reality was refused before anything was stored.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,27 @@ pub struct Retained {
     /// A new segment is being created off the reactor: nothing is appended until it is active.
     rolling: Cell<bool>,
     rolled: Event,
+    /// What each segment written since start holds of each tenant's `max_retained_bytes`,
+    /// oldest first: given back when retention deletes the segment.
+    charges: RefCell<VecDeque<SegmentCharges>>,
+}
+
+/// Bytes of one tenant's quota that one pulse holds.
+pub struct Charge {
+    tenant: Arc<TenantShared>,
+    bytes: u64,
+}
+
+impl Charge {
+    fn give_back(&self) {
+        self.tenant.release_retained(self.bytes);
+    }
+}
+
+/// The tenants' bytes in one segment.
+struct SegmentCharges {
+    base: u64,
+    tenants: Vec<(Arc<TenantShared>, u64)>,
 }
 
 /// A retained reality whose log is being created (or found) off the reactor. Publishes to it
@@ -106,7 +128,39 @@ impl Retained {
             failed: RefCell::new(None),
             rolling: Cell::new(false),
             rolled: Event::new(),
+            charges: RefCell::new(VecDeque::new()),
         })
+    }
+
+    /// Records that the segment starting at `base` holds `charge`.
+    fn hold(&self, base: u64, charge: Charge) {
+        let mut charges = self.charges.borrow_mut();
+        if charges.back().is_none_or(|s| s.base != base) {
+            charges.push_back(SegmentCharges {
+                base,
+                tenants: Vec::new(),
+            });
+        }
+        let segment = charges.back_mut().expect("pushed above");
+        match segment
+            .tenants
+            .iter_mut()
+            .find(|(t, _)| Arc::ptr_eq(t, &charge.tenant))
+        {
+            Some((_, bytes)) => *bytes += charge.bytes,
+            None => segment.tenants.push((charge.tenant, charge.bytes)),
+        }
+    }
+
+    /// Gives back what the segments before `first_kept` (deleted by retention) held.
+    fn release_trimmed(&self, first_kept: u64) {
+        let mut charges = self.charges.borrow_mut();
+        while charges.front().is_some_and(|s| s.base < first_kept) {
+            let segment = charges.pop_front().expect("checked");
+            for (tenant, bytes) in segment.tenants {
+                tenant.release_retained(bytes);
+            }
+        }
     }
 
     /// One past the last sequence readers may see.
@@ -407,10 +461,18 @@ impl Shard {
     /// Sequences, stores (when retained) and fans out a pulse of a reality this shard owns.
     pub async fn sequence(self: &Rc<Self>, mut message: ArqonMessage, origin: Origin) {
         debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
+        let charge = self.charge_of(&message, origin);
+        // A pulse refused here was never stored: its tenant gets its bytes back.
+        let give_back = || {
+            if let Some(c) = &charge {
+                c.give_back();
+            }
+        };
         if !self.resolve_delta(&mut message, origin) {
-            return;
+            return give_back();
         }
         let refuse = |why: &str| {
+            give_back();
             super::log_refused(self.id, &message, why);
             self.storage_error(origin, why);
         };
@@ -420,6 +482,7 @@ impl Shard {
         {
             Ok(r) => r,
             Err(e) => {
+                give_back();
                 let why = e.to_string();
                 super::log_refused(self.id, &message, &why);
                 if e.code() != ErrorCode::StorageFailed {
@@ -459,7 +522,7 @@ impl Shard {
         // happen in one step, so pulses enter every ring in sequence order. Operator outputs
         // are sequenced in the same step, right behind their input.
         let Some((pulse, ack)) = self.stamp(&mut message, origin) else {
-            return;
+            return give_back();
         };
         let operate = self
             .operators
@@ -469,7 +532,7 @@ impl Shard {
             // `stamp` moved the topic into the pulse; the operators read the whole envelope.
             message.topic = pulse.topic.clone();
         }
-        self.commit(retained.as_ref(), pulse, Some(origin), ack);
+        self.commit(retained.as_ref(), pulse, Some(origin), ack, charge);
         if operate {
             let mut sink = OwnerSink {
                 shard: self,
@@ -482,22 +545,43 @@ impl Shard {
         }
     }
 
+    /// What a publish holds of its tenant's `max_retained_bytes`, if anything.
+    fn charge_of(&self, message: &ArqonMessage, origin: Origin) -> Option<Charge> {
+        if origin.retained_charge == 0 {
+            return None;
+        }
+        let tenant = self.shield.tenants.get(&message.tenant)?.clone();
+        Some(Charge {
+            tenant,
+            bytes: origin.retained_charge,
+        })
+    }
+
     /// Stores a stamped pulse (when retained) and releases it: at once, or once its flush
-    /// completes under `sync = "always"`.
+    /// completes under `sync = "always"`. `charge` (the publisher's tenant's bytes) is held by
+    /// the segment the pulse is written to until retention deletes it.
     fn commit(
         self: &Rc<Self>,
         retained: Option<&Rc<Retained>>,
         pulse: Arc<Pulse>,
         origin: Option<Origin>,
         ack: Option<Bytes>,
+        charge: Option<Charge>,
     ) {
         let Some(r) = retained else {
+            if let Some(c) = charge {
+                c.give_back();
+            }
             self.release(&pulse, origin, ack);
             return;
         };
         r.log
             .borrow_mut()
             .append(pulse.sequence, pulse.timestamp_unix_nanos, &pulse.encoded);
+        if let Some(c) = charge {
+            let base = r.log.borrow().active_base();
+            r.hold(base, c);
+        }
         if r.log.borrow().sync == SyncMode::Always {
             r.held_bytes.set(r.held_bytes.get() + pulse.encoded.len());
             r.held.borrow_mut().push_back(Held { pulse, origin, ack });
@@ -682,6 +766,7 @@ impl Shard {
         }
         let removed = r.log.borrow_mut().trim(self.clock.now_unix_nanos());
         if !removed.is_empty() {
+            r.release_trimmed(r.log.borrow().first_sequence());
             self.counters.segments_trimmed.add(removed.len() as u64);
             glommio::executor()
                 .spawn_blocking(move || {
@@ -1081,7 +1166,7 @@ impl Shard {
                 chain: None,
             });
             self.counters.pulses_sequenced.inc();
-            self.commit(Some(retained), pulse, None, None);
+            self.commit(Some(retained), pulse, None, None, None);
             let counters = self.counters.clone();
             self.operators.borrow_mut().warm(&message, &counters);
             last = message.sequence;
@@ -1118,7 +1203,7 @@ impl Sequencing for OwnerSink<'_> {
             }
         }
         let pulse = shard.stamp_output(&mut output)?;
-        shard.commit(self.retained, pulse, None, None);
+        shard.commit(self.retained, pulse, None, None, None);
         Some(output)
     }
 

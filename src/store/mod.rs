@@ -503,6 +503,11 @@ impl RealityLog {
         }
     }
 
+    /// The base sequence of the segment the next record goes to (after `reserve`).
+    pub fn active_base(&self) -> u64 {
+        self.segments.back().map_or(1, |s| s.base)
+    }
+
     /// The last sequence written (0 when the reality has none).
     pub fn last_sequence(&self) -> u64 {
         self.segments.back().map(|s| s.last_sequence).unwrap_or(0)
