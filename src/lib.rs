@@ -60,6 +60,10 @@
 //!   subscription counts are shared atomics touched only when those change.
 //! - A subscription's filter runs on its own shard before the pulse is queued, allocates
 //!   nothing, and never admits a pulse whose envelope it cannot walk.
+//! - A retained reality's log is made only by a write, after the per-shard and per-tenant caps
+//!   on retained realities allow it, and on the shard's blocking pool: a read never creates
+//!   files, and log creation, recovery and segment rolls run off the reactor (but for the rare
+//!   roll an operator's output needs, which is sequenced in its input's step and cannot wait).
 //! - Every queue has a configured bound. A slow consumer is shed or disconnected; it never
 //!   stalls its shard, the rings, or other subscribers.
 

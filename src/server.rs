@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::admin::{AdminError, AdminServer};
 use crate::audit::{self, AuditError, AuditLog};
@@ -328,7 +328,27 @@ impl Server {
             } else {
                 Placement::Unbound
             };
-            let mut builder = LocalExecutorBuilder::new(placement);
+            // Each shard has a blocking pool of its own (one shard's fsyncs never wait for
+            // another's), on the shard's core when it is pinned, as glommio's default of one
+            // thread would be.
+            let threads = config.storage.blocking_threads_per_shard as usize;
+            let pool = match &placement {
+                Placement::Fixed(cpu) => {
+                    let on_cpu = CpuSet::online()
+                        .map_err(|e| {
+                            stop.store(true, Ordering::Release);
+                            ServerError::ShardStart {
+                                shard: id,
+                                reason: format!("cannot read the online CPUs: {e}"),
+                            }
+                        })?
+                        .filter(|l| l.cpu == *cpu);
+                    PoolPlacement::Custom(vec![on_cpu; threads])
+                }
+                _ => PoolPlacement::Unbound(threads),
+            };
+            let mut builder =
+                LocalExecutorBuilder::new(placement).blocking_thread_pool_placement(pool);
             if config.io.spin_before_park_us > 0 {
                 builder =
                     builder.spin_before_park(Duration::from_micros(config.io.spin_before_park_us));

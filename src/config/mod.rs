@@ -175,6 +175,8 @@ pub struct TenantQuota {
     pub publish_bytes_per_sec: u64,
     /// Bytes the tenant's publishes may add to retained realities, over all shards.
     pub max_retained_bytes: u64,
+    /// Retained realities the tenant's publishes may create, over all shards.
+    pub max_retained_realities: u64,
 }
 
 /// When a retained reality's records reach the disk.
@@ -272,6 +274,13 @@ pub struct StorageConfig {
     /// (`arqonbus_reality_retained_bytes{reality=...}`), largest first; the totals always cover
     /// all of them. Bounded because reality names are not.
     pub metrics_max_realities: u64,
+    /// Longest a publish waits for its retained reality's log to be made (off the reactor)
+    /// before it is refused with STORAGE_FAILED.
+    pub open_timeout_ms: u64,
+    /// Threads in each shard's blocking pool, where flushes, log creation, segment rolls,
+    /// recovery and retention's deletions run: one slow `fdatasync` does not hold up the
+    /// shard's other storage work unless all of them are busy.
+    pub blocking_threads_per_shard: u64,
 }
 
 /// Default of `storage.metrics_max_realities`.
@@ -286,6 +295,8 @@ impl Default for StorageConfig {
             checkpoint_interval_ms: 1000,
             history_chunk_bytes: 256 << 10,
             metrics_max_realities: DEFAULT_METRICS_MAX_REALITIES,
+            open_timeout_ms: 10_000,
+            blocking_threads_per_shard: 2,
         }
     }
 }
@@ -305,6 +316,9 @@ pub struct Limits {
     pub max_connections_per_shard: u64,
     /// Realities a shard will sequence; a publish that would create one more is refused.
     pub max_realities_per_shard: u64,
+    /// Retained realities (each a directory and at least one preallocated segment) a shard
+    /// will own; a publish that would create one more is refused before any file is made.
+    pub max_retained_realities_per_shard: u64,
     /// Slots in each SPSC ring between two shards.
     pub ring_capacity: u64,
     /// Messages an outbox may hold in front of a full ring before publishers wait.
@@ -647,6 +661,7 @@ impl Default for Limits {
             max_subscriptions_per_connection: 1024,
             max_connections_per_shard: 50_000,
             max_realities_per_shard: 100_000,
+            max_retained_realities_per_shard: 1_000,
             ring_capacity: 1024,
             outbox_capacity: 4096,
             handshake_timeout_ms: 10_000,
@@ -805,6 +820,12 @@ impl Config {
             1,
             100_000_000,
         )?;
+        range(
+            "limits.max_retained_realities_per_shard",
+            l.max_retained_realities_per_shard,
+            1,
+            1_000_000,
+        )?;
         range("limits.ring_capacity", l.ring_capacity, 2, 1 << 20)?;
         range("limits.outbox_capacity", l.outbox_capacity, 1, 1 << 24)?;
         range(
@@ -903,6 +924,13 @@ impl Config {
             st.metrics_max_realities,
             0,
             10_000,
+        )?;
+        range("storage.open_timeout_ms", st.open_timeout_ms, 10, 600_000)?;
+        range(
+            "storage.blocking_threads_per_shard",
+            st.blocking_threads_per_shard,
+            1,
+            64,
         )?;
         for rule in &self.retention {
             if rule.realities.is_empty() {

@@ -163,12 +163,13 @@ impl Cursor {
         })
     }
 
-    /// Resolves the start on the first step; refuses ranges retention already trimmed.
-    fn resolve(&mut self, log: &RealityLog, visible_end: u64) -> Result<u64, Unavailable> {
+    /// Resolves the start on the first step; refuses ranges retention already trimmed. `None`
+    /// is a retained reality that has no log yet: nothing was ever published to it.
+    fn resolve(&mut self, log: Option<&RealityLog>, visible_end: u64) -> Result<u64, Unavailable> {
         if let Some(next) = self.next {
             return Ok(next);
         }
-        let first_kept = log.first_sequence();
+        let first_kept = log.map_or(1, RealityLog::first_sequence);
         let trimmed = first_kept > 1;
         let unavailable = |what: String| Unavailable {
             message: format!(
@@ -187,10 +188,11 @@ impl Cursor {
                 s
             }
             Start::Time(t) => {
-                if trimmed && log.first_timestamp().is_some_and(|first| t < first) {
+                let first_time = log.and_then(RealityLog::first_timestamp);
+                if trimmed && first_time.is_some_and(|first| t < first) {
                     return Err(unavailable(format!("time {t} was trimmed")));
                 }
-                log.read(log.seek_time(t))
+                log.and_then(|log| log.read(log.seek_time(t)))
                     .map(|(r, _)| r.sequence.min(visible_end))
                     .unwrap_or(visible_end)
             }
@@ -208,10 +210,11 @@ impl Cursor {
 
     /// Reads the next chunk. `visible_end` is one past the last sequence subscribers may see
     /// (with `sync = "always"`, what is durable). Records of delta-only topics (`deltas`) go out
-    /// as a keyframe, then deltas.
+    /// as a keyframe, then deltas. A retained reality that has no log yet (`None`) reads as
+    /// empty: a read never creates one.
     pub fn step(
         &mut self,
-        log: &RealityLog,
+        log: Option<&RealityLog>,
         visible_end: u64,
         chunk_bytes: usize,
         deltas: &DeltaRules,
@@ -228,8 +231,8 @@ impl Cursor {
         let mut next = start;
         let mut done = true;
         let mut filtered = 0;
-        let mut at = log.seek_sequence(start);
-        while let Some((record, after)) = log.read(at) {
+        let mut at = log.map(|log| log.seek_sequence(start));
+        while let Some((record, after)) = log.zip(at).and_then(|(log, at)| log.read(at)) {
             if record.sequence >= end
                 || matches!(self.to, Stop::Time(t) if record.timestamp_unix_nanos >= t)
                 || self.count >= limit
@@ -264,7 +267,7 @@ impl Cursor {
                 self.count += 1;
             }
             next = record.sequence + 1;
-            at = after;
+            at = Some(after);
         }
         self.next = Some(next);
         let mut out = BytesMut::new();

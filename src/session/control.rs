@@ -514,6 +514,7 @@ pub(super) async fn audit_then_sequence(
         conn: conn.id,
         correlation_id,
         ack,
+        retained_charge: 0,
     };
     shard.sequence_at_owner(pulse, origin).await;
 }

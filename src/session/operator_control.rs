@@ -319,6 +319,7 @@ pub async fn fork(
             conn: conn.id,
             correlation_id,
             ack,
+            retained_charge: 0,
         },
     };
     let owner = shard.owner_of(&target);

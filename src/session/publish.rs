@@ -143,14 +143,18 @@ pub async fn handle(
             return reject(shard, conn, correlation_id, ErrorCode::PolicyFault, &msg);
         }
     }
+    let mut retained_charge = 0;
     if let Some(shielded) = conn.shielded() {
-        if let Err(why) = reserve_retained(shard, &shielded, &message) {
-            shard.counters.quota_exceeded.inc();
-            return if publish.ack {
-                reject(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &why)
-            } else {
-                reject_unacked(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &why)
-            };
+        match reserve_retained(shard, &shielded, &message) {
+            Ok(charged) => retained_charge = charged,
+            Err(why) => {
+                shard.counters.quota_exceeded.inc();
+                return if publish.ack {
+                    reject(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &why)
+                } else {
+                    reject_unacked(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &why)
+                };
+            }
         }
     }
     let origin = Origin {
@@ -158,6 +162,7 @@ pub async fn handle(
         conn: conn.id,
         correlation_id,
         ack: publish.ack,
+        retained_charge,
     };
     let owner = shard.owner_of(&message.reality_id);
     if owner == shard.id {
@@ -222,21 +227,23 @@ fn shield(
     Ok(())
 }
 
-/// Counts a pulse for a retained reality against its tenant's `max_retained_bytes`.
+/// Counts a pulse for a retained reality against its tenant's `max_retained_bytes`; the bytes
+/// charged (0 when the tenant has no such quota or the reality is ephemeral). The owner gives
+/// them back when it refuses the pulse or retention deletes it.
 fn reserve_retained(
     shard: &Shard,
     shielded: &Shielded,
     message: &ArqonMessage,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let Some(tenant) = &shielded.tenant else {
-        return Ok(());
+        return Ok(0);
     };
     if tenant.quota.max_retained_bytes == 0
         || shard.config.retention_for(&message.reality_id).is_none()
     {
-        return Ok(());
+        return Ok(0);
     }
-    tenant
-        .reserve_retained(message.encoded_len() as u64)
-        .map_err(|over| over.0)
+    let bytes = message.encoded_len() as u64;
+    tenant.reserve_retained(bytes).map_err(|over| over.0)?;
+    Ok(bytes)
 }

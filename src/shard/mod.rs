@@ -6,7 +6,7 @@ mod retained;
 mod sequencer;
 mod subscriptions;
 
-pub use retained::{ForkImport, ReadOrigin, ReadStep, Retained};
+pub use retained::{ForkImport, Opening, ReadOrigin, ReadStep, Retained, RetainedError};
 pub use sequencer::{SequenceError, Sequencer, Stamp};
 pub use subscriptions::{LocalSub, SubIndex};
 
@@ -83,6 +83,10 @@ pub struct Origin {
     pub conn: ConnId,
     pub correlation_id: u64,
     pub ack: bool,
+    /// Bytes the publisher's tenant was charged for this pulse against its
+    /// `max_retained_bytes` (0: none). The owner gives them back if it refuses the pulse, and
+    /// when retention deletes the segment that holds it.
+    pub retained_charge: u64,
 }
 
 /// A subscription waiting for its owner's confirmation.
@@ -217,6 +221,8 @@ pub struct Shard {
     sequencer: RefCell<Sequencer>,
     /// Retained realities this shard owns.
     retained: RefCell<HashMap<Arc<str>, Rc<Retained>>>,
+    /// Retained realities whose logs are being made off the reactor.
+    opening: RefCell<HashMap<Arc<str>, Rc<Opening>>>,
     /// Realities refused after recovery found them corrupt (quarantined), with the reason.
     refused: RefCell<HashMap<String, String>>,
     /// Realities a fork is being imported into: publishes to them wait for the fork.
@@ -496,6 +502,7 @@ impl Shard {
                 conn: 0,
                 correlation_id: 0,
                 ack: false,
+                retained_charge: 0,
             };
             self.sequence(message, origin).await;
         }
@@ -1132,6 +1139,7 @@ pub async fn run(start: ShardStart) {
             config.limits.max_realities_per_shard as usize,
         )),
         retained: RefCell::new(HashMap::new()),
+        opening: RefCell::new(HashMap::new()),
         refused: RefCell::new(HashMap::new()),
         importing: RefCell::new(Default::default()),
         now_secs: Cell::new(clock.now_unix_nanos() / 1_000_000_000),
@@ -1162,7 +1170,7 @@ pub async fn run(start: ShardStart) {
         failures,
     });
 
-    if let Err(why) = shard.recover_all() {
+    if let Err(why) = shard.recover_all().await {
         let _ = ready.send(Err(why));
         return;
     }

@@ -19,6 +19,40 @@ use crate::history::{Cursor, Purpose};
 use crate::operator::Sequencing;
 use crate::session::{error_frame, subscribed_frame, ConnId};
 use crate::store::{self, RealityLog, StoreError};
+use crate::tenant::TenantShared;
+
+/// Why a write to a retained reality was refused before anything was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RetainedError {
+    #[error("shard {shard} already owns {max} retained realities, so `{reality}` cannot be created (limits.max_retained_realities_per_shard)")]
+    ShardFull {
+        shard: usize,
+        reality: String,
+        max: u64,
+    },
+    #[error("reality `{reality}` cannot be created: {why}")]
+    TenantFull { reality: String, why: String },
+    /// Quarantined at recovery, or failed since.
+    #[error("{0}")]
+    Refused(String),
+    #[error("reality `{reality}` cannot be stored: {why}")]
+    Store { reality: String, why: String },
+    #[error("the log of reality `{reality}` was not ready within {ms} ms (storage.open_timeout_ms); is the data_dir volume slow?")]
+    OpenTimedOut { reality: String, ms: u64 },
+}
+
+impl RetainedError {
+    /// The stable code the publisher is answered with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::ShardFull { .. } => ErrorCode::LimitExceeded,
+            Self::TenantFull { .. } => ErrorCode::QuotaExceeded,
+            Self::Refused(_) | Self::Store { .. } | Self::OpenTimedOut { .. } => {
+                ErrorCode::StorageFailed
+            }
+        }
+    }
+}
 
 /// Where a read's chunks go.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +80,39 @@ pub struct Retained {
     flushed: Event,
     /// Set when a flush failed: the reality takes no more pulses until restart.
     failed: RefCell<Option<String>>,
+    /// A new segment is being created off the reactor: nothing is appended until it is active.
+    rolling: Cell<bool>,
+    rolled: Event,
+    /// What each segment written since start holds of each tenant's `max_retained_bytes`,
+    /// oldest first: given back when retention deletes the segment.
+    charges: RefCell<VecDeque<SegmentCharges>>,
+}
+
+/// Bytes of one tenant's quota that one pulse holds.
+pub struct Charge {
+    tenant: Arc<TenantShared>,
+    bytes: u64,
+}
+
+impl Charge {
+    fn give_back(&self) {
+        self.tenant.release_retained(self.bytes);
+    }
+}
+
+/// The tenants' bytes in one segment.
+struct SegmentCharges {
+    base: u64,
+    tenants: Vec<(Arc<TenantShared>, u64)>,
+}
+
+/// A retained reality whose log is being created (or found) off the reactor. Publishes to it
+/// wait, up to `storage.open_timeout_ms`, then go on in the order they wake.
+pub struct Opening {
+    /// Why the log could not be made, once it could not.
+    failed: RefCell<Option<String>>,
+    finished: Cell<bool>,
+    done: Event,
 }
 
 impl Retained {
@@ -59,7 +126,41 @@ impl Retained {
             flushing: Cell::new(false),
             flushed: Event::new(),
             failed: RefCell::new(None),
+            rolling: Cell::new(false),
+            rolled: Event::new(),
+            charges: RefCell::new(VecDeque::new()),
         })
+    }
+
+    /// Records that the segment starting at `base` holds `charge`.
+    fn hold(&self, base: u64, charge: Charge) {
+        let mut charges = self.charges.borrow_mut();
+        if charges.back().is_none_or(|s| s.base != base) {
+            charges.push_back(SegmentCharges {
+                base,
+                tenants: Vec::new(),
+            });
+        }
+        let segment = charges.back_mut().expect("pushed above");
+        match segment
+            .tenants
+            .iter_mut()
+            .find(|(t, _)| Arc::ptr_eq(t, &charge.tenant))
+        {
+            Some((_, bytes)) => *bytes += charge.bytes,
+            None => segment.tenants.push((charge.tenant, charge.bytes)),
+        }
+    }
+
+    /// Gives back what the segments before `first_kept` (deleted by retention) held.
+    fn release_trimmed(&self, first_kept: u64) {
+        let mut charges = self.charges.borrow_mut();
+        while charges.front().is_some_and(|s| s.base < first_kept) {
+            let segment = charges.pop_front().expect("checked");
+            for (tenant, bytes) in segment.tenants {
+                tenant.release_retained(bytes);
+            }
+        }
     }
 
     /// One past the last sequence readers may see.
@@ -78,6 +179,12 @@ impl Retained {
     }
 }
 
+/// The tenant stamped on the oldest record a log keeps.
+fn oldest_tenant(log: &RealityLog) -> Option<String> {
+    let (record, _) = log.read(log.seek_sequence(log.first_sequence()))?;
+    ArqonMessage::decode(record.body).ok().map(|m| m.tenant)
+}
+
 /// Room to leave for what the owner adds to an envelope when it stamps it (sequence,
 /// timestamp, a UUIDv7 id, the causal entry).
 fn stamp_slack(reality: &str) -> usize {
@@ -92,50 +199,186 @@ impl Shard {
         self.answer(origin.shard, origin.conn, frame);
     }
 
-    /// The retained state of a reality this shard owns, opened on first use when a retention
-    /// rule matches; `Ok(None)` for an ephemeral reality.
-    pub fn retained_for(&self, reality: &str) -> Result<Option<Rc<Retained>>, String> {
+    /// The retained state of a reality this shard owns if its log exists; `Ok(None)` when it
+    /// has none (ephemeral, or retained but never written). Creates nothing: reads use this.
+    fn retained_existing(&self, reality: &str) -> Result<Option<Rc<Retained>>, String> {
         if let Some(r) = self.retained.borrow().get(reality) {
             return Ok(Some(r.clone()));
         }
         if let Some(why) = self.refused.borrow().get(reality) {
             return Err(why.clone());
         }
-        let Some(rule) = self.config.retention_for(reality).cloned() else {
-            return Ok(None);
-        };
-        let (log, _) = self
-            .open_log(reality, &rule)
-            .map_err(|e| format!("reality `{reality}` cannot be stored: {e}"))?;
-        let r = Retained::new(log);
-        self.retained
-            .borrow_mut()
-            .insert(Arc::from(reality), r.clone());
-        Ok(Some(r))
+        Ok(None)
     }
 
-    fn open_log(
-        &self,
+    /// The retained state of a reality this shard owns, created on first use when a retention
+    /// rule matches; `Ok(None)` for an ephemeral reality. Only writes call this. Creating one
+    /// counts against `limits.max_retained_realities_per_shard` and against the quota of
+    /// `tenant` (the publisher's; empty for what the bus writes itself), both checked before
+    /// any file is made. The log is made on the shard's blocking pool (directory, preallocated
+    /// segment), never on the reactor: meanwhile this waits, and the shard serves everyone else.
+    pub async fn retained_for(
+        self: &Rc<Self>,
         reality: &str,
-        rule: &RetentionRule,
-    ) -> Result<(RealityLog, store::RecoveryReport), StoreError> {
-        let segment_bytes = self.config.segment_bytes_for(rule) as usize;
-        RealityLog::open(
-            &self.config.data_dir,
-            Arc::from(reality),
-            rule,
-            segment_bytes,
-        )
+        tenant: &str,
+    ) -> Result<Option<Rc<Retained>>, RetainedError> {
+        loop {
+            if let Some(r) = self
+                .retained_existing(reality)
+                .map_err(RetainedError::Refused)?
+            {
+                return Ok(Some(r));
+            }
+            let Some(rule) = self.config.retention_for(reality).cloned() else {
+                return Ok(None);
+            };
+            let opening = self.opening.borrow().get(reality).cloned();
+            let opening = match opening {
+                Some(o) => o,
+                None => self.start_opening(reality, tenant, rule)?,
+            };
+            if !opening.finished.get() {
+                let ms = self.config.storage.open_timeout_ms;
+                let o = opening.clone();
+                let waited = glommio::timer::timeout(Duration::from_millis(ms), async move {
+                    while !o.finished.get() {
+                        let listener = o.done.listen();
+                        if o.finished.get() {
+                            break;
+                        }
+                        listener.await;
+                    }
+                    Ok(())
+                })
+                .await;
+                if waited.is_err() {
+                    return Err(RetainedError::OpenTimedOut {
+                        reality: reality.to_owned(),
+                        ms,
+                    });
+                }
+            }
+            let failed = opening.failed.borrow().clone();
+            if let Some(why) = failed {
+                return Err(RetainedError::Store {
+                    reality: reality.to_owned(),
+                    why,
+                });
+            }
+        }
     }
 
-    /// Recovers every retained reality this shard owns. Runs before the shard accepts.
-    pub fn recover_all(&self) -> Result<(), String> {
-        let names = store::list_realities(&self.config.data_dir).map_err(|e| {
-            format!(
-                "cannot list {}: {e}",
-                self.config.data_dir.join("realities").display()
-            )
-        })?;
+    /// Checks the bounds on retained realities, then makes the log of `reality` in the
+    /// background; it is in `retained` once `Opening::done` fires without `failed`.
+    fn start_opening(
+        self: &Rc<Self>,
+        reality: &str,
+        tenant: &str,
+        rule: RetentionRule,
+    ) -> Result<Rc<Opening>, RetainedError> {
+        let max = self.config.limits.max_retained_realities_per_shard;
+        let owned = self.retained.borrow().len() + self.opening.borrow().len();
+        if owned as u64 >= max {
+            return Err(RetainedError::ShardFull {
+                shard: self.id,
+                reality: reality.to_owned(),
+                max,
+            });
+        }
+        let quota = self.shield.tenants.get(tenant).cloned();
+        if let Some(t) = &quota {
+            t.reserve_retained_reality()
+                .map_err(|over| RetainedError::TenantFull {
+                    reality: reality.to_owned(),
+                    why: over.0,
+                })?;
+        }
+        let opening = Rc::new(Opening {
+            failed: RefCell::new(None),
+            finished: Cell::new(false),
+            done: Event::new(),
+        });
+        let name: Arc<str> = Arc::from(reality);
+        self.opening
+            .borrow_mut()
+            .insert(name.clone(), opening.clone());
+        let (shard, waiting) = (self.clone(), opening.clone());
+        glommio::spawn_local(async move {
+            let opened = shard.open_log(name.clone(), rule).await;
+            shard.opening.borrow_mut().remove(&name);
+            match opened {
+                Ok((log, _)) => {
+                    shard.retained.borrow_mut().insert(name, Retained::new(log));
+                }
+                Err(e) => {
+                    if let Some(t) = &quota {
+                        t.release_retained_reality();
+                    }
+                    *waiting.failed.borrow_mut() = Some(e.to_string());
+                }
+            }
+            waiting.finished.set(true);
+            waiting.done.notify(usize::MAX);
+        })
+        .detach();
+        Ok(opening)
+    }
+
+    /// Makes room for a record of `room` bytes in `r`'s active segment. `Ok(true)`: it fits,
+    /// and nothing was awaited, so the caller may stamp and append in the same step. `Ok(false)`:
+    /// this waited (a new segment was made off the reactor, by this call or another), so
+    /// whatever the caller checked before may have changed: check again, then call again.
+    async fn make_room(&self, r: &Rc<Retained>, room: usize) -> Result<bool, String> {
+        if r.rolling.get() {
+            let listener = r.rolled.listen();
+            if r.rolling.get() {
+                listener.await;
+            }
+            return Ok(false);
+        }
+        let next = r.log.borrow().room_for(room).map_err(|e| e.to_string())?;
+        let Some(next) = next else {
+            return Ok(true);
+        };
+        // Nothing is appended to this reality until the new segment is active: its name is the
+        // sequence that follows the active segment's last.
+        r.rolling.set(true);
+        let created = glommio::executor()
+            .spawn_blocking(move || next.create())
+            .await;
+        let rolled = created.and_then(|seg| r.log.borrow_mut().roll_to(seg));
+        r.rolling.set(false);
+        r.rolled.notify(usize::MAX);
+        rolled.map(|()| false).map_err(|e| e.to_string())
+    }
+
+    /// Opens (recovering what is there) or creates a reality's log on the shard's blocking
+    /// pool: directories, reads of every record, preallocation and syncs stay off the reactor.
+    async fn open_log(
+        &self,
+        reality: Arc<str>,
+        rule: RetentionRule,
+    ) -> Result<(RealityLog, store::RecoveryReport), StoreError> {
+        let segment_bytes = self.config.segment_bytes_for(&rule) as usize;
+        let data_dir = self.config.data_dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || RealityLog::open(&data_dir, reality, &rule, segment_bytes))
+            .await
+    }
+
+    /// Recovers every retained reality this shard owns. Runs before the shard accepts, with
+    /// the reading and checking on the blocking pool.
+    pub async fn recover_all(&self) -> Result<(), String> {
+        let data_dir = self.config.data_dir.clone();
+        let names = glommio::executor()
+            .spawn_blocking(move || store::list_realities(&data_dir))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot list {}: {e}",
+                    self.config.data_dir.join("realities").display()
+                )
+            })?;
         // A reality whose rule was removed from the config keeps its log: sequences are
         // never reused, so it goes on as retained, keeping everything.
         let keep_all = RetentionRule {
@@ -152,7 +395,7 @@ impl Shard {
                 .retention_for(&name)
                 .cloned()
                 .unwrap_or(keep_all.clone());
-            match self.open_log(&name, &rule) {
+            match self.open_log(Arc::from(name.as_str()), rule).await {
                 Ok((log, report)) => {
                     tracing::info!(
                         shard = self.id,
@@ -162,6 +405,11 @@ impl Shard {
                         truncated = ?report.truncated_at,
                         "recovered retained reality"
                     );
+                    // The creator is not recorded apart; the tenant of the oldest record kept
+                    // is (unless retention trimmed the first pulses, it is the creator).
+                    if let Some(t) = oldest_tenant(&log).and_then(|t| self.shield.tenants.get(&t)) {
+                        t.count_recovered_reality();
+                    }
                     self.counters.recovered_records.add(report.records);
                     if report.truncated_at.is_some() {
                         self.counters.recovery_truncations.inc();
@@ -178,7 +426,7 @@ impl Shard {
                 Err(e @ StoreError::Corrupt { .. })
                     if self.config.storage.on_corruption == OnCorruption::Quarantine =>
                 {
-                    let moved = self.quarantine(&name);
+                    let moved = self.quarantine(&name).await;
                     tracing::error!(reality = %name, error = %e, quarantine = %moved, "reality quarantined");
                     self.refused.borrow_mut().insert(
                         name.clone(),
@@ -191,14 +439,19 @@ impl Shard {
         Ok(())
     }
 
-    fn quarantine(&self, reality: &str) -> String {
+    async fn quarantine(&self, reality: &str) -> String {
         let from = store::reality_dir(&self.config.data_dir, reality);
         let dir = self.config.data_dir.join("quarantine");
         let to = dir.join(format!(
             "{reality}.{}",
             self.clock.now_unix_nanos() / 1_000_000_000
         ));
-        let moved = std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&from, &to));
+        let (f, t) = (from.clone(), to.clone());
+        let moved = glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&f, &t))
+            })
+            .await;
         match moved {
             Ok(()) => to.display().to_string(),
             Err(e) => format!("{} (could not move it: {e})", from.display()),
@@ -208,16 +461,37 @@ impl Shard {
     /// Sequences, stores (when retained) and fans out a pulse of a reality this shard owns.
     pub async fn sequence(self: &Rc<Self>, mut message: ArqonMessage, origin: Origin) {
         debug_assert_eq!(self.owner_of(&message.reality_id), self.id);
+        let charge = self.charge_of(&message, origin);
+        // A pulse refused here was never stored: its tenant gets its bytes back.
+        let give_back = || {
+            if let Some(c) = &charge {
+                c.give_back();
+            }
+        };
         if !self.resolve_delta(&mut message, origin) {
-            return;
+            return give_back();
         }
         let refuse = |why: &str| {
+            give_back();
             super::log_refused(self.id, &message, why);
             self.storage_error(origin, why);
         };
-        let retained = match self.retained_for(&message.reality_id) {
+        let retained = match self
+            .retained_for(&message.reality_id, &message.tenant)
+            .await
+        {
             Ok(r) => r,
-            Err(why) => return refuse(&why),
+            Err(e) => {
+                give_back();
+                let why = e.to_string();
+                super::log_refused(self.id, &message, &why);
+                if e.code() != ErrorCode::StorageFailed {
+                    self.counters.quota_exceeded.inc();
+                }
+                self.counters.request_errors.inc();
+                let frame = error_frame(origin.correlation_id, e.code(), &why);
+                return self.answer(origin.shard, origin.conn, frame);
+            }
         };
         if !self.importing.borrow().is_empty()
             && self.importing.borrow().contains(&message.reality_id)
@@ -228,23 +502,27 @@ impl Shard {
             );
             return refuse(&why);
         }
-        self.wait_for_delivery_room(&message.reality_id).await;
-        if let Some(r) = &retained {
+        loop {
+            self.wait_for_delivery_room(&message.reality_id).await;
+            let Some(r) = &retained else { break };
             r.wait_for_room(self.config.storage.max_unflushed_bytes as usize)
                 .await;
             if let Some(why) = r.failed.borrow().as_ref() {
                 return refuse(why);
             }
             let room = message.encoded_len() + stamp_slack(&message.reality_id);
-            if let Err(e) = r.log.borrow_mut().reserve(room) {
-                return refuse(&e.to_string());
+            match self.make_room(r, room).await {
+                Ok(true) => break,
+                // Waited for a new segment: the rings and the flush may have filled meanwhile.
+                Ok(false) => continue,
+                Err(why) => return refuse(&why),
             }
         }
         // From here on nothing waits: sequencing, storing and the pushes into the outboxes
         // happen in one step, so pulses enter every ring in sequence order. Operator outputs
         // are sequenced in the same step, right behind their input.
         let Some((pulse, ack)) = self.stamp(&mut message, origin) else {
-            return;
+            return give_back();
         };
         let operate = self
             .operators
@@ -254,7 +532,7 @@ impl Shard {
             // `stamp` moved the topic into the pulse; the operators read the whole envelope.
             message.topic = pulse.topic.clone();
         }
-        self.commit(retained.as_ref(), pulse, Some(origin), ack);
+        self.commit(retained.as_ref(), pulse, Some(origin), ack, charge);
         if operate {
             let mut sink = OwnerSink {
                 shard: self,
@@ -267,22 +545,43 @@ impl Shard {
         }
     }
 
+    /// What a publish holds of its tenant's `max_retained_bytes`, if anything.
+    fn charge_of(&self, message: &ArqonMessage, origin: Origin) -> Option<Charge> {
+        if origin.retained_charge == 0 {
+            return None;
+        }
+        let tenant = self.shield.tenants.get(&message.tenant)?.clone();
+        Some(Charge {
+            tenant,
+            bytes: origin.retained_charge,
+        })
+    }
+
     /// Stores a stamped pulse (when retained) and releases it: at once, or once its flush
-    /// completes under `sync = "always"`.
+    /// completes under `sync = "always"`. `charge` (the publisher's tenant's bytes) is held by
+    /// the segment the pulse is written to until retention deletes it.
     fn commit(
         self: &Rc<Self>,
         retained: Option<&Rc<Retained>>,
         pulse: Arc<Pulse>,
         origin: Option<Origin>,
         ack: Option<Bytes>,
+        charge: Option<Charge>,
     ) {
         let Some(r) = retained else {
+            if let Some(c) = charge {
+                c.give_back();
+            }
             self.release(&pulse, origin, ack);
             return;
         };
         r.log
             .borrow_mut()
             .append(pulse.sequence, pulse.timestamp_unix_nanos, &pulse.encoded);
+        if let Some(c) = charge {
+            let base = r.log.borrow().active_base();
+            r.hold(base, c);
+        }
         if r.log.borrow().sync == SyncMode::Always {
             r.held_bytes.set(r.held_bytes.get() + pulse.encoded.len());
             r.held.borrow_mut().push_back(Held { pulse, origin, ack });
@@ -467,6 +766,7 @@ impl Shard {
         }
         let removed = r.log.borrow_mut().trim(self.clock.now_unix_nanos());
         if !removed.is_empty() {
+            r.release_trimmed(r.log.borrow().first_sequence());
             self.counters.segments_trimmed.add(removed.len() as u64);
             glommio::executor()
                 .spawn_blocking(move || {
@@ -512,10 +812,11 @@ impl Shard {
     pub fn read_step(self: &Rc<Self>, mut cursor: Cursor, origin: ReadOrigin) {
         let chunk = (self.config.storage.history_chunk_bytes)
             .min(self.config.limits.max_frame_bytes / 2) as usize;
-        let result = match self.retained_for(&cursor.reality) {
+        let rules = self.deltas.borrow();
+        let result = match self.retained_existing(&cursor.reality) {
             Ok(Some(r)) => {
                 let log = r.log.borrow();
-                let step = cursor.step(&log, r.visible_end(), chunk, self.deltas.borrow().rules());
+                let step = cursor.step(Some(&log), r.visible_end(), chunk, rules.rules());
                 // A read that touched a map whose file went away read zeros: say so, and
                 // stop this reality, rather than hand out a short or wrong history.
                 let fault = log.fault();
@@ -540,6 +841,18 @@ impl Shard {
                     })
                 }
             }
+            // Retained, but nothing was ever published to it: the read is empty, and it leaves
+            // no trace on disk (a reader must not be able to make the bus create logs).
+            Ok(None) if self.config.retention_for(&cursor.reality).is_some() => cursor
+                .step(None, 1, chunk, rules.rules())
+                .map(|step| (step, 1))
+                .map_err(|u| {
+                    (
+                        ErrorCode::HistoryUnavailable,
+                        u.message,
+                        u.first_available_sequence,
+                    )
+                }),
             Ok(None) => Err((
                 ErrorCode::HistoryUnavailable,
                 format!(
@@ -550,6 +863,7 @@ impl Shard {
             )),
             Err(why) => Err((ErrorCode::StorageFailed, why, 0)),
         };
+        drop(rules);
         let correlation_id = match cursor.purpose {
             Purpose::History { correlation_id, .. } | Purpose::Replay { correlation_id, .. } => {
                 correlation_id
@@ -739,10 +1053,10 @@ impl Shard {
             let frame = error_frame(origin.correlation_id, ErrorCode::InvalidRequest, why);
             self.answer(origin.shard, origin.conn, frame);
         };
-        let retained = match self.retained_for(&reality) {
+        let retained = match self.retained_for(&reality, "").await {
             Ok(Some(r)) => r,
             Ok(None) => return fail(&format!("no [[retention]] rule matches `{reality}`")),
-            Err(why) => return fail(&why),
+            Err(e) => return fail(&e.to_string()),
         };
         if !self.sequencer.borrow().is_unused(&reality)
             || retained.log.borrow().last_sequence() != 0
@@ -818,18 +1132,18 @@ impl Shard {
                     );
                 }
             }
-            self.wait_for_delivery_room(reality).await;
-            retained
-                .wait_for_room(self.config.storage.max_unflushed_bytes as usize)
-                .await;
-            if let Some(why) = retained.failed.borrow().as_ref() {
-                return Err(why.clone());
+            loop {
+                self.wait_for_delivery_room(reality).await;
+                retained
+                    .wait_for_room(self.config.storage.max_unflushed_bytes as usize)
+                    .await;
+                if let Some(why) = retained.failed.borrow().as_ref() {
+                    return Err(why.clone());
+                }
+                if self.make_room(retained, bytes.len()).await? {
+                    break;
+                }
             }
-            retained
-                .log
-                .borrow_mut()
-                .reserve(bytes.len())
-                .map_err(|e| e.to_string())?;
             let stamp = self
                 .sequencer
                 .borrow_mut()
@@ -852,7 +1166,7 @@ impl Shard {
                 chain: None,
             });
             self.counters.pulses_sequenced.inc();
-            self.commit(Some(retained), pulse, None, None);
+            self.commit(Some(retained), pulse, None, None, None);
             let counters = self.counters.clone();
             self.operators.borrow_mut().warm(&message, &counters);
             last = message.sequence;
@@ -889,7 +1203,7 @@ impl Sequencing for OwnerSink<'_> {
             }
         }
         let pulse = shard.stamp_output(&mut output)?;
-        shard.commit(self.retained, pulse, None, None);
+        shard.commit(self.retained, pulse, None, None, None);
         Some(output)
     }
 

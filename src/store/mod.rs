@@ -28,6 +28,7 @@ mod segment;
 
 pub use checkpoint::Checkpoint;
 pub use scan::scan;
+pub use segment::testing;
 pub use segment::{
     Record, Segment, Slot, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
 };
@@ -144,6 +145,22 @@ impl FlushJob {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// A segment a log needs before its next record fits: made by `create` (blocking: run it off
+/// the reactor), installed by `RealityLog::roll_to`.
+#[derive(Debug, Clone)]
+pub struct NextSegment {
+    dir: PathBuf,
+    base: u64,
+    bytes: usize,
+}
+
+impl NextSegment {
+    /// Creates and preallocates the segment file.
+    pub fn create(&self) -> Result<Segment, StoreError> {
+        Segment::create(&self.dir, self.base, self.bytes)
     }
 }
 
@@ -486,6 +503,11 @@ impl RealityLog {
         }
     }
 
+    /// The base sequence of the segment the next record goes to (after `reserve`).
+    pub fn active_base(&self) -> u64 {
+        self.segments.back().map_or(1, |s| s.base)
+    }
+
     /// The last sequence written (0 when the reality has none).
     pub fn last_sequence(&self) -> u64 {
         self.segments.back().map(|s| s.last_sequence).unwrap_or(0)
@@ -524,10 +546,22 @@ impl RealityLog {
 
     /// Makes sure a record of up to `body_len` bytes fits, rolling to a new segment if needed.
     /// Called before the record is sequenced, so a failure (disk full) consumes no sequence.
+    /// Creates the next segment on the calling thread: the shard uses `room_for`, creates the
+    /// segment off the reactor and hands it to `roll_to`, and calls this only where it cannot
+    /// wait (operator outputs, sequenced in the same step as their input).
     pub fn reserve(&mut self, body_len: usize) -> Result<(), StoreError> {
+        match self.room_for(body_len)? {
+            None => Ok(()),
+            Some(next) => self.roll_to(next.create()?),
+        }
+    }
+
+    /// `None` when a record of up to `body_len` bytes fits the active segment; else the segment
+    /// to create and `roll_to` first. Changes nothing.
+    pub fn room_for(&self, body_len: usize) -> Result<Option<NextSegment>, StoreError> {
         let active = self.segments.back().expect("a log always has a segment");
         if active.fits(body_len) {
-            return Ok(());
+            return Ok(None);
         }
         if !Segment::fits_in_new(self.segment_bytes, body_len) {
             return Err(StoreError::TooLarge {
@@ -536,7 +570,28 @@ impl RealityLog {
                 segment_bytes: self.segment_bytes,
             });
         }
-        let next = Segment::create(&self.dir, active.last_sequence + 1, self.segment_bytes)?;
+        Ok(Some(NextSegment {
+            dir: self.dir.clone(),
+            base: active.last_sequence + 1,
+            bytes: self.segment_bytes,
+        }))
+    }
+
+    /// Makes `next` (created from `room_for`'s answer, with nothing appended since) the active
+    /// segment.
+    pub fn roll_to(&mut self, next: Segment) -> Result<(), StoreError> {
+        let active = self.segments.back().expect("a log always has a segment");
+        if next.base != active.last_sequence + 1 {
+            // Something was appended while the segment was made: its name would be a lie.
+            let path = next.path.clone();
+            drop(next);
+            let _ = std::fs::remove_file(&path);
+            return Err(corrupt(
+                &path,
+                8,
+                "a rolled-to segment does not start after the active one",
+            ));
+        }
         let old = active.file_clone().map_err(|source| StoreError::Io {
             path: active.path.clone(),
             op: "duplicate descriptor",

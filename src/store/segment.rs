@@ -206,6 +206,29 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
+/// A seam for the integration tests: a slow disk, made by sleeping in every segment creation.
+/// Never set outside tests.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    static CREATE_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Makes every segment creation in this process take `delay` longer, as if the disk were
+    /// slow to preallocate.
+    pub fn delay_segment_creation(delay: Duration) {
+        CREATE_DELAY_MS.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn delay() {
+        let ms = CREATE_DELAY_MS.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
+
 impl Segment {
     /// Creates and preallocates a new segment. Preallocation reserves the disk blocks, so a
     /// full disk is reported here, before anything is acknowledged, and not as a fault later.
@@ -216,6 +239,7 @@ impl Segment {
             "config validation keeps segments larger than a frame"
         );
         assert!((1..=MAX_BASE).contains(&base), "sequences start at 1");
+        testing::delay();
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -1,8 +1,9 @@
 //! Tenant bulkheads: per-tenant quotas that keep one tenant from taking what another needs.
 //!
-//! - Connections, subscriptions and retained bytes span shards: one small shared atomic per
-//!   tenant, touched at connect, disconnect, subscribe and unsubscribe (and, for retained bytes,
-//!   per retained publish), never per delivered pulse.
+//! - Connections, subscriptions, retained realities and retained bytes span shards: one small
+//!   shared atomic per tenant, touched at connect, disconnect, subscribe and unsubscribe (for
+//!   retained realities, when one is created; for retained bytes, per retained publish and when
+//!   retention deletes a segment), never per delivered pulse.
 //! - Publish rates are token buckets kept by each shard for its own connections, each holding
 //!   `rate / shards`: the kernel spreads connections over shards, so the bound holds in
 //!   aggregate without any sharing per pulse. A tenant whose connections all land on one shard
@@ -22,6 +23,7 @@ pub struct TenantShared {
     connections: AtomicU64,
     subscriptions: AtomicU64,
     retained_bytes: AtomicU64,
+    retained_realities: AtomicU64,
 }
 
 /// A reservation refused: which quota, for the client's error message.
@@ -78,6 +80,47 @@ impl TenantShared {
             "tenant `{}` has used its {} retained bytes (tenants.max_retained_bytes)",
             self.quota.name, self.quota.max_retained_bytes
         )))
+    }
+
+    /// Counts a retained reality a publish of this tenant is about to create. Called by the
+    /// reality's owner shard before any file is made.
+    pub fn reserve_retained_reality(&self) -> Result<(), OverQuota> {
+        if reserve(
+            &self.retained_realities,
+            self.quota.max_retained_realities,
+            1,
+        ) {
+            return Ok(());
+        }
+        Err(OverQuota(format!(
+            "tenant `{}` has created its {} retained realities (tenants.max_retained_realities)",
+            self.quota.name, self.quota.max_retained_realities
+        )))
+    }
+
+    /// Gives back a reservation whose reality could not be created.
+    pub fn release_retained_reality(&self) {
+        self.retained_realities.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts a retained reality found on disk at start: it exists, so it counts even past the
+    /// quota (which then refuses new ones).
+    pub fn count_recovered_reality(&self) {
+        self.retained_realities.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn retained_realities(&self) -> u64 {
+        self.retained_realities.load(Ordering::Relaxed)
+    }
+
+    /// Gives back bytes counted by `reserve_retained`: the pulse was refused, or retention
+    /// deleted it.
+    pub fn release_retained(&self, bytes: u64) {
+        let _ = self
+            .retained_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(bytes))
+            });
     }
 
     pub fn connections(&self) -> u64 {
@@ -252,5 +295,23 @@ mod tests {
         t.release_connection();
         assert!(t.reserve_connection().is_ok());
         assert_eq!(t.connections(), 2);
+    }
+
+    #[test]
+    fn retained_bytes_given_back_make_room_again() {
+        let t = TenantShared {
+            quota: TenantQuota {
+                name: "t".into(),
+                max_retained_bytes: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(t.reserve_retained(60).is_ok());
+        assert!(t.reserve_retained(60).is_err());
+        t.release_retained(60);
+        assert!(t.reserve_retained(60).is_ok());
+        t.release_retained(1000);
+        assert_eq!(t.retained_bytes(), 0, "never below zero");
     }
 }
