@@ -321,8 +321,15 @@ pub struct Limits {
     pub shutdown_drain_ms: u64,
     /// Listen backlog of each shard's socket.
     pub listen_backlog: u64,
-    /// Pulses a connection with causal subscriptions may hold waiting for dependencies.
+    /// Pulses a connection with causal subscriptions may hold waiting for dependencies; when
+    /// full, the oldest is dropped for its subscription (counted, reported with `Dropped`).
     pub max_causal_held: u64,
+    /// Longest a causal subscription holds a pulse for its dependencies; then it is dropped for
+    /// that subscription (counted, reported with `Dropped`) and what waited behind it goes on.
+    pub causal_hold_ms: u64,
+    /// Entries a publish's causal context (`ArqonMessage.causal`) may have; more is refused
+    /// with LIMIT_EXCEEDED. Each entry is a dependency the causal gate checks.
+    pub max_causal_entries: u64,
     /// Longest `Subscribe.filter` accepted, in bytes.
     pub max_filter_bytes: u64,
     /// Nodes a filter may have: operands, comparisons and `!`, `&&`, `||` operators.
@@ -655,6 +662,8 @@ impl Default for Limits {
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
             max_causal_held: 10_000,
+            causal_hold_ms: 5_000,
+            max_causal_entries: 1024,
             max_filter_bytes: 1024,
             max_filter_nodes: 128,
             max_filter_depth: 16,
@@ -823,6 +832,13 @@ impl Config {
         range("limits.idle_timeout_ms", l.idle_timeout_ms, 100, 86_400_000)?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
         range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
+        range("limits.causal_hold_ms", l.causal_hold_ms, 1, 3_600_000)?;
+        range(
+            "limits.max_causal_entries",
+            l.max_causal_entries,
+            1,
+            1_000_000,
+        )?;
         range("limits.max_filter_bytes", l.max_filter_bytes, 1, 64 << 10)?;
         range("limits.max_filter_nodes", l.max_filter_nodes, 1, 4096)?;
         // The parser and compiler recurse once or twice per level; the ceiling keeps that far

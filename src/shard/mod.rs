@@ -731,8 +731,9 @@ impl Shard {
             }
             if wants {
                 if sub.causal {
+                    let now = self.clock.now_unix_nanos();
                     sub.conn
-                        .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse);
+                        .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse, now);
                 } else {
                     sub.deliver(&self.counters, pulse);
                 }
