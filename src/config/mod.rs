@@ -268,6 +268,12 @@ pub struct StorageConfig {
     /// Bytes per history chunk (and per replay step); never more than half of
     /// `limits.max_frame_bytes`, so a chunk always fits in a frame.
     pub history_chunk_bytes: u64,
+    /// Records one step of a history read or replay examines at most, matching its pattern or
+    /// not, before the owner's reactor turns: bounds the time a sparse read holds the shard.
+    pub history_scan_records: u64,
+    /// Bytes of records one step of a history read or replay examines at most (as
+    /// `history_scan_records`; at least one record is always examined).
+    pub history_scan_bytes: u64,
     /// Retained realities that get a series of their own on `/metrics`
     /// (`arqonbus_reality_retained_bytes{reality=...}`), largest first; the totals always cover
     /// all of them. Bounded because reality names are not.
@@ -285,6 +291,8 @@ impl Default for StorageConfig {
             max_unflushed_bytes: 8 << 20,
             checkpoint_interval_ms: 1000,
             history_chunk_bytes: 256 << 10,
+            history_scan_records: 4096,
+            history_scan_bytes: 4 << 20,
             metrics_max_realities: DEFAULT_METRICS_MAX_REALITIES,
         }
     }
@@ -913,6 +921,18 @@ impl Config {
             st.history_chunk_bytes,
             4096,
             64 << 20,
+        )?;
+        range(
+            "storage.history_scan_records",
+            st.history_scan_records,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "storage.history_scan_bytes",
+            st.history_scan_bytes,
+            4096,
+            1 << 30,
         )?;
         range(
             "storage.metrics_max_realities",

@@ -510,12 +510,19 @@ impl Shard {
 
     /// Owner side of a read: one chunk, and the switch to live when a replay has caught up.
     pub fn read_step(self: &Rc<Self>, mut cursor: Cursor, origin: ReadOrigin) {
-        let chunk = (self.config.storage.history_chunk_bytes)
-            .min(self.config.limits.max_frame_bytes / 2) as usize;
+        let storage = &self.config.storage;
+        let bounds = crate::history::StepBounds {
+            chunk_bytes: storage
+                .history_chunk_bytes
+                .min(self.config.limits.max_frame_bytes / 2) as usize,
+            scan_records: storage.history_scan_records,
+            scan_bytes: storage.history_scan_bytes as usize,
+        };
         let result = match self.retained_for(&cursor.reality) {
             Ok(Some(r)) => {
                 let log = r.log.borrow();
-                let step = cursor.step(&log, r.visible_end(), chunk, self.deltas.borrow().rules());
+                let step =
+                    cursor.step(&log, r.visible_end(), &bounds, self.deltas.borrow().rules());
                 // A read that touched a map whose file went away read zeros: say so, and
                 // stop this reality, rather than hand out a short or wrong history.
                 let fault = log.fault();
@@ -684,9 +691,12 @@ impl Shard {
     ) {
         let shard = self.clone();
         glommio::spawn_local(async move {
-            // glommio runs a new task right away; yielding first keeps a local owner's
-            // read loop from recursing through spawn.
-            futures_lite::future::yield_now().await;
+            // Let the reactor turn before the next step. glommio polls for I/O only when its
+            // task queue runs dry or its preemption timer (100 ms) fires, and a yield leaves
+            // this task runnable: a long read of a local owner would then hold every socket on
+            // the shard for that long. A timer is not runnable until the reactor has polled.
+            // (It also keeps the read loop from recursing through spawn.)
+            glommio::timer::sleep(STEP_PAUSE).await;
             conn.wait_drained().await;
             if conn.is_closing() {
                 if let Purpose::Replay { .. } = cursor.purpose {
@@ -707,6 +717,10 @@ impl Shard {
         .detach();
     }
 }
+
+/// Pause between the steps of a read: the shortest a timer can wait, which is enough to let
+/// the reactor poll for I/O first.
+const STEP_PAUSE: Duration = Duration::from_micros(1);
 
 /// A fork's log on its way to the new reality's owner: the records (already carrying the new
 /// reality's name), where the fork point is, the pinned parameters, and whom to answer.
