@@ -134,6 +134,9 @@ counters! {
     /// Connections closed by the disconnect slow-consumer policy, or for overflowing with
     /// answers they never read.
     slow_consumer_disconnects => "slow_consumer_disconnects_total",
+    /// Idle ephemeral realities a shard forgot to make room under
+    /// limits.max_realities_per_shard (their sequence starts again at 1 if used again).
+    realities_evicted => "realities_evicted_total",
     /// Protocol errors that closed a connection (oversize, undecodable, no Hello).
     protocol_errors => "protocol_errors_total",
     /// Requests answered with a non-fatal error (invalid topic or reality, limits).

@@ -170,6 +170,7 @@ impl Shard {
                         &name,
                         log.last_sequence() + 1,
                         log.last_timestamp(),
+                        &|r| self.forget_idle(r),
                     );
                     self.retained
                         .borrow_mut()
@@ -572,6 +573,7 @@ impl Shard {
                             &cursor.reality,
                             origin.shard,
                             true,
+                            &|r| self.forget_idle(r),
                         );
                         Some(visible_end)
                     }
@@ -772,7 +774,9 @@ impl Shard {
             .map_or(1, |m| m.sequence);
         if first > 1 {
             // The source's oldest segments were trimmed: the fork numbers as the source did.
-            self.sequencer.borrow_mut().restore(&reality, first, 0);
+            self.sequencer
+                .borrow_mut()
+                .restore(&reality, first, 0, &|r| self.forget_idle(r));
         }
         let outcome = self
             .write_import(&retained, &reality, records, fork_at, &pins)
@@ -847,7 +851,9 @@ impl Shard {
             let stamp = self
                 .sequencer
                 .borrow_mut()
-                .stamp(reality, message.timestamp_unix_nanos)
+                .stamp(reality, message.timestamp_unix_nanos, &|r| {
+                    self.forget_idle(r)
+                })
                 .map_err(|e| e.to_string())?;
             if stamp.sequence != message.sequence {
                 return Err(format!(
