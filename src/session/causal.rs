@@ -543,8 +543,9 @@ mod tests {
         let mut gate = CausalGate::new(4, u64::MAX);
         let mut log = Log::new();
         // One pulse held for good, then many held briefly and released.
-        feed(&mut gate, 0, &pulse("c", 1, &[("zzz", 1)]), &mut log);
         let start = |_: &str| Some(1);
+        let c = pulse("c", 1, &[("zzz", 1)]);
+        gate.arrive(1, &c, 0, &start, &mut record(&mut log));
         for s in 1..=1000 {
             let b = pulse("b", s, &[("a", s)]);
             gate.arrive(1, &b, 0, &start, &mut record(&mut log));
