@@ -42,7 +42,8 @@
 //!
 //! - A reality has exactly one owner shard, `stable_hash(reality) % shards`; only the owner
 //!   stamps sequences and timestamps, so a reality's sequence is strictly increasing from 1 with
-//!   no gaps and its timestamps never decrease.
+//!   no gaps and its timestamps never decrease. (An idle ephemeral reality nobody subscribes to
+//!   may be forgotten to make room, and starts again at 1; a retained one never is.)
 //! - Shards share no mutable state on the data path. They talk only through the SPSC mesh; a
 //!   full ring makes the sender wait, it never drops.
 //! - A pulse is encoded once, by its owner. Every subscriber on every shard is sent the same

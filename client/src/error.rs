@@ -15,8 +15,12 @@ pub enum ClientError {
         /// For HISTORY_UNAVAILABLE: the first sequence still kept.
         first_available_sequence: u64,
     },
-    /// The server shed this many pulses of the subscription (slow consumer).
-    #[error("{count} pulses were dropped by the server because this client read too slowly")]
+    /// The server dropped this many pulses of the subscription: shed because this client read
+    /// too slowly, or held by a causal subscription until their dependencies' time ran out.
+    #[error(
+        "{count} pulses were dropped by the server (this client read too slowly, or a causal \
+         hold ran out before their dependencies arrived)"
+    )]
     Dropped { count: u64 },
     #[error("timed out")]
     Timeout,

@@ -270,6 +270,12 @@ pub struct StorageConfig {
     /// Bytes per history chunk (and per replay step); never more than half of
     /// `limits.max_frame_bytes`, so a chunk always fits in a frame.
     pub history_chunk_bytes: u64,
+    /// Records one step of a history read or replay examines at most, matching its pattern or
+    /// not, before the owner's reactor turns: bounds the time a sparse read holds the shard.
+    pub history_scan_records: u64,
+    /// Bytes of records one step of a history read or replay examines at most (as
+    /// `history_scan_records`; at least one record is always examined).
+    pub history_scan_bytes: u64,
     /// Retained realities that get a series of their own on `/metrics`
     /// (`arqonbus_reality_retained_bytes{reality=...}`), largest first; the totals always cover
     /// all of them. Bounded because reality names are not.
@@ -294,6 +300,8 @@ impl Default for StorageConfig {
             max_unflushed_bytes: 8 << 20,
             checkpoint_interval_ms: 1000,
             history_chunk_bytes: 256 << 10,
+            history_scan_records: 4096,
+            history_scan_bytes: 4 << 20,
             metrics_max_realities: DEFAULT_METRICS_MAX_REALITIES,
             open_timeout_ms: 10_000,
             blocking_threads_per_shard: 2,
@@ -335,8 +343,15 @@ pub struct Limits {
     pub shutdown_drain_ms: u64,
     /// Listen backlog of each shard's socket.
     pub listen_backlog: u64,
-    /// Pulses a connection with causal subscriptions may hold waiting for dependencies.
+    /// Pulses a connection with causal subscriptions may hold waiting for dependencies; when
+    /// full, the oldest is dropped for its subscription (counted, reported with `Dropped`).
     pub max_causal_held: u64,
+    /// Longest a causal subscription holds a pulse for its dependencies; then it is dropped for
+    /// that subscription (counted, reported with `Dropped`) and what waited behind it goes on.
+    pub causal_hold_ms: u64,
+    /// Entries a publish's causal context (`ArqonMessage.causal`) may have; more is refused
+    /// with LIMIT_EXCEEDED. Each entry is a dependency the causal gate checks.
+    pub max_causal_entries: u64,
     /// Longest `Subscribe.filter` accepted, in bytes.
     pub max_filter_bytes: u64,
     /// Nodes a filter may have: operands, comparisons and `!`, `&&`, `||` operators.
@@ -670,6 +685,8 @@ impl Default for Limits {
             shutdown_drain_ms: 5_000,
             listen_backlog: 4096,
             max_causal_held: 10_000,
+            causal_hold_ms: 5_000,
+            max_causal_entries: 1024,
             max_filter_bytes: 1024,
             max_filter_nodes: 128,
             max_filter_depth: 16,
@@ -844,6 +861,13 @@ impl Config {
         range("limits.idle_timeout_ms", l.idle_timeout_ms, 100, 86_400_000)?;
         range("limits.listen_backlog", l.listen_backlog, 1, 1 << 20)?;
         range("limits.max_causal_held", l.max_causal_held, 1, 10_000_000)?;
+        range("limits.causal_hold_ms", l.causal_hold_ms, 1, 3_600_000)?;
+        range(
+            "limits.max_causal_entries",
+            l.max_causal_entries,
+            1,
+            1_000_000,
+        )?;
         range("limits.max_filter_bytes", l.max_filter_bytes, 1, 64 << 10)?;
         range("limits.max_filter_nodes", l.max_filter_nodes, 1, 4096)?;
         // The parser and compiler recurse once or twice per level; the ceiling keeps that far
@@ -918,6 +942,18 @@ impl Config {
             st.history_chunk_bytes,
             4096,
             64 << 20,
+        )?;
+        range(
+            "storage.history_scan_records",
+            st.history_scan_records,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "storage.history_scan_bytes",
+            st.history_scan_bytes,
+            4096,
+            1 << 30,
         )?;
         range(
             "storage.metrics_max_realities",

@@ -98,6 +98,11 @@ impl OwnerStates {
         }
     }
 
+    /// True when a delta-only topic of `reality` has a state.
+    pub fn holds(&self, reality: &str) -> bool {
+        self.states.get(reality).is_some_and(|t| !t.is_empty())
+    }
+
     pub fn rules(&self) -> &DeltaRules {
         &self.rules
     }

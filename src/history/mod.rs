@@ -6,6 +6,11 @@
 //! and sends them back with the cursor; the connection's shard asks for the next chunk only once
 //! the client has drained its outbound queue. Memory stays bounded for any range, and a client
 //! that stops reading stops the query.
+//!
+//! Time on the owner's reactor is bounded too: a step examines at most
+//! `storage.history_scan_records` records and `storage.history_scan_bytes` bytes, matching or
+//! not, so a pattern that matches little of a long log is read in many short steps with the
+//! reactor turning between them, not in one long one.
 
 use arqonbus_proto::frame::{envelope_topic, put_deliver_header, put_history_chunk};
 use arqonbus_proto::v1::{history_get, start_position, ArqonMessage, HistoryGet, StartPosition};
@@ -82,6 +87,17 @@ pub struct Cursor {
 pub struct Unavailable {
     pub message: String,
     pub first_available_sequence: u64,
+}
+
+/// How much one step may send and read.
+#[derive(Debug, Clone, Copy)]
+pub struct StepBounds {
+    /// Bytes of records sent per step (`storage.history_chunk_bytes`).
+    pub chunk_bytes: usize,
+    /// Records examined per step, wanted or not (`storage.history_scan_records`).
+    pub scan_records: u64,
+    /// Bytes of records examined per step, wanted or not (`storage.history_scan_bytes`).
+    pub scan_bytes: usize,
 }
 
 /// The result of one step.
@@ -210,15 +226,17 @@ impl Cursor {
 
     /// Reads the next chunk. `visible_end` is one past the last sequence subscribers may see
     /// (with `sync = "always"`, what is durable). Records of delta-only topics (`deltas`) go out
-    /// as a keyframe, then deltas. A retained reality that has no log yet (`None`) reads as
-    /// empty: a read never creates one.
+    /// as a keyframe, then deltas. A step ends when its chunk is full or it has examined what
+    /// `bounds` allow; either way the read goes on in the next step. A retained reality that
+    /// has no log yet (`None`) reads as empty: a read never creates one.
     pub fn step(
         &mut self,
         log: Option<&RealityLog>,
         visible_end: u64,
-        chunk_bytes: usize,
+        bounds: &StepBounds,
         deltas: &DeltaRules,
     ) -> Result<Step, Unavailable> {
+        let chunk_bytes = bounds.chunk_bytes;
         let first = self.resolve(log, visible_end)?;
         let start = self.next.expect("resolved");
         let end = self.end.unwrap_or(visible_end);
@@ -231,6 +249,7 @@ impl Cursor {
         let mut next = start;
         let mut done = true;
         let mut filtered = 0;
+        let (mut scanned_records, mut scanned_bytes) = (0u64, 0usize);
         let mut at = log.map(|log| log.seek_sequence(start));
         while let Some((record, after)) = log.zip(at).and_then(|(log, at)| log.read(at)) {
             if record.sequence >= end
@@ -239,6 +258,13 @@ impl Cursor {
             {
                 break;
             }
+            if scanned_records >= bounds.scan_records || scanned_bytes >= bounds.scan_bytes {
+                // This step has had its share of the reactor; the read goes on in the next.
+                done = false;
+                break;
+            }
+            scanned_records += 1;
+            scanned_bytes += record.body.len();
             let topic = envelope_topic(record.body);
             let mut wanted = topic.is_some_and(|t| self.pattern.matches(t));
             if wanted && (self.filter.is_some() || self.inputs.is_some()) {

@@ -125,9 +125,18 @@ counters! {
     type_mismatches => "type_mismatches_total",
     /// Deliveries dropped by the shed slow-consumer policy.
     pulses_shed => "pulses_shed_total",
+    /// Pulses a causal subscription held for limits.causal_hold_ms without their dependencies
+    /// arriving, dropped for it (and reported with `Dropped`).
+    causal_expired => "causal_expired_total",
+    /// Pulses a causal subscription held, dropped (oldest first, reported with `Dropped`)
+    /// because its connection held limits.max_causal_held.
+    causal_evicted => "causal_evicted_total",
     /// Connections closed by the disconnect slow-consumer policy, or for overflowing with
     /// answers they never read.
     slow_consumer_disconnects => "slow_consumer_disconnects_total",
+    /// Idle ephemeral realities a shard forgot to make room under
+    /// limits.max_realities_per_shard (their sequence starts again at 1 if used again).
+    realities_evicted => "realities_evicted_total",
     /// Protocol errors that closed a connection (oversize, undecodable, no Hello).
     protocol_errors => "protocol_errors_total",
     /// Requests answered with a non-fatal error (invalid topic or reality, limits).

@@ -170,6 +170,14 @@ impl ShardOperators {
 
     /// True when the cascade has anything to do for this pulse: an operator binds it, or it is a
     /// parameter change. With no operators loaded this is one atomic load.
+    /// True when a hosted operator has an instance (or a pinned parameter) in `reality`.
+    pub fn holds(&self, reality: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.realities.contains_key(reality))
+            || self.reality_pins.keys().any(|(r, _, _)| r == reality)
+    }
+
     pub fn wants(&mut self, reality: &str, topic: &str) -> bool {
         self.refresh();
         if self.entries.is_empty() {

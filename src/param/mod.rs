@@ -84,6 +84,11 @@ impl OwnerParams {
     /// Before the sequencer stamps a `sys.param.*` pulse: gives it the next version of its
     /// name (written into its payload), or says why the reality cannot take it. Nothing is
     /// recorded until [`record`](Self::record).
+    /// True when `reality` has parameters.
+    pub fn holds(&self, reality: &str) -> bool {
+        self.versions.get(reality).is_some_and(|v| !v.is_empty())
+    }
+
     pub fn prepare(&self, message: &mut ArqonMessage) -> Result<(String, u64), String> {
         let payload = message
             .payload

@@ -54,6 +54,11 @@ impl OwnerPresence {
 
     /// Applies an update. Returns true when the reality announces its changes and had nothing
     /// pending (the caller starts the coalescing window).
+    /// True when `reality` has presence state (sessions listed or changes pending).
+    pub fn holds(&self, reality: &str) -> bool {
+        self.by_reality.contains_key(reality)
+    }
+
     pub fn apply(&mut self, reality: &str, update: Update) -> bool {
         let announced = self.announce.iter().any(|g| g.matches(reality));
         let r = match self.by_reality.get_mut(reality) {

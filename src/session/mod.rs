@@ -124,7 +124,11 @@ pub struct Conn {
     last_refusal_report_nanos: Cell<u64>,
     /// Present once the connection has a causal subscription.
     causal: RefCell<Option<causal::CausalGate>>,
-    max_causal_held: usize,
+    /// Told when the gate starts holding a pulse, so its timer knows a deadline is running.
+    causal_wake: Event,
+    /// Drops held pulses whose `limits.causal_hold_ms` ran out; dropped (cancelled) with the
+    /// connection.
+    causal_timer: RefCell<Option<glommio::Task<()>>>,
     /// The timer that closes the session when its token expires; dropped (cancelled) with the
     /// connection.
     expiry: RefCell<Option<glommio::Task<()>>>,
@@ -153,7 +157,8 @@ impl Conn {
             unacked_refusals: Cell::new(0),
             last_refusal_report_nanos: Cell::new(0),
             causal: RefCell::new(None),
-            max_causal_held: shard.config.limits.max_causal_held as usize,
+            causal_wake: Event::new(),
+            causal_timer: RefCell::new(None),
             expiry: RefCell::new(None),
             control_pacer: control::Pacer::default(),
         }
@@ -244,12 +249,21 @@ impl Conn {
         self.causal.borrow().is_some()
     }
 
-    /// Turns on causal delivery for this connection.
-    pub fn enable_causal(&self) {
+    /// Turns on causal delivery for this connection, with the timer that ends holds.
+    pub fn enable_causal(self: &Rc<Self>, shard: &Rc<Shard>) {
         let mut gate = self.causal.borrow_mut();
-        if gate.is_none() {
-            *gate = Some(causal::CausalGate::new(self.max_causal_held));
+        if gate.is_some() {
+            return;
         }
+        let limits = &shard.config.limits;
+        *gate = Some(causal::CausalGate::new(
+            limits.max_causal_held as usize,
+            limits.causal_hold_ms.saturating_mul(1_000_000),
+        ));
+        // glommio may run a new task at once, and the timer borrows the gate.
+        drop(gate);
+        let timer = causal_timer(shard, self);
+        *self.causal_timer.borrow_mut() = Some(timer);
     }
 
     /// A pulse for a causal subscription: delivered now, or held until its dependencies pass.
@@ -259,30 +273,19 @@ impl Conn {
         subs: &crate::shard::SubIndex,
         subscription_id: u64,
         pulse: &std::sync::Arc<Pulse>,
+        now_nanos: u64,
     ) {
         let start_of = |r: &str| subs.start_for_conn(r, self.id);
-        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| {
-            // Held pulses go whole: a causal subscription keeps no delta chain.
-            self.push_deliver(counters, sub, p, false);
+        let mut out = |o: causal::Outcome<'_>| self.causal_outcome(counters, o);
+        let holding = match self.causal.borrow_mut().as_mut() {
+            Some(gate) => {
+                gate.arrive(subscription_id, pulse, now_nanos, &start_of, &mut out);
+                gate.is_holding()
+            }
+            None => false,
         };
-        let overflow = match self.causal.borrow_mut().as_mut() {
-            Some(gate) => gate
-                .arrive(subscription_id, pulse, &start_of, &mut deliver)
-                .err(),
-            None => None,
-        };
-        if let Some(o) = overflow {
-            counters.request_errors.inc();
-            let msg = format!(
-                "causal hold buffer (limits.max_causal_held = {}) overflowed on subscription {}: \
-                 its dependencies did not arrive; closing",
-                self.max_causal_held, o.subscription_id
-            );
-            self.out
-                .borrow_mut()
-                .close_now(Some(error_frame(0, ErrorCode::LimitExceeded, &msg)));
-            self.stop_reading();
-            self.writer_wake.notify(1);
+        if holding {
+            self.causal_wake.notify(1);
         }
     }
 
@@ -295,14 +298,49 @@ impl Conn {
         pulse: &std::sync::Arc<Pulse>,
     ) {
         let start_of = |r: &str| subs.start_for_conn(r, self.id);
-        let mut deliver = |sub: u64, p: &std::sync::Arc<Pulse>| {
-            // Held pulses go whole: a causal subscription keeps no delta chain.
-            self.push_deliver(counters, sub, p, false);
-        };
+        let mut out = |o: causal::Outcome<'_>| self.causal_outcome(counters, o);
         if let Some(gate) = self.causal.borrow_mut().as_mut() {
-            gate.note_seen(&pulse.reality, pulse.sequence);
-            gate.release(&start_of, &mut deliver);
+            gate.passed(&pulse.reality, pulse.sequence, &start_of, &mut out);
         }
+    }
+
+    /// Drops held pulses whose hold ran out by `now_nanos`; returns when the next one runs out.
+    fn causal_expire(
+        &self,
+        counters: &ShardCounters,
+        subs: &crate::shard::SubIndex,
+        now_nanos: u64,
+    ) -> Option<u64> {
+        let start_of = |r: &str| subs.start_for_conn(r, self.id);
+        let mut out = |o: causal::Outcome<'_>| self.causal_outcome(counters, o);
+        let mut gate = self.causal.borrow_mut();
+        let gate = gate.as_mut()?;
+        gate.expire(now_nanos, &start_of, &mut out);
+        gate.next_deadline()
+    }
+
+    fn causal_outcome(&self, counters: &ShardCounters, outcome: causal::Outcome<'_>) {
+        match outcome {
+            causal::Outcome::Deliver(sub, pulse) => {
+                // Held pulses go whole: a causal subscription keeps no delta chain.
+                self.push_deliver(counters, sub, pulse, false);
+            }
+            causal::Outcome::Expired(sub) => {
+                counters.causal_expired.inc();
+                self.note_missed(sub);
+            }
+            causal::Outcome::Evicted(sub) => {
+                counters.causal_evicted.inc();
+                self.note_missed(sub);
+            }
+        }
+    }
+
+    /// A pulse this subscription wanted will never reach it: it is told with `Dropped`, as for
+    /// a shed pulse.
+    fn note_missed(&self, subscription_id: u64) {
+        self.out.borrow_mut().note_missed(subscription_id);
+        self.writer_wake.notify(1);
     }
 
     /// Waits until the outbound queue is at most half full (or the connection is closing).
@@ -481,6 +519,41 @@ fn left_of(deadline: Instant) -> Duration {
 /// TCP keepalive: a peer that vanished without closing (cable pulled, host gone) stops answering
 /// probes and the kernel ends the connection after about `2 * secs`, which ends its session
 /// (and its presence). Probes start after `secs` idle, then every `secs / 3`, three of them.
+/// Shortest sleep of a causal gate's timer: deadlines this close together are served by one
+/// wake-up.
+const CAUSAL_TIMER_MIN: Duration = Duration::from_millis(1);
+
+/// A causal connection's timer: sleeps until its oldest held pulse runs out of
+/// `limits.causal_hold_ms` (or, holding nothing, until something is held), then drops what ran
+/// out. It holds the connection and shard weakly; the connection owns the task.
+fn causal_timer(shard: &Rc<Shard>, conn: &Rc<Conn>) -> glommio::Task<()> {
+    let (weak_shard, weak_conn) = (Rc::downgrade(shard), Rc::downgrade(conn));
+    glommio::spawn_local(async move {
+        loop {
+            let wait = {
+                let (Some(shard), Some(conn)) = (weak_shard.upgrade(), weak_conn.upgrade()) else {
+                    return;
+                };
+                if conn.is_closing() {
+                    return;
+                }
+                let now = shard.clock.now_unix_nanos();
+                let subs = shard.subs.borrow();
+                match conn.causal_expire(&shard.counters, &subs, now) {
+                    Some(deadline) => Ok(
+                        Duration::from_nanos(deadline.saturating_sub(now)).max(CAUSAL_TIMER_MIN)
+                    ),
+                    None => Err(conn.causal_wake.listen()),
+                }
+            };
+            match wait {
+                Ok(pause) => glommio::timer::sleep(pause).await,
+                Err(listener) => listener.await,
+            }
+        }
+    })
+}
+
 fn set_keepalive(stream: &TcpStream, secs: u64) {
     if secs == 0 {
         return;

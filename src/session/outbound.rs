@@ -132,6 +132,18 @@ impl Outbound {
         Pushed::Queued
     }
 
+    /// A pulse for `subscription_id` was dropped before it reached this queue (a causal hold
+    /// ran out): reported with `Dropped`, with the pulses shed.
+    pub fn note_missed(&mut self, subscription_id: u64) {
+        if self.state == State::Closing {
+            return;
+        }
+        match self.shed.iter_mut().find(|(s, _)| *s == subscription_id) {
+            Some((_, n)) => *n += 1,
+            None => self.shed.push((subscription_id, 1)),
+        }
+    }
+
     /// Stops queueing; what is queued is still written.
     pub fn close_after(&mut self, last: Option<Bytes>) {
         if self.state == State::Closing {

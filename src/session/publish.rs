@@ -67,6 +67,16 @@ pub async fn handle(
         );
         return reject(shard, conn, correlation_id, ErrorCode::LimitExceeded, &msg);
     }
+    let max_causal = shard.config.limits.max_causal_entries;
+    if message.causal.len() as u64 > max_causal {
+        // Every entry is a dependency a causal subscriber's gate must check; a context this
+        // large is a client that merges without bound, or an attack on that gate.
+        let msg = format!(
+            "causal context has {} entries, more than limits.max_causal_entries ({max_causal})",
+            message.causal.len()
+        );
+        return refused(ErrorCode::LimitExceeded, &msg);
+    }
     if control::is_control(&message.topic) {
         // Boxed: control pulses are rare and their future is large; inline, every
         // connection's task would carry its size.

@@ -105,7 +105,7 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
         return shard.send_read(cursor, origin).await;
     }
     if s.causal {
-        conn.enable_causal();
+        conn.enable_causal(shard);
     }
     let sub = Rc::new(
         LocalSub::live(conn.clone(), s.subscription_id, pattern, s.causal)

@@ -34,6 +34,11 @@ impl LatestPulses {
     }
 
     /// The latest pulses of `reality`, in sequence order.
+    /// True when a pulse of `reality` is kept for late joiners.
+    pub fn holds(&self, reality: &str) -> bool {
+        self.by_reality.get(reality).is_some_and(|t| !t.is_empty())
+    }
+
     pub fn of(&self, reality: &str) -> Vec<Arc<Pulse>> {
         let mut out: Vec<Arc<Pulse>> = self
             .by_reality

@@ -629,7 +629,11 @@ impl Shard {
         } else {
             None
         };
-        let stamp = match self.sequencer.borrow_mut().stamp(&message.reality_id, now) {
+        let stamp = self
+            .sequencer
+            .borrow_mut()
+            .stamp(&message.reality_id, now, &|r| self.forget_idle(r));
+        let stamp = match stamp {
             Ok(stamp) => stamp,
             Err(e) => {
                 log_refused(self.id, message, &e.to_string());
@@ -684,6 +688,42 @@ impl Shard {
         Some((pulse, ack))
     }
 
+    /// May the sequencer forget `reality` (idle, no subscriber anywhere) to make room for
+    /// another? Only an ephemeral reality with nothing hanging off it: its sequence restarts at
+    /// 1 when it is next used, which nobody can see. Never a retained reality (its sequences
+    /// must never repeat), nor one with parameters, delta states, latest pulses, presence,
+    /// hosted operator instances or a fork on its way: those hold sequences or per-reality
+    /// state that a restarted sequence would contradict. A state that is in use right now
+    /// (borrowed) counts as held.
+    fn may_forget(&self, reality: &str) -> bool {
+        fn free<T>(cell: &RefCell<T>, holds: impl FnOnce(&T) -> bool) -> bool {
+            cell.try_borrow().is_ok_and(|v| !holds(&v))
+        }
+        self.config.retention_for(reality).is_none()
+            && free(&self.retained, |m| m.contains_key(reality))
+            && free(&self.importing, |s| s.contains(reality))
+            && free(&self.params, |p| p.holds(reality))
+            && free(&self.deltas, |d| d.holds(reality))
+            && free(&self.latest, |l| l.holds(reality))
+            && free(&self.presence, |p| p.holds(reality))
+            && free(&self.operators, |o| o.holds(reality))
+    }
+
+    /// Asked by the sequencer for an idle reality its eviction hand chose: true forgets it
+    /// (counted in `realities_evicted`).
+    fn forget_idle(&self, reality: &str) -> bool {
+        let forget = self.may_forget(reality);
+        if forget {
+            self.counters.realities_evicted.inc();
+            tracing::debug!(
+                shard = self.id,
+                reality,
+                "idle reality forgotten to make room"
+            );
+        }
+        forget
+    }
+
     /// Encodes a stamped envelope once, and on a delta-only topic its delta form besides.
     fn encode_forms(&self, message: &mut ArqonMessage) -> (Bytes, Option<Chain>) {
         let stamped = self.deltas.borrow_mut().stamp(message);
@@ -725,7 +765,9 @@ impl Shard {
         let stamp = self
             .sequencer
             .borrow_mut()
-            .stamp(&output.reality_id, output.timestamp_unix_nanos)
+            .stamp(&output.reality_id, output.timestamp_unix_nanos, &|r| {
+                self.forget_idle(r)
+            })
             .ok()?;
         crate::operator::stamp_output(output, stamp.sequence, stamp.timestamp_unix_nanos);
         self.counters.pulses_sequenced.inc();
@@ -810,8 +852,9 @@ impl Shard {
             }
             if wants {
                 if sub.causal {
+                    let now = self.clock.now_unix_nanos();
                     sub.conn
-                        .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse);
+                        .causal_arrive(&self.counters, &subs, sub.subscription_id, pulse, now);
                 } else {
                     sub.deliver(&self.counters, pulse);
                 }
@@ -853,7 +896,7 @@ impl Shard {
         let result = self
             .sequencer
             .borrow_mut()
-            .change_interest(&reality, from_shard, add);
+            .change_interest(&reality, from_shard, add, &|r| self.forget_idle(r));
         let Some(origin) = confirm else { return };
         let result = result.map(|next_sequence| Confirmed {
             next_sequence,

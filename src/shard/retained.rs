@@ -418,6 +418,7 @@ impl Shard {
                         &name,
                         log.last_sequence() + 1,
                         log.last_timestamp(),
+                        &|r| self.forget_idle(r),
                     );
                     self.retained
                         .borrow_mut()
@@ -810,13 +811,19 @@ impl Shard {
 
     /// Owner side of a read: one chunk, and the switch to live when a replay has caught up.
     pub fn read_step(self: &Rc<Self>, mut cursor: Cursor, origin: ReadOrigin) {
-        let chunk = (self.config.storage.history_chunk_bytes)
-            .min(self.config.limits.max_frame_bytes / 2) as usize;
+        let storage = &self.config.storage;
+        let bounds = crate::history::StepBounds {
+            chunk_bytes: storage
+                .history_chunk_bytes
+                .min(self.config.limits.max_frame_bytes / 2) as usize,
+            scan_records: storage.history_scan_records,
+            scan_bytes: storage.history_scan_bytes as usize,
+        };
         let rules = self.deltas.borrow();
         let result = match self.retained_existing(&cursor.reality) {
             Ok(Some(r)) => {
                 let log = r.log.borrow();
-                let step = cursor.step(Some(&log), r.visible_end(), chunk, rules.rules());
+                let step = cursor.step(Some(&log), r.visible_end(), &bounds, rules.rules());
                 // A read that touched a map whose file went away read zeros: say so, and
                 // stop this reality, rather than hand out a short or wrong history.
                 let fault = log.fault();
@@ -844,7 +851,7 @@ impl Shard {
             // Retained, but nothing was ever published to it: the read is empty, and it leaves
             // no trace on disk (a reader must not be able to make the bus create logs).
             Ok(None) if self.config.retention_for(&cursor.reality).is_some() => cursor
-                .step(None, 1, chunk, rules.rules())
+                .step(None, 1, &bounds, rules.rules())
                 .map(|step| (step, 1))
                 .map_err(|u| {
                     (
@@ -879,6 +886,7 @@ impl Shard {
                             &cursor.reality,
                             origin.shard,
                             true,
+                            &|r| self.forget_idle(r),
                         );
                         Some(visible_end)
                     }
@@ -998,9 +1006,12 @@ impl Shard {
     ) {
         let shard = self.clone();
         glommio::spawn_local(async move {
-            // glommio runs a new task right away; yielding first keeps a local owner's
-            // read loop from recursing through spawn.
-            futures_lite::future::yield_now().await;
+            // Let the reactor turn before the next step. glommio polls for I/O only when its
+            // task queue runs dry or its preemption timer (100 ms) fires, and a yield leaves
+            // this task runnable: a long read of a local owner would then hold every socket on
+            // the shard for that long. A timer is not runnable until the reactor has polled.
+            // (It also keeps the read loop from recursing through spawn.)
+            glommio::timer::sleep(STEP_PAUSE).await;
             conn.wait_drained().await;
             if conn.is_closing() {
                 if let Purpose::Replay { .. } = cursor.purpose {
@@ -1021,6 +1032,10 @@ impl Shard {
         .detach();
     }
 }
+
+/// Pause between the steps of a read: the shortest a timer can wait, which is enough to let
+/// the reactor poll for I/O first.
+const STEP_PAUSE: Duration = Duration::from_micros(1);
 
 /// A fork's log on its way to the new reality's owner: the records (already carrying the new
 /// reality's name), where the fork point is, the pinned parameters, and whom to answer.
@@ -1072,7 +1087,9 @@ impl Shard {
             .map_or(1, |m| m.sequence);
         if first > 1 {
             // The source's oldest segments were trimmed: the fork numbers as the source did.
-            self.sequencer.borrow_mut().restore(&reality, first, 0);
+            self.sequencer
+                .borrow_mut()
+                .restore(&reality, first, 0, &|r| self.forget_idle(r));
         }
         let outcome = self
             .write_import(&retained, &reality, records, fork_at, &pins)
@@ -1147,7 +1164,9 @@ impl Shard {
             let stamp = self
                 .sequencer
                 .borrow_mut()
-                .stamp(reality, message.timestamp_unix_nanos)
+                .stamp(reality, message.timestamp_unix_nanos, &|r| {
+                    self.forget_idle(r)
+                })
                 .map_err(|e| e.to_string())?;
             if stamp.sequence != message.sequence {
                 return Err(format!(
