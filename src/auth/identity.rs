@@ -62,6 +62,10 @@ pub struct Identity {
     pub expires_unix_secs: Option<u64>,
     /// The capabilities a manifest may claim (a token's `capabilities`); `None`: any.
     pub capabilities: Option<Vec<String>>,
+    /// Settled by a signed token: the revocation list (`auth.revocation_file`) applies.
+    pub from_token: bool,
+    /// The token's id (`jti`), when it has one.
+    pub token_id: Option<String>,
 }
 
 /// Topics under this prefix steer the bus; publishing there needs role `controller`.
@@ -77,6 +81,8 @@ impl Identity {
             access: Access::Unrestricted,
             expires_unix_secs: None,
             capabilities: None,
+            from_token: false,
+            token_id: None,
         }
     }
 
@@ -89,6 +95,8 @@ impl Identity {
             access: Access::Unrestricted,
             expires_unix_secs: None,
             capabilities: None,
+            from_token: false,
+            token_id: None,
         }
     }
 
@@ -112,6 +120,8 @@ impl Identity {
             access,
             expires_unix_secs: Some(claims.exp),
             capabilities: claims.capabilities,
+            from_token: true,
+            token_id: claims.jti,
         })
     }
 
@@ -264,6 +274,9 @@ mod tests {
             exp: 1000,
             iat: 0,
             capabilities: None,
+            kid: None,
+            jti: None,
+            aud: None,
         })
         .unwrap()
     }
