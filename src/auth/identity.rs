@@ -182,6 +182,25 @@ impl Identity {
         ))
     }
 
+    /// May this controller steer `reality` (`what` says how, for the message): set its
+    /// parameters or its operators' parameters, fork it or into it, install a circuit in it? The
+    /// same rule as bindings ([`Self::check_binding`]) for one literal reality: a controller of a
+    /// token with grants steers only realities one of its publish grants covers. Sessions without
+    /// grants (role `admin`, the static `control.controller_tokens`) are not limited.
+    pub fn check_reality(&self, reality: &str, what: &str) -> Result<(), String> {
+        let Access::Granted { publish, .. } = &self.access else {
+            return Ok(());
+        };
+        // A reality id has no wildcard, so covering it is matching it.
+        if publish.iter().any(|g| g.realities.matches(reality)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{what} reality `{reality}`, which no publish grant of this session covers; a \
+             controller steers only realities its grants cover"
+        ))
+    }
+
     /// May this session publish `topic` in `reality`? The error is for the client.
     pub fn check_publish(
         &self,
@@ -301,6 +320,19 @@ mod tests {
         assert!(id.check_subscribe("lab-1", &p("rig.*.temp"), "", 1).is_ok());
         assert!(id.check_subscribe("lab-1", &p(">"), "", 1).is_err());
         assert!(id.check_subscribe("lab-2", &p("rig.>"), "", 1).is_err());
+    }
+
+    #[test]
+    fn a_granted_controller_steers_only_realities_its_grants_cover() {
+        let lab = token_identity(vec![Role::Controller], &["lab-a*:>"], &[]);
+        assert!(lab.check_reality("lab-a", "sets").is_ok());
+        assert!(lab.check_reality("lab-a~fork", "forks into").is_ok());
+        let why = lab.check_reality("lab-b", "sets").unwrap_err();
+        assert!(why.contains("sets reality `lab-b`"), "{why}");
+        let admin = token_identity(vec![Role::Admin], &[], &[]);
+        assert!(admin.check_reality("lab-b", "sets").is_ok());
+        let ops = Identity::static_controller(Arc::from("anonymous"));
+        assert!(ops.check_reality("lab-b", "sets").is_ok());
     }
 
     #[test]
