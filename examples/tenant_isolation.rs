@@ -70,7 +70,7 @@ fn start(a_quota: Option<u64>) -> Setup {
         ..Config::default()
     };
     config.auth.require_token = true;
-    config.auth.trusted_keys = vec![token::encode_public(&key.verifying_key())];
+    config.auth.trusted_keys = vec![token::encode_public(&key.verifying_key()).into()];
     if let Some(rate) = a_quota {
         config.tenants.push(TenantQuota {
             name: "a".into(),
@@ -102,6 +102,9 @@ fn token_for(key: &ed25519_dalek::SigningKey, tenant: &str) -> String {
             exp: now + 3600,
             iat: now,
             capabilities: None,
+            kid: None,
+            jti: None,
+            aud: None,
         },
     )
 }

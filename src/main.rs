@@ -247,7 +247,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install signal handlers")?;
     }
-    // SIGHUP re-reads the TLS certificates; connections stay up.
+    // SIGHUP re-reads the TLS certificates (connections stay up) and the revocation list
+    // (sessions it now revokes are closed).
     signal_hook::flag::register(signal_hook::consts::SIGHUP, server.reload_flag())
         .context("cannot install the SIGHUP handler")?;
     if early_stop.load(Ordering::Acquire) {

@@ -107,34 +107,54 @@ fn bind_listeners(config: &Config, count: usize) -> Result<Bound, ListenError> {
     Ok(bound)
 }
 
-/// Re-reads the TLS files whenever `reload` is raised (SIGHUP), until `stop`.
+/// Re-reads the TLS files and the revocation list whenever `reload` is raised (SIGHUP), until
+/// `stop`. Files are read here, never on a shard; shards notice the new generations.
 fn spawn_reloader(
     shield: Arc<Shield>,
     reload: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
-        .name("tls-reload".into())
+        .name("reload".into())
         .spawn(move || {
             while !stop.load(Ordering::Acquire) {
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                if !reload.swap(false, Ordering::AcqRel) {
-                    continue;
-                }
-                let Some(tls) = &shield.tls else { continue };
-                match tls.reload() {
-                    Ok(()) => tracing::info!(
-                        generation = tls.generation(),
-                        "TLS certificates reloaded; new handshakes use them"
-                    ),
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "TLS reload failed; the previous certificates stay in use"
-                    ),
+                if reload.swap(false, Ordering::AcqRel) {
+                    reload_files(&shield);
                 }
             }
         })
-        .expect("spawn the TLS reload thread")
+        .expect("spawn the reload thread")
+}
+
+/// One reload: each file on its own, so a bad one keeps only its own previous state.
+fn reload_files(shield: &Shield) {
+    if let Some(tls) = &shield.tls {
+        match tls.reload() {
+            Ok(()) => tracing::info!(
+                generation = tls.generation(),
+                "TLS certificates reloaded; new handshakes use them"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "TLS reload failed; the previous certificates stay in use"
+            ),
+        }
+    }
+    if let Some(list) = &shield.auth.revocations {
+        match list.reload() {
+            Ok(entries) => tracing::info!(
+                entries,
+                generation = list.generation(),
+                path = %list.path().display(),
+                "revocation list reloaded; sessions it revokes are being closed"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "revocation list reload failed; the previous list stays in use"
+            ),
+        }
+    }
 }
 
 /// A running server.
@@ -384,9 +404,7 @@ impl Server {
             tracing::info!(%addr, ?transport, shards = count, "arqonbus listening");
         }
         let reload = Arc::new(AtomicBool::new(false));
-        let reloader = shield
-            .tls
-            .is_some()
+        let reloader = (shield.tls.is_some() || shield.auth.revocations.is_some())
             .then(|| spawn_reloader(shield.clone(), reload.clone(), stop.clone()));
         Ok(Self {
             addr,
@@ -414,7 +432,8 @@ impl Server {
             .map(|(_, a)| *a)
     }
 
-    /// The flag that makes the server re-read its TLS files when raised (SIGHUP raises it).
+    /// The flag that makes the server re-read its TLS files and its revocation list when raised
+    /// (SIGHUP raises it); the reload thread lowers it within 50 ms and reloads.
     pub fn reload_flag(&self) -> Arc<AtomicBool> {
         self.reload.clone()
     }

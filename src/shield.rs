@@ -35,7 +35,7 @@ impl Shield {
             None => None,
         };
         Ok(Self {
-            auth: Auth::from_config(&config.auth)?,
+            auth: Auth::from_config(config)?,
             tenants: Tenants::from_config(config),
             tls,
             circuits: crate::circuit::Circuits::default(),

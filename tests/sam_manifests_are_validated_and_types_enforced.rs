@@ -170,6 +170,9 @@ async fn sam_manifests_are_validated_and_types_enforced() {
                 exp: common::now_secs() + 3600,
                 iat: common::now_secs(),
                 capabilities,
+                kid: None,
+                jti: None,
+                aud: None,
             },
         )
     };

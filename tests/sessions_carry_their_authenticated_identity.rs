@@ -76,6 +76,9 @@ fn a_session_is_closed_when_its_token_expires() {
             exp,
             iat: now_secs(),
             capabilities: None,
+            kid: None,
+            jti: None,
+            aud: None,
         },
     );
     let mut raw = RawConn::connect(bus.addr);

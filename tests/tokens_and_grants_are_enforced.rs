@@ -61,6 +61,9 @@ fn missing_expired_and_forged_tokens_are_refused() {
             exp: now_secs() - 1,
             iat: now_secs() - 3600,
             capabilities: None,
+            kid: None,
+            jti: None,
+            aud: None,
         },
     );
     assert_eq!(
@@ -275,7 +278,7 @@ async fn cli_keygen_and_issue_make_tokens_the_server_accepts() {
 
     let bus = TestBus::start(|c| {
         c.auth.require_token = true;
-        c.auth.trusted_keys = vec![public];
+        c.auth.trusted_keys = vec![public.into()];
     });
     let c = client_with_token(bus.addr, &t).await.unwrap();
     c.publish_acked(Outgoing::new("lab-2", "rig.a.temp"))
@@ -318,6 +321,9 @@ async fn a_session_does_not_outlive_its_token() {
             exp: now_secs() + 2,
             iat: now_secs(),
             capabilities: None,
+            kid: None,
+            jti: None,
+            aud: None,
         },
     );
     let c = client_with_token(bus.addr, &short).await.unwrap();

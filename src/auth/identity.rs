@@ -62,6 +62,10 @@ pub struct Identity {
     pub expires_unix_secs: Option<u64>,
     /// The capabilities a manifest may claim (a token's `capabilities`); `None`: any.
     pub capabilities: Option<Vec<String>>,
+    /// Settled by a signed token: the revocation list (`auth.revocation_file`) applies.
+    pub from_token: bool,
+    /// The token's id (`jti`), when it has one.
+    pub token_id: Option<String>,
 }
 
 /// Topics under this prefix steer the bus; publishing there needs role `controller`.
@@ -77,6 +81,8 @@ impl Identity {
             access: Access::Unrestricted,
             expires_unix_secs: None,
             capabilities: None,
+            from_token: false,
+            token_id: None,
         }
     }
 
@@ -89,6 +95,8 @@ impl Identity {
             access: Access::Unrestricted,
             expires_unix_secs: None,
             capabilities: None,
+            from_token: false,
+            token_id: None,
         }
     }
 
@@ -112,6 +120,8 @@ impl Identity {
             access,
             expires_unix_secs: Some(claims.exp),
             capabilities: claims.capabilities,
+            from_token: true,
+            token_id: claims.jti,
         })
     }
 
@@ -169,6 +179,25 @@ impl Identity {
             "binding `{}` names realities no publish grant of this session covers; a controller \
              binds only realities its grants cover",
             glob.as_str()
+        ))
+    }
+
+    /// May this controller steer `reality` (`what` says how, for the message): set its
+    /// parameters or its operators' parameters, fork it or into it, install a circuit in it? The
+    /// same rule as bindings ([`Self::check_binding`]) for one literal reality: a controller of a
+    /// token with grants steers only realities one of its publish grants covers. Sessions without
+    /// grants (role `admin`, the static `control.controller_tokens`) are not limited.
+    pub fn check_reality(&self, reality: &str, what: &str) -> Result<(), String> {
+        let Access::Granted { publish, .. } = &self.access else {
+            return Ok(());
+        };
+        // A reality id has no wildcard, so covering it is matching it.
+        if publish.iter().any(|g| g.realities.matches(reality)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{what} reality `{reality}`, which no publish grant of this session covers; a \
+             controller steers only realities its grants cover"
         ))
     }
 
@@ -264,6 +293,9 @@ mod tests {
             exp: 1000,
             iat: 0,
             capabilities: None,
+            kid: None,
+            jti: None,
+            aud: None,
         })
         .unwrap()
     }
@@ -288,6 +320,19 @@ mod tests {
         assert!(id.check_subscribe("lab-1", &p("rig.*.temp"), "", 1).is_ok());
         assert!(id.check_subscribe("lab-1", &p(">"), "", 1).is_err());
         assert!(id.check_subscribe("lab-2", &p("rig.>"), "", 1).is_err());
+    }
+
+    #[test]
+    fn a_granted_controller_steers_only_realities_its_grants_cover() {
+        let lab = token_identity(vec![Role::Controller], &["lab-a*:>"], &[]);
+        assert!(lab.check_reality("lab-a", "sets").is_ok());
+        assert!(lab.check_reality("lab-a~fork", "forks into").is_ok());
+        let why = lab.check_reality("lab-b", "sets").unwrap_err();
+        assert!(why.contains("sets reality `lab-b`"), "{why}");
+        let admin = token_identity(vec![Role::Admin], &[], &[]);
+        assert!(admin.check_reality("lab-b", "sets").is_ok());
+        let ops = Identity::static_controller(Arc::from("anonymous"));
+        assert!(ops.check_reality("lab-b", "sets").is_ok());
     }
 
     #[test]

@@ -32,6 +32,15 @@ pub struct IssueArgs {
     /// The private key file from `token keygen`.
     #[arg(long)]
     pub key: PathBuf,
+    /// The id the server gives this key in `auth.trusted_keys` (`{ id = "...", key = "..." }`);
+    /// the token names it in `kid` and the server checks it against that key only. Without it
+    /// the server tries every trusted key.
+    #[arg(long = "key-id")]
+    pub key_id: Option<String>,
+    /// The bus the token is for (`aud`); a server with `auth.audience` set accepts only tokens
+    /// naming it.
+    #[arg(long)]
+    pub audience: Option<String>,
     #[arg(long)]
     pub tenant: String,
     /// Who the token is for.
@@ -104,7 +113,16 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
         exp: now + args.ttl,
         iat: now,
         capabilities: args.capabilities,
+        kid: args.key_id,
+        // A UUIDv7: unique without coordination, and sorts by issue time in a revocation file.
+        jti: Some(uuid::Uuid::now_v7().to_string()),
+        aud: args.audience,
     };
+    // The id on stderr, so `TOKEN=$(arqonbus token issue ...)` still captures only the token;
+    // it is what `jti <id>` in auth.revocation_file names.
+    if let Some(jti) = &claims.jti {
+        eprintln!("token id (jti): {jti}");
+    }
     println!("{}", token::issue(&key, &claims));
     Ok(())
 }

@@ -132,8 +132,18 @@ pub struct AuthConfig {
     /// Refuse sessions whose Hello carries no valid token (UNAUTHENTICATED).
     pub require_token: bool,
     /// Ed25519 public keys (base64, 32 bytes) whose signatures on tokens are trusted; printed
-    /// by `arqonbus token keygen`.
-    pub trusted_keys: Vec<String>,
+    /// by `arqonbus token keygen`. Each is a bare key or `{ id = "...", key = "..." }`: a token
+    /// whose `kid` names an id is checked against that key only.
+    pub trusted_keys: Vec<TrustedKeyConfig>,
+    /// When set, every token must carry this `aud` (the name tokens for this bus are issued
+    /// for).
+    pub audience: Option<String>,
+    /// A file of revoked tokens (`jti <token id>` and `subject <tenant>/<subject>` lines), read
+    /// at start and again on SIGHUP; sessions whose token it revokes are closed.
+    pub revocation_file: Option<PathBuf>,
+    /// The largest revocation file read; a larger one is refused (at start: the server does
+    /// not start; on SIGHUP: the previous list stays).
+    pub max_revocation_file_bytes: u64,
     /// The tenant of sessions without a token (or client certificate), when tokens are not
     /// required.
     pub anonymous_tenant: String,
@@ -151,6 +161,9 @@ impl Default for AuthConfig {
         Self {
             require_token: false,
             trusted_keys: Vec::new(),
+            audience: None,
+            revocation_file: None,
+            max_revocation_file_bytes: 16 << 20,
             anonymous_tenant: "anonymous".into(),
             max_failures: 10,
             failure_window_ms: 60_000,
@@ -158,6 +171,54 @@ impl Default for AuthConfig {
             max_tracked_addresses: 10_000,
         }
     }
+}
+
+/// One entry of `auth.trusted_keys`: a bare public key (tokens without `kid` may use it), or
+/// one with the id tokens name it by.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum TrustedKeyConfig {
+    Key(String),
+    Named(NamedKeyConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedKeyConfig {
+    /// What tokens signed by this key say in `kid`: 1 to 64 bytes of `[A-Za-z0-9_.-]`.
+    pub id: String,
+    /// The public key, base64 of 32 bytes.
+    pub key: String,
+}
+
+impl TrustedKeyConfig {
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Self::Key(_) => None,
+            Self::Named(n) => Some(&n.id),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Key(k) => k,
+            Self::Named(n) => &n.key,
+        }
+    }
+}
+
+impl From<String> for TrustedKeyConfig {
+    fn from(key: String) -> Self {
+        Self::Key(key)
+    }
+}
+
+/// Is `id` usable as a key id (`kid`)?
+fn valid_key_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Quotas of one tenant. 0 means no bound.
@@ -1097,6 +1158,33 @@ impl Config {
                     .into(),
             });
         }
+        for (i, k) in a.trusted_keys.iter().enumerate() {
+            let Some(id) = k.id() else { continue };
+            if !valid_key_id(id) {
+                return Err(ConfigError::Invalid {
+                    key: "auth.trusted_keys",
+                    reason: format!("key id `{id}` must be 1 to 64 bytes of [A-Za-z0-9_.-]"),
+                });
+            }
+            if a.trusted_keys[..i].iter().any(|o| o.id() == Some(id)) {
+                return Err(ConfigError::Invalid {
+                    key: "auth.trusted_keys",
+                    reason: format!("key id `{id}` is given to two keys; ids name one key each"),
+                });
+            }
+        }
+        if a.audience.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::Invalid {
+                key: "auth.audience",
+                reason: "an empty audience names nothing: remove the key or name this bus".into(),
+            });
+        }
+        range(
+            "auth.max_revocation_file_bytes",
+            a.max_revocation_file_bytes,
+            1,
+            1 << 30,
+        )?;
         range("auth.max_failures", a.max_failures, 1, 1 << 20)?;
         range("auth.failure_window_ms", a.failure_window_ms, 1, 86_400_000)?;
         range("auth.block_ms", a.block_ms, 0, 86_400_000)?;
@@ -1492,6 +1580,32 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.tenant_quota("a").unwrap().max_connections, 2);
         assert!(c.tenant_quota("b").is_none());
+    }
+
+    #[test]
+    fn trusted_keys_may_carry_ids_and_ids_are_checked() {
+        let c = Config::from_toml(
+            "[auth]\ntrusted_keys = [\"abc\", { id = \"2026-a\", key = \"def\" }]\n\
+             audience = \"bus-1\"\nrevocation_file = \"revoked.txt\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let ids: Vec<_> = c.auth.trusted_keys.iter().map(|k| k.id()).collect();
+        assert_eq!(ids, [None, Some("2026-a")]);
+        assert_eq!(c.auth.trusted_keys[1].key(), "def");
+        assert_eq!(c.auth.audience.as_deref(), Some("bus-1"));
+        let refused = |toml: &str| Config::from_toml(toml).unwrap().validate().unwrap_err();
+        let twice = refused(
+            "[auth]\ntrusted_keys = [{ id = \"k\", key = \"a\" }, { id = \"k\", key = \"b\" }]\n",
+        );
+        assert!(twice.to_string().contains("auth.trusted_keys"), "{twice}");
+        let spaced = refused("[auth]\ntrusted_keys = [{ id = \"a b\", key = \"a\" }]\n");
+        assert!(spaced.to_string().contains("key id"), "{spaced}");
+        let empty = refused("[auth]\naudience = \"\"\n");
+        assert!(empty.to_string().contains("auth.audience"), "{empty}");
+        assert!(
+            Config::from_toml("[auth]\ntrusted_keys = [{ id = \"k\", kee = \"a\" }]\n").is_err()
+        );
     }
 
     #[test]

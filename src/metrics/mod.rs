@@ -188,6 +188,9 @@ counters! {
     auth_failures => "auth_failures_total",
     /// Sessions closed (UNAUTHENTICATED) because their token expired while they were open.
     sessions_expired => "sessions_expired_total",
+    /// Sessions closed (UNAUTHENTICATED) because a reload of `auth.revocation_file` revoked
+    /// their token while they were open.
+    sessions_revoked => "sessions_revoked_total",
     /// Connections closed on arrival because their address failed to authenticate too often.
     auth_blocked_connections => "auth_blocked_connections_total",
     /// TLS handshakes that failed or timed out (wrong version, no client certificate, ...).

@@ -117,9 +117,11 @@ pub async fn handle(
     let result = {
         match message.topic.as_str() {
             POLICY_LOAD => load(shard, conn, &audited, &message).await,
-            POLICY_UNLOAD => unload(shard, &audited, &message).await,
+            POLICY_UNLOAD => unload(shard, conn, &audited, &message).await,
             operator_control::LOAD => operator_control::load(shard, conn, &audited, &message).await,
-            operator_control::UNLOAD => operator_control::unload(shard, &audited, &message).await,
+            operator_control::UNLOAD => {
+                operator_control::unload(shard, conn, &audited, &message).await
+            }
             operator_control::PARAM => {
                 // Acknowledged by the reality's owner once the change is sequenced.
                 return operator_control::param(
@@ -132,9 +134,11 @@ pub async fn handle(
                 )
                 .await;
             }
-            crate::circuit::APPLY_TOPIC => circuit_control::apply(shard, &audited, &message).await,
+            crate::circuit::APPLY_TOPIC => {
+                circuit_control::apply(shard, conn, &audited, &message).await
+            }
             crate::circuit::REMOVE_TOPIC => {
-                circuit_control::remove(shard, &audited, &message).await
+                circuit_control::remove(shard, conn, &audited, &message).await
             }
             crate::param::SET_TOPIC => {
                 // Acknowledged by the reality's owner once the change is sequenced.
@@ -335,7 +339,13 @@ async fn load(
         Ok(policy) => policy,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
-    if let Err(refusal) = check_bindings(conn, &prepared.spec.bindings) {
+    // A load replaces the policy of its name: what that one binds is taken away too.
+    let replaced = shard.policy_host.registry.get(&prepared.spec.name);
+    let checked = check_bindings(conn, &prepared.spec.bindings).and_then(|()| match &replaced {
+        Some(old) => check_bindings(conn, &old.spec.bindings),
+        None => Ok(()),
+    });
+    if let Err(refusal) = checked {
         return refuse(shard, audited, refusal).await;
     }
     let details = json!({
@@ -347,7 +357,8 @@ async fn load(
     install_audited(shard, audited, registry, prepared, details).await
 }
 
-/// May this controller bind to every reality `bindings` name? (`Identity::check_binding`.)
+/// May this controller bind to every reality `bindings` name? (`Identity::check_binding`.) Also
+/// asked of what an unload or a replacing load takes away: the bindings of the module in place.
 pub(super) fn check_bindings(
     conn: &Conn,
     bindings: &[crate::policy::Binding],
@@ -364,6 +375,20 @@ pub(super) fn check_bindings(
         }
     }
     Ok(())
+}
+
+/// May this controller steer `reality`? (`Identity::check_reality`; `what` names the action.)
+pub(super) fn check_reality(conn: &Conn, reality: &str, what: &str) -> Result<(), Refusal> {
+    let Some(shielded) = conn.shielded() else {
+        return Ok(());
+    };
+    shielded
+        .identity
+        .check_reality(reality, what)
+        .map_err(|reason| Refusal {
+            code: ErrorCode::PermissionDenied,
+            reason,
+        })
 }
 
 pub(super) fn audit_unavailable(e: AuditError) -> Refusal {
@@ -463,12 +488,22 @@ async fn prepare_load(
         .map_err(|e| Refusal::invalid(e.to_string()))
 }
 
-async fn unload(shard: &Shard, audited: &Audited, message: &ArqonMessage) -> Result<(), Refusal> {
+async fn unload(
+    shard: &Shard,
+    conn: &Conn,
+    audited: &Audited,
+    message: &ArqonMessage,
+) -> Result<(), Refusal> {
     let unload: PolicyUnload = match decode(message) {
         Ok(u) => u,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
     let registry = shard.policy_host.registry.clone();
+    if let Some(installed) = registry.get(&unload.name) {
+        if let Err(refusal) = check_bindings(conn, &installed.spec.bindings) {
+            return refuse(shard, audited, refusal).await;
+        }
+    }
     remove_audited(shard, audited, registry, unload.name).await
 }
 

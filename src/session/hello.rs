@@ -15,7 +15,7 @@ use arqonbus_proto::PROTOCOL_VERSION;
 use bytes::Bytes;
 
 use super::{error_frame, Conn, Role, SessionInfo, Shielded};
-use crate::auth::Identity;
+use crate::auth::{Identity, Revoked};
 use crate::shard::{uuid_v7, Shard};
 
 /// Accepts the session or returns the fatal error frame that ends it.
@@ -138,6 +138,33 @@ fn close_at_expiry(shard: &Rc<Shard>, conn: &Rc<Conn>, exp: u64) {
     *conn.expiry.borrow_mut() = Some(task);
 }
 
+/// Closes the session when the revocation list revokes its token, as expiry does: the client
+/// is sent UNAUTHENTICATED with the reason, and nothing more is read. Called by the shard for
+/// each of its sessions when the list was reloaded. True when it closed the session.
+pub(crate) fn close_if_revoked(shard: &Shard, conn: &Conn, revoked: &Revoked) -> bool {
+    let Some(shielded) = conn.shielded() else {
+        // Still in its handshake: its Hello is checked against the new list.
+        return false;
+    };
+    let Some(why) = revoked.revokes(&shielded.identity) else {
+        return false;
+    };
+    if conn.is_closing() {
+        return false;
+    }
+    shard.counters.sessions_revoked.inc();
+    tracing::info!(
+        conn = conn.id,
+        tenant = %shielded.identity.tenant,
+        subject = %shielded.identity.subject,
+        "token revoked; closing the session"
+    );
+    let why = format!("{why}; the session is closed");
+    conn.close_with(error_frame(0, ErrorCode::Unauthenticated, &why));
+    conn.stop_reading();
+    true
+}
+
 /// Authenticates the token (and client certificate) and takes a connection from the tenant's
 /// quota. A failed authentication is counted against the peer's address.
 fn settle_identity(
@@ -153,6 +180,13 @@ fn settle_identity(
         shield
             .auth
             .authenticate(token, conn.cert.as_ref(), shard.now_secs())
+            .and_then(|identity| match shard.revoked() {
+                Some(revoked) => match revoked.revokes(&identity) {
+                    Some(why) => Err(why),
+                    None => Ok(identity),
+                },
+                None => Ok(identity),
+            })
     };
     let identity = match authenticated {
         Ok(identity) => identity,

@@ -24,6 +24,7 @@ mod publish;
 mod subscribe;
 
 pub(crate) use control::flush_refusals;
+pub(crate) use hello::close_if_revoked;
 pub use outbound::{Outbound, Pushed};
 pub(crate) use subscribe::release_interest;
 

@@ -9,7 +9,14 @@
 //!   reality's log sees the change exactly where it happened). The publisher's `PubAck` carries
 //!   that sequence.
 //!
+//! - `fork` (`RealityFork`, on `sys.control.reality.fork`): see ARCHITECTURE.md, "Replay and
+//!   forks".
+//!
 //! Every one of them is audited before it takes effect, like the policy topics (see `control`).
+//! A controller of a token with grants binds, tunes and forks only realities its publish grants
+//! cover: the bindings of a load (and of the operator it replaces), of the operator an unload
+//! removes, the reality of a parameter change, and both the source and the new reality of a fork
+//! (`Identity::check_binding`, `Identity::check_reality`).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,8 +27,8 @@ use prost::{Message, Name};
 use serde_json::json;
 
 use super::control::{
-    answer_refusal, audit_then_sequence, audit_unavailable, decode, install_audited, refuse,
-    remove_audited, Audited, Refusal,
+    answer_refusal, audit_then_sequence, audit_unavailable, check_bindings, check_reality, decode,
+    install_audited, refuse, remove_audited, Audited, Refusal,
 };
 use super::Conn;
 use crate::config::Config;
@@ -45,7 +52,13 @@ pub async fn load(
         Ok(op) => op,
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
-    if let Err(refusal) = super::control::check_bindings(conn, &prepared.spec.bindings) {
+    // A load replaces the operator of its name: what that one binds is taken away too.
+    let replaced = shard.operator_host().registry.get(&prepared.spec.name);
+    let checked = check_bindings(conn, &prepared.spec.bindings).and_then(|()| match &replaced {
+        Some(old) => check_bindings(conn, &old.spec.bindings),
+        None => Ok(()),
+    });
+    if let Err(refusal) = checked {
         return refuse(shard, audited, refusal).await;
     }
     let details = json!({
@@ -81,6 +94,7 @@ async fn prepare_load(
 
 pub async fn unload(
     shard: &Shard,
+    conn: &Conn,
     audited: &Audited,
     message: &ArqonMessage,
 ) -> Result<(), Refusal> {
@@ -89,6 +103,11 @@ pub async fn unload(
         Err(refusal) => return refuse(shard, audited, refusal).await,
     };
     let registry = shard.operator_host().registry.clone();
+    if let Some(installed) = registry.get(&unload.name) {
+        if let Err(refusal) = check_bindings(conn, &installed.spec.bindings) {
+            return refuse(shard, audited, refusal).await;
+        }
+    }
     remove_audited(shard, audited, registry, unload.name).await
 }
 
@@ -120,7 +139,8 @@ pub async fn param(
     message: ArqonMessage,
     ack: bool,
 ) {
-    let checked = decode::<OperatorParamSet>(&message)
+    let checked = check_reality(conn, &message.reality_id, "sets an operator parameter in")
+        .and_then(|()| decode::<OperatorParamSet>(&message))
         .and_then(|set| check_param_set(shard, &set).map(|value| (set, value)));
     let (set, value) = match checked {
         Ok(ok) => ok,
@@ -264,6 +284,10 @@ pub async fn fork(
         };
         answer_refusal(shard, conn, correlation_id, &message, audited, refusal);
     };
+    // Both ends: a fork reads the source's log and writes a reality of its own.
+    if let Err(refusal) = check_reality(conn, &message.reality_id, "forks") {
+        return refused(refusal).await;
+    }
     let request: RealityFork = match decode(&message) {
         Ok(r) => r,
         Err(refusal) => return refused(refusal).await,
@@ -272,6 +296,9 @@ pub async fn fork(
         Ok(ok) => ok,
         Err(refusal) => return refused(refusal).await,
     };
+    if let Err(refusal) = check_reality(conn, &target, "forks into") {
+        return refused(refusal).await;
+    }
     let config = (*shard.config).clone();
     let (source, to, at, p) = (
         message.reality_id.clone(),

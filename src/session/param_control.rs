@@ -5,6 +5,9 @@
 //! `PubAck` carries that sequence. From there it is a pulse like any other (stored when the
 //! reality is retained, so a replay sees it at its position) except for who receives it: every
 //! connection subscribed to anything in the reality, and every new subscription first.
+//!
+//! A controller of a token with grants sets parameters only of realities its publish grants
+//! cover (`Identity::check_reality`); a refusal is PERMISSION_DENIED and audited.
 
 use std::rc::Rc;
 
@@ -12,7 +15,9 @@ use arqonbus_proto::v1::{ArqonMessage, Param};
 use prost::{Message, Name};
 use serde_json::json;
 
-use super::control::{answer_refusal, audit_then_sequence, decode, refuse, Audited, Refusal};
+use super::control::{
+    answer_refusal, audit_then_sequence, check_reality, decode, refuse, Audited, Refusal,
+};
 use super::Conn;
 use crate::param;
 use crate::shard::Shard;
@@ -26,11 +31,15 @@ pub async fn set(
     ack: bool,
 ) {
     let max_value = shard.config.limits.max_payload_bytes as usize;
-    let checked = decode::<Param>(&message).and_then(|set| {
-        param::check(&set, max_value)
-            .map(|topic| (set, topic))
-            .map_err(Refusal::invalid)
-    });
+    // Permission first: a controller outside its grants learns nothing about the payload's
+    // faults either.
+    let checked = check_reality(conn, &message.reality_id, "sets a parameter of")
+        .and_then(|()| decode::<Param>(&message))
+        .and_then(|set| {
+            param::check(&set, max_value)
+                .map(|topic| (set, topic))
+                .map_err(Refusal::invalid)
+        });
     let (set, topic) = match checked {
         Ok(ok) => ok,
         Err(refusal) => {

@@ -27,6 +27,7 @@ use glommio::{GlommioError, ResourceType};
 use prost::Message;
 
 use crate::audit::AuditLog;
+use crate::auth::Revoked;
 use crate::config::Config;
 use crate::delta::{Chain, OwnerStates};
 use crate::metrics::ShardCounters;
@@ -209,6 +210,10 @@ pub struct Shard {
     pub shield: Arc<Shield>,
     /// This shard's TLS acceptor and the configuration generation it was built from.
     tls_acceptor: RefCell<Option<(u64, futures_rustls::TlsAcceptor)>>,
+    /// The revocation list this shard last took, and its generation.
+    revoked: RefCell<Option<(u64, Arc<Revoked>)>>,
+    /// The revocation list generation this shard's sessions were last checked against.
+    revocations_swept: Cell<u64>,
     /// This shard's publish buckets per rate-limited tenant.
     tenant_buckets: RefCell<HashMap<Arc<str>, Rc<RateBuckets>>>,
     /// Wall-clock seconds, refreshed every few milliseconds, for token expiry checks.
@@ -293,6 +298,52 @@ impl Shard {
                 Some(acceptor)
             }
         }
+    }
+
+    /// The revocation list new sessions are checked against (`auth.revocation_file`), when
+    /// one is configured: this shard's copy, taken again after a reload.
+    pub fn revoked(&self) -> Option<Arc<Revoked>> {
+        let list = self.shield.auth.revocations.as_ref()?;
+        let generation = list.generation();
+        let mut cached = self.revoked.borrow_mut();
+        match &*cached {
+            Some((g, revoked)) if *g == generation => Some(revoked.clone()),
+            _ => {
+                let (g, revoked) = list.current();
+                *cached = Some((g, revoked.clone()));
+                Some(revoked)
+            }
+        }
+    }
+
+    /// After a reload of the revocation list, closes this shard's sessions whose token it now
+    /// revokes. One atomic load when nothing changed.
+    fn sweep_revocations(&self) {
+        let Some(list) = self.shield.auth.revocations.as_ref() else {
+            return;
+        };
+        if list.generation() == self.revocations_swept.get() {
+            return;
+        }
+        let Some(revoked) = self.revoked() else {
+            return;
+        };
+        // The generation of the list just taken (not re-read: a reload in between is swept
+        // next time).
+        let generation = self.revoked.borrow().as_ref().map_or(0, |(g, _)| *g);
+        self.revocations_swept.set(generation);
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        let closed = conns
+            .iter()
+            .filter(|conn| session::close_if_revoked(self, conn, &revoked))
+            .count();
+        tracing::info!(
+            shard = self.id,
+            generation,
+            entries = revoked.len(),
+            closed,
+            "revocation list taken; sessions it revokes are closed"
+        );
     }
 
     /// This shard's publish buckets for `tenant`, if it has a publish rate.
@@ -1191,6 +1242,9 @@ pub async fn run(start: ShardStart) {
         counters,
         shield,
         tls_acceptor: RefCell::new(None),
+        revoked: RefCell::new(None),
+        // The list loaded at start (generation 1) has nothing to sweep: no session predates it.
+        revocations_swept: Cell::new(1),
         tenant_buckets: RefCell::new(HashMap::new()),
         conns: RefCell::new(HashMap::new()),
         admitting: Rc::new(Cell::new(0)),
@@ -1268,6 +1322,7 @@ pub async fn run(start: ShardStart) {
         shard
             .now_secs
             .set(shard.clock.now_unix_nanos() / 1_000_000_000);
+        shard.sweep_revocations();
     }
     drain(&shard, accept_stop, acceptors).await;
 }

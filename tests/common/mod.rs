@@ -438,7 +438,8 @@ impl TestBus {
 /// A signing key and the config that trusts it.
 pub fn token_key(config: &mut Config, require: bool) -> ed25519_dalek::SigningKey {
     let key = arqonbus::auth::token::generate_key().unwrap();
-    config.auth.trusted_keys = vec![arqonbus::auth::token::encode_public(&key.verifying_key())];
+    config.auth.trusted_keys =
+        vec![arqonbus::auth::token::encode_public(&key.verifying_key()).into()];
     config.auth.require_token = require;
     key
 }
@@ -470,6 +471,9 @@ pub fn token(
             exp: now_secs() + 3600,
             iat: now_secs(),
             capabilities: None,
+            kid: None,
+            jti: None,
+            aud: None,
         },
     )
 }
