@@ -6,7 +6,7 @@ use arqonbus_proto::delta::{apply, checksum, encode, ApplyError};
 use arqonbus_proto::v1::{ArqonMessage, DeltaInfo};
 use prost::Message;
 
-use crate::config::{Config, DeltaRule};
+use crate::config::{Config, DeltaRule, Limits};
 use crate::delta::OwnerStates;
 
 /// The first byte picks what the rest is:
@@ -48,13 +48,18 @@ fn round_trip(base: &[u8], target: &[u8]) {
 }
 
 fn owner(mut rest: &[u8]) {
-    let mut config = Config::default();
-    config.delta = vec![DeltaRule {
-        realities: "*".into(),
-        topics: ">".into(),
-        keyframe_every: 4,
-    }];
-    config.limits.max_delta_state_bytes = 4096;
+    let config = Config {
+        delta: vec![DeltaRule {
+            realities: "*".into(),
+            topics: ">".into(),
+            keyframe_every: 4,
+        }],
+        limits: Limits {
+            max_delta_state_bytes: 4096,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
     let mut states = OwnerStates::new(&config);
     let mut sequence = 0u64;
     // Per topic, the state a subscriber that took every pulse holds.

@@ -24,8 +24,11 @@ pub use policy_input::policy_input;
 pub use recovery::{real_log_files, recovery};
 pub use token::{token, FUZZ_KEY_SEED, FUZZ_NOW_UNIX_SECS};
 
+/// A target: arbitrary bytes in, a panic only when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the fuzz crate and the replay test call them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame", frame),
     ("hello", hello),
     ("token", token),
