@@ -35,6 +35,8 @@
 //! - [`admin`]: the admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
 //! - [`service`]: life under systemd: READY, WATCHDOG (only while every shard turns), STOPPING.
 //! - [`tune`]: `arqonbus tune --check|--apply`, the kernel settings a bus host needs.
+//! - `fuzzing` (hidden, not an API): one entry point per decoder that meets outside bytes, for
+//!   the cargo-fuzz targets in `fuzz/` and the corpus replay test (fuzz/README.md).
 //! - [`cli`]: the client subcommands (`pub`, `sub`, `history`, and `policy` for controllers) on
 //!   the Rust client, and `audit verify|show`.
 //!
@@ -76,6 +78,8 @@ pub mod cli;
 pub mod config;
 pub mod delta;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod history;
 pub mod metrics;

@@ -17,6 +17,9 @@ rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || \
   echo "warning: could not add the wasm32-unknown-unknown target; the policy tests will fail" >&2
 
 echo "== Rust workspace tests"
+# Includes tests/fuzz_targets_replay.rs: every fuzz target's committed seeds and a bounded run of
+# inputs mutated from them. An instrumented libFuzzer build costs more than CI can spend; the
+# campaign is for humans (fuzz/README.md has the measurements).
 cargo test --workspace --release
 
 echo "== Policy guest crate (policy/guest, its own workspace) tests"
