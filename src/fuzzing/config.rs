@@ -19,7 +19,7 @@ pub fn config(data: &[u8]) {
     let _ = crate::delta::OwnerStates::new(&config);
     let _ = crate::filter::FilterLimits::from_config(&config.limits);
     // Keys are decoded here, not in validation; a bad one is a start error, not a panic.
-    let _ = crate::auth::Auth::from_config(&config.auth);
+    let _ = crate::auth::Auth::from_config(&config);
     if let Some(rule) = config.retention_for("lab") {
         let _ = config.segment_bytes_for(rule);
     }

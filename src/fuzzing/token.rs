@@ -50,10 +50,15 @@ pub fn token(data: &[u8]) {
 fn authenticate(text: &str) {
     AUTH.with(|cell| {
         let auth = cell.get_or_init(|| {
-            let config = AuthConfig {
-                require_token: true,
-                trusted_keys: vec![token::encode_public(&key().verifying_key())],
-                ..AuthConfig::default()
+            let config = crate::config::Config {
+                auth: AuthConfig {
+                    require_token: true,
+                    trusted_keys: vec![crate::config::TrustedKeyConfig::Key(token::encode_public(
+                        &key().verifying_key(),
+                    ))],
+                    ..AuthConfig::default()
+                },
+                ..crate::config::Config::default()
             };
             Auth::from_config(&config).expect("the fuzz key is a valid public key")
         });
