@@ -399,6 +399,9 @@ mod seed_corpora {
             exp: FUZZ_NOW_UNIX_SECS + 3_600,
             iat: FUZZ_NOW_UNIX_SECS,
             capabilities: Some(vec!["sense".into()]),
+            kid: None,
+            jti: Some("0193c2d4-0000-7000-8000-000000000001".into()),
+            aud: None,
         };
         let json = serde_json::to_vec(&claims).expect("claims");
         let expired = Claims {

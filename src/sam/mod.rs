@@ -266,15 +266,32 @@ fn strict_types(
     Ok(types)
 }
 
-/// Refuses a descriptor set with a file whose `syntax` is neither proto2 nor proto3, before
-/// prost-reflect sees it: prost-reflect 0.16.5 panics on such a file (it indexes the file it is
-/// reporting before adding it to the pool) instead of returning its error, so one Hello could
-/// take its shard down. Found by the `hello` fuzz target (fuzz/README.md).
+/// Files one descriptor set may hold.
+pub const MAX_DESCRIPTOR_FILES: usize = 256;
+/// Steps of prost-reflect's walk over public imports (see [`check_public_imports`]) a descriptor
+/// set may cost, summed over its files.
+const MAX_PUBLIC_IMPORT_STEPS: usize = 4_096;
+
+/// Refuses, before prost-reflect sees it, a descriptor set that would crash or stall it on a
+/// client's Hello. Found by the `hello` fuzz target (fuzz/README.md); both are prost-reflect
+/// 0.16.5 bugs.
+/// - A file whose `syntax` is neither proto2 nor proto3: prost-reflect panics (it indexes the
+///   file it is reporting before adding it to the pool) instead of returning its error.
+/// - Public imports that its resolver walks without end: it recurses into a public dependency
+///   when it has *already* seen it, so a cycle (a file that imports itself publicly) overflows
+///   the stack and ends the process, and a lattice of diamonds costs exponential time.
 fn check_syntax(descriptor_set: &[u8]) -> Result<(), String> {
     use prost::Message;
     let set = prost_types::FileDescriptorSet::decode(descriptor_set).map_err(|e| {
         format!("manifest.descriptor_set is not a valid google.protobuf.FileDescriptorSet: {e}")
     })?;
+    if set.file.len() > MAX_DESCRIPTOR_FILES {
+        return Err(format!(
+            "manifest.descriptor_set holds {} files; at most {MAX_DESCRIPTOR_FILES}",
+            set.file.len()
+        ));
+    }
+    check_public_imports(&set)?;
     for (i, file) in set.file.iter().enumerate() {
         match file.syntax.as_deref() {
             None | Some("proto2") | Some("proto3") => {}
@@ -285,6 +302,62 @@ fn check_syntax(descriptor_set: &[u8]) -> Result<(), String> {
                     "manifest.descriptor_set file {i} has syntax `{shown}`; only proto2 and \
                      proto3 are supported"
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Walks public imports exactly as prost-reflect's resolver will (for each file, each
+/// dependency in the set, then into a public dependency of a reached file only when it was
+/// reached before), on an explicit stack and with a budget, and refuses the set when the walk
+/// would not end within [`MAX_PUBLIC_IMPORT_STEPS`]. Duplicate file names are refused too: which
+/// of them the resolver would follow is not ours to guess.
+fn check_public_imports(set: &prost_types::FileDescriptorSet) -> Result<(), String> {
+    use std::collections::HashSet;
+    let mut names: HashMap<&str, usize> = HashMap::with_capacity(set.file.len());
+    for (i, file) in set.file.iter().enumerate() {
+        if names.insert(file.name(), i).is_some() {
+            return Err(format!(
+                "manifest.descriptor_set names file `{}` twice",
+                file.name().chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    let too_deep = || {
+        format!(
+            "manifest.descriptor_set's public imports form a cycle or a walk longer than \
+             {MAX_PUBLIC_IMPORT_STEPS} steps"
+        )
+    };
+    let mut steps = 0usize;
+    for (i, file) in set.file.iter().enumerate() {
+        let mut reached: HashSet<usize> = HashSet::from([i]);
+        for dependency in &file.dependency {
+            let Some(&d) = names.get(dependency.as_str()) else {
+                continue;
+            };
+            reached.insert(d);
+            // (file, next dependency to look at): the resolver's recursion, made iterative.
+            let mut stack: Vec<(usize, usize)> = vec![(d, 0)];
+            while let Some(top) = stack.last_mut() {
+                let (at, k) = *top;
+                let Some(next) = set.file[at].dependency.get(k) else {
+                    stack.pop();
+                    continue;
+                };
+                top.1 += 1;
+                let Some(&n) = names.get(next.as_str()) else {
+                    continue;
+                };
+                let public = set.file[at].public_dependency.contains(&(k as i32));
+                if public && !reached.insert(n) {
+                    steps += 1;
+                    if steps > MAX_PUBLIC_IMPORT_STEPS {
+                        return Err(too_deep());
+                    }
+                    stack.push((n, 0));
+                }
             }
         }
     }
@@ -468,6 +541,63 @@ mod tests {
             err.starts_with("manifest.descriptor_set is not a valid"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn public_import_cycles_are_refused_before_they_overflow_the_stack() {
+        use prost::Message;
+        use prost_types::{FileDescriptorProto, FileDescriptorSet};
+        let file = |name: &str, deps: &[&str], public: &[i32]| FileDescriptorProto {
+            name: Some(name.into()),
+            dependency: deps.iter().map(|d| d.to_string()).collect(),
+            public_dependency: public.to_vec(),
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let encode = |files: Vec<FileDescriptorProto>| {
+            bytes::Bytes::from(FileDescriptorSet { file: files }.encode_to_vec())
+        };
+        let mut m = manifest();
+        // A file that imports itself publicly: prost-reflect 0.16.5 recursed until the stack
+        // overflowed and the process died (fuzz/crashes/hello-stack-overflow-public-dependency).
+        m.descriptor_set = encode(vec![file("lab.proto", &["lab.proto"], &[0])]);
+        let err = Manifest::validate(&m).unwrap_err();
+        assert!(err.contains("public imports form a cycle"), "{err}");
+        // Two files importing each other publicly.
+        m.descriptor_set = encode(vec![
+            file("a.proto", &["b.proto"], &[0]),
+            file("b.proto", &["a.proto"], &[0]),
+        ]);
+        let err = Manifest::validate(&m).unwrap_err();
+        assert!(err.contains("public imports form a cycle"), "{err}");
+        // A lattice of diamonds: each layer's two files publicly import both of the next layer's.
+        // Finite, but exponential for the resolver.
+        let mut lattice = Vec::new();
+        for layer in 0..40 {
+            let next = [
+                format!("l{}a.proto", layer + 1),
+                format!("l{}b.proto", layer + 1),
+            ];
+            let deps: Vec<&str> = next.iter().map(String::as_str).collect();
+            for side in ["a", "b"] {
+                lattice.push(file(&format!("l{layer}{side}.proto"), &deps, &[0, 1]));
+            }
+        }
+        m.descriptor_set = encode(lattice);
+        let err = Manifest::validate(&m).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
+        // Duplicate names.
+        m.descriptor_set = encode(vec![file("a.proto", &[], &[]), file("a.proto", &[], &[])]);
+        let err = Manifest::validate(&m).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        // A chain of ordinary public imports is fine (and reaches the pool's own checks).
+        m.descriptor_set = encode(vec![
+            file("a.proto", &["b.proto"], &[0]),
+            file("b.proto", &["c.proto"], &[0]),
+            file("c.proto", &[], &[]),
+        ]);
+        let err = Manifest::validate(&m).unwrap_err();
+        assert!(err.contains("no message `lab.Audio`"), "{err}");
     }
 
     #[test]
