@@ -570,19 +570,29 @@ mod tests {
         ]);
         let err = Manifest::validate(&m).unwrap_err();
         assert!(err.contains("public imports form a cycle"), "{err}");
-        // A lattice of diamonds: each layer's two files publicly import both of the next layer's.
-        // Finite, but exponential for the resolver.
+        // A lattice of diamonds: each layer's two files publicly import both of the next layer's,
+        // and a root imports every file, deepest first. Finite, but once every file is reached
+        // the resolver recurses along every path: 2^40 steps from the top layer.
+        const LAYERS: usize = 40;
         let mut lattice = Vec::new();
-        for layer in 0..40 {
+        for layer in 0..LAYERS {
             let next = [
                 format!("l{}a.proto", layer + 1),
                 format!("l{}b.proto", layer + 1),
             ];
-            let deps: Vec<&str> = next.iter().map(String::as_str).collect();
+            let deps: Vec<&str> = if layer + 1 < LAYERS {
+                next.iter().map(String::as_str).collect()
+            } else {
+                Vec::new()
+            };
+            let public: &[i32] = if deps.is_empty() { &[] } else { &[0, 1] };
             for side in ["a", "b"] {
-                lattice.push(file(&format!("l{layer}{side}.proto"), &deps, &[0, 1]));
+                lattice.push(file(&format!("l{layer}{side}.proto"), &deps, public));
             }
         }
+        let all: Vec<String> = lattice.iter().rev().map(|f| f.name().to_owned()).collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        lattice.push(file("root.proto", &all, &[]));
         m.descriptor_set = encode(lattice);
         let err = Manifest::validate(&m).unwrap_err();
         assert!(err.contains("longer than"), "{err}");
