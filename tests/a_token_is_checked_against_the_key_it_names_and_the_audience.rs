@@ -8,7 +8,7 @@ mod common;
 
 use arqonbus::auth::{token, Claims, Role};
 use arqonbus::config::{NamedKeyConfig, TrustedKeyConfig};
-use arqonbus::proto::v1::{client_frame, ErrorCode, Hello};
+use arqonbus::proto::v1::ErrorCode;
 use common::*;
 
 fn named(id: &str, key: &ed25519_dalek::SigningKey) -> TrustedKeyConfig {
@@ -40,15 +40,7 @@ fn signed(key: &ed25519_dalek::SigningKey, kid: Option<&str>, aud: Option<&str>)
 /// The error code answering Hello with `token` (None: Welcome) and the error's message.
 fn hello(addr: std::net::SocketAddr, token: &str) -> (Option<ErrorCode>, String) {
     let mut raw = RawConn::connect(addr);
-    raw.send_kind(
-        1,
-        client_frame::Kind::Hello(Hello {
-            protocol_version: 1,
-            token: token.into(),
-            ..Default::default()
-        }),
-    );
-    let frame = raw.recv().expect("an answer to Hello");
+    let frame = raw.hello_with_token(token);
     let message = match &frame.kind {
         Some(arqonbus::proto::v1::server_frame::Kind::Error(e)) => e.message.clone(),
         _ => String::new(),

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arqonbus::auth::{token, Claims, Role};
-use arqonbus::proto::v1::{client_frame, server_frame, ErrorCode, Hello, Ping};
+use arqonbus::proto::v1::{client_frame, server_frame, ErrorCode, Ping};
 use common::*;
 
 fn token_for(key: &ed25519_dalek::SigningKey, sub: &str, jti: Option<&str>) -> String {
@@ -35,15 +35,7 @@ fn token_for(key: &ed25519_dalek::SigningKey, sub: &str, jti: Option<&str>) -> S
 /// Says Hello with `token`: the connection and the answer's error code (None: Welcome).
 fn hello(addr: std::net::SocketAddr, token: &str) -> (RawConn, Option<ErrorCode>) {
     let mut raw = RawConn::connect(addr);
-    raw.send_kind(
-        1,
-        client_frame::Kind::Hello(Hello {
-            protocol_version: 1,
-            token: token.into(),
-            ..Default::default()
-        }),
-    );
-    let frame = raw.recv().expect("an answer to Hello");
+    let frame = raw.hello_with_token(token);
     let code = error_code(&frame);
     if code.is_none() {
         assert!(matches!(frame.kind, Some(server_frame::Kind::Welcome(_))));

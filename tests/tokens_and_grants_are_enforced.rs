@@ -6,7 +6,7 @@
 mod common;
 
 use arqonbus::auth::{token, Claims, Role};
-use arqonbus::proto::v1::{client_frame, ErrorCode, Hello};
+use arqonbus::proto::v1::ErrorCode;
 use arqonbus::transport::Transport;
 use arqonbus_client::{Client, ConnectOptions, Outgoing};
 use common::*;
@@ -19,15 +19,7 @@ fn code(r: Result<impl Sized, arqonbus_client::ClientError>) -> Option<ErrorCode
 /// server then closed.
 fn raw_hello(addr: std::net::SocketAddr, token: &str) -> (Option<ErrorCode>, bool) {
     let mut raw = RawConn::connect(addr);
-    raw.send_kind(
-        1,
-        client_frame::Kind::Hello(Hello {
-            protocol_version: 1,
-            token: token.into(),
-            ..Default::default()
-        }),
-    );
-    let frame = raw.recv().expect("an answer to Hello");
+    let frame = raw.hello_with_token(token);
     (error_code(&frame), raw.is_closed())
 }
 

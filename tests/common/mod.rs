@@ -170,6 +170,19 @@ impl RawConn {
         }
     }
 
+    /// Says Hello with `token` and returns the server's answer (Welcome or an error).
+    pub fn hello_with_token(&mut self, token: &str) -> ServerFrame {
+        self.send_kind(
+            1,
+            client_frame::Kind::Hello(Hello {
+                protocol_version: 1,
+                token: token.into(),
+                ..Default::default()
+            }),
+        );
+        self.recv().expect("an answer to Hello")
+    }
+
     /// True when the server has closed the connection (reads end of stream).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
