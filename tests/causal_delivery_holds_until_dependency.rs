@@ -8,27 +8,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use arqonbus::proto::v1::{client_frame, server_frame, Subscribe};
+use arqonbus::proto::v1::server_frame;
 use arqonbus_client::Outgoing;
 use common::{client, RawConn, TestBus};
 use futures::StreamExt;
-
-fn subscribe(raw: &mut RawConn, id: u64, reality: &str) {
-    raw.send_kind(
-        id,
-        client_frame::Kind::Subscribe(Subscribe {
-            subscription_id: id,
-            reality_id: reality.into(),
-            pattern: ">".into(),
-            causal: true,
-            ..Default::default()
-        }),
-    );
-    match raw.recv().and_then(|f| f.kind) {
-        Some(server_frame::Kind::Subscribed(s)) => assert_eq!(s.subscription_id, id),
-        other => panic!("expected Subscribed, got {other:?}"),
-    }
-}
 
 /// (subscription, reality, sequence) of the next Deliver.
 fn next_delivery(raw: &mut RawConn) -> (u64, String, u64) {
@@ -48,8 +31,8 @@ async fn causal_delivery_holds_until_dependency() {
     let mut raw = tokio::task::spawn_blocking(move || {
         let mut raw = RawConn::connect(addr);
         raw.hello();
-        subscribe(&mut raw, 1, "ra");
-        subscribe(&mut raw, 2, "rb");
+        raw.subscribe_causal(1, "ra");
+        raw.subscribe_causal(2, "rb");
         raw
     })
     .await

@@ -9,26 +9,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use arqonbus::proto::v1::{client_frame, server_frame, ErrorCode, Ping, ServerFrame, Subscribe};
+use arqonbus::proto::v1::{client_frame, server_frame, ErrorCode, Ping, ServerFrame};
 use arqonbus_client::Outgoing;
 use common::{client, RawConn, TestBus};
-
-fn subscribe(raw: &mut RawConn, id: u64, reality: &str) {
-    raw.send_kind(
-        id,
-        client_frame::Kind::Subscribe(Subscribe {
-            subscription_id: id,
-            reality_id: reality.into(),
-            pattern: ">".into(),
-            causal: true,
-            ..Default::default()
-        }),
-    );
-    match raw.recv().and_then(|f| f.kind) {
-        Some(server_frame::Kind::Subscribed(s)) => assert_eq!(s.subscription_id, id),
-        other => panic!("expected Subscribed, got {other:?}"),
-    }
-}
 
 /// What a frame says, in a form easy to compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +61,8 @@ fn next_n(raw: &mut RawConn, n: usize) -> Vec<Seen> {
 fn causal_subscriber(addr: std::net::SocketAddr) -> RawConn {
     let mut raw = RawConn::connect(addr);
     raw.hello();
-    subscribe(&mut raw, 1, "ra");
-    subscribe(&mut raw, 2, "rb");
+    raw.subscribe_causal(1, "ra");
+    raw.subscribe_causal(2, "rb");
     raw
 }
 

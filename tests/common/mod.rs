@@ -183,6 +183,25 @@ impl RawConn {
         self.recv().expect("an answer to Hello")
     }
 
+    /// Subscribes to everything in `reality` with causal delivery, as subscription `id`, and
+    /// waits for `Subscribed`.
+    pub fn subscribe_causal(&mut self, id: u64, reality: &str) {
+        self.send_kind(
+            id,
+            client_frame::Kind::Subscribe(arqonbus::proto::v1::Subscribe {
+                subscription_id: id,
+                reality_id: reality.into(),
+                pattern: ">".into(),
+                causal: true,
+                ..Default::default()
+            }),
+        );
+        match self.recv().and_then(|f| f.kind) {
+            Some(server_frame::Kind::Subscribed(s)) => assert_eq!(s.subscription_id, id),
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+
     /// True when the server has closed the connection (reads end of stream).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
