@@ -1,5 +1,6 @@
 //! Fifty kill -9s in a row under acked publish storms (`sync = "always"`, four publishers over
-//! two realities, 16 KiB segments so the log rolls every ~100 pulses): after every restart
+//! two realities, 16 KiB segments so the log rolls every ~100 pulses, three group commits per
+//! reality allowed to sync at once so later flushes can finish first): after every restart
 //! every pulse ever acked is present and unchanged, sequences are gapless from 1, and no
 //! sequence is ever acked twice (a reused sequence would be).
 
@@ -57,7 +58,7 @@ async fn acked_pulses_survive_kill_9_storms() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[limits]\nmax_frame_bytes = 4096\n[storage]\nsegment_bytes = 16384\ncheckpoint_interval_ms = 3600000\n[[retention]]\nrealities = \"lab-*\"\nsync = \"always\"\n",
+            "data_dir = {:?}\n[limits]\nmax_frame_bytes = 4096\n[storage]\nsegment_bytes = 16384\ncheckpoint_interval_ms = 3600000\nflushes_in_flight = 3\n[[retention]]\nrealities = \"lab-*\"\nsync = \"always\"\n",
             dir.path().join("data")
         ),
     )

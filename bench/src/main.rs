@@ -213,9 +213,17 @@ struct DurableArgs {
     target: TargetArgs,
     #[command(flatten)]
     load: LoadArgs,
-    /// Publishes awaiting their ack at once.
+    /// Publishes each publisher keeps awaiting their ack at once.
     #[arg(long, default_value_t = 64)]
     inflight: usize,
+    /// Publishers, each on its own connection; with --realities R, publisher i writes to
+    /// reality number i mod R (`<reality>-<k>` on ArqonBus).
+    #[arg(long, short = 'p', default_value_t = 1)]
+    publishers: usize,
+    /// ArqonBus: do not check that the reality is retained, so acked publishes to an ephemeral
+    /// reality can be measured beside retained ones (the label still names the reality).
+    #[arg(long)]
+    skip_retention_check: bool,
     /// ArqonBus: the retained reality to publish to; the server must have a retention rule for
     /// it (`bench/compare.sh` configures `bench-sync-always*` with `sync = "always"` and
     /// `bench-sync-os*` with `sync = "os"`). The result is labelled `durable-<reality without
@@ -609,6 +617,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 &a.load,
                 [
                     ("inflight", json!(a.inflight)),
+                    ("publishers", json!(a.publishers)),
                     ("reality", json!(a.reality)),
                 ],
             );
@@ -617,13 +626,21 @@ async fn run(command: Command) -> Result<ExitCode> {
                 duration: secs("--duration", a.load.duration)?,
                 count: a.load.count,
                 inflight: a.inflight.clamp(1, 65_536),
+                publishers: a.publishers,
+                realities: a.load.realities,
                 reality: a.reality.clone(),
+                any_reality: a.skip_retention_check,
                 ack_timeout: secs("--ack-timeout", a.ack_timeout)?,
                 progress: !a.target.no_progress,
             };
+            check_count("--publishers", a.publishers)?;
             let label = format!(
-                "durable-{}",
-                a.reality.strip_prefix("bench-").unwrap_or(&a.reality)
+                "durable-{}{}",
+                a.reality.strip_prefix("bench-").unwrap_or(&a.reality),
+                match a.publishers {
+                    1 => String::new(),
+                    n => format!("-{n}p"),
+                }
             );
             execute(
                 "durable",

@@ -152,7 +152,11 @@ pub struct ConnsMetrics {
 pub struct DurableMetrics {
     /// What made the publishes durable (retained reality, JetStream file stream).
     pub storage: String,
+    /// Acked publishes each publisher kept outstanding.
     pub inflight: usize,
+    /// Publishers, each on its own connection (runs before this field existed had one).
+    #[serde(default = "one")]
+    pub publishers: usize,
     pub sent: u64,
     pub acked: u64,
     pub failed: u64,
@@ -160,6 +164,10 @@ pub struct DurableMetrics {
     pub acked_per_s: f64,
     pub mb_per_s: f64,
     pub ack_latency: LatencySummary,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// `spectral` (US-05): agents' spectral pulses under a background load.
@@ -897,7 +905,8 @@ impl RunResult {
                     ("failed", m.failed as f64),
                     ("acked publishes/s", m.acked_per_s),
                     ("acked MB/s", m.mb_per_s),
-                    ("in flight", m.inflight as f64),
+                    ("publishers", m.publishers as f64),
+                    ("in flight per publisher", m.inflight as f64),
                 ] {
                     let _ = writeln!(md, "| {k} | {} |", fmt_num(v));
                 }

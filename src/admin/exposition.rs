@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::health::{Phase, Status};
-use crate::metrics::Snapshot;
+use crate::metrics::{HistogramSnapshot, Snapshot};
 
 /// The content type Prometheus expects for this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -76,15 +76,24 @@ fn counters(out: &mut String, s: &Snapshot) {
 }
 
 fn latency(out: &mut String, s: &Snapshot) {
-    let name = "arqonbus_deliver_latency_seconds";
-    header(
+    histogram(
         out,
-        name,
+        "arqonbus_deliver_latency_seconds",
         "Time from a pulse's sequencing by its owner shard to its subscriber's writer putting it \
          in a socket batch.",
-        "histogram",
+        &s.deliver_latency,
     );
-    let h = &s.deliver_latency;
+    histogram(
+        out,
+        "arqonbus_storage_flush_seconds",
+        "Time one group commit of a retained reality took to sync its records (and any new \
+         directory entries) to disk.",
+        &s.flush_latency,
+    );
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    header(out, name, help, "histogram");
     for (bound_nanos, cumulative) in h.cumulative() {
         let le = bound_nanos as f64 / 1e9;
         let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");

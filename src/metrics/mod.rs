@@ -21,6 +21,8 @@ macro_rules! counters {
             /// Time from the owner's timestamp on a pulse to the moment a subscriber's writer puts
             /// it into a socket batch.
             pub deliver_latency: LatencyHistogram,
+            /// How long each group commit's sync took (off the reactor, from hand-off to answer).
+            pub flush_latency: LatencyHistogram,
             /// Bytes held by each retained reality this shard owns, republished about once a
             /// second by the shard (not on the data path).
             pub retained: RetainedBytes,
@@ -33,6 +35,7 @@ macro_rules! counters {
         pub struct Snapshot {
             $( $(#[doc = $doc])* pub $name: u64, )*
             pub deliver_latency: HistogramSnapshot,
+            pub flush_latency: HistogramSnapshot,
             /// (reality, bytes) of every retained reality, largest first.
             pub retained: RealityBytes,
             /// Per hosted operator, summed over shards, by name.
@@ -46,6 +49,7 @@ macro_rules! counters {
                 for c in shards {
                     $( s.$name += c.$name.get(); )*
                     s.deliver_latency.add(&c.deliver_latency);
+                    s.flush_latency.add(&c.flush_latency);
                     s.retained.extend(c.retained.get().iter().cloned());
                     for op in c.operators.get().iter() {
                         match s.operators.iter_mut().find(|o| o.name == op.name) {
@@ -151,6 +155,10 @@ counters! {
     recovery_truncations => "recovery_truncations_total",
     /// Old segments deleted by retention.
     segments_trimmed => "segments_trimmed_total",
+    /// Group commits of retained realities: syncs that made written records durable.
+    storage_flushes => "storage_flushes_total",
+    /// Pulses those flushes made durable (divided by the flushes: the group-commit batch size).
+    storage_flushed_pulses => "storage_flushed_pulses_total",
     /// Policy inspections run (one per policy per pulse it binds).
     policy_evaluations => "policy_evaluations_total",
     /// Pulses blocked because a policy answered deny (POLICY_DENIED).

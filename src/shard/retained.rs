@@ -61,6 +61,10 @@ pub struct ReadOrigin {
     pub conn: ConnId,
 }
 
+/// How long after a flush (under `sync = "always"`, with nothing more to flush) the sync that
+/// records its durable position waits for new pulses to carry it instead.
+const CONFIRM_AFTER: Duration = Duration::from_millis(2);
+
 /// A pulse sequenced and written, waiting for the flush that makes it durable.
 struct Held {
     pulse: Arc<Pulse>,
@@ -76,8 +80,21 @@ pub struct Retained {
     held_bytes: Cell<usize>,
     /// The last sequence fanned out to subscribers (and so visible to reads).
     released_through: Cell<u64>,
-    flushing: Cell<bool>,
+    /// Flushes started and not yet applied (see `Shard::start_flush`).
+    flushes: Cell<usize>,
+    /// A flush task was spawned and has not taken its job yet: everything appended until it
+    /// runs joins it, so no other is started meanwhile.
+    flush_pending: Cell<bool>,
+    /// The last sequence a started flush covers.
+    covered: Cell<u64>,
+    /// Flush tickets: the last one issued, and the last one whose outcome was applied.
+    /// Outcomes are applied in ticket order, whatever order the syncs finish in.
+    issued: Cell<u64>,
+    applied: Cell<u64>,
+    /// Notified each time a flush's outcome is applied.
     flushed: Event,
+    /// A sync that only records the durable position is due (`Shard::confirm_later`).
+    confirm_scheduled: Cell<bool>,
     /// Set when a flush failed: the reality takes no more pulses until restart.
     failed: RefCell<Option<String>>,
     /// A new segment is being created off the reactor: nothing is appended until it is active.
@@ -123,8 +140,13 @@ impl Retained {
             held: RefCell::new(VecDeque::new()),
             held_bytes: Cell::new(0),
             released_through: Cell::new(last),
-            flushing: Cell::new(false),
+            flushes: Cell::new(0),
+            flush_pending: Cell::new(false),
+            covered: Cell::new(last),
+            issued: Cell::new(0),
+            applied: Cell::new(0),
             flushed: Event::new(),
+            confirm_scheduled: Cell::new(false),
             failed: RefCell::new(None),
             rolling: Cell::new(false),
             rolled: Event::new(),
@@ -168,14 +190,70 @@ impl Retained {
         self.released_through.get() + 1
     }
 
+    fn flushing(&self) -> bool {
+        self.flushes.get() > 0
+    }
+
     async fn wait_for_room(&self, max_held_bytes: usize) {
-        while self.held_bytes.get() >= max_held_bytes && self.flushing.get() {
+        while self.held_bytes.get() >= max_held_bytes && self.flushing() {
             let listener = self.flushed.listen();
-            if self.held_bytes.get() < max_held_bytes || !self.flushing.get() {
+            if self.held_bytes.get() < max_held_bytes || !self.flushing() {
                 break;
             }
             listener.await;
         }
+    }
+
+    /// Until no flush is running.
+    async fn wait_for_flushes(&self) {
+        while self.flushing() {
+            let listener = self.flushed.listen();
+            if !self.flushing() {
+                break;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Runs a flush job off the reactor: the active segment alone through io_uring (the kernel's
+/// own workers run the `fdatasync`; no thread of ours waits on it), anything more on the
+/// shard's blocking pool.
+async fn sync_job(job: store::FlushJob) -> Result<(), StoreError> {
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+    let (file, path, len) = match job.only_segment() {
+        Ok(one) => one,
+        Err(job) => return glommio::executor().spawn_blocking(move || job.sync()).await,
+    };
+    // SAFETY: the descriptor is a duplicate this job owns; the glommio file takes it over
+    // and closes it.
+    let ring_file = unsafe { glommio::io::BufferedFile::from_raw_fd(file.into_raw_fd()) };
+    let synced = ring_file.fdatasync().await;
+    let checked = synced
+        .map_err(|e| StoreError::Io {
+            path: path.clone(),
+            op: "flush segment",
+            source: e.into(),
+        })
+        .and_then(|()| {
+            // SAFETY: a view of the descriptor the glommio file still owns, never closed here.
+            let view = std::mem::ManuallyDrop::new(unsafe {
+                std::fs::File::from_raw_fd(ring_file.as_raw_fd())
+            });
+            store::Segment::check_length(&view, &path, len)
+        });
+    let _ = ring_file.close().await;
+    checked
+}
+
+/// Brings the unwritten rest of `r`'s active segment into the page cache off the reactor,
+/// while appends go on (`store::WarmJob`).
+fn warm(r: &Retained) {
+    if let Some(job) = r.log.borrow().warm_job() {
+        glommio::spawn_local(async move {
+            glommio::executor().spawn_blocking(move || job.run()).await;
+        })
+        .detach();
     }
 }
 
@@ -308,7 +386,9 @@ impl Shard {
             shard.opening.borrow_mut().remove(&name);
             match opened {
                 Ok((log, _)) => {
-                    shard.retained.borrow_mut().insert(name, Retained::new(log));
+                    let r = Retained::new(log);
+                    warm(&r);
+                    shard.retained.borrow_mut().insert(name, r);
                 }
                 Err(e) => {
                     if let Some(t) = &quota {
@@ -349,6 +429,9 @@ impl Shard {
         let rolled = created.and_then(|seg| r.log.borrow_mut().roll_to(seg));
         r.rolling.set(false);
         r.rolled.notify(usize::MAX);
+        if rolled.is_ok() {
+            warm(r);
+        }
         rolled.map(|()| false).map_err(|e| e.to_string())
     }
 
@@ -420,9 +503,11 @@ impl Shard {
                         log.last_timestamp(),
                         &|r| self.forget_idle(r),
                     );
+                    let r = Retained::new(log);
+                    warm(&r);
                     self.retained
                         .borrow_mut()
-                        .insert(Arc::from(name.as_str()), Retained::new(log));
+                        .insert(Arc::from(name.as_str()), r);
                 }
                 Err(e @ StoreError::Corrupt { .. })
                     if self.config.storage.on_corruption == OnCorruption::Quarantine =>
@@ -586,9 +671,7 @@ impl Shard {
         if r.log.borrow().sync == SyncMode::Always {
             r.held_bytes.set(r.held_bytes.get() + pulse.encoded.len());
             r.held.borrow_mut().push_back(Held { pulse, origin, ack });
-            if !r.flushing.get() {
-                self.start_flush(r);
-            }
+            self.flush_held(r);
         } else {
             // Acks do not wait for a flush here, so a map that lost its file must be noticed
             // now: the record went nowhere.
@@ -619,58 +702,134 @@ impl Shard {
         }
     }
 
-    /// Starts a group commit: everything written so far is flushed by one fdatasync off the
-    /// reactor; pulses held for it are then released in order. One flush per reality at a time;
-    /// what arrives meanwhile waits for the next. Each flush also carries the durable position
-    /// the previous one reached (the segment trailer); under `sync = "always"`, when nothing is
-    /// held after a flush, one more sync records its own position, so every acked record lies
-    /// before a recorded durable position within one fdatasync of its ack.
+    /// Starts a flush for pulses held under `sync = "always"` that no started flush covers,
+    /// unless one is about to take its job (they join it) or `storage.flushes_in_flight` are
+    /// running (the first to finish starts the next).
+    fn flush_held(self: &Rc<Self>, r: &Rc<Retained>) {
+        let uncovered = r
+            .held
+            .borrow()
+            .back()
+            .is_some_and(|h| h.pulse.sequence > r.covered.get());
+        if uncovered
+            && !r.flush_pending.get()
+            && r.flushes.get() < self.config.storage.flushes_in_flight as usize
+            && r.failed.borrow().is_none()
+        {
+            self.start_flush(r);
+        }
+    }
+
+    /// Starts a group commit: everything written when its task first runs is made durable by
+    /// one sync — an io_uring `fdatasync` of the active segment, or, when a segment was rolled
+    /// or a directory gained an entry, a job on the blocking pool that syncs those too. Several
+    /// may run at once (`flush_held`); their outcomes are applied in the order they started, so
+    /// pulses are released in sequence order and only after every flush before theirs. Each
+    /// flush also carries the durable position reached before it (the segment trailer); under
+    /// `sync = "always"`, when nothing is held after a flush, one more sync records its own
+    /// position (`confirm_later`), so every acked record lies before a recorded durable
+    /// position within `CONFIRM_AFTER` and one fdatasync of its ack.
     pub fn start_flush(self: &Rc<Self>, r: &Rc<Retained>) {
-        r.flushing.set(true);
+        r.flushes.set(r.flushes.get() + 1);
+        r.flush_pending.set(true);
+        let ticket = r.issued.get() + 1;
+        r.issued.set(ticket);
         let shard = self.clone();
         let r = r.clone();
         glommio::spawn_local(async move {
-            loop {
-                let job = r.log.borrow_mut().flush_job();
-                let outcome = match job {
-                    Ok(job) => {
-                        let (through, marker) = (job.through, job.marker);
-                        let synced = glommio::executor().spawn_blocking(move || job.sync()).await;
-                        synced.map(|_| (through, marker))
-                    }
-                    Err(e) => Err(e),
-                };
-                if r.failed.borrow().is_some() {
-                    // Failed meanwhile (a read found the file gone): nothing more is durable.
+            r.flush_pending.set(false);
+            let job = r.log.borrow_mut().flush_job();
+            let outcome = match job {
+                Ok(job) => {
+                    let (through, marker) = (job.through, job.marker);
+                    r.covered.set(r.covered.get().max(through.sequence));
+                    let started = std::time::Instant::now();
+                    let synced = sync_job(job).await;
+                    let took = started.elapsed().as_nanos() as u64;
+                    shard.counters.flush_latency.observe_nanos(took);
+                    synced.map(|_| (through, marker))
+                }
+                Err(e) => Err(e),
+            };
+            while r.applied.get() + 1 != ticket {
+                let listener = r.flushed.listen();
+                if r.applied.get() + 1 == ticket {
                     break;
                 }
-                // A map whose file shrank reads (and takes writes) as zeros: the sync above
-                // cannot have made those records durable.
-                let outcome = match r.log.borrow().fault() {
-                    Some(e) => Err(e),
-                    None => outcome,
-                };
-                match outcome {
-                    Ok((through, marker)) => {
-                        r.log.borrow_mut().flushed(through, marker);
-                        shard.release_held(&r, through.sequence);
-                    }
-                    Err(e) => {
-                        let dir = r.log.borrow().dir.display().to_string();
-                        shard.fail_retained(&r, format!("flushing {dir} failed: {e}"));
-                        break;
-                    }
-                }
+                listener.await;
+            }
+            shard.apply_flush(&r, outcome);
+            r.applied.set(ticket);
+            r.flushes.set(r.flushes.get() - 1);
+            r.flushed.notify(usize::MAX);
+            if r.failed.borrow().is_some() {
+                return;
+            }
+            if !r.held.borrow().is_empty() {
+                shard.flush_held(&r);
+            } else if !r.flushing() {
                 let confirm = {
                     let log = r.log.borrow();
                     log.sync == SyncMode::Always && log.needs_confirmation()
                 };
-                if r.held.borrow().is_empty() && !confirm {
-                    break;
+                if confirm {
+                    shard.confirm_later(&r);
                 }
             }
-            r.flushing.set(false);
-            r.flushed.notify(usize::MAX);
+        })
+        .detach();
+    }
+
+    /// What a finished flush means, applied in the order flushes started.
+    fn apply_flush(
+        &self,
+        r: &Retained,
+        outcome: Result<(store::Checkpoint, store::Checkpoint), StoreError>,
+    ) {
+        if r.failed.borrow().is_some() {
+            // Failed meanwhile (an earlier flush, or a read found the file gone): nothing
+            // more is durable.
+            return;
+        }
+        // A map whose file shrank reads (and takes writes) as zeros: the sync cannot have
+        // made those records durable.
+        let outcome = match r.log.borrow().fault() {
+            Some(e) => Err(e),
+            None => outcome,
+        };
+        match outcome {
+            Ok((through, marker)) => {
+                let before = r.log.borrow().durable_sequence();
+                r.log.borrow_mut().flushed(through, marker);
+                self.counters.storage_flushes.inc();
+                let made = through.sequence.saturating_sub(before);
+                self.counters.storage_flushed_pulses.add(made);
+                self.release_held(r, through.sequence);
+            }
+            Err(e) => {
+                let dir = r.log.borrow().dir.display().to_string();
+                self.fail_retained(r, format!("flushing {dir} failed: {e}"));
+            }
+        }
+    }
+
+    /// Records the durable position of the last flush with one more sync, unless a flush of
+    /// new pulses (which carries it in its trailer) comes first. Waiting a little keeps that
+    /// extra sync out of the way of a publisher whose next pulses are on their way: under a
+    /// steady load every flush confirms the one before, and only the last one of a burst
+    /// costs a sync of its own.
+    fn confirm_later(self: &Rc<Self>, r: &Rc<Retained>) {
+        if r.confirm_scheduled.replace(true) {
+            return;
+        }
+        let (shard, r) = (self.clone(), r.clone());
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(CONFIRM_AFTER).await;
+            r.confirm_scheduled.set(false);
+            let confirm = r.log.borrow().needs_confirmation();
+            if confirm && !r.flushing() && r.failed.borrow().is_none() {
+                shard.start_flush(&r);
+            }
         })
         .detach();
     }
@@ -742,7 +901,7 @@ impl Shard {
                     SyncMode::Os => checkpoint_now,
                 };
                 let confirm = r.log.borrow().needs_confirmation();
-                if due && (dirty || confirm) && !r.flushing.get() {
+                if due && (dirty || confirm) && !r.flushing() {
                     *waited = Duration::ZERO;
                     self.start_flush(&r);
                 }
@@ -783,13 +942,14 @@ impl Shard {
     pub async fn close_retained(&self) {
         let all: Vec<Rc<Retained>> = self.retained.borrow().values().cloned().collect();
         for r in all {
+            r.wait_for_flushes().await;
             if r.failed.borrow().is_some() {
                 continue;
             }
             let job = r.log.borrow_mut().flush_job();
             if let Ok(job) = job {
                 let (through, marker) = (job.through, job.marker);
-                let synced = glommio::executor().spawn_blocking(move || job.sync()).await;
+                let synced = sync_job(job).await;
                 if synced.is_ok() && r.log.borrow().fault().is_none() {
                     r.log.borrow_mut().flushed(through, marker);
                 }
@@ -1209,7 +1369,12 @@ impl Sequencing for OwnerSink<'_> {
                 return None;
             }
             let room = output.encoded_len() + stamp_slack(&output.reality_id);
-            if let Err(e) = r.log.borrow_mut().reserve(room) {
+            let base = r.log.borrow().active_base();
+            let reserved = r.log.borrow_mut().reserve(room);
+            if reserved.is_ok() && r.log.borrow().active_base() != base {
+                warm(r);
+            }
+            if let Err(e) = reserved {
                 tracing::warn!(
                     shard = shard.id,
                     reality = %output.reality_id,

@@ -20,13 +20,33 @@ use crate::target::{Kind, Target};
 pub struct DurableSpec {
     pub payload_bytes: usize,
     pub duration: Duration,
+    /// Stop after this many pulses per publisher, if that comes first.
     pub count: Option<u64>,
-    /// Publishes awaiting their ack at once.
+    /// Publishes each publisher has awaiting their ack at once.
     pub inflight: usize,
-    /// ArqonBus: the retained reality to publish to (it must be configured retained).
+    /// Publishers, each on its own connection.
+    pub publishers: usize,
+    /// Realities (subjects) the publishers are spread over: publisher i uses number i mod R.
+    pub realities: usize,
+    /// ArqonBus: the retained reality to publish to (it must be configured retained); with
+    /// several realities, `<reality>-<k>`.
     pub reality: String,
+    /// ArqonBus: skip the check that the reality is retained, to measure acked publishes to an
+    /// ephemeral reality beside the retained ones.
+    pub any_reality: bool,
     pub ack_timeout: Duration,
     pub progress: bool,
+}
+
+impl DurableSpec {
+    /// The ArqonBus reality publisher `i` writes to.
+    fn reality_of(&self, i: usize) -> String {
+        if self.realities == 1 {
+            self.reality.clone()
+        } else {
+            format!("{}-{}", self.reality, i % self.realities)
+        }
+    }
 }
 
 pub enum Outcome {
@@ -54,6 +74,8 @@ struct Window {
     latency: Latency,
     first_ns: u64,
     last_ack_ns: u64,
+    /// The first failure's message.
+    first_error: Option<String>,
 }
 
 impl Window {
@@ -65,6 +87,23 @@ impl Window {
             latency: Latency::new(),
             first_ns: 0,
             last_ack_ns: 0,
+            first_error: None,
+        }
+    }
+
+    /// Adds another publisher's window: counts summed, the active window spanning both.
+    fn merge(&mut self, other: Window) {
+        self.acked += other.acked;
+        self.failed += other.failed;
+        self.sent += other.sent;
+        self.latency.merge(&other.latency);
+        self.first_ns = match self.first_ns {
+            0 => other.first_ns,
+            t => t.min(other.first_ns),
+        };
+        self.last_ack_ns = self.last_ack_ns.max(other.last_ack_ns);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
         }
     }
 
@@ -75,6 +114,7 @@ impl Window {
         DurableMetrics {
             storage,
             inflight: spec.inflight,
+            publishers: spec.publishers,
             sent: self.sent,
             acked: self.acked,
             failed: self.failed,
@@ -86,26 +126,88 @@ impl Window {
     }
 }
 
+/// What one publisher's task ends with.
+enum Ended {
+    Done(Window),
+    Unsupported(String),
+}
+
+/// Runs every publisher to its end and merges their windows; the first error or
+/// `Unsupported` answers for the run.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Result<Ended>>>,
+    storage: String,
+    spec: &DurableSpec,
+    notes: &mut Vec<String>,
+) -> Result<Outcome> {
+    let mut w = Window::new();
+    let mut outcome = None;
+    for t in tasks {
+        match t.await.context("a publisher task panicked")?? {
+            Ended::Done(one) => w.merge(one),
+            Ended::Unsupported(why) => outcome = outcome.or(Some(why)),
+        }
+    }
+    if let Some(why) = outcome {
+        return Ok(Outcome::Unsupported(why));
+    }
+    if let Some(e) = &w.first_error {
+        notes.push(format!("{} publishes failed; the first: {e}", w.failed));
+    }
+    Ok(Outcome::Done(w.metrics(storage, spec)))
+}
+
 async fn run_arqon(
     target: &Target,
     spec: &DurableSpec,
     notes: &mut Vec<String>,
 ) -> Result<Outcome> {
-    let mut session = arqon::connect(target.addr, None, "bench-durable").await?;
-    if let Some(err) = session.history_probe(&spec.reality, "bench.>").await? {
-        return Ok(Outcome::Unsupported(format!(
-            "reality {:?} is not retained: HistoryGet was answered with {err}",
-            spec.reality
-        )));
+    if !spec.any_reality {
+        let mut session = arqon::connect(target.addr, None, "bench-durable").await?;
+        for k in 0..spec.realities.min(spec.publishers) {
+            let reality = spec.reality_of(k);
+            if let Some(err) = session.history_probe(&reality, "bench.>").await? {
+                return Ok(Outcome::Unsupported(format!(
+                    "reality {reality:?} is not retained: HistoryGet was answered with {err}"
+                )));
+            }
+        }
     }
-    let mut publisher =
-        session.into_publisher(std::slice::from_ref(&spec.reality), "bench-durable");
+    let deadline = now_ns() + spec.duration.as_nanos() as u64;
+    let pb = timed_bar(spec.progress, spec.duration, "durable");
+    let mut tasks = Vec::new();
+    for i in 0..spec.publishers {
+        let (addr, spec, pb) = (target.addr, spec.clone(), pb.clone());
+        tasks.push(tokio::spawn(async move {
+            let session = arqon::connect(addr, None, &format!("bench-durable-{i}")).await?;
+            arqon_publisher(session, i, deadline, &spec, &pb).await
+        }));
+    }
+    let storage = match spec.realities.min(spec.publishers) {
+        1 => format!("ArqonBus reality {:?}", spec.reality),
+        n => format!("ArqonBus realities {:?}-0..{}", spec.reality, n - 1),
+    };
+    let outcome = gather(tasks, storage, spec, notes).await;
+    pb.finish_and_clear();
+    outcome
+}
+
+/// One ArqonBus publisher: keeps `inflight` acked publishes outstanding until the deadline.
+/// Every ack already received is taken before the window is refilled, so the refill goes out
+/// in one write, as a client library batching its sends would do it.
+async fn arqon_publisher(
+    session: arqon::Session,
+    index: usize,
+    deadline: u64,
+    spec: &DurableSpec,
+    pb: &indicatif::ProgressBar,
+) -> Result<Ended> {
+    let reality = spec.reality_of(index);
+    let mut publisher = session.into_publisher(std::slice::from_ref(&reality), "bench-durable");
     let mut acks = publisher.take_acks().context("ack stream")?;
     let mut w = Window::new();
     let mut pending: HashMap<u64, u64> = HashMap::new();
-    let deadline = now_ns() + spec.duration.as_nanos() as u64;
     let limit = spec.count.unwrap_or(u64::MAX);
-    let pb = timed_bar(spec.progress, spec.duration, "durable");
     w.first_ns = now_ns();
     loop {
         let sending = w.sent < limit && now_ns() < deadline;
@@ -116,7 +218,7 @@ async fn run_arqon(
             while w.sent < limit && pending.len() < spec.inflight {
                 let t = now_ns();
                 let h = Header {
-                    publisher: 0,
+                    publisher: index as u32,
                     seq: w.sent,
                     reality: 0,
                     flags: 0,
@@ -129,7 +231,7 @@ async fn run_arqon(
             }
             publisher.flush().await?;
         }
-        let ack = match tokio::time::timeout(spec.ack_timeout, acks.recv()).await {
+        let first = match tokio::time::timeout(spec.ack_timeout, acks.recv()).await {
             Ok(Some(a)) => a,
             Ok(None) => bail!(
                 "the server closed the connection with {} publishes unacknowledged",
@@ -142,38 +244,37 @@ async fn run_arqon(
             ),
         };
         let now = now_ns();
-        let Some(sent_at) = pending.remove(&ack.correlation_id) else {
-            continue;
-        };
-        match ack.result {
-            Ok(_) => {
-                w.acked += 1;
-                w.latency.record_ns(now - sent_at);
-                w.last_ack_ns = now;
-            }
-            Err(e) if w.acked == 0 => {
-                return Ok(Outcome::Unsupported(format!(
-                    "the first acked publish was answered with {e}"
-                )));
-            }
-            Err(e) => {
-                w.failed += 1;
-                if w.failed == 1 {
-                    notes.push(format!("publish failed: {e}"));
+        let mut next = Some(first);
+        while let Some(ack) = next {
+            if let Some(sent_at) = pending.remove(&ack.correlation_id) {
+                match ack.result {
+                    Ok(_) => {
+                        w.acked += 1;
+                        w.latency.record_ns(now - sent_at);
+                        w.last_ack_ns = now;
+                    }
+                    Err(e) if w.acked == 0 => {
+                        return Ok(Ended::Unsupported(format!(
+                            "the first acked publish was answered with {e}"
+                        )));
+                    }
+                    Err(e) => {
+                        w.failed += 1;
+                        w.first_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
+            next = acks.try_recv().ok();
         }
-        pb.set_position(
-            spec.duration
-                .as_millis()
-                .min(((now - w.first_ns) / 1_000_000) as u128) as u64,
-        );
+        if index == 0 {
+            pb.set_position(
+                spec.duration
+                    .as_millis()
+                    .min(((now - w.first_ns) / 1_000_000) as u128) as u64,
+            );
+        }
     }
-    pb.finish_and_clear();
-    Ok(Outcome::Done(w.metrics(
-        format!("ArqonBus retained reality {:?}", spec.reality),
-        spec,
-    )))
+    Ok(Ended::Done(w))
 }
 
 async fn run_nats(
@@ -185,13 +286,19 @@ async fn run_nats(
     use async_nats::jetstream::{self, stream};
     let (client, _events) = nats::connect(target.addr, "bench-durable").await?;
     let js = jetstream::new(client.clone());
-    let reality = &names.realities[0];
-    let subject = nats::subject(reality);
-    let stream_name = format!("ARQONBENCH_{}", reality.replace('.', "_")).to_uppercase();
+    let used = spec
+        .realities
+        .min(spec.publishers)
+        .min(names.realities.len());
+    let subjects: Vec<String> = names.realities[..used]
+        .iter()
+        .map(|r| nats::subject(r))
+        .collect();
+    let stream_name = format!("ARQONBENCH_{}", names.realities[0].replace('.', "_")).to_uppercase();
     let created = js
         .create_stream(stream::Config {
             name: stream_name.clone(),
-            subjects: vec![subject.clone()],
+            subjects: subjects.clone(),
             storage: stream::StorageType::File,
             // A bound on the disk the run may use.
             max_bytes: 2 << 30,
@@ -203,36 +310,50 @@ async fn run_nats(
             "JetStream stream could not be created ({e}); start nats-server with -js"
         )));
     }
-    let result = nats_window(&js, &subject, spec).await;
+    let deadline = now_ns() + spec.duration.as_nanos() as u64;
+    let pb = timed_bar(spec.progress, spec.duration, "durable");
+    let mut tasks = Vec::new();
+    for i in 0..spec.publishers {
+        // Each publisher its own connection, as on ArqonBus.
+        let (addr, spec, pb) = (target.addr, spec.clone(), pb.clone());
+        let subject = subjects[i % used].clone();
+        tasks.push(tokio::spawn(async move {
+            let (client, _events) = nats::connect(addr, &format!("bench-durable-{i}")).await?;
+            let js = jetstream::new(client);
+            nats_publisher(&js, &subject, i, deadline, &spec, &pb).await
+        }));
+    }
+    let outcome = gather(
+        tasks,
+        format!("JetStream file stream {stream_name}"),
+        spec,
+        notes,
+    )
+    .await;
+    pb.finish_and_clear();
     if let Err(e) = js.delete_stream(&stream_name).await {
         notes.push(format!("could not delete the stream {stream_name}: {e}"));
     }
-    let w = result?;
-    if w.failed > 0 {
-        notes.push(format!("{} JetStream publishes failed", w.failed));
-    }
-    Ok(Outcome::Done(w.metrics(
-        format!("JetStream file stream {stream_name}"),
-        spec,
-    )))
+    outcome
 }
 
-async fn nats_window(
+async fn nats_publisher(
     js: &async_nats::jetstream::Context,
     subject: &str,
+    index: usize,
+    deadline: u64,
     spec: &DurableSpec,
-) -> Result<Window> {
+    pb: &indicatif::ProgressBar,
+) -> Result<Ended> {
     let mut w = Window::new();
     let mut pending = FuturesUnordered::new();
-    let deadline = now_ns() + spec.duration.as_nanos() as u64;
     let limit = spec.count.unwrap_or(u64::MAX);
-    let pb = timed_bar(spec.progress, spec.duration, "durable");
     w.first_ns = now_ns();
     loop {
         while w.sent < limit && now_ns() < deadline && pending.len() < spec.inflight {
             let t = now_ns();
             let h = Header {
-                publisher: 0,
+                publisher: index as u32,
                 seq: w.sent,
                 reality: 0,
                 flags: 0,
@@ -260,15 +381,19 @@ async fn nats_window(
             Ok(Err(e)) if w.acked == 0 && w.failed == 0 => {
                 bail!("first JetStream publish failed: {e}")
             }
-            Ok(Err(_)) => w.failed += 1,
+            Ok(Err(e)) => {
+                w.failed += 1;
+                w.first_error.get_or_insert_with(|| e.to_string());
+            }
             Err(_) => bail!("no JetStream ack within {:?}", spec.ack_timeout),
         }
-        pb.set_position(
-            spec.duration
-                .as_millis()
-                .min(((now - w.first_ns) / 1_000_000) as u128) as u64,
-        );
+        if index == 0 {
+            pb.set_position(
+                spec.duration
+                    .as_millis()
+                    .min(((now - w.first_ns) / 1_000_000) as u128) as u64,
+            );
+        }
     }
-    pb.finish_and_clear();
-    Ok(w)
+    Ok(Ended::Done(w))
 }
