@@ -44,3 +44,9 @@ pub struct App {
     pub sessions: Arc<sessions::Sessions>,
     pub metrics: Arc<metrics::Metrics>,
 }
+
+/// Makes ring rustls's process-wide crypto provider (reqwest's TLS asks for the default). Safe to
+/// call more than once.
+pub fn install_crypto_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}

@@ -265,7 +265,7 @@ impl Config {
                 "http.listen and grpc.listen are both \"off\": nothing would serve",
             ));
         }
-        if http.is_some() && http == grpc {
+        if http.is_some_and(|a| a.port() != 0) && http == grpc {
             return Err(invalid(
                 "grpc.listen",
                 "must differ from http.listen (each is its own listener)",
