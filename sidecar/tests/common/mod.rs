@@ -219,6 +219,7 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts the sidecar with `toml` (ports 0 unless it says otherwise).
     pub fn start(toml: &str) -> Self {
+        arqonbus_sidecar::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sidecar.toml");
         std::fs::write(&config, toml).unwrap();
@@ -333,8 +334,13 @@ fn expect_listeners(toml: &str) -> usize {
 
 /// A sidecar configuration for `bus` with both listeners on OS-chosen loopback ports, and `extra`.
 pub fn sidecar_toml(bus: &Bus, extra: &str) -> String {
+    sidecar_toml_with(bus, "", extra)
+}
+
+/// As [`sidecar_toml`], with `http_keys` inside its `[http]` table.
+pub fn sidecar_toml_with(bus: &Bus, http_keys: &str, extra: &str) -> String {
     format!(
-        "[bus]\naddress = \"{}\"\ntimeout_ms = 5000\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+        "[bus]\naddress = \"{}\"\ntimeout_ms = 5000\n\n[http]\nlisten = \"127.0.0.1:0\"\n{http_keys}\n\n\
          [grpc]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
         bus.addr
     )
