@@ -290,3 +290,72 @@ async fn history_over_http_and_grpc_returns_the_asked_range() {
         .await;
     assert_eq!(pulses, vec![8, 9, 10]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_evicted_when_idle_and_expire() {
+    let bus = Bus::start("");
+    let sidecar = Sidecar::start(&common::sidecar_toml_with(
+        &bus,
+        "sse_keepalive_ms = 200",
+        "[sessions]\nmax_sessions = 2\nidle_timeout_ms = 1000\n",
+    ));
+    let tokens: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|s| bus.token("lab", s, "publisher,subscriber", &["lab-*:>"], &["lab-*:>"]))
+        .collect();
+    let http = reqwest::Client::new();
+    let publish = |token: &String| {
+        http.post(sidecar.url("/v1/realities/lab-3/topics/s.t?ack=true"))
+            .header("authorization", bearer(token))
+            .body("x")
+            .send()
+    };
+    assert_eq!(publish(&tokens[0]).await.unwrap().status(), 200);
+    assert_eq!(publish(&tokens[1]).await.unwrap().status(), 200);
+    assert_eq!(sidecar.metric("arqonbus_sidecar_sessions_open").await, 2);
+    // A third token: the least recently used idle session (a) makes room.
+    assert_eq!(publish(&tokens[2]).await.unwrap().status(), 200);
+    assert_eq!(sidecar.metric("arqonbus_sidecar_sessions_open").await, 2);
+    assert_eq!(
+        sidecar
+            .metric("arqonbus_sidecar_sessions_evicted_total")
+            .await,
+        1
+    );
+    // b and c held by open streams: a new token finds no idle session to evict.
+    let mut streams = Vec::new();
+    for token in &tokens[1..] {
+        let response = http
+            .get(sidecar.url("/v1/realities/lab-3/subscribe?pattern=s.%3E"))
+            .header("authorization", bearer(token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+    let response = publish(&tokens[0]).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "SIDECAR_BUSY");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sessions.max_sessions"));
+    // Streams closed, sessions unused: they expire after idle_timeout_ms (1 s).
+    drop(streams);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while sidecar.metric("arqonbus_sidecar_sessions_open").await != 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("idle sessions expired");
+    assert_eq!(sidecar.metric("arqonbus_sidecar_streams_open").await, 0);
+    assert_eq!(
+        sidecar
+            .metric("arqonbus_sidecar_sessions_expired_total")
+            .await,
+        2
+    );
+}
