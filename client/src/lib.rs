@@ -273,6 +273,11 @@ impl Client {
         &self.welcome
     }
 
+    /// True once the connection has failed or been closed: every later call fails.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.lock().expect("closed lock").is_some()
+    }
+
     /// The causal context this client would attach to its next publish.
     pub fn causal_context(&self) -> HashMap<String, u64> {
         self.shared.causal.lock().expect("causal lock").clone()
