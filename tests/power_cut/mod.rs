@@ -17,10 +17,11 @@
 //!
 //! The mount runs on a thread of the test process (`fuser::spawn_mount`). It has no
 //! `direct_io`, so the kernel page cache serves reads and shared writable maps and writes them
-//! back through `write`. A cut freezes the old instance (every later write or sync from it,
-//! such as the kernel writing back the dirty pages a killed process left in its maps, is
-//! ignored), detaches it lazily, and returns the durable image, which `PowerCutFs::mount`
-//! mounts as a fresh instance. Use a new mount point for each instance: a detached instance's
+//! back through `write` when something syncs (dirty pages nobody synced never reach this
+//! instance; `unsynced_bytes` measures them through the mount). A cut freezes the old instance
+//! (any later write or sync that still reaches it is ignored), detaches it lazily, and gives
+//! the durable image, which `PowerCutFs::mount` mounts as a fresh instance, with its own
+//! empty page cache. Use a new mount point for each instance: a detached instance's
 //! session may still try to unmount its own path when it ends.
 #![allow(dead_code)]
 
@@ -782,6 +783,38 @@ impl PowerCutFs {
         &self.mountpoint
     }
 
+    /// How many bytes of the files here a cut now would lose: each file as the kernel shows it
+    /// (with the dirty pages of its page cache, which this instance has not even seen yet)
+    /// against what its last sync made durable. Reads through the mount: call it after the
+    /// writer is gone and before `cut`.
+    pub fn unsynced_bytes(&self) -> usize {
+        let files: Vec<(PathBuf, Vec<u8>)> = {
+            let disk = self.disk.lock().unwrap_or_else(|e| e.into_inner());
+            let mut files = Vec::new();
+            let mut todo = vec![(ROOT, self.mountpoint.clone())];
+            while let Some((ino, path)) = todo.pop() {
+                match disk.nodes.get(&ino).map(|n| &n.body) {
+                    Some(Body::Dir { entries, .. }) => {
+                        todo.extend(entries.iter().map(|(n, i)| (*i, path.join(n))));
+                    }
+                    Some(Body::File { synced, .. }) => files.push((path, synced.clone())),
+                    None => {}
+                }
+            }
+            files
+        };
+        // The lock is released: these reads come back to this instance.
+        files
+            .into_iter()
+            .map(|(path, synced)| {
+                let live = std::fs::read(&path).unwrap_or_default();
+                let common = live.len().min(synced.len());
+                let differ = (0..common).filter(|&i| live[i] != synced[i]).count();
+                differ + live.len().max(synced.len()) - common
+            })
+            .sum()
+    }
+
     /// The live file system, marking what a cut now would lose (`Disk::listing`).
     pub fn listing(&self) -> String {
         self.disk
@@ -794,8 +827,8 @@ impl PowerCutFs {
         self.disk.lock().unwrap_or_else(|e| e.into_inner()).counters
     }
 
-    /// Cuts the power: from now on this instance ignores every write and sync (the kernel may
-    /// still write back what a killed process left dirty), is detached, and what the disk
+    /// Cuts the power: from now on this instance ignores every write and sync (the kernel
+    /// drops the dirty pages of a detached FUSE mount), is detached, and what the disk
     /// holds can be taken from what it returns, to mount on a new mount point. Kill every
     /// process that has files open here first.
     pub fn cut(mut self) -> Frozen {
@@ -823,8 +856,8 @@ impl Drop for PowerCutFs {
     }
 }
 
-/// A cut instance, still answering the kernel (which writes back, when the detached mount
-/// goes away, the pages a killed process left dirty in its maps) and ignoring what it gets.
+/// A cut instance, still answering the kernel until the detached mount goes away, and
+/// ignoring any write or sync that still arrives.
 pub struct Frozen(Arc<Mutex<Disk>>);
 
 impl Frozen {
@@ -837,8 +870,7 @@ impl Frozen {
             .durable_image(survival)
     }
 
-    /// Writes and syncs that arrived after the cut: data the page cache held that a plain
-    /// process crash would have kept and the power cut lost.
+    /// Writes and syncs that arrived after the cut (and were ignored).
     pub fn ignored(&self) -> u64 {
         self.0
             .lock()
