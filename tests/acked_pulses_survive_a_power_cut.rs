@@ -262,7 +262,7 @@ async fn check_everything_acked_is_there(addr: &str, acked: &Acked, cycle: u32) 
     let _ = c.close().await;
 }
 
-/// Four publishers, two per reality, acked batches of 16 until the bus goes away.
+/// Four publishers, two per reality, acked batches of 8 until the bus goes away.
 fn storm(addr: &str, acked: &Acked, cycle: u32) -> Vec<tokio::task::JoinHandle<()>> {
     (0..4u32)
         .map(|p| {
@@ -275,7 +275,7 @@ fn storm(addr: &str, acked: &Acked, cycle: u32) -> Vec<tokio::task::JoinHandle<(
                 };
                 let mut i = 0u32;
                 loop {
-                    let batch: Vec<_> = (0..16)
+                    let batch: Vec<_> = (0..8)
                         .map(|_| {
                             i += 1;
                             // Sizes vary so records straddle pages and segment ends.
@@ -391,6 +391,7 @@ async fn acked_pulses_survive_power_cuts() {
         // sync, all under fire); the others never do, so only the flushes keep the acks.
         let checkpoint_ms = if cycle % 2 == 0 { 100 } else { 3_600_000 };
         let name = format!("m{cycle}");
+        let t_cycle = Instant::now();
         let (mut fs, mut bus) = start_on(disk, tmp.path(), &name, &addr, checkpoint_ms);
         if let (Err(e), Some(frozen)) = (&bus, cut.last()) {
             // Pages of an unfinished flush that reached the disk behind one that did not:
@@ -407,11 +408,13 @@ async fn acked_pulses_survive_power_cuts() {
             (fs, bus) = start_on(disk, tmp.path(), &name, &addr, checkpoint_ms);
         }
         let bus = bus.unwrap_or_else(|e| panic!("after power cut {cycle}: {e}"));
+        let t_started = Instant::now();
         lost.files_rolled_back += report.files_rolled_back;
         lost.dirs_rolled_back += report.dirs_rolled_back;
         lost.pages_kept += report.pages_kept;
         lost.pages_lost += report.pages_lost;
         check_everything_acked_is_there(&addr, &acked, cycle).await;
+        let t_checked = Instant::now();
         if cycle == CYCLES {
             // The last restart only checks, then publishes once more to each reality: the
             // numbering goes on after everything that was ever acked.
@@ -437,7 +440,7 @@ async fn acked_pulses_survive_power_cuts() {
             break;
         }
         let publishers = storm(&addr, &acked, cycle);
-        tokio::time::sleep(Duration::from_millis(30 + next() % 200)).await;
+        tokio::time::sleep(Duration::from_millis(20 + next() % 120)).await;
         bus.kill(); // SIGKILL, then the power goes.
         if std::env::var_os("POWERCUT_LISTING").is_some() {
             eprintln!("before cut {cycle}:\n{}", fs.listing());
@@ -449,6 +452,14 @@ async fn acked_pulses_survive_power_cuts() {
         file_syncs += counters.file_syncs;
         dir_syncs += counters.dir_syncs;
         cut.push(fs.cut());
+        if std::env::var_os("POWERCUT_TIMING").is_some() {
+            eprintln!(
+                "cycle {cycle}: image+start {:?}, check {:?}, storm..cut {:?}",
+                t_started - t_cycle,
+                t_checked - t_started,
+                t_checked.elapsed()
+            );
+        }
         for p in publishers {
             p.await.unwrap();
         }
