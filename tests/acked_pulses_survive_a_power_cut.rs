@@ -179,13 +179,22 @@ struct Bus {
 impl Bus {
     /// Starts the bus and waits until it listens; Err with its log if it exits or stalls.
     fn start(config: &Path, addr: &str) -> Result<Bus, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_arqonbus"))
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_arqonbus"));
+        command
             .args(["serve", "--shards", "2", "--listen", addr])
             .args(["--admin-listen", "127.0.0.1:0", "--config"])
             .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe. If the test process is killed outright (no Drop
+        // runs), the bus dies with it, and the mount's auto_unmount can then take the mount.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
@@ -424,7 +433,7 @@ async fn acked_pulses_survive_power_cuts() {
             for (r, reality) in REALITIES.iter().enumerate() {
                 let ack = c
                     .publish_acked(
-                        Outgoing::new(*reality, "cut.acked.pulse").bytes(b"last".to_vec()),
+                        Outgoing::new(reality, "cut.acked.pulse").bytes(b"last".to_vec()),
                     )
                     .await
                     .unwrap();

@@ -756,7 +756,9 @@ pub struct PowerCutFs {
 }
 
 impl PowerCutFs {
-    /// Mounts `disk` on `mountpoint` (an existing empty directory).
+    /// Mounts `disk` on `mountpoint` (an existing empty directory). Through `fusermount3
+    /// -o auto_unmount` where it can, so that even a test process killed outright leaves no
+    /// mount behind; else directly (root) or plainly through fusermount3.
     pub fn mount(disk: Disk, mountpoint: &Path) -> std::io::Result<Self> {
         let disk = Arc::new(Mutex::new(disk));
         let mut config = fuser::Config::default();
@@ -764,14 +766,26 @@ impl PowerCutFs {
             fuser::MountOption::FSName("arqonbus-powercut".into()),
             fuser::MountOption::Subtype("powercut".into()),
             fuser::MountOption::RW,
+            fuser::MountOption::AutoUnmount,
         ];
-        let session = fuser::spawn_mount(
-            Fs {
-                disk: Arc::clone(&disk),
-            },
-            mountpoint,
-            &config,
-        )?;
+        // auto_unmount needs allow_root or allow_other; the tests run as root anyway.
+        config.acl = fuser::SessionACL::RootAndOwner;
+        let fs = || Fs {
+            disk: Arc::clone(&disk),
+        };
+        let session = match fuser::spawn_mount(fs(), mountpoint, &config) {
+            Ok(session) => session,
+            Err(e) => {
+                eprintln!(
+                    "power_cut: mounting with auto_unmount failed ({e}); mounting without it \
+                     (a test process killed outright would leave {} mounted)",
+                    mountpoint.display()
+                );
+                config.mount_options.pop();
+                config.acl = fuser::SessionACL::Owner;
+                fuser::spawn_mount(fs(), mountpoint, &config)?
+            }
+        };
         Ok(Self {
             disk,
             mountpoint: mountpoint.to_owned(),
