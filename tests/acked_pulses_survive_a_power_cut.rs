@@ -336,8 +336,11 @@ fn write_config(path: &Path, data_dir: &Path, checkpoint_ms: u64) {
 
 /// The message recovery refuses a start with when a cut left a hole of unwritten pages with
 /// written ones behind it, past the durable position (ARCHITECTURE.md, Recovery: "refused as
-/// corruption too: the bus cannot tell it from a flipped bit").
-const HOLE_REFUSAL: &str = "the data ends, but a valid record follows";
+/// corruption too: the bus cannot tell it from a flipped bit"). The hole reads as "the data
+/// ends" where it starts on a record boundary and as "checksum mismatch" where it cuts a record
+/// whose first page survived; both end ", but a valid record follows at offset N". A bad record
+/// before the durable position says "before the durable position" instead, and fails the test.
+const HOLE_REFUSAL: &str = ", but a valid record follows at offset";
 
 /// Mounts `disk` on a new mount point and starts the bus on it.
 fn start_on(
