@@ -49,6 +49,11 @@ pub mod circuit {
 pub mod delta;
 pub mod frame;
 
+/// The compiled `FileDescriptorSet` of every file above (with their imports), for reading and
+/// writing payloads by type name (e.g. with prost-reflect).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/arqon_descriptor_set.bin"));
+
 /// The protocol version this crate speaks; sent in `Hello.protocol_version`.
 pub const PROTOCOL_VERSION: u32 = 1;
 

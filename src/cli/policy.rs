@@ -1,19 +1,25 @@
-//! `arqonbus policy load|unload`: the controller's side of `sys.control.policy.*`.
+//! `arqonbus policy load|unload`: the controller's side of `sys.control.policy.*`; `arqonbus
+//! policy test`: a policy against a table of pulses and their expected verdicts, no bus needed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use arqonbus_client::{Client, ConnectOptions, Outgoing};
 use arqonbus_proto::policy::v1::{PolicyBinding, PolicyLimits, PolicyLoad, PolicyUnload};
 
+use crate::config::Config;
+use crate::policy::cases::{describe_outcome, mismatch, CaseTable};
+use crate::policy::probe::Probe;
+
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
     #[arg(long, default_value = "127.0.0.1:4720", env = "ARQONBUS_SERVER")]
     pub server: String,
-    /// A controller token (one of the server's control.controller_tokens).
+    /// A controller token (one of the server's control.controller_tokens); load and unload
+    /// need it.
     #[arg(long, env = "ARQONBUS_CONTROLLER_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
     /// The reality the control pulse is published in (recorded in the audit log).
     #[arg(long, default_value = "sys")]
     pub reality: String,
@@ -50,6 +56,19 @@ pub enum PolicyCommand {
     Unload {
         #[arg(long)]
         name: String,
+    },
+    /// Run a policy, exactly as the shield would, against a table of pulses and the verdict
+    /// each must get (see policy/cases/); exit 1 when any case gets another. No bus needed.
+    Test {
+        /// The module (.wasm, or .wat text).
+        wasm: PathBuf,
+        /// The case table (TOML).
+        #[arg(long)]
+        cases: PathBuf,
+        /// A bus configuration whose [policy] defaults and ceilings apply (else the embedded
+        /// defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -100,6 +119,11 @@ pub fn send_control(
 
 pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
     let (topic, outgoing) = match args.command {
+        PolicyCommand::Test {
+            wasm,
+            cases,
+            config,
+        } => return test(&wasm, &cases, config.as_deref()),
         PolicyCommand::Load {
             name,
             wasm,
@@ -142,7 +166,66 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
             (topic, out)
         }
     };
-    send_control(&args.server, &args.token, topic, outgoing)?;
+    let token = args.token.context(
+        "policy load and unload need a controller token: --token or ARQONBUS_CONTROLLER_TOKEN",
+    )?;
+    send_control(&args.server, &token, topic, outgoing)?;
     println!("ok: {topic} applied (and audited)");
     Ok(())
+}
+
+/// `arqonbus policy test`: one line per case, then a summary; an error when any case fails.
+fn test(wasm: &Path, cases: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let table = CaseTable::read(cases, wasm, &config.policy).map_err(anyhow::Error::msg)?;
+    let module = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    let name = table.spec.name.clone();
+    let limits = table.spec.limits;
+    let mut probe = Probe::new(&config.policy, table.spec, &module)?;
+    println!(
+        "policy {name} ({}): fuel_per_call {}, max_memory_pages {}, deadline_ms {}",
+        wasm.display(),
+        limits.fuel_per_call,
+        limits.max_memory_pages,
+        limits.deadline_ms
+    );
+    let width = table.cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let mut failed = 0;
+    for case in &table.cases {
+        let outcome = probe.run(&case.message);
+        let verdict = describe_outcome(&outcome);
+        let timing = format!(
+            "fuel {:>9}  {:>9.1} µs",
+            outcome.fuel_used,
+            outcome.elapsed.as_secs_f64() * 1e6
+        );
+        match mismatch(case, &outcome) {
+            None => println!("  ok    {:width$}  {timing}  {verdict}", case.name),
+            Some(why) => {
+                failed += 1;
+                println!(
+                    "  FAIL  {:width$}  {timing}  {verdict}  <- {why}",
+                    case.name
+                );
+            }
+        }
+    }
+    let total = table.cases.len();
+    let passed = total - failed;
+    if failed == 0 {
+        println!(
+            "{name}: {total} cases, {passed} passed ({})",
+            cases.display()
+        );
+        Ok(())
+    } else {
+        println!(
+            "{name}: {total} cases, {passed} passed, {failed} failed ({})",
+            cases.display()
+        );
+        anyhow::bail!("{failed} of {total} cases of {} failed", cases.display())
+    }
 }

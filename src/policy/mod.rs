@@ -16,8 +16,10 @@
 //! [`Decision::Fault`] (POLICY_FAULT on the wire). Only an explicit allow lets it through.
 
 mod binding;
+pub mod cases;
 mod host;
 mod input;
+pub mod probe;
 mod registry;
 mod shard;
 

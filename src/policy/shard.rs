@@ -26,6 +26,8 @@ pub struct ShardPolicies {
     entries: Vec<Entry>,
     /// The encoded input prefix, reused from pulse to pulse.
     input: Vec<u8>,
+    /// Fuel the policies asked about the last pulse used, together.
+    fuel_used: u64,
 }
 
 struct Entry {
@@ -57,6 +59,7 @@ impl ShardPolicies {
             seen_version: 0,
             entries: Vec::new(),
             input: Vec::new(),
+            fuel_used: 0,
         }
     }
 
@@ -73,6 +76,7 @@ impl ShardPolicies {
         counters: &ShardCounters,
     ) -> Decision {
         self.refresh();
+        self.fuel_used = 0;
         let mut encoded = false;
         for entry in &mut self.entries {
             if !entry
@@ -87,12 +91,19 @@ impl ShardPolicies {
                 encoded = true;
             }
             counters.policy_evaluations.inc();
-            let decision = entry.inspect(&self.host, &self.input, counters);
+            let (decision, fuel) = entry.inspect(&self.host, &self.input, counters);
+            self.fuel_used += fuel;
             if decision != Decision::Allow {
                 return decision;
             }
         }
         Decision::Allow
+    }
+
+    /// Fuel the policies that inspected the last pulse [`check`](Self::check) saw used (all of
+    /// a policy's `fuel_per_call` when it ran out; nothing for one that could not start).
+    pub fn last_fuel_used(&self) -> u64 {
+        self.fuel_used
     }
 
     /// Picks up a new catalog, keeping the instances of policies that did not change.
@@ -121,10 +132,16 @@ impl ShardPolicies {
 }
 
 impl Entry {
-    fn inspect(&mut self, host: &PolicyHost, prefix: &[u8], counters: &ShardCounters) -> Decision {
+    /// The decision, and the fuel the call used.
+    fn inspect(
+        &mut self,
+        host: &PolicyHost,
+        prefix: &[u8],
+        counters: &ShardCounters,
+    ) -> (Decision, u64) {
         let name = &self.policy.spec.name;
         if let State::Broken(reason) = &self.state {
-            return fault(name, reason.clone());
+            return (fault(name, reason.clone()), 0);
         }
         if matches!(self.state, State::Fresh) {
             counters.policy_instantiations.inc();
@@ -133,19 +150,27 @@ impl Entry {
                 Err(reason) => {
                     tracing::warn!(policy = %name, %reason, "policy cannot be instantiated");
                     self.state = State::Broken(reason.clone());
-                    return fault(name, reason);
+                    return (fault(name, reason), 0);
                 }
             }
         }
         let State::Ready(loaded) = &mut self.state else {
             unreachable!("instantiated above");
         };
-        match loaded.call(host, &self.policy, prefix) {
-            Ok(decision) => decision,
+        let result = loaded.call(host, &self.policy, prefix);
+        let fuel_left = loaded.store.get_fuel().unwrap_or(0);
+        let fuel = self
+            .policy
+            .spec
+            .limits
+            .fuel_per_call
+            .saturating_sub(fuel_left);
+        match result {
+            Ok(decision) => (decision, fuel),
             Err(reason) => {
                 // After a trap the guest's own state may be half-updated: start it afresh.
                 self.state = State::Fresh;
-                fault(name, reason)
+                (fault(name, reason), fuel)
             }
         }
     }
