@@ -230,6 +230,12 @@ struct DurableArgs {
     /// "bench-">`, so runs against different realities are compared separately.
     #[arg(long, default_value = "bench-sync-always")]
     reality: String,
+    /// ArqonBus: the server runs N shards; each publisher reconnects until its connection is on
+    /// a shard other than its reality's owner, so every pulse crosses one ring whatever the
+    /// reality is called and runs compare alike (0: wherever the connection lands, which can
+    /// put connection and owner on one core in one run and on two in the next).
+    #[arg(long, default_value_t = 0)]
+    cross_shard: u32,
     /// Seconds to wait for an ack before failing.
     #[arg(long, default_value_t = 10.0)]
     ack_timeout: f64,
@@ -630,6 +636,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 realities: a.load.realities,
                 reality: a.reality.clone(),
                 any_reality: a.skip_retention_check,
+                cross_shard: a.cross_shard,
                 ack_timeout: secs("--ack-timeout", a.ack_timeout)?,
                 progress: !a.target.no_progress,
             };

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -34,6 +35,9 @@ pub struct DurableSpec {
     /// ArqonBus: skip the check that the reality is retained, to measure acked publishes to an
     /// ephemeral reality beside the retained ones.
     pub any_reality: bool,
+    /// ArqonBus: the server's shard count, to place each publisher's connection on a shard
+    /// other than its reality's owner (0: no placement).
+    pub cross_shard: u32,
     pub ack_timeout: Duration,
     pub progress: bool,
 }
@@ -179,7 +183,7 @@ async fn run_arqon(
     for i in 0..spec.publishers {
         let (addr, spec, pb) = (target.addr, spec.clone(), pb.clone());
         tasks.push(tokio::spawn(async move {
-            let session = arqon::connect(addr, None, &format!("bench-durable-{i}")).await?;
+            let session = connect_placed(addr, i, &spec).await?;
             arqon_publisher(session, i, deadline, &spec, &pb).await
         }));
     }
@@ -190,6 +194,36 @@ async fn run_arqon(
     let outcome = gather(tasks, storage, spec, notes).await;
     pb.finish_and_clear();
     outcome
+}
+
+/// Publisher `index`'s connection; with `cross_shard`, one that landed on a shard other than
+/// its reality's owner (the bus's placement: xxh3-64 of the name modulo the shard count).
+async fn connect_placed(
+    addr: SocketAddr,
+    index: usize,
+    spec: &DurableSpec,
+) -> Result<arqon::Session> {
+    let name = format!("bench-durable-{index}");
+    if spec.cross_shard < 2 {
+        return arqon::connect(addr, None, &name).await;
+    }
+    let reality = spec.reality_of(index);
+    let owner =
+        (xxhash_rust::xxh3::xxh3_64(reality.as_bytes()) % u64::from(spec.cross_shard)) as u32;
+    for _ in 0..200 {
+        let session = arqon::connect(addr, None, &name).await?;
+        let shard = session.welcome.shard;
+        if shard >= spec.cross_shard {
+            bail!(
+                "the server put a connection on shard {shard}: it runs more than --cross-shard {} shards",
+                spec.cross_shard
+            );
+        }
+        if shard != owner {
+            return Ok(session);
+        }
+    }
+    bail!("200 connections all landed on shard {owner}, the owner of {reality:?}")
 }
 
 /// One ArqonBus publisher: keeps `inflight` acked publishes outstanding until the deadline.
