@@ -214,24 +214,24 @@ class StreamConnection(Connection, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._buf:
-            # A frame was cut at the end of the previous chunk: join once, parse from bytes.
-            self._buf += data
-            data = bytes(self._buf)
-            self._buf.clear()
         pos = 0
-        end = len(data)
-        unpack_length = _LENGTH.unpack_from
-        decode = _pb.ServerFrame.FromString
-        on_frame = self._bus._on_frame
         try:
+            if self._buf:
+                # The previous read ended inside a frame: complete that frame from the head of
+                # this read, then parse the rest of `data` where it lies (no copy of the read,
+                # and a frame longer than many reads is copied once, not once per read).
+                pos = self._complete_buffered_frame(data)
+                if pos < 0 or self.lost:
+                    return
+            end = len(data)
+            unpack_length = _LENGTH.unpack_from
+            decode = _pb.ServerFrame.FromString
+            on_frame = self._bus._on_frame
+            max_incoming = self._max_incoming
             while end - pos >= LENGTH_PREFIX_BYTES:
                 (length,) = unpack_length(data, pos)
-                if length > self._max_incoming:
-                    raise ProtocolViolation(
-                        f"server frame of {length} bytes exceeds the client's limit of "
-                        f"{self._max_incoming} bytes (max_incoming_frame_bytes)"
-                    )
+                if length > max_incoming:
+                    raise self._too_large(length)
                 start = pos + LENGTH_PREFIX_BYTES
                 if end - start < length:
                     break
@@ -250,7 +250,41 @@ class StreamConnection(Connection, asyncio.Protocol):
                 self.transport.abort()
             return
         if pos < end:
-            self._buf += data[pos:]
+            self._buf += memoryview(data)[pos:]
+
+    def _complete_buffered_frame(self, data: bytes) -> int:
+        """Adds the head of `data` to the partial frame held in `_buf`. When that completes it,
+        dispatches it, empties `_buf` and returns how many bytes of `data` it took; else keeps
+        all of `data` in `_buf` and returns -1. Raises `ProtocolViolation`."""
+        buf = self._buf
+        pos = 0
+        if len(buf) < LENGTH_PREFIX_BYTES:
+            pos = LENGTH_PREFIX_BYTES - len(buf)
+            buf += data[:pos]
+            if len(buf) < LENGTH_PREFIX_BYTES:
+                return -1
+        (length,) = _LENGTH.unpack_from(buf, 0)
+        if length > self._max_incoming:
+            raise self._too_large(length)
+        missing = LENGTH_PREFIX_BYTES + length - len(buf)
+        if len(data) - pos < missing:
+            buf += memoryview(data)[pos:]
+            return -1
+        buf += memoryview(data)[pos : pos + missing]
+        body = bytes(memoryview(buf)[LENGTH_PREFIX_BYTES:])
+        buf.clear()
+        try:
+            frame = _pb.ServerFrame.FromString(body)
+        except DecodeError as exc:
+            raise ProtocolViolation(f"undecodable ServerFrame of {length} bytes: {exc}") from exc
+        self._bus._on_frame(self, frame)
+        return pos + missing
+
+    def _too_large(self, length: int) -> ProtocolViolation:
+        return ProtocolViolation(
+            f"server frame of {length} bytes exceeds the client's limit of "
+            f"{self._max_incoming} bytes (max_incoming_frame_bytes)"
+        )
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._wake_drainers()
