@@ -330,6 +330,7 @@ class Subscription:
     # Reading ----------------------------------------------------------------------------------
 
     def _push(self, item: Any) -> None:
+        # `Bus._on_frame` does the same inline for each delivered pulse: keep the two alike.
         if self._closed:
             return
         if len(self._queue) >= self.max_pending:
@@ -394,6 +395,14 @@ class Subscription:
     async def get(self, timeout: Optional[float] = None) -> Pulse:
         """The next pulse. Raises `ArqonTimeout` after `timeout` seconds, and
         `StopAsyncIteration` when the subscription has ended."""
+        queue = self._queue
+        if queue:
+            # The common case when pulses come faster than they are read: one is waiting, so
+            # no deadline, no future and no second coroutine.
+            item = queue.popleft()
+            if item.__class__ is Pulse:
+                return item
+            raise item  # a DeltaError, in the place of the pulse it could not rebuild
         pulse = await self._next_or_end(timeout)
         if pulse is None:
             raise StopAsyncIteration
@@ -406,6 +415,12 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Pulse:
+        queue = self._queue
+        if queue:  # as in `get`
+            item = queue.popleft()
+            if item.__class__ is Pulse:
+                return item
+            raise item
         pulse = await self._next_or_end()
         if pulse is None:
             raise StopAsyncIteration
@@ -985,11 +1000,12 @@ class Bus:
     def _on_frame(self, conn: Connection, frame: "_pb.ServerFrame") -> None:
         kind = frame.WhichOneof("kind")
         if kind == "deliver":
+            # This branch runs once per delivered pulse: each attribute of a protobuf message
+            # costs a lookup, so each is read once, and `Subscription._push` is inlined.
             deliver = frame.deliver
             message = deliver.message
             sequence = message.sequence
-            # Inline merge of the pulse's causal map and its own (reality, sequence): this runs
-            # once per delivered pulse.
+            # Merge the pulse's causal map and its own (reality, sequence).
             clock = self.causal._clock
             carried = message.causal
             for reality_id in carried:
@@ -999,7 +1015,8 @@ class Bus:
             reality_id = message.reality_id
             if sequence > clock.get(reality_id, 0):
                 clock[reality_id] = sequence
-            sub = self._subscriptions.get(deliver.subscription_id)
+            subscription_id = deliver.subscription_id
+            sub = self._subscriptions.get(subscription_id)
             if message.HasField("delta"):
                 if sub is None:
                     return
@@ -1012,9 +1029,20 @@ class Bus:
             elif message.topic.startswith(PARAM_TOPIC_PREFIX):
                 self._on_param_pulse(sub, message)
                 return
-            if sub is not None:
-                sub.last_sequence = sequence
-                sub._push(Pulse(message, deliver.subscription_id))
+            if sub is None:
+                return
+            sub.last_sequence = sequence
+            if sub._closed:
+                return
+            queue = sub._queue
+            if len(queue) >= sub.max_pending:
+                sub.dropped += 1
+                sub.dropped_locally += 1
+                return
+            queue.append(Pulse(message, subscription_id))
+            waiter = sub._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
             return
         cid = frame.correlation_id
         if kind == "pub_ack":
