@@ -191,6 +191,11 @@ def _fill_payload(target: Any, payload: Any) -> None:
 _END = object()
 
 
+def _wake_future(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Subscription:
     """A subscription to one pattern in one reality.
 
@@ -366,28 +371,31 @@ class Subscription:
         once buffered pulses are read."""
         if not self._started:
             await self._start()
-        deadline = None if timeout is None else self._bus._loop.time() + timeout
+        loop = self._bus._loop
+        deadline = None if timeout is None else loop.time() + timeout
         while not self._queue:
             if self._error is not None:
                 raise self._error
             if self._closed:
                 return None
-            self._waiter = self._bus._loop.create_future()
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise ArqonTimeout(f"no pulse on {self.pattern!r} in {self.reality!r} within {timeout}s")
+            waiter = self._waiter = loop.create_future()
+            expiry = None
+            if remaining is not None:
+                # A timer that wakes the waiter (the loop above then finds the deadline passed):
+                # it adds about 3 us to each wait, asyncio.wait_for(shield(...)) added 13 us, and
+                # a reader that keeps up waits once per read from the socket.
+                expiry = loop.call_later(remaining, _wake_future, waiter)
             try:
-                if deadline is None:
-                    await self._waiter
-                else:
-                    remaining = deadline - self._bus._loop.time()
-                    if remaining <= 0:
-                        raise ArqonTimeout(f"no pulse on {self.pattern!r} in {self.reality!r} within {timeout}s")
-                    try:
-                        await asyncio.wait_for(asyncio.shield(self._waiter), remaining)
-                    except asyncio.TimeoutError:
-                        raise ArqonTimeout(
-                            f"no pulse on {self.pattern!r} in {self.reality!r} within {timeout}s"
-                        ) from None
+                await waiter
             finally:
                 self._waiter = None
+                if expiry is not None:
+                    expiry.cancel()
         item = self._queue.popleft()
         if isinstance(item, DeltaError):
             raise item  # in the place of the pulse it could not rebuild

@@ -213,3 +213,30 @@ async def test_an_oversized_length_cut_across_reads_closes_the_connection(cut):
     assert transport.aborted
     assert isinstance(conn.close_error, arqonbus.ProtocolViolation)
     assert "max_incoming_frame_bytes" in str(conn.close_error)
+
+
+@aio()
+async def test_get_with_a_timeout_returns_what_arrives_in_time_and_times_out_otherwise():
+    from arqonbus.proto import ArqonMessage
+
+    bus = Bus("tcp://127.0.0.1:1")
+    sub = bus.subscribe("r", "a.>")
+    sub._started = True
+    bus._subscriptions[sub.id] = sub
+    loop = asyncio.get_running_loop()
+
+    loop.call_later(0.05, sub._push, arqonbus.Pulse(ArqonMessage(sequence=1), sub.id))
+    assert (await sub.get(timeout=10)).sequence == 1
+    with pytest.raises(arqonbus.ArqonTimeout, match="no pulse on 'a.>'"):
+        await sub.get(timeout=0.05)
+    assert sub._waiter is None
+
+    # A reader cancelled while it waits leaves nothing behind: the next pulse is the next get's.
+    waiting = loop.create_task(sub.get(timeout=10))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert sub._waiter is None
+    sub._push(arqonbus.Pulse(ArqonMessage(sequence=2), sub.id))
+    assert (await sub.get(timeout=0)).sequence == 2
