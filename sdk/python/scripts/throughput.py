@@ -10,7 +10,8 @@ Without --url it starts `$ARQONBUS_BIN serve --shards 2 --listen 127.0.0.1:<free
 
 The subscriber subscribes to `perf.>` in a fresh reality and reads with `Subscription.get`,
 touching each pulse's `sequence` and `data`. Then the publisher sends up to `--count` pulses
-(default 1,000,000) for at most `--seconds` (default 20) as fast as `Bus.publish` goes, without
+(default 1,000,000) for at most `--seconds` (default 20) as fast as `Bus.publish` goes (or at
+`--rate` pulses/s, checked every 100 pulses), without
 acks except one acked publish every `--ack-every` pulses (that bounds what is in flight) and
 the last one. The subscriber stops when every pulse sent is accounted for (received, or shed
 by the bus and reported in a `Dropped` frame, or dropped locally past `max_pending`), or
@@ -80,7 +81,7 @@ def subscriber(url: str, reality: str, count: int, idle_seconds: float, sent, re
                 last_seq = 0
                 out_of_order = 0
                 idle_since = 0.0  # when the subscriber first saw the publisher done
-                cpu0 = time.process_time()
+                cpu0 = os.times()
                 while received + sub.dropped < count:
                     try:
                         pulse = await sub.get(timeout=0.25)
@@ -101,7 +102,8 @@ def subscriber(url: str, reality: str, count: int, idle_seconds: float, sent, re
                         out_of_order += 1
                     last_seq = sequence
                     touched += len(pulse.data)
-                cpu = time.process_time() - cpu0
+                cpu1 = os.times()
+                cpu = (cpu1.user - cpu0.user, cpu1.system - cpu0.system)
                 return received, sub.dropped - sub.dropped_locally, sub.dropped_locally, first, last, out_of_order, cpu
 
     results.put(asyncio.run(run()))
@@ -110,17 +112,23 @@ def subscriber(url: str, reality: str, count: int, idle_seconds: float, sent, re
 # -- the publisher process ---------------------------------------------------------------------
 
 
-def publisher(url: str, reality: str, count: int, seconds: float, ack_every: int, payload_bytes: int, results) -> None:
+def publisher(
+    url: str, reality: str, count: int, seconds: float, ack_every: int, payload_bytes: int, rate: float, results
+) -> None:
     async def run() -> tuple:
         payload = os.urandom(payload_bytes)
         async with Bus.connect(url, name="perf-pub") as bus:
             publish = bus.publish
             started = time.monotonic()
             deadline = started + seconds
-            cpu0 = time.process_time()
+            cpu0 = os.times()
             sent = 0
             while sent < count:
                 sent += 1
+                if rate and sent % 100 == 0:
+                    ahead = started + sent / rate - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
                 if sent % ack_every == 0:
                     await publish(reality, TOPIC, payload, ack=True)
                     if time.monotonic() >= deadline:
@@ -130,7 +138,8 @@ def publisher(url: str, reality: str, count: int, seconds: float, ack_every: int
             if sent % ack_every:
                 await publish(reality, TOPIC, payload, ack=True)  # the last one: everything was taken
             finished = time.monotonic()
-            return sent, started, finished, time.process_time() - cpu0
+            cpu1 = os.times()
+            return sent, started, finished, (cpu1.user - cpu0.user, cpu1.system - cpu0.system)
 
     results.put(asyncio.run(run()))
 
@@ -142,6 +151,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="publishing time at most")
     parser.add_argument("--payload-bytes", type=int, default=1024)
     parser.add_argument("--ack-every", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=0, help="pulses/s the publisher keeps to (0: as fast as it can)")
     parser.add_argument("--idle-seconds", type=float, default=3.0)
     args = parser.parse_args()
 
@@ -170,7 +180,7 @@ def main() -> int:
             sys.exit("the subscriber did not subscribe within 30 s")
         pub = ctx.Process(
             target=publisher,
-            args=(url, reality, args.count, args.seconds, args.ack_every, args.payload_bytes, pub_results),
+            args=(url, reality, args.count, args.seconds, args.ack_every, args.payload_bytes, args.rate, pub_results),
         )
         pub.start()
         sent, started, finished, pub_cpu = pub_results.get(timeout=args.seconds + 120)
@@ -197,8 +207,10 @@ def main() -> int:
         f"unaccounted {lost:,}; out of order {out_of_order:,}"
     )
     print(
-        f"CPU: publisher {pub_cpu / max(sent, 1) * 1e6:.2f} us per pulse, "
-        f"subscriber {sub_cpu / max(received, 1) * 1e6:.2f} us per pulse received"
+        f"CPU: publisher {sum(pub_cpu) / max(sent, 1) * 1e6:.2f} us per pulse sent "
+        f"({pub_cpu[0] / max(sent, 1) * 1e6:.2f} user + {pub_cpu[1] / max(sent, 1) * 1e6:.2f} system), "
+        f"subscriber {sum(sub_cpu) / max(received, 1) * 1e6:.2f} us per pulse received "
+        f"({sub_cpu[0] / max(received, 1) * 1e6:.2f} user + {sub_cpu[1] / max(received, 1) * 1e6:.2f} system)"
     )
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
     return 0
