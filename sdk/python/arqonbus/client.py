@@ -1007,52 +1007,55 @@ class Bus:
 
     # Frames from the server --------------------------------------------------------------------
 
+    def _on_deliver(self, subscription_id: int, message: "_pb.ArqonMessage") -> None:
+        """A pulse for subscription `subscription_id` (a `Deliver`; the stream reader decodes
+        the common ones without a `ServerFrame` around them)."""
+        # This runs once per delivered pulse: each attribute of a protobuf message costs a
+        # lookup, so each is read once, and `Subscription._push` is inlined.
+        sequence = message.sequence
+        # Merge the pulse's causal map and its own (reality, sequence).
+        clock = self.causal._clock
+        carried = message.causal
+        for reality_id in carried:
+            seen = carried[reality_id]
+            if seen > clock.get(reality_id, 0):
+                clock[reality_id] = seen
+        reality_id = message.reality_id
+        if sequence > clock.get(reality_id, 0):
+            clock[reality_id] = sequence
+        sub = self._subscriptions.get(subscription_id)
+        if message.HasField("delta"):
+            if sub is None:
+                return
+            try:
+                sub._chains.rebuild(message)  # the whole state, or DeltaError
+            except DeltaError as exc:
+                sub.last_sequence = sequence
+                sub._push(exc)
+                return
+        elif message.topic.startswith(PARAM_TOPIC_PREFIX):
+            self._on_param_pulse(sub, message)
+            return
+        if sub is None:
+            return
+        sub.last_sequence = sequence
+        if sub._closed:
+            return
+        queue = sub._queue
+        if len(queue) >= sub.max_pending:
+            sub.dropped += 1
+            sub.dropped_locally += 1
+            return
+        queue.append(Pulse(message, subscription_id))
+        waiter = sub._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _on_frame(self, conn: Connection, frame: "_pb.ServerFrame") -> None:
         kind = frame.WhichOneof("kind")
         if kind == "deliver":
-            # This branch runs once per delivered pulse: each attribute of a protobuf message
-            # costs a lookup, so each is read once, and `Subscription._push` is inlined.
             deliver = frame.deliver
-            message = deliver.message
-            sequence = message.sequence
-            # Merge the pulse's causal map and its own (reality, sequence).
-            clock = self.causal._clock
-            carried = message.causal
-            for reality_id in carried:
-                seen = carried[reality_id]
-                if seen > clock.get(reality_id, 0):
-                    clock[reality_id] = seen
-            reality_id = message.reality_id
-            if sequence > clock.get(reality_id, 0):
-                clock[reality_id] = sequence
-            subscription_id = deliver.subscription_id
-            sub = self._subscriptions.get(subscription_id)
-            if message.HasField("delta"):
-                if sub is None:
-                    return
-                try:
-                    sub._chains.rebuild(message)  # the whole state, or DeltaError
-                except DeltaError as exc:
-                    sub.last_sequence = sequence
-                    sub._push(exc)
-                    return
-            elif message.topic.startswith(PARAM_TOPIC_PREFIX):
-                self._on_param_pulse(sub, message)
-                return
-            if sub is None:
-                return
-            sub.last_sequence = sequence
-            if sub._closed:
-                return
-            queue = sub._queue
-            if len(queue) >= sub.max_pending:
-                sub.dropped += 1
-                sub.dropped_locally += 1
-                return
-            queue.append(Pulse(message, subscription_id))
-            waiter = sub._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._on_deliver(deliver.subscription_id, deliver.message)
             return
         cid = frame.correlation_id
         if kind == "pub_ack":

@@ -150,23 +150,41 @@ def _deliver_stream(subscription_id: int, sizes) -> bytes:
     return bytes(stream)
 
 
+def _record_server_frames(bus: Bus) -> list:
+    """Routes what reaches `bus._on_frame` through a record of each frame's kind."""
+    kinds = []
+    inner = bus._on_frame
+
+    def on_frame(conn, frame):
+        kinds.append(frame.WhichOneof("kind"))
+        inner(conn, frame)
+
+    bus._on_frame = on_frame
+    return kinds
+
+
+@pytest.mark.parametrize("subscription_id", [1, 127, 128, 300])
 @aio()
-async def test_frames_cut_at_random_points_dispatch_exactly_as_the_whole_stream():
+async def test_frames_cut_at_random_points_dispatch_exactly_as_the_whole_stream(subscription_id):
     """Reads end anywhere: inside a length prefix, inside a frame, right after one, and a frame
-    may span many reads; what comes out does not depend on where."""
+    may span many reads; what comes out does not depend on where. Deliver frames of 128 B to
+    16 KiB messages for subscription ids below 128 take the reader's short path, the others
+    (and Dropped frames) the ServerFrame path: both give the same pulses."""
     import random
 
     from arqonbus.transport import StreamConnection
 
-    sizes = [0, 1, 3, 200, 1024, 1024, 70_000, 5, 300_000, 1024, 2, 1024] * 4
+    sizes = [0, 1, 3, 90, 200, 1024, 1024, 16_300, 16_380, 70_000, 5, 300_000, 1024, 2, 1024] * 3
     outcomes = []
     rng = random.Random(21)
     for attempt in range(12):
         bus = Bus("tcp://127.0.0.1:1")
         conn = StreamConnection(bus, 1 << 26)
         sub = bus.subscribe("r", "a.>", max_pending=1000)
+        sub.id = subscription_id
         sub._started = True
         bus._subscriptions[sub.id] = sub
+        through_server_frame = _record_server_frames(bus)
         stream = _deliver_stream(sub.id, sizes)
         if attempt == 0:
             cuts = [len(stream)]  # one read
@@ -183,6 +201,13 @@ async def test_frames_cut_at_random_points_dispatch_exactly_as_the_whole_stream(
         assert not conn._buf and not conn.lost
         got = [await sub.get(timeout=1) for _ in sizes]
         outcomes.append(([(p.sequence, p.data) for p in got], sub.dropped, bus.causal.snapshot()))
+        delivers = through_server_frame.count("deliver")
+        if attempt > 0:
+            continue  # a frame that spans reads is completed on the ServerFrame path
+        if subscription_id < 128:  # payloads of 90 B to 16,300 B make messages of 137 B to 16,351 B
+            assert delivers == sum(1 for size in sizes if not 90 <= size <= 16_300)
+        else:
+            assert delivers == len(sizes)
     want = [(seq, bytes([seq % 256]) * size) for seq, size in enumerate(sizes, start=1)]
     assert outcomes[0][0] == want
     assert outcomes[0][1] == sum(seq for seq in range(1, len(sizes) + 1) if seq % 5 == 0)
