@@ -9,8 +9,9 @@
 The `Bus` sees only what `Connection` defines: `send(body)` queues one serialized
 `ClientFrame`, `flush()` hands the queue to the network, `await drain()` waits while too much is
 queued, `close()` flushes then closes, `abort()` drops the connection. Each incoming
-`ServerFrame` goes to `bus._on_frame(conn, frame)` as soon as it is decoded, without awaiting,
-and the end of the connection to `bus._on_connection_lost(conn, exc)`. So requests,
+`ServerFrame` goes to `bus._on_frame(conn, frame)` as soon as it is decoded, without awaiting
+(the stream reader hands the common `Deliver` straight to `bus._on_deliver(subscription_id,
+message)`), and the end of the connection to `bus._on_connection_lost(conn, exc)`. So requests,
 subscriptions, history, jobs, reconnection and the causal context work the same on every
 transport. `open_connection` dials the bus's endpoint and turns what can fail on the way (a
 refused address, a TLS handshake, a WebSocket upgrade) into `ConnectFailed` or `ArqonTimeout`
