@@ -336,7 +336,7 @@ class Subscription:
     # Reading ----------------------------------------------------------------------------------
 
     def _push(self, item: Any) -> None:
-        # `Bus._on_frame` does the same inline for each delivered pulse: keep the two alike.
+        # `Bus._on_deliver` does the same inline for each delivered pulse: keep the two alike.
         if self._closed:
             return
         if len(self._queue) >= self.max_pending:
