@@ -104,7 +104,8 @@ def subscriber(url: str, reality: str, count: int, idle_seconds: float, sent, re
                     touched += len(pulse.data)
                 cpu1 = os.times()
                 cpu = (cpu1.user - cpu0.user, cpu1.system - cpu0.system)
-                return received, sub.dropped - sub.dropped_locally, sub.dropped_locally, first, last, out_of_order, cpu
+                shed = sub.dropped - sub.dropped_locally
+                return received, shed, sub.dropped_locally, first, last, out_of_order, cpu, bus.welcome.shard
 
     results.put(asyncio.run(run()))
 
@@ -139,7 +140,7 @@ def publisher(
                 await publish(reality, TOPIC, payload, ack=True)  # the last one: everything was taken
             finished = time.monotonic()
             cpu1 = os.times()
-            return sent, started, finished, (cpu1.user - cpu0.user, cpu1.system - cpu0.system)
+            return sent, started, finished, (cpu1.user - cpu0.user, cpu1.system - cpu0.system), bus.welcome.shard
 
     results.put(asyncio.run(run()))
 
@@ -183,9 +184,9 @@ def main() -> int:
             args=(url, reality, args.count, args.seconds, args.ack_every, args.payload_bytes, args.rate, pub_results),
         )
         pub.start()
-        sent, started, finished, pub_cpu = pub_results.get(timeout=args.seconds + 120)
+        sent, started, finished, pub_cpu, pub_shard = pub_results.get(timeout=args.seconds + 120)
         sent_value.value = sent
-        received, shed, dropped_locally, first, last, out_of_order, sub_cpu = sub_results.get(timeout=120)
+        received, shed, dropped_locally, first, last, out_of_order, sub_cpu, sub_shard = sub_results.get(timeout=120)
         pub.join(30)
         sub.join(30)
     finally:
@@ -212,6 +213,9 @@ def main() -> int:
         f"subscriber {sum(sub_cpu) / max(received, 1) * 1e6:.2f} us per pulse received "
         f"({sub_cpu[0] / max(received, 1) * 1e6:.2f} user + {sub_cpu[1] / max(received, 1) * 1e6:.2f} system)"
     )
+    # The kernel spreads connections over the shards (SO_REUSEPORT): whether the two sessions
+    # share a shard changes what the bus does per pulse, and so the figures.
+    print(f"sessions: publisher on shard {pub_shard}, subscriber on shard {sub_shard}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
     return 0
 
