@@ -14,6 +14,7 @@ from arqonbus.delta import PulseDelta
 __all__ = ["Pulse", "PulseDelta"]
 
 M = TypeVar("M", bound=Message)
+_BYTES_TYPE_URL = _payload.BYTES_TYPE_URL
 
 
 class Pulse:
@@ -108,12 +109,18 @@ class Pulse:
     @property
     def value(self) -> _AnyT:
         """The decoded payload: bytes, str, a known protobuf message, or the `Any` itself."""
+        payload = self.message.payload
+        if payload.type_url == _BYTES_TYPE_URL:  # the common case, without the lookups below
+            return payload.value
         return _payload.decode(self.payload)
 
     @property
     def data(self) -> bytes:
         """The payload as bytes: a `bytes` payload itself, a `str` payload encoded as UTF-8,
         otherwise the encoded message (`Any.value`)."""
+        payload = self.message.payload
+        if payload.type_url == _BYTES_TYPE_URL:  # as in `value`
+            return payload.value
         value = self.value
         if isinstance(value, bytes):
             return value
