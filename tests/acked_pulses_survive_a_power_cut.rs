@@ -502,10 +502,10 @@ async fn acked_pulses_survive_power_cuts() {
 }
 
 /// When the bus creates its data directory itself (the default `./arqonbus-data` does), the
-/// directory's own entry in its parent is never synced: a power cut after the first acks loses
-/// the whole directory, and every acked pulse in it.
+/// directory's own entry in its parent must be synced before the first ack, or a power cut
+/// loses the whole directory and every acked pulse in it (it was, until the store synced the
+/// parent of every directory it makes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the bus never syncs the parent of a data_dir it creates (see the lead's report)"]
 async fn a_data_dir_the_bus_creates_survives_a_power_cut() {
     if !fuse_or_skip("a_data_dir_the_bus_creates_survives_a_power_cut") {
         return;

@@ -211,7 +211,10 @@ impl Writer {
                 source,
             };
             let dir = self.path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(io)?;
+            let new_entries = crate::store::create_dir_durably(dir).map_err(io)?;
+            for parent in &new_entries {
+                File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+            }
             let created = !self.path.exists();
             let file = OpenOptions::new()
                 .create(true)

@@ -85,6 +85,29 @@ pub struct RecoveryReport {
 }
 
 /// The directory of one reality under `data_dir`.
+/// Creates `dir` and whatever of its ancestors is missing, and returns the directories whose
+/// new entries must be synced before anything in `dir` can be called durable: the parent of
+/// each directory made (the data directory's own parent too, when the bus made it).
+pub fn create_dir_durably(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut parents = Vec::new();
+    let mut missing = dir;
+    while !missing.exists() {
+        let Some(parent) = missing.parent() else {
+            break;
+        };
+        // A relative path's last parent is "": the working directory.
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        parents.push(parent.to_owned());
+        missing = parent;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(parents)
+}
+
 pub fn reality_dir(data_dir: &Path, reality: &str) -> PathBuf {
     data_dir
         .join("realities")
@@ -245,9 +268,7 @@ impl RealityLog {
         segment_bytes: usize,
     ) -> Result<(Self, RecoveryReport), StoreError> {
         let dir = reality_dir(data_dir, &reality);
-        let realities = data_dir.join("realities");
-        let (new_parent, new_dir) = (!realities.exists(), !dir.exists());
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+        let new_entries = create_dir_durably(&dir).map_err(|source| StoreError::Io {
             path: dir.clone(),
             op: "create reality directory",
             source,
@@ -267,13 +288,9 @@ impl RealityLog {
             rolled_unflushed: Vec::new(),
             pending_dirs: Vec::new(),
         };
-        // A new directory's entry is in its parent: the first ack must wait for both.
-        if new_dir {
-            log.pending_dirs.push(realities);
-            if new_parent {
-                log.pending_dirs.push(data_dir.to_owned());
-            }
-        }
+        // A new directory's entry is in its parent: the first ack waits for every one made,
+        // up to the data directory's own entry when the bus created that too.
+        log.pending_dirs.extend(new_entries);
         let report = log.recover()?;
         match log.segments.back() {
             Some(active) => active.advise_appending(true),
