@@ -13,6 +13,8 @@
 mod common;
 mod power_cut;
 
+use common::acked::{check_everything_acked_is_there, Acked};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -234,43 +236,6 @@ impl Drop for Bus {
     }
 }
 
-type Acked = Arc<Mutex<BTreeMap<(usize, u64), Vec<u8>>>>;
-
-async fn check_everything_acked_is_there(addr: &str, acked: &Acked, cycle: u32) {
-    let c = Client::connect(addr, ConnectOptions::default())
-        .await
-        .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    for (r, reality) in REALITIES.iter().enumerate() {
-        let (all, _) = c
-            .history(common::history_query(reality, None, None, 0))
-            .await
-            .unwrap()
-            .collect_all()
-            .await
-            .unwrap();
-        let seqs: Vec<u64> = all.iter().map(|m| m.sequence).collect();
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as u64).collect::<Vec<_>>(),
-            "after power cut {cycle}: {reality} has gaps"
-        );
-        for ((_, seq), payload) in acked.range((r, 0)..(r + 1, 0)) {
-            let stored = all
-                .get(*seq as usize - 1)
-                .map(|m| m.payload.clone().unwrap().value);
-            assert_eq!(
-                stored.as_ref(),
-                Some(payload),
-                "after power cut {cycle}: acked {reality} sequence {seq} lost or changed \
-                 ({} records survived)",
-                all.len()
-            );
-        }
-    }
-    let _ = c.close().await;
-}
-
 /// Four publishers, two per reality, acked batches of 8 until the bus goes away.
 fn storm(addr: &str, acked: &Acked, cycle: u32) -> Vec<tokio::task::JoinHandle<()>> {
     (0..4u32)
@@ -282,40 +247,17 @@ fn storm(addr: &str, acked: &Acked, cycle: u32) -> Vec<tokio::task::JoinHandle<(
                 let Ok(c) = Client::connect(addr.as_str(), ConnectOptions::default()).await else {
                     return;
                 };
-                let mut i = 0u32;
-                loop {
-                    let batch: Vec<_> = (0..8)
-                        .map(|_| {
-                            i += 1;
-                            // Sizes vary so records straddle pages and segment ends.
-                            let mut payload = format!("c{cycle}-p{p}-{i}-").into_bytes();
-                            payload.resize(40 + (i as usize * 37) % 400, b'.');
-                            let c = c.clone();
-                            async move {
-                                let ack = c
-                                    .publish_acked(
-                                        Outgoing::new(REALITIES[r], "cut.acked.pulse")
-                                            .bytes(payload.clone()),
-                                    )
-                                    .await?;
-                                Ok::<_, arqonbus_client::ClientError>((ack.sequence, payload))
-                            }
-                        })
-                        .collect();
-                    for result in futures::future::join_all(batch).await {
-                        match result {
-                            Ok((seq, payload)) => {
-                                let before = acked.lock().unwrap().insert((r, seq), payload);
-                                assert!(
-                                    before.is_none(),
-                                    "{} sequence {seq} was acked twice",
-                                    REALITIES[r]
-                                );
-                            }
-                            Err(_) => return,
-                        }
-                    }
-                }
+                common::acked::publish_until_gone(
+                    c,
+                    &REALITIES,
+                    r,
+                    "cut.acked.pulse",
+                    cycle,
+                    p,
+                    8,
+                    acked,
+                )
+                .await;
             })
         })
         .collect()
@@ -425,7 +367,13 @@ async fn acked_pulses_survive_power_cuts() {
         lost.dirs_rolled_back += report.dirs_rolled_back;
         lost.pages_kept += report.pages_kept;
         lost.pages_lost += report.pages_lost;
-        check_everything_acked_is_there(&addr, &acked, cycle).await;
+        check_everything_acked_is_there(
+            &addr,
+            &REALITIES,
+            &acked,
+            &format!("after power cut {cycle}"),
+        )
+        .await;
         let t_checked = Instant::now();
         if cycle == CYCLES {
             // The last restart only checks, then publishes once more to each reality: the
@@ -530,5 +478,5 @@ async fn a_data_dir_the_bus_creates_survives_a_power_cut() {
     write_config(&config, &fs.path().join("data"), 3_600_000);
     let _bus = Bus::start(&config, &addr).unwrap();
     let acked = Arc::new(Mutex::new(BTreeMap::from([((0, 1), b"first".to_vec())])));
-    check_everything_acked_is_there(&addr, &acked, 0).await;
+    check_everything_acked_is_there(&addr, &REALITIES, &acked, "after the power cut").await;
 }

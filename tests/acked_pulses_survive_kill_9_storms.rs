@@ -6,49 +6,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use common::acked::{check_everything_acked_is_there, Acked};
+
 use std::time::{Duration, Instant};
 
-use arqonbus_client::{Client, ConnectOptions, Outgoing};
+use arqonbus_client::{Client, ConnectOptions};
 
 const CYCLES: u32 = 50;
 const REALITIES: [&str; 2] = ["lab-storm-a", "lab-storm-b"];
-
-type Acked = Arc<Mutex<BTreeMap<(usize, u64), Vec<u8>>>>;
-
-async fn check_everything_acked_is_there(addr: &str, acked: &Acked, cycle: u32) {
-    let c = Client::connect(addr, ConnectOptions::default())
-        .await
-        .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    for (r, reality) in REALITIES.iter().enumerate() {
-        let (all, _) = c
-            .history(common::history_query(reality, None, None, 0))
-            .await
-            .unwrap()
-            .collect_all()
-            .await
-            .unwrap();
-        let seqs: Vec<u64> = all.iter().map(|m| m.sequence).collect();
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as u64).collect::<Vec<_>>(),
-            "cycle {cycle}: {reality} has gaps"
-        );
-        for ((ar, seq), payload) in acked.range((r, 0)..(r + 1, 0)) {
-            assert_eq!(*ar, r);
-            let stored = all
-                .get(*seq as usize - 1)
-                .map(|m| m.payload.clone().unwrap().value);
-            assert_eq!(
-                stored.as_ref(),
-                Some(payload),
-                "cycle {cycle}: acked {reality} sequence {seq} lost or changed"
-            );
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_pulses_survive_kill_9_storms() {
@@ -75,7 +40,7 @@ async fn acked_pulses_survive_kill_9_storms() {
 
     for cycle in 0..CYCLES {
         let mut child = common::spawn_serve(&config, &addr);
-        check_everything_acked_is_there(&addr, &acked, cycle).await;
+        check_everything_acked_is_there(&addr, &REALITIES, &acked, &format!("cycle {cycle}")).await;
         let mut publishers = Vec::new();
         for p in 0..4u32 {
             let c = Client::connect(addr.as_str(), ConnectOptions::default())
@@ -83,42 +48,16 @@ async fn acked_pulses_survive_kill_9_storms() {
                 .unwrap();
             let acked = acked.clone();
             let r = (p % 2) as usize;
-            publishers.push(tokio::spawn(async move {
-                let mut i = 0u32;
-                loop {
-                    let batch: Vec<_> = (0..16)
-                        .map(|_| {
-                            i += 1;
-                            // Sizes vary so records straddle pages and segment ends.
-                            let mut payload = format!("c{cycle}-p{p}-{i}-").into_bytes();
-                            payload.resize(40 + (i as usize * 37) % 400, b'.');
-                            let c = c.clone();
-                            async move {
-                                let ack = c
-                                    .publish_acked(
-                                        Outgoing::new(REALITIES[r], "storm.acked.pulse")
-                                            .bytes(payload.clone()),
-                                    )
-                                    .await?;
-                                Ok::<_, arqonbus_client::ClientError>((ack.sequence, payload))
-                            }
-                        })
-                        .collect();
-                    for result in futures::future::join_all(batch).await {
-                        match result {
-                            Ok((seq, payload)) => {
-                                let before = acked.lock().unwrap().insert((r, seq), payload);
-                                assert!(
-                                    before.is_none(),
-                                    "{} sequence {seq} was acked twice",
-                                    REALITIES[r]
-                                );
-                            }
-                            Err(_) => return,
-                        }
-                    }
-                }
-            }));
+            publishers.push(tokio::spawn(common::acked::publish_until_gone(
+                c,
+                &REALITIES,
+                r,
+                "storm.acked.pulse",
+                cycle,
+                p,
+                16,
+                acked,
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20 + next() % 120)).await;
         child.kill().unwrap(); // SIGKILL
@@ -128,7 +67,7 @@ async fn acked_pulses_survive_kill_9_storms() {
         }
     }
     let child = common::spawn_serve(&config, &addr);
-    check_everything_acked_is_there(&addr, &acked, CYCLES).await;
+    check_everything_acked_is_there(&addr, &REALITIES, &acked, &format!("cycle {CYCLES}")).await;
     let mut child = child;
     child.kill().unwrap();
     child.wait().unwrap();

@@ -35,13 +35,7 @@ pub struct Probe {
 impl Probe {
     /// Compiles `wasm` (binary or text) with `spec`'s limits, already resolved against `config`.
     pub fn new(config: &PolicyConfig, spec: PolicySpec, wasm: &[u8]) -> Result<Self, PolicyError> {
-        if wasm.len() as u64 > config.max_wasm_bytes {
-            return Err(PolicyError::TooLarge {
-                name: spec.name.to_string(),
-                bytes: wasm.len(),
-                max: config.max_wasm_bytes,
-            });
-        }
+        super::check_size(&spec.name, wasm.len(), config)?;
         let host = Arc::new(PolicyHost::new(config)?);
         let compiled = host.compile(spec.clone(), wasm)?;
         host.registry.install(Arc::new(compiled))?;

@@ -2,6 +2,7 @@
 //! I/O for protocol edge cases, and clients pinned to a chosen shard.
 #![allow(dead_code)]
 
+pub mod acked;
 pub mod guest;
 pub mod operator;
 pub mod policy;

@@ -383,6 +383,22 @@ impl Fs {
     fn disk(&self) -> MutexGuard<'_, Disk> {
         self.disk.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// fsync/fdatasync of a file, or fsync of a directory: makes it durable, unless the power
+    /// is already cut (then it is only counted).
+    fn sync(&self, ino: INodeNo, dir: bool, reply: ReplyEmpty) {
+        let mut disk = self.disk();
+        if disk.frozen {
+            disk.counters.after_cut += 1;
+            return reply.ok();
+        }
+        if dir {
+            disk.counters.dir_syncs += 1;
+        } else {
+            disk.counters.file_syncs += 1;
+        }
+        done(reply, disk.sync_file(ino.0));
+    }
 }
 
 fn done(reply: ReplyEmpty, result: Result<(), Errno>) {
@@ -579,13 +595,7 @@ impl fuser::Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut disk = self.disk();
-        if disk.frozen {
-            disk.counters.after_cut += 1;
-            return reply.ok();
-        }
-        disk.counters.file_syncs += 1;
-        done(reply, disk.sync_file(ino.0));
+        self.sync(ino, false, reply);
     }
 
     fn readdir(
@@ -626,13 +636,7 @@ impl fuser::Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut disk = self.disk();
-        if disk.frozen {
-            disk.counters.after_cut += 1;
-            return reply.ok();
-        }
-        disk.counters.dir_syncs += 1;
-        done(reply, disk.sync_file(ino.0));
+        self.sync(ino, true, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
