@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arqonbus::auth::{token, Claims, Role};
-use arqonbus::config::{Config, TenantQuota, TlsConfig};
+use arqonbus::config::{Config, TenantClass, TenantQuota, TlsConfig};
 use arqonbus::transport::Transport;
 use arqonbus::Server;
 use arqonbus_client::{Client, ConnectOptions, Outgoing, TlsOptions};
@@ -71,13 +71,18 @@ fn start(a_quota: Option<u64>) -> Setup {
     };
     config.auth.require_token = true;
     config.auth.trusted_keys = vec![token::encode_public(&key.verifying_key()).into()];
-    if let Some(rate) = a_quota {
-        config.tenants.push(TenantQuota {
-            name: "a".into(),
-            publish_pulses_per_sec: rate,
-            ..Default::default()
-        });
-    }
+    // Both tenants have a compartment of their own on each shard (equal shares); B's is of the
+    // latency class.
+    config.tenants.push(TenantQuota {
+        name: "a".into(),
+        publish_pulses_per_sec: a_quota.unwrap_or(0),
+        ..Default::default()
+    });
+    config.tenants.push(TenantQuota {
+        name: "b".into(),
+        class: TenantClass::Latency,
+        ..Default::default()
+    });
     Setup {
         server: Server::start(config).expect("server starts"),
         key,

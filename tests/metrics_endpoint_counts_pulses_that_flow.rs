@@ -114,6 +114,24 @@ async fn metrics_endpoint_counts_pulses_that_flow() {
     );
     let sum = after.value(&format!("{latency}_sum"));
     assert!(sum > 0.0 && sum < PULSES as f64 * 10.0, "{sum}");
+    // Sessions without a tenant entry publish in the shared compartment `*`; the refused
+    // publish never passed the shield.
+    assert_eq!(
+        after.labelled("arqonbus_tenant_published_pulses_total", "tenant", "*"),
+        PULSES as f64
+    );
+    // Every task queue's delay is sampled (every 25 ms) while the bus runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for queue in ["handshake", "tenant:*"] {
+        let delays = "arqonbus_task_queue_delay_seconds_count";
+        while scrape(&bus).labelled(delays, "queue", queue) == 0.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queue {queue} unsampled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     // The embedding API agrees with the endpoint.
     assert_eq!(bus.metrics().pulses_sequenced, PULSES);
 

@@ -248,3 +248,146 @@ fn a_flood_over_the_rate_is_throttled_and_its_refusals_coalesced() {
         "{passed} passed in {elapsed:?}"
     );
 }
+
+/// `max_history_reads_per_shard`: a reader that does not drain keeps its read in flight, and
+/// the tenant's next read on that shard is refused until the first one ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_in_flight_are_bounded_per_shard() {
+    use arqonbus::proto::v1::{client_frame, server_frame};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        key = Some(token_key(c, true));
+        retain(c, &data_dir, "hist-*", arqonbus::config::SyncMode::Os);
+        c.tenants.push(TenantQuota {
+            max_history_reads_per_shard: 1,
+            ..quota("reader")
+        });
+    });
+    let key = key.unwrap();
+    let all = [Role::Publisher, Role::Subscriber];
+    let reader = token(&key, "reader", &all, &["*:>"], &["*:>"]);
+    // 16 MiB of history: more than the socket buffers hold, so an undrained read stays open.
+    let publisher = client_with_token(bus.addr, &reader).await.unwrap();
+    for i in 0..4_000u32 {
+        let pulse = Outgoing::new("hist-1", "lab.rig.log").bytes(vec![i as u8; 4096]);
+        publisher.publish(pulse).await.unwrap();
+    }
+    publisher
+        .publish_acked(Outgoing::new("hist-1", "lab.rig.log"))
+        .await
+        .unwrap();
+
+    let addr = bus.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut raw = RawConn::connect(addr);
+        assert_eq!(error_code(&raw.hello_with_token(&reader)), None);
+        let all = || client_frame::Kind::HistoryGet(history_query("hist-1", None, None, 0));
+        raw.send_kind(1, all());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        raw.send_kind(2, all());
+        let (mut ended, mut refused) = (false, None);
+        while !(ended && refused.is_some()) {
+            let frame = raw.recv().expect("the connection stays open");
+            match (frame.correlation_id, &frame.kind) {
+                (1, Some(server_frame::Kind::HistoryEnd(_))) => ended = true,
+                (1, Some(server_frame::Kind::HistoryChunk(_))) => {}
+                (2, Some(server_frame::Kind::Error(e))) => refused = Some(e.clone()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let refused = refused.unwrap();
+        assert_eq!(refused.code, ErrorCode::QuotaExceeded as i32, "{refused:?}");
+        assert!(
+            refused.message.contains("max_history_reads_per_shard"),
+            "{refused:?}"
+        );
+        // The first read ended: its place is free again.
+        let one = history_query("hist-1", None, None, 1);
+        raw.send_kind(3, client_frame::Kind::HistoryGet(one));
+        loop {
+            let frame = raw.recv().expect("an answer");
+            assert_eq!(frame.correlation_id, 3);
+            match frame.kind {
+                Some(server_frame::Kind::HistoryEnd(_)) => break,
+                Some(server_frame::Kind::HistoryChunk(_)) => {}
+                other => panic!("the third read was not served: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let m = bus.metrics();
+    let reads: u64 = m.lanes.iter().map(|l| l.history_reads).sum();
+    assert_eq!(reads, 2, "two reads started, one refused");
+}
+
+/// `policy_fuel_per_sec`: fuel the tenant's policies burn is charged to the tenant; in debt,
+/// its publishes are refused until the budget refills, and other tenants are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_fuel_is_a_budget_per_tenant() {
+    use arqonbus::proto::policy::v1::PolicyLimits;
+    use common::policy::{controller, fixture, Load, CONTROLLER_TOKEN};
+    let mut key = None;
+    let bus = TestBus::start(|c| {
+        key = Some(token_key(c, true));
+        c.control.controller_tokens = vec![CONTROLLER_TOKEN.into()];
+        // 2 shards: each holds 100,000 fuel a second of it.
+        c.tenants.push(TenantQuota {
+            policy_fuel_per_sec: 200_000,
+            ..quota("thrifty")
+        });
+    });
+    let key = key.unwrap();
+    // Every call burns all of its 100,000 fuel (and faults).
+    let load = Load {
+        name: "burner",
+        wasm: std::fs::read(fixture("infinite_loop")).unwrap(),
+        reality_glob: "burn-*",
+        topic_pattern: ">",
+        params: vec![],
+        limits: PolicyLimits {
+            fuel_per_call: 100_000,
+            max_memory_pages: 16,
+            deadline_ms: 1000,
+        },
+    };
+    controller(bus.addr)
+        .await
+        .publish_acked(load.pulse("ops"))
+        .await
+        .unwrap();
+    let all = [Role::Publisher];
+    let thrifty = token(&key, "thrifty", &all, &["*:>"], &[]);
+    let other = token(&key, "other", &all, &["*:>"], &[]);
+    let c = client_with_token(bus.addr, &thrifty).await.unwrap();
+    let burn = || Outgoing::new("burn-1", "lab.rig.go");
+    // The bucket starts with a second of the shard's share: two calls' worth, the second
+    // leaving it in debt.
+    for _ in 0..2 {
+        assert_eq!(
+            code(c.publish_acked(burn()).await),
+            Some(ErrorCode::PolicyFault)
+        );
+    }
+    let err = c.publish_acked(burn()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert!(err.to_string().contains("policy_fuel_per_sec"), "{err}");
+    // Tenant-wide: a pulse no policy inspects waits too.
+    let calm = Outgoing::new("calm-1", "lab.rig.go");
+    assert_eq!(
+        code(c.publish_acked(calm).await),
+        Some(ErrorCode::QuotaExceeded)
+    );
+    // Another tenant burning the same policy is not charged for this one's fuel.
+    let o = client_with_token(bus.addr, &other).await.unwrap();
+    assert_eq!(
+        code(o.publish_acked(burn()).await),
+        Some(ErrorCode::PolicyFault)
+    );
+    // A second later the debt (100,000) is paid and the budget has room again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let calm = Outgoing::new("calm-1", "lab.rig.go");
+    c.publish_acked(calm).await.expect("the budget refilled");
+}

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::health::{Phase, Status};
-use crate::metrics::{HistogramSnapshot, Snapshot};
+use crate::metrics::{HistogramSnapshot, LaneSnapshot, Snapshot};
 
 /// The content type Prometheus expects for this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -49,6 +49,11 @@ pub fn render(status: &Status, out: &mut String) {
     latency(out, &s);
     retained(out, &s, status.reality_series());
     operators(out, &s);
+    let now_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    tenants(out, &s, now_nanos);
+    task_queues(out, &s);
     process(out, status);
 }
 
@@ -178,6 +183,129 @@ fn operators(out: &mut String, s: &Snapshot) {
                 field(o)
             );
         }
+    }
+}
+
+/// A series per tenant compartment (`*` for tenants without a `[[tenants]]` entry), summed
+/// over shards: the number of tenants is bounded by the configuration.
+fn tenants(out: &mut String, s: &Snapshot, now_nanos: u64) {
+    type Field = fn(&LaneSnapshot, u64) -> u64;
+    let series: [(&str, &str, &str, Field); 9] = [
+        (
+            "arqonbus_tenant_published_pulses_total",
+            "Pulses the tenant's sessions published that passed the shield.",
+            "counter",
+            |l, _| l.published_pulses,
+        ),
+        (
+            "arqonbus_tenant_published_bytes_total",
+            "Frame bytes of the pulses the tenant's sessions published that passed the shield.",
+            "counter",
+            |l, _| l.published_bytes,
+        ),
+        (
+            "arqonbus_tenant_quota_refusals_total",
+            "Requests and sessions of the tenant refused with QUOTA_EXCEEDED (its quotas, or a \
+             throttle).",
+            "counter",
+            |l, _| l.quota_refusals,
+        ),
+        (
+            "arqonbus_tenant_faults_total",
+            "Policy faults of the tenant's pulses and protocol errors of its sessions.",
+            "counter",
+            |l, _| l.faults,
+        ),
+        (
+            "arqonbus_tenant_throttles_total",
+            "Times a shard throttled the tenant for too many faults (tenancy.max_faults_per_sec).",
+            "counter",
+            |l, _| l.throttles,
+        ),
+        (
+            "arqonbus_tenant_throttled_shards",
+            "Shards throttling the tenant now.",
+            "gauge",
+            |l, now| u64::from(l.throttled_until_nanos > now),
+        ),
+        (
+            "arqonbus_tenant_history_reads_total",
+            "HistoryGet reads the tenant's sessions started.",
+            "counter",
+            |l, _| l.history_reads,
+        ),
+        (
+            "arqonbus_tenant_shed_pulses_total",
+            "Pulses shed for the tenant's slow subscribers.",
+            "counter",
+            |l, _| l.sheds,
+        ),
+        (
+            "arqonbus_tenant_queue_runtime_seconds_total",
+            "CPU time the tenant's task queues ran, over all shards.",
+            "counter",
+            |l, _| l.queue_runtime_nanos,
+        ),
+    ];
+    let mut names: Vec<&str> = s.lanes.iter().filter_map(|l| l.tenant.as_deref()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for (name, help, kind, field) in series {
+        header(out, name, help, kind);
+        for tenant in &names {
+            let lanes = s
+                .lanes
+                .iter()
+                .filter(|l| l.tenant.as_deref() == Some(tenant));
+            let value: u64 = lanes.map(|l| field(l, now_nanos)).sum();
+            let label = label_value(tenant);
+            if name.ends_with("_seconds_total") {
+                let _ = writeln!(out, "{name}{{tenant=\"{label}\"}} {}", value as f64 / 1e9);
+            } else {
+                let _ = writeln!(out, "{name}{{tenant=\"{label}\"}} {value}");
+            }
+        }
+    }
+}
+
+/// How long ready work waited for its task queue's turn, per queue and shard: sampled by a
+/// timer in each queue every few milliseconds.
+fn task_queues(out: &mut String, s: &Snapshot) {
+    let name = "arqonbus_task_queue_delay_seconds";
+    header(
+        out,
+        name,
+        "How late a timer in this task queue ran (sampled every 25 ms): the time ready work \
+         waits for the queue's turn on its shard.",
+        "histogram",
+    );
+    for l in &s.lanes {
+        let labels = format!("queue=\"{}\",shard=\"{}\"", label_value(&l.queue), l.shard);
+        let h = &l.queue_delay;
+        for (bound_nanos, cumulative) in h.cumulative() {
+            let le = bound_nanos as f64 / 1e9;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let count = h.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_nanos as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+    let name = "arqonbus_task_queue_runtime_seconds_total";
+    header(
+        out,
+        name,
+        "CPU time this task queue's tasks ran on its shard (updated about once a second).",
+        "counter",
+    );
+    for l in &s.lanes {
+        let _ = writeln!(
+            out,
+            "{name}{{queue=\"{}\",shard=\"{}\"}} {}",
+            label_value(&l.queue),
+            l.shard,
+            l.queue_runtime_nanos as f64 / 1e9
+        );
     }
 }
 

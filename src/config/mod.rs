@@ -104,8 +104,59 @@ pub struct Config {
     /// Certificates for `tls_listen` and `wss_listen`, and client certificates (mTLS).
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
-    /// Per-tenant quotas. A tenant not listed has no quota.
+    /// Per-tenant quotas and scheduling. A tenant not listed has no quota and shares the
+    /// default compartment of each shard.
     pub tenants: Vec<TenantQuota>,
+    /// How shards divide their time between tenants, and what a faulting tenant costs itself.
+    pub tenancy: TenancyConfig,
+}
+
+/// Tenant compartments: every shard runs each `[[tenants]]` entry's sessions in a task queue of
+/// its own, the sessions of tenants not listed in one shared queue, and connections still in
+/// their handshake in another; the reactor serves the queues by share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// Shares of the queue that serves connections before their Hello settles a tenant (TLS
+    /// and WebSocket handshakes, authentication): connection churn competes here.
+    pub handshake_shares: u64,
+    /// Shares of the queue shared by tenants without a `[[tenants]]` entry (anonymous
+    /// sessions included).
+    pub default_shares: u64,
+    /// While a queue of class `latency` has work, the reactor stops serving any other queue
+    /// at least this often (µs) to look at it.
+    pub latency_class_us: u64,
+    /// Faults one tenant may cause on one shard within a second before that shard throttles
+    /// it: policy faults of its pulses and protocol errors of its sessions.
+    pub max_faults_per_sec: u64,
+    /// How long a throttled tenant's sessions on that shard are left unread and its new
+    /// sessions there refused (QUOTA_EXCEEDED).
+    pub throttle_ms: u64,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        Self {
+            handshake_shares: 100,
+            default_shares: 100,
+            latency_class_us: 250,
+            max_faults_per_sec: 100,
+            throttle_ms: 1000,
+        }
+    }
+}
+
+/// How a tenant's task queue is scheduled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantClass {
+    /// Served by share, like every other queue.
+    #[default]
+    Standard,
+    /// Also served by share, but while it has work, no other queue runs longer than
+    /// `tenancy.latency_class_us` without the reactor looking at it: for acks and small
+    /// pulses whose latency matters more than their throughput.
+    Latency,
 }
 
 /// TLS 1.3 settings. The files are read at start and again on SIGHUP.
@@ -238,6 +289,17 @@ pub struct TenantQuota {
     pub max_retained_bytes: u64,
     /// Retained realities the tenant's publishes may create, over all shards.
     pub max_retained_realities: u64,
+    /// The tenant's share of every shard's time against the other queues (1–1000; each
+    /// shard's own work — sequencing, fan-out, storage — runs in a queue of 1000). 0 means
+    /// `tenancy.default_shares`.
+    pub shares: u64,
+    pub class: TenantClass,
+    /// Wasm fuel its pulses' CASIL policies may burn per second (split evenly over the
+    /// shards, like the publish rate). Over it, its publishes get QUOTA_EXCEEDED and its
+    /// connection is left unread until the budget refills.
+    pub policy_fuel_per_sec: u64,
+    /// `HistoryGet` reads of its sessions in flight at once on each shard.
+    pub max_history_reads_per_shard: u64,
 }
 
 /// When a retained reality's records reach the disk.
@@ -683,6 +745,9 @@ pub struct PresenceConfig {
     pub announce: Vec<String>,
 }
 
+/// The most shares a task queue can have (glommio's bound; the shard's own queue has it).
+pub const MAX_SHARES: u64 = 1000;
+
 /// Shortest controller token accepted.
 pub const MIN_CONTROLLER_TOKEN_BYTES: usize = 16;
 
@@ -731,6 +796,7 @@ impl Default for Config {
             tls: None,
             auth: AuthConfig::default(),
             tenants: Vec::new(),
+            tenancy: TenancyConfig::default(),
         }
     }
 }
@@ -1209,7 +1275,26 @@ impl Config {
                     reason: format!("tenant #{} needs a unique, non-empty name", i + 1),
                 });
             }
+            if t.shares != 0 {
+                range("tenants.shares", t.shares, 1, MAX_SHARES)?;
+            }
         }
+        let y = &self.tenancy;
+        range(
+            "tenancy.handshake_shares",
+            y.handshake_shares,
+            1,
+            MAX_SHARES,
+        )?;
+        range("tenancy.default_shares", y.default_shares, 1, MAX_SHARES)?;
+        range("tenancy.latency_class_us", y.latency_class_us, 50, 100_000)?;
+        range(
+            "tenancy.max_faults_per_sec",
+            y.max_faults_per_sec,
+            1,
+            1 << 30,
+        )?;
+        range("tenancy.throttle_ms", y.throttle_ms, 1, 3_600_000)?;
         Ok(())
     }
 

@@ -28,6 +28,8 @@ macro_rules! counters {
             pub retained: RetainedBytes,
             /// Per hosted operator, what this shard counted, republished about once a second.
             pub operators: Published<OperatorCounts>,
+            /// This shard's tenant compartments (task queues), published once at start.
+            pub lanes: Published<Vec<Arc<LaneCounters>>>,
         }
 
         /// A point-in-time copy of counters, summed over shards.
@@ -40,13 +42,16 @@ macro_rules! counters {
             pub retained: RealityBytes,
             /// Per hosted operator, summed over shards, by name.
             pub operators: OperatorCounts,
+            /// Every compartment of every shard, in shard order.
+            pub lanes: Vec<LaneSnapshot>,
         }
 
         impl Snapshot {
             /// Sums the counters of every shard.
             pub fn sum<'a>(shards: impl IntoIterator<Item = &'a ShardCounters>) -> Self {
                 let mut s = Self::default();
-                for c in shards {
+                for (shard, c) in shards.into_iter().enumerate() {
+                    s.lanes.extend(c.lanes.get().iter().map(|l| l.snapshot(shard)));
                     $( s.$name += c.$name.get(); )*
                     s.deliver_latency.add(&c.deliver_latency);
                     s.flush_latency.add(&c.flush_latency);
@@ -233,6 +238,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Sets the value: for the few counters that hold a moment rather than a count.
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 /// The retained realities of one shard and the bytes each holds, republished about once a
@@ -272,6 +282,74 @@ impl OperatorCount {
         self.faults += other.faults;
         self.parked_realities += other.parked_realities;
     }
+}
+
+/// What one compartment of one shard did: a tenant's task queue (or the shared queue of tenants
+/// without an entry, or the handshake queue). Written only by its shard.
+#[derive(Debug, Default)]
+pub struct LaneCounters {
+    /// The tenant it serves; `None` for the handshake queue, which serves no tenant yet.
+    pub tenant: Option<Arc<str>>,
+    /// The task queue's name.
+    pub queue: Arc<str>,
+    pub published_pulses: Counter,
+    pub published_bytes: Counter,
+    /// Requests refused over one of the tenant's quotas.
+    pub quota_refusals: Counter,
+    /// Policy faults of its pulses and protocol errors of its sessions.
+    pub faults: Counter,
+    /// Times this shard started throttling the tenant.
+    pub throttles: Counter,
+    /// Until when (Unix nanoseconds) the tenant is throttled on this shard.
+    pub throttled_until_nanos: Counter,
+    pub history_reads: Counter,
+    /// Pulses shed for its slow subscribers.
+    pub sheds: Counter,
+    /// CPU time the queue's tasks ran (glommio's account, updated about once a second).
+    pub queue_runtime_nanos: Counter,
+    /// How late a timer of the queue ran (sampled every few milliseconds): how long work that
+    /// became ready waited for the queue's turn.
+    pub queue_delay: LatencyHistogram,
+}
+
+impl LaneCounters {
+    fn snapshot(&self, shard: usize) -> LaneSnapshot {
+        let mut queue_delay = HistogramSnapshot::default();
+        queue_delay.add(&self.queue_delay);
+        LaneSnapshot {
+            shard,
+            tenant: self.tenant.clone(),
+            queue: self.queue.clone(),
+            published_pulses: self.published_pulses.get(),
+            published_bytes: self.published_bytes.get(),
+            quota_refusals: self.quota_refusals.get(),
+            faults: self.faults.get(),
+            throttles: self.throttles.get(),
+            throttled_until_nanos: self.throttled_until_nanos.get(),
+            history_reads: self.history_reads.get(),
+            sheds: self.sheds.get(),
+            queue_runtime_nanos: self.queue_runtime_nanos.get(),
+            queue_delay,
+        }
+    }
+}
+
+/// A copy of one shard's [`LaneCounters`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LaneSnapshot {
+    pub shard: usize,
+    pub tenant: Option<Arc<str>>,
+    pub queue: Arc<str>,
+    pub published_pulses: u64,
+    pub published_bytes: u64,
+    pub quota_refusals: u64,
+    pub faults: u64,
+    pub throttles: u64,
+    pub throttled_until_nanos: u64,
+    pub history_reads: u64,
+    pub sheds: u64,
+    pub queue_runtime_nanos: u64,
+    pub queue_delay: HistogramSnapshot,
 }
 
 /// Every loaded operator's counts (bounded by `operator.max_operators`).

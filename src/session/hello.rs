@@ -203,6 +203,18 @@ fn settle_identity(
             return Err((ErrorCode::Unauthenticated, why));
         }
     };
+    let lane = shard.lanes().for_tenant(&identity.tenant).clone();
+    if let Some(left) = lane.throttled_for(shard.clock.now_unix_nanos()) {
+        shard.counters.quota_exceeded.inc();
+        lane.counters.quota_refusals.inc();
+        let why = format!(
+            "tenant `{}` is throttled on this shard for {} ms more: too many policy faults and \
+             protocol errors (tenancy.max_faults_per_sec)",
+            identity.tenant,
+            left.as_millis().max(1)
+        );
+        return Err((ErrorCode::QuotaExceeded, why));
+    }
     let tenant = shield
         .tenants
         .get(&identity.tenant)
@@ -211,14 +223,14 @@ fn settle_identity(
     if let Some(t) = &tenant {
         if let Err(over) = t.reserve_connection() {
             shard.counters.quota_exceeded.inc();
+            lane.counters.quota_refusals.inc();
             return Err((ErrorCode::QuotaExceeded, over.0));
         }
     }
-    let buckets = shard.tenant_buckets(&identity.tenant);
     Ok(Shielded {
         identity,
         tenant,
-        buckets,
+        lane,
     })
 }
 

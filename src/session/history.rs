@@ -41,10 +41,23 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, que
             );
         }
     }
+    let lane = shard.lanes().get(conn.lane_id());
+    if !lane.start_history_read() {
+        shard.counters.quota_exceeded.inc();
+        lane.counters.quota_refusals.inc();
+        let msg = format!(
+            "tenant `{}` has {} history reads in flight on this shard \
+             (tenants.max_history_reads_per_shard)",
+            lane.name(),
+            lane.max_history_reads()
+        );
+        return reject(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &msg);
+    }
     let cursor = Cursor::history(&query, correlation_id, pattern);
     let origin = ReadOrigin {
         shard: shard.id,
         conn: conn.id,
+        lane: lane.id,
     };
     shard.send_read(cursor, origin).await;
 }

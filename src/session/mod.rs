@@ -49,7 +49,8 @@ use prost::Message;
 use crate::auth::{CertIdentity, Identity};
 use crate::metrics::ShardCounters;
 use crate::shard::{Pulse, Shard, SubscribeOrigin};
-use crate::tenant::{RateBuckets, TenantShared};
+use crate::tenant::lanes::{Lane, LaneId, DEFAULT_LANE};
+use crate::tenant::TenantShared;
 use crate::transport::Transport;
 use io::{FrameSink, FrameSource, ReadEnd, StreamSink, StreamSource, WsSink, WsSource};
 
@@ -96,8 +97,8 @@ pub struct Shielded {
     pub identity: Identity,
     /// The tenant's shared counters, when it has a counted quota (released on close).
     pub tenant: Option<Arc<TenantShared>>,
-    /// This shard's publish buckets for the tenant, when it has a publish rate.
-    pub buckets: Option<Rc<RateBuckets>>,
+    /// The tenant's compartment on this shard: its task queue, buckets and fault window.
+    pub lane: Rc<Lane>,
 }
 
 /// The shard-side state of one connection.
@@ -196,7 +197,12 @@ impl Conn {
                 self.writer_wake.notify(1);
                 return true;
             }
-            Pushed::Shed => counters.pulses_shed.inc(),
+            Pushed::Shed => {
+                counters.pulses_shed.inc();
+                if let Some(s) = self.shielded() {
+                    s.lane.counters.sheds.inc();
+                }
+            }
             Pushed::Disconnect => self.slow_consumer(counters, "pulses"),
             Pushed::Ignored => {}
         }
@@ -239,6 +245,11 @@ impl Conn {
         // SAFETY: as in `stop_reading`.
         unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
         self.writer_wake.notify(1);
+    }
+
+    /// The compartment of the session's tenant (the default one before Hello).
+    pub fn lane_id(&self) -> LaneId {
+        self.shielded().map_or(DEFAULT_LANE, |s| s.lane.id)
     }
 
     /// The session's SAM manifest, when it is an operator.
@@ -570,8 +581,16 @@ fn set_keepalive(stream: &TcpStream, secs: u64) {
     }
 }
 
+/// Serves a connection just accepted, in the shard's handshake queue until its Hello settles
+/// a tenant (see [`serve`]).
 pub fn spawn(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
-    glommio::spawn_local(run(shard, stream, transport)).detach();
+    let queue = shard.lanes().handshake();
+    match glommio::spawn_local_into(run(shard, stream, transport), queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(e) => tracing::error!(error = %e, "cannot start a connection's task; closing it"),
+    }
 }
 
 async fn run(shard: Rc<Shard>, stream: TcpStream, transport: Transport) {
@@ -690,7 +709,11 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn serve_stream<S: AsyncRead + AsyncWrite>(shard: Rc<Shard>, accepted: Accepted, stream: S) {
+async fn serve_stream<S: AsyncRead + AsyncWrite + 'static>(
+    shard: Rc<Shard>,
+    accepted: Accepted,
+    stream: S,
+) {
     let max = shard.config.limits.max_frame_bytes as usize;
     let frame_timeout = Duration::from_millis(shard.config.limits.frame_timeout_ms);
     let (rd, wr) = stream.split();
@@ -703,7 +726,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite>(shard: Rc<Shard>, accepted: Acc
     .await
 }
 
-async fn serve_ws<S: AsyncRead + AsyncWrite + Unpin>(
+async fn serve_ws<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     shard: Rc<Shard>,
     accepted: Accepted,
     ws: async_tungstenite::WebSocketStream<S>,
@@ -712,22 +735,44 @@ async fn serve_ws<S: AsyncRead + AsyncWrite + Unpin>(
     serve(shard, accepted, WsSource::new(rx), WsSink::new(tx)).await
 }
 
+/// Serves a session: its Hello here, in the handshake queue, and the rest of it — reading and
+/// serving frames, writing — in the task queue of the tenant Hello settled, so that the
+/// reactor gives each tenant's sessions their share of the shard, not their share of its
+/// arrivals.
 async fn serve(
     shard: Rc<Shard>,
     accepted: Accepted,
-    source: impl FrameSource,
-    sink: impl FrameSink,
+    mut source: impl FrameSource + 'static,
+    sink: impl FrameSink + 'static,
 ) {
     let deadline = accepted.handshake_deadline;
     let Some(conn) = shard.register(&accepted.admission, |id| Conn::new(id, &accepted, &shard))
     else {
         return;
     };
-    futures::future::join(
-        read_loop(&shard, &conn, source, deadline),
-        write_loop(&shard, &conn, sink),
-    )
-    .await;
+    let settled = settle(&shard, &conn, &mut source, deadline).await;
+    let lane = settled.is_ok().then(|| conn.shielded()).flatten();
+    let session = {
+        let (shard, conn) = (shard.clone(), conn.clone());
+        async move {
+            futures::future::join(
+                read_loop(&shard, &conn, source, settled),
+                write_loop(&shard, &conn, sink),
+            )
+            .await;
+        }
+    };
+    match lane {
+        Some(s) => match glommio::spawn_local_into(session, s.lane.queue()) {
+            Ok(task) => task.await,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot move a session to its tenant's queue");
+                conn.abort();
+            }
+        },
+        // Refused at Hello (or gone before it): what is left is the error and the close.
+        None => session.await,
+    }
     release_subscriptions(&shard, &conn).await;
     if let Some(m) = conn.manifest() {
         shard.shield.circuits.left(&m.name);
@@ -742,15 +787,23 @@ async fn read_loop(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     mut reader: impl FrameSource,
-    handshake_deadline: Instant,
+    settled: Result<(), ReadEnd>,
 ) {
-    let end = serve_frames(shard, conn, &mut reader, handshake_deadline).await;
+    let end = match settled {
+        Ok(()) => serve_frames(shard, conn, &mut reader).await,
+        Err(end) => end,
+    };
     match end {
         // `Idle` ends only a wait, never the loop; read as the end of the stream regardless.
         ReadEnd::Eof | ReadEnd::Idle => conn.finish(),
         ReadEnd::Io => conn.abort(),
         ReadEnd::Fatal(frame) => {
             shard.counters.protocol_errors.inc();
+            // A tenant whose clients keep breaking the protocol is throttled like one whose
+            // policies keep faulting.
+            if let Some(s) = conn.shielded() {
+                s.lane.note_fault(shard.clock.now_unix_nanos());
+            }
             conn.lingering.set(true);
             conn.close_with(frame);
             reader.linger().await;
@@ -758,12 +811,13 @@ async fn read_loop(
     }
 }
 
-async fn serve_frames(
+/// Reads and answers the session's Hello: `Ok` once it settled who the session is.
+async fn settle(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     reader: &mut impl FrameSource,
     handshake_deadline: Instant,
-) -> ReadEnd {
+) -> Result<(), ReadEnd> {
     // What the TLS and WebSocket handshakes left of limits.handshake_timeout_ms, counted from
     // accept, bounds Hello too, a partial one included.
     let left = left_of(handshake_deadline);
@@ -771,36 +825,37 @@ async fn serve_frames(
         glommio::timer::timeout(left, async { Ok(reader.next(&shard.counters, left).await) }).await;
     let first = match first {
         Err(_) | Ok(Err(ReadEnd::Idle)) => {
-            return ReadEnd::Fatal(error_frame(
+            return Err(ReadEnd::Fatal(error_frame(
                 0,
                 ErrorCode::HelloRequired,
                 "no Hello within limits.handshake_timeout_ms of accept",
-            ))
+            )))
         }
-        Ok(Err(end)) => return end,
-        Ok(Ok(None)) => return ReadEnd::Eof,
+        Ok(Err(end)) => return Err(end),
+        Ok(Ok(None)) => return Err(ReadEnd::Eof),
         Ok(Ok(Some(body))) => body,
     };
     shard.counters.frames_in.inc();
-    let frame = match ClientFrame::decode(first) {
-        Ok(f) => f,
-        Err(e) => return ReadEnd::Fatal(decode_failed(e)),
-    };
+    let frame = ClientFrame::decode(first).map_err(|e| ReadEnd::Fatal(decode_failed(e)))?;
     match frame.kind {
         Some(client_frame::Kind::Hello(h)) => {
-            if let Err(fatal) = hello::handle(shard, conn, frame.correlation_id, h) {
-                return ReadEnd::Fatal(fatal);
-            }
+            hello::handle(shard, conn, frame.correlation_id, h).map_err(ReadEnd::Fatal)
         }
-        _ => {
-            return ReadEnd::Fatal(error_frame(
-                frame.correlation_id,
-                ErrorCode::HelloRequired,
-                "the first frame of a session must be Hello",
-            ))
-        }
+        _ => Err(ReadEnd::Fatal(error_frame(
+            frame.correlation_id,
+            ErrorCode::HelloRequired,
+            "the first frame of a session must be Hello",
+        ))),
     }
+}
 
+/// Serves the frames of a settled session until it ends.
+async fn serve_frames(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    reader: &mut impl FrameSource,
+) -> ReadEnd {
+    let lane = conn.shielded().map(|s| s.lane.clone());
     let idle = Duration::from_millis(shard.config.limits.idle_timeout_ms);
     let mut pinged = false;
     let mut since_yield = 0u32;
@@ -812,6 +867,13 @@ async fn serve_frames(
         if since_yield == FRAMES_PER_TURN {
             since_yield = 0;
             futures_lite::future::yield_now().await;
+        }
+        // A throttled tenant's sessions are not read until the throttle ends: what they send
+        // waits in the socket, and TCP flow control slows their clients down.
+        if let Some(lane) = lane.as_ref().filter(|l| l.ever_throttled()) {
+            while let Some(left) = lane.throttled_for(shard.clock.now_unix_nanos()) {
+                glommio::timer::sleep(left).await;
+            }
         }
         // Half the idle budget, then a keepalive Ping and the rest of it.
         let budget = if pinged { idle } else { idle / 2 };

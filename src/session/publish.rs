@@ -115,8 +115,9 @@ pub async fn handle(
         shard.counters.type_mismatches.inc();
         return refused(ErrorCode::TypeMismatch, &why);
     }
-    if let Some(shielded) = conn.shielded() {
-        if let Err((code, why, pause)) = shield(shard, &shielded, &message) {
+    let shielded = conn.shielded();
+    if let Some(shielded) = &shielded {
+        if let Err((code, why, pause)) = shield(shard, shielded, &message) {
             if publish.ack {
                 reject(shard, conn, correlation_id, code, &why);
             } else {
@@ -131,10 +132,14 @@ pub async fn handle(
             return;
         }
     }
-    let decision = shard
-        .policies
-        .borrow_mut()
-        .check(&message, frame_bytes, &shard.counters);
+    let decision = {
+        let mut policies = shard.policies.borrow_mut();
+        let decision = policies.check(&message, frame_bytes, &shard.counters);
+        if let Some(buckets) = shielded.as_ref().and_then(|s| s.lane.buckets.as_ref()) {
+            buckets.charge_fuel(policies.last_fuel_used());
+        }
+        decision
+    };
     match decision {
         Decision::Allow => {}
         Decision::Denied {
@@ -150,15 +155,22 @@ pub async fn handle(
             shard.counters.policy_faults.inc();
             tracing::debug!(shard = shard.id, %policy, %reason, "policy fault blocked a pulse");
             let msg = format!("policy `{policy}` failed, so the pulse is blocked: {reason}");
-            return reject(shard, conn, correlation_id, ErrorCode::PolicyFault, &msg);
+            reject(shard, conn, correlation_id, ErrorCode::PolicyFault, &msg);
+            // A tenant whose pulses keep faulting is throttled (see `tenant::lanes`); the
+            // reader then waits out the throttle before its next frame.
+            if let Some(s) = &shielded {
+                s.lane.note_fault(shard.clock.now_unix_nanos());
+            }
+            return;
         }
     }
     let mut retained_charge = 0;
-    if let Some(shielded) = conn.shielded() {
-        match reserve_retained(shard, &shielded, &message) {
+    if let Some(shielded) = &shielded {
+        match reserve_retained(shard, shielded, &message) {
             Ok(charged) => retained_charge = charged,
             Err(why) => {
                 shard.counters.quota_exceeded.inc();
+                shielded.lane.counters.quota_refusals.inc();
                 return if publish.ack {
                     reject(shard, conn, correlation_id, ErrorCode::QuotaExceeded, &why)
                 } else {
@@ -166,6 +178,10 @@ pub async fn handle(
                 };
             }
         }
+    }
+    if let Some(s) = &shielded {
+        s.lane.counters.published_pulses.inc();
+        s.lane.counters.published_bytes.add(frame_bytes as u64);
     }
     let origin = Origin {
         shard: shard.id,
@@ -222,10 +238,11 @@ fn shield(
         shard.counters.permission_denied.inc();
         return Err((ErrorCode::PermissionDenied, why, None));
     }
-    if let Some(buckets) = &shielded.buckets {
+    if let Some(buckets) = &shielded.lane.buckets {
         let bytes = message.encoded_len();
         if let Err((key, wait)) = buckets.try_take(bytes, shard.clock.now_unix_nanos()) {
             shard.counters.quota_exceeded.inc();
+            shielded.lane.counters.quota_refusals.inc();
             let why = format!("tenant `{}` is publishing faster than {key}", id.tenant);
             return Err((
                 ErrorCode::QuotaExceeded,

@@ -101,6 +101,7 @@ pub async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, correlation_id: u64, 
         let origin = ReadOrigin {
             shard: shard.id,
             conn: conn.id,
+            lane: conn.lane_id(),
         };
         return shard.send_read(cursor, origin).await;
     }

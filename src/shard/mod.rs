@@ -39,7 +39,7 @@ use crate::routing::owner_shard;
 use crate::session::{self, error_frame, Conn, ConnId};
 use crate::shield::Shield;
 use crate::spsc::{self, MeshEnds, Outbox};
-use crate::tenant::RateBuckets;
+use crate::tenant::lanes::Lanes;
 use crate::time::SharedClock;
 use crate::transport::Transport;
 
@@ -214,8 +214,8 @@ pub struct Shard {
     revoked: RefCell<Option<(u64, Arc<Revoked>)>>,
     /// The revocation list generation this shard's sessions were last checked against.
     revocations_swept: Cell<u64>,
-    /// This shard's publish buckets per rate-limited tenant.
-    tenant_buckets: RefCell<HashMap<Arc<str>, Rc<RateBuckets>>>,
+    /// This shard's tenant compartments: task queues, buckets, fault windows.
+    lanes: Lanes,
     /// Wall-clock seconds, refreshed every few milliseconds, for token expiry checks.
     now_secs: Cell<u64>,
     conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
@@ -346,21 +346,20 @@ impl Shard {
         );
     }
 
-    /// This shard's publish buckets for `tenant`, if it has a publish rate.
-    pub fn tenant_buckets(&self, tenant: &Arc<str>) -> Option<Rc<RateBuckets>> {
-        if let Some(b) = self.tenant_buckets.borrow().get(tenant) {
-            return Some(b.clone());
-        }
-        let shared = self.shield.tenants.get(tenant)?;
-        let buckets = Rc::new(RateBuckets::new(
-            &shared.quota,
-            self.shards,
-            self.clock.now_unix_nanos(),
-        )?);
-        self.tenant_buckets
-            .borrow_mut()
-            .insert(tenant.clone(), buckets.clone());
-        Some(buckets)
+    /// This shard's tenant compartments.
+    pub fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
+    /// Spawns work of the shard's own — a reality's flushes, the opening of its log, presence
+    /// announcements — into the shard's default queue, whichever tenant's task came upon it: it
+    /// serves every tenant of the reality alike, so no tenant's share may hold it back.
+    pub(crate) fn spawn_own<T: 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + 'static,
+    ) -> glommio::Task<T> {
+        glommio::spawn_local_into(work, self.lanes.own())
+            .expect("the executor's default queue lives as long as the executor")
     }
 
     pub fn owner_of(&self, reality: &str) -> usize {
@@ -526,7 +525,7 @@ impl Shard {
         }
         let shard = self.clone();
         let window = Duration::from_millis(self.config.limits.presence_coalesce_ms);
-        glommio::spawn_local(async move {
+        self.spawn_own(async move {
             glommio::timer::sleep(window).await;
             shard.announce_presence().await;
         })
@@ -638,7 +637,10 @@ impl Shard {
                 ..
             } => (conn, correlation_id, why(&reality)),
             ToOwner::Read(read) => {
-                let (_, origin) = *read;
+                let (cursor, origin) = *read;
+                if let crate::history::Purpose::History { .. } = cursor.purpose {
+                    self.lanes.get(origin.lane).end_history_read();
+                }
                 (
                     origin.conn,
                     0,
@@ -1068,7 +1070,25 @@ impl Shard {
             }
             ToOwner::Read(boxed) => {
                 let (cursor, origin) = *boxed;
-                self.read_step(cursor, origin);
+                match cursor.purpose {
+                    // A history read is the tenant's work: its step runs in the tenant's
+                    // queue here too, after the requests already taken.
+                    crate::history::Purpose::History { .. } => {
+                        let shard = self.clone();
+                        let queue = self.lanes.get(origin.lane).queue();
+                        let step = async move { shard.read_step(cursor, origin) };
+                        match glommio::spawn_local_into(step, queue) {
+                            Ok(task) => {
+                                task.detach();
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot run a history read"),
+                        }
+                    }
+                    // A replay step stays in order with the requests around it: the step that
+                    // catches up registers the subscriber's interest, which a later request
+                    // (an unsubscribe) may take back.
+                    crate::history::Purpose::Replay { .. } => self.read_step(cursor, origin),
+                }
             }
             ToOwner::Interest {
                 reality,
@@ -1225,6 +1245,9 @@ pub async fn run(start: ShardStart) {
         &config.presence.announce,
     ));
     let config_window_nanos = config.control.refusal_record_window_ms * 1_000_000;
+    let lanes = Lanes::new(&config, shards, clock.now_unix_nanos());
+    counters.lanes.publish(lanes.counters());
+    lanes.start_probes();
     let shard = Rc::new(Shard {
         id,
         shards,
@@ -1245,7 +1268,7 @@ pub async fn run(start: ShardStart) {
         revoked: RefCell::new(None),
         // The list loaded at start (generation 1) has nothing to sweep: no session predates it.
         revocations_swept: Cell::new(1),
-        tenant_buckets: RefCell::new(HashMap::new()),
+        lanes,
         conns: RefCell::new(HashMap::new()),
         admitting: Rc::new(Cell::new(0)),
         next_conn: Cell::new(1),

@@ -59,6 +59,9 @@ impl RetainedError {
 pub struct ReadOrigin {
     pub shard: usize,
     pub conn: ConnId,
+    /// The compartment of the connection's tenant: a history read's steps run in its queue,
+    /// on the owner and on the connection's shard, and its place is given back there.
+    pub lane: crate::tenant::lanes::LaneId,
 }
 
 /// How long after a flush (under `sync = "always"`, with nothing more to flush) the sync that
@@ -381,7 +384,7 @@ impl Shard {
             .borrow_mut()
             .insert(name.clone(), opening.clone());
         let (shard, waiting) = (self.clone(), opening.clone());
-        glommio::spawn_local(async move {
+        self.spawn_own(async move {
             let opened = shard.open_log(name.clone(), rule).await;
             shard.opening.borrow_mut().remove(&name);
             match opened {
@@ -736,7 +739,7 @@ impl Shard {
         r.issued.set(ticket);
         let shard = self.clone();
         let r = r.clone();
-        glommio::spawn_local(async move {
+        self.spawn_own(async move {
             r.flush_pending.set(false);
             let job = r.log.borrow_mut().flush_job();
             let outcome = match job {
@@ -823,7 +826,7 @@ impl Shard {
             return;
         }
         let (shard, r) = (self.clone(), r.clone());
-        glommio::spawn_local(async move {
+        self.spawn_own(async move {
             glommio::timer::sleep(CONFIRM_AFTER).await;
             r.confirm_scheduled.set(false);
             let confirm = r.log.borrow().needs_confirmation();
@@ -1097,16 +1100,24 @@ impl Shard {
             if live_from.is_some() {
                 self.release_interest_later(cursor.reality.clone());
             }
+            if let Purpose::History { .. } = cursor.purpose {
+                self.lanes().get(origin.lane).end_history_read();
+            }
             return;
         };
         match cursor.purpose {
             Purpose::History { .. } => match outcome {
-                Err(frame) => conn.push_frame(&self.counters, frame),
+                Err(frame) => {
+                    self.lanes().get(origin.lane).end_history_read();
+                    conn.push_frame(&self.counters, frame)
+                }
                 Ok(s) => {
                     if !s.frames.is_empty() {
                         conn.push_frame(&self.counters, s.frames);
                     }
-                    if !s.done {
+                    if s.done {
+                        self.lanes().get(origin.lane).end_history_read();
+                    } else {
                         self.continue_read(conn, *cursor, origin);
                     }
                 }
@@ -1165,7 +1176,7 @@ impl Shard {
         origin: ReadOrigin,
     ) {
         let shard = self.clone();
-        glommio::spawn_local(async move {
+        let next = async move {
             // Let the reactor turn before the next step. glommio polls for I/O only when its
             // task queue runs dry or its preemption timer (100 ms) fires, and a yield leaves
             // this task runnable: a long read of a local owner would then hold every socket on
@@ -1174,14 +1185,24 @@ impl Shard {
             glommio::timer::sleep(STEP_PAUSE).await;
             conn.wait_drained().await;
             if conn.is_closing() {
-                if let Purpose::Replay { .. } = cursor.purpose {
-                    // The subscription goes with the connection; it never registered interest.
+                // A replay's subscription goes with the connection; it never registered
+                // interest. A history read gives back its place.
+                if let Purpose::History { .. } = cursor.purpose {
+                    shard.lanes().get(origin.lane).end_history_read();
                 }
                 return;
             }
             shard.send_read(cursor, origin).await;
-        })
-        .detach();
+        };
+        // In the tenant's queue: the next step (and, with a local owner, the read itself) is
+        // the tenant's work.
+        let queue = self.lanes().get(origin.lane).queue();
+        match glommio::spawn_local_into(next, queue) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot continue a read in its tenant's queue"),
+        }
     }
 
     fn release_interest_later(self: &Rc<Self>, reality: String) {

@@ -9,6 +9,8 @@
 //!   aggregate without any sharing per pulse. A tenant whose connections all land on one shard
 //!   gets that shard's share, not the whole rate.
 
+pub mod lanes;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,25 +181,35 @@ impl Tenants {
 pub struct RateBuckets {
     pulses_per_sec: f64,
     bytes_per_sec: f64,
+    fuel_per_sec: f64,
     pulses: Cell<f64>,
     bytes: Cell<f64>,
+    /// Policy fuel: charged after the policies ran (what they burnt is known only then), so a
+    /// publish is refused once the bucket is in debt.
+    fuel: Cell<f64>,
     last_nanos: Cell<u64>,
 }
 
 impl RateBuckets {
     /// The buckets for `quota` on one of `shards` shards; `None` when the tenant has no rate.
     pub fn new(quota: &TenantQuota, shards: usize, now_nanos: u64) -> Option<Self> {
-        if quota.publish_pulses_per_sec == 0 && quota.publish_bytes_per_sec == 0 {
+        if quota.publish_pulses_per_sec == 0
+            && quota.publish_bytes_per_sec == 0
+            && quota.policy_fuel_per_sec == 0
+        {
             return None;
         }
         let share = |rate: u64| rate as f64 / shards.max(1) as f64;
         let pulses_per_sec = share(quota.publish_pulses_per_sec);
         let bytes_per_sec = share(quota.publish_bytes_per_sec);
+        let fuel_per_sec = share(quota.policy_fuel_per_sec);
         Some(Self {
             pulses_per_sec,
             bytes_per_sec,
+            fuel_per_sec,
             pulses: Cell::new(pulses_per_sec),
             bytes: Cell::new(bytes_per_sec),
+            fuel: Cell::new(fuel_per_sec),
             last_nanos: Cell::new(now_nanos),
         })
     }
@@ -218,6 +230,7 @@ impl RateBuckets {
         };
         refill(&self.pulses, self.pulses_per_sec);
         refill(&self.bytes, self.bytes_per_sec);
+        refill(&self.fuel, self.fuel_per_sec);
         let wait = |missing: f64, rate: f64| std::time::Duration::from_secs_f64(missing / rate);
         if self.pulses_per_sec > 0.0 && self.pulses.get() < 1.0 {
             let missing = 1.0 - self.pulses.get();
@@ -233,9 +246,24 @@ impl RateBuckets {
                 wait(missing, self.bytes_per_sec),
             ));
         }
+        if self.fuel_per_sec > 0.0 && self.fuel.get() < 0.0 {
+            let missing = -self.fuel.get();
+            return Err((
+                "tenants.policy_fuel_per_sec",
+                wait(missing, self.fuel_per_sec),
+            ));
+        }
         self.pulses.set(self.pulses.get() - 1.0);
         self.bytes.set(self.bytes.get() - bytes as f64);
         Ok(())
+    }
+
+    /// Charges the fuel the tenant's policies burnt on a pulse [`try_take`](Self::try_take)
+    /// let through; the next publish waits while the bucket is in debt.
+    pub fn charge_fuel(&self, fuel: u64) {
+        if self.fuel_per_sec > 0.0 {
+            self.fuel.set(self.fuel.get() - fuel as f64);
+        }
     }
 }
 
@@ -277,6 +305,30 @@ mod tests {
         );
         assert!(b.try_take(1, 2_000_000_000).is_err());
         assert!(b.try_take(1, 5_000_000_000).is_ok());
+    }
+
+    #[test]
+    fn fuel_in_debt_refuses_until_it_refills() {
+        let q = TenantQuota {
+            name: "t".into(),
+            policy_fuel_per_sec: 1000,
+            ..Default::default()
+        };
+        let b = RateBuckets::new(&q, 1, 0).unwrap();
+        assert!(
+            b.try_take(10, 0).is_ok(),
+            "no pulse or byte rate: only fuel counts"
+        );
+        b.charge_fuel(3000);
+        let (key, wait) = b.try_take(10, 0).unwrap_err();
+        assert_eq!(key, "tenants.policy_fuel_per_sec");
+        assert_eq!(
+            wait,
+            std::time::Duration::from_secs(2),
+            "2000 in debt at 1000/s"
+        );
+        assert!(b.try_take(10, 1_000_000_000).is_err());
+        assert!(b.try_take(10, 2_000_000_000).is_ok());
     }
 
     #[test]

@@ -168,44 +168,63 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
     Ok(e)
 }
 
+/// A sample's labels, in the order written.
+type Labels = Vec<(String, String)>;
+
 fn check_histograms(e: &Exposition) -> Result<(), String> {
     for (name, kind) in &e.types {
         if kind != "histogram" {
             continue;
         }
+        // One series per set of labels other than `le`, each checked on its own.
         let bucket = format!("{name}_bucket");
-        let mut buckets: Vec<(f64, f64)> = e
-            .samples
-            .iter()
-            .filter(|(n, _, _)| *n == bucket)
-            .map(|(_, labels, v)| {
-                let le = labels
-                    .iter()
-                    .find(|(k, _)| k == "le")
-                    .map(|(_, v)| parse_value(v))
-                    .ok_or(format!("{bucket} without le"))??;
-                Ok((le, *v))
-            })
-            .collect::<Result<_, String>>()?;
-        if buckets.is_empty() {
+        let mut series: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+        for (_, labels, v) in e.samples.iter().filter(|(n, _, _)| *n == bucket) {
+            let le = labels
+                .iter()
+                .find(|(k, _)| k == "le")
+                .map(|(_, v)| parse_value(v))
+                .ok_or(format!("{bucket} without le"))??;
+            let rest: Vec<_> = labels.iter().filter(|(k, _)| k != "le").cloned().collect();
+            match series.iter_mut().find(|(l, _)| *l == rest) {
+                Some((_, buckets)) => buckets.push((le, *v)),
+                None => series.push((rest, vec![(le, *v)])),
+            }
+        }
+        // A family may have no series yet (per-shard series before the shards exist), but not
+        // a count without buckets.
+        let counted = format!("{name}_count");
+        if series.is_empty() && e.samples.iter().any(|(n, _, _)| *n == counted) {
             return Err(format!("histogram {name} has no buckets"));
         }
-        let in_order = buckets.windows(2).all(|w| w[0].0 < w[1].0);
-        if !in_order {
-            return Err(format!("{name}: le bounds are not increasing"));
+        for (labels, mut buckets) in series {
+            let in_order = buckets.windows(2).all(|w| w[0].0 < w[1].0);
+            if !in_order {
+                return Err(format!("{name}{labels:?}: le bounds are not increasing"));
+            }
+            if buckets.windows(2).any(|w| w[0].1 > w[1].1) {
+                return Err(format!("{name}{labels:?}: buckets are not cumulative"));
+            }
+            let (last_le, last) = buckets.pop().unwrap();
+            if last_le != f64::INFINITY {
+                return Err(format!("{name}{labels:?}: the last bucket is not +Inf"));
+            }
+            let sample = |suffix: &str| {
+                let wanted = format!("{name}_{suffix}");
+                e.samples
+                    .iter()
+                    .find(|(n, l, _)| *n == wanted && *l == labels)
+                    .map(|(_, _, v)| *v)
+                    .ok_or(format!("no {wanted}{labels:?}"))
+            };
+            let count = sample("count")?;
+            if count != last {
+                return Err(format!(
+                    "{name}{labels:?}: +Inf bucket {last} != _count {count}"
+                ));
+            }
+            sample("sum")?;
         }
-        if buckets.windows(2).any(|w| w[0].1 > w[1].1) {
-            return Err(format!("{name}: buckets are not cumulative"));
-        }
-        let (last_le, last) = buckets.pop().unwrap();
-        if last_le != f64::INFINITY {
-            return Err(format!("{name}: the last bucket is not +Inf"));
-        }
-        let count = e.value(&format!("{name}_count"));
-        if count != last {
-            return Err(format!("{name}: +Inf bucket {last} != _count {count}"));
-        }
-        e.value(&format!("{name}_sum"));
     }
     Ok(())
 }
