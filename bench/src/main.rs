@@ -5,6 +5,7 @@
 //! - `driver`   — a lean ArqonBus protocol driver and the async-nats adapter, behind one
 //!   publisher/subscriber interface.
 //! - `payload`  — the header every benchmark pulse carries (publisher, sequence, timestamps).
+//! - `placement` — a reality's owner shard, names chosen by owner, connections placed on a shard.
 //! - `reading`  — `arqon.bench.Reading`, the typed payload of `types` (shared with the
 //!   criterion benchmark of strict mode).
 //! - `schedule` — the open-loop send schedule (latency from the intended send time).
@@ -17,6 +18,7 @@
 mod delta;
 mod driver;
 mod payload;
+mod placement;
 mod plot;
 mod reading;
 mod report;
