@@ -10,6 +10,7 @@ pub mod latency;
 pub mod open_loop;
 pub mod params;
 pub mod spectral;
+pub mod tenants;
 pub mod types;
 
 use std::sync::atomic::{AtomicU64, Ordering};
