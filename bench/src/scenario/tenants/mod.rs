@@ -315,7 +315,9 @@ fn judge(m: &TenantsMetrics, notes: &mut Vec<String>) -> bool {
             &p.flood,
             p.shards
                 .iter()
-                .filter(|s| s.flood.as_ref().is_some_and(|f| f.ops == 0))
+                // A history read longer than the phase completes no read but still loads the
+                // bus: nothing done is no operation and no pulse.
+                .filter(|s| s.flood.as_ref().is_some_and(|f| f.ops + f.pulses == 0))
                 .map(|s| s.shard.to_string())
                 .collect::<Vec<_>>(),
         ) else {
@@ -585,4 +587,67 @@ fn instant_at(ns: u64) -> Instant {
 
 async fn sleep_until_ns(ns: u64) {
     tokio::time::sleep_until(instant_at(ns)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(flood: Option<&str>, ratios: [f64; 2], ops: u64) -> TenantsPhase {
+        TenantsPhase {
+            name: flood.unwrap_or("quiet").to_string(),
+            flood: flood.map(str::to_string),
+            shards: ratios
+                .iter()
+                .enumerate()
+                .map(|(s, &r)| TenantsShardPhase {
+                    shard: s as u32,
+                    p99_ratio: Some(r),
+                    flood: flood.map(|_| FloodShard {
+                        ops,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn metrics(phases: Vec<TenantsPhase>, lost: u64, fail_over: Option<f64>) -> TenantsMetrics {
+        TenantsMetrics {
+            probes: vec![ProbeShard {
+                lost,
+                ..Default::default()
+            }],
+            phases,
+            fail_over,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_fails_on_loss_an_idle_flood_or_fail_over_only() {
+        let ok = vec![
+            phase(None, [1.0, 1.0], 0),
+            phase(Some("publish"), [1.4, 2.5], 10),
+        ];
+        let mut notes = Vec::new();
+        assert!(
+            judge(&metrics(ok.clone(), 0, None), &mut notes),
+            "{notes:?}"
+        );
+        assert!(notes.is_empty());
+        assert!(judge(&metrics(ok.clone(), 0, Some(3.0)), &mut notes));
+        assert!(!judge(&metrics(ok.clone(), 0, Some(2.0)), &mut notes));
+        assert!(notes[0].contains("publish 2.50x"), "{notes:?}");
+        assert!(!judge(&metrics(ok, 1, None), &mut notes), "a lost B pulse");
+        let idle = vec![
+            phase(None, [1.0, 1.0], 0),
+            phase(Some("churn"), [1.0, 1.0], 0),
+        ];
+        notes.clear();
+        assert!(!judge(&metrics(idle, 0, None), &mut notes));
+        assert!(notes[0].contains("churn flood did nothing"), "{notes:?}");
+    }
 }
