@@ -1512,12 +1512,13 @@ fn tenants_markdown(md: &mut String, m: &TenantsMetrics) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name,
             opt(c.and_then(|c| c.server)),
             opt(c.map(|c| c.harness)),
             opt(c.map(|c| c.other)),
             opt(c.map(|c| c.interrupts)),
+            opt(c.map(|c| c.steal)),
             opt(p.setup_ms),
             opt(p.flood_secs),
             failures

@@ -293,8 +293,52 @@ pub async fn run(
             .then(|| spec.policy_reality.clone()),
         phases: phases_out,
     };
+    note_unsteady_reference(&m, notes);
     let passed = judge(&m, notes);
     Ok((m, passed))
+}
+
+/// Says when the reference is not to be trusted: the quiet phases disagree by more than the
+/// target on some shard (every ratio then moves with the noise, not with A), or the hypervisor
+/// took a noticeable share of the machine in some phase.
+fn note_unsteady_reference(m: &TenantsMetrics, notes: &mut Vec<String>) {
+    for s in 0..m.shards as usize {
+        let quiet: Vec<f64> = m
+            .phases
+            .iter()
+            .filter(|p| p.flood.is_none())
+            .filter_map(|p| p.shards.get(s).map(|x| x.latency.p99_us))
+            .collect();
+        if let Some(spread) = plan::quiet_spread(&quiet) {
+            if spread > m.target_ratio {
+                notes.push(format!(
+                    "the quiet phases disagree on shard {s}: their p99s span {spread:.1}x ({}); \
+                     with a reference this unsteady the ratios say more about the machine than \
+                     about A",
+                    quiet
+                        .iter()
+                        .map(|v| format!("{v:.0} µs"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    let stolen: Vec<String> = m
+        .phases
+        .iter()
+        .filter_map(|p| {
+            let steal = p.cpu?.steal;
+            (steal >= 0.1).then(|| format!("{} {steal:.2}", p.name))
+        })
+        .collect();
+    if !stolen.is_empty() {
+        notes.push(format!(
+            "the hypervisor took cores from this machine (steal, in cores: {}); B's latencies in \
+             those phases include the machine's stalls",
+            stolen.join(", ")
+        ));
+    }
 }
 
 /// The run's own checks; each failure is said in `notes`.

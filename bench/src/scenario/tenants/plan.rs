@@ -122,6 +122,14 @@ pub fn history_readers(owners: &[(String, u32)], shards: u32) -> Vec<Vec<String>
         .collect()
 }
 
+/// How far apart the quiet phases' p99s are: the largest over the smallest (`None` with fewer
+/// than two, or a zero).
+pub fn quiet_spread(p99s: &[f64]) -> Option<f64> {
+    let lo = p99s.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = p99s.iter().copied().fold(0.0, f64::max);
+    (p99s.len() >= 2 && lo > 0.0).then(|| hi / lo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +182,17 @@ mod tests {
         );
         // Shard 2 owns none of them: its readers take them all.
         assert_eq!(history_readers(&owners, 3)[2].len(), 3);
+    }
+
+    #[test]
+    fn quiet_spread_is_largest_over_smallest() {
+        assert_eq!(quiet_spread(&[200.0, 400.0, 300.0]), Some(2.0));
+        assert_eq!(
+            quiet_spread(&[200.0]),
+            None,
+            "one quiet phase has no spread"
+        );
+        assert_eq!(quiet_spread(&[0.0, 300.0]), None);
     }
 
     #[test]
