@@ -1493,11 +1493,11 @@ fn tenants_markdown(md: &mut String, m: &TenantsMetrics) {
     let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "n/a".into());
     let _ = writeln!(
         md,
-        "| phase | server cores | harness cores | other cores | interrupts | A's setup ms | A's flood s | A's failures |"
+        "| phase | server cores | harness cores | other cores | interrupts | steal | A's setup ms | A's flood s | A's failures |"
     );
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for p in &m.phases {
         let c = p.cpu;
@@ -1714,6 +1714,66 @@ mod tests {
         assert_eq!(fmt_num(1.2345), "1.23");
         assert_eq!(fmt_num(-1500.0), "-1,500");
         assert_eq!(fmt_num(f64::NAN), "–");
+    }
+
+    #[test]
+    fn tenants_tables_have_rows_as_wide_as_their_headers() {
+        let shard = |flood: bool| TenantsShardPhase {
+            p99_ratio: Some(2.0),
+            within_target: flood.then_some(false),
+            flood: flood.then(|| FloodShard {
+                ops: 10,
+                ops_per_s: 2.0,
+                refused: BTreeMap::from([("QUOTA_EXCEEDED".to_string(), 5)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = TenantsMetrics {
+            shards: 1,
+            target_ratio: 1.5,
+            probes: vec![ProbeShard::default()],
+            phases: vec![
+                TenantsPhase {
+                    name: "quiet".into(),
+                    cpu: Some(crate::sys::CpuUse::default()),
+                    shards: vec![shard(false)],
+                    ..Default::default()
+                },
+                TenantsPhase {
+                    name: "publish".into(),
+                    flood: Some("publish".into()),
+                    flood_secs: Some(5.0),
+                    flood_failures: BTreeMap::from([("publisher: BrokenPipe".to_string(), 1)]),
+                    shards: vec![shard(true)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let mut md = String::new();
+        tenants_markdown(&mut md, &m);
+        let mut tables = 0;
+        let mut width = None;
+        for line in md.lines() {
+            if !line.starts_with('|') {
+                width = None;
+                continue;
+            }
+            let cells = line.matches('|').count();
+            match width {
+                None => {
+                    width = Some(cells);
+                    tables += 1;
+                }
+                Some(w) => assert_eq!(cells, w, "row `{line}`"),
+            }
+        }
+        assert_eq!(tables, 2);
+        assert!(
+            md.contains("| MISS |") && md.contains("QUOTA_EXCEEDED 1/s"),
+            "{md}"
+        );
     }
 
     #[test]
