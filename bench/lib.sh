@@ -32,11 +32,19 @@ find_bench() {
   realpath "$bin"
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on.
+# A TCP port on 127.0.0.1 that nothing listens on, below the kernel's ephemeral range: a run
+# that opens many connections (conns, the tenants churn) leaves their ports in TIME_WAIT for a
+# minute, and a server cannot bind one of those.
 free_port() {
-  local p
+  local p low=32768 lo=20000 span
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  span=$((low - lo))
+  if ((span < 1000)); then
+    # An ephemeral range that starts this low leaves no room below it: take the old chances.
+    span=40000
+  fi
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((lo + RANDOM % span))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return 0

@@ -5,18 +5,20 @@
 //! - `driver`   — a lean ArqonBus protocol driver and the async-nats adapter, behind one
 //!   publisher/subscriber interface.
 //! - `payload`  — the header every benchmark pulse carries (publisher, sequence, timestamps).
+//! - `placement` — a reality's owner shard, names chosen by owner, connections placed on a shard.
 //! - `reading`  — `arqon.bench.Reading`, the typed payload of `types` (shared with the
 //!   criterion benchmark of strict mode).
 //! - `schedule` — the open-loop send schedule (latency from the intended send time).
 //! - `stats`    — HdrHistogram latencies and loss accounting.
 //! - `scenario` — throughput, fanout, latency, conns, durable, spectral, filters, params, delta,
-//!   types.
+//!   types, tenants.
 //! - `report`, `plot`, `summary` — JSON, Markdown and SVG output, and the comparison.
 //! - `sys`      — RLIMIT_NOFILE, /proc RSS, timer slack.
 
 mod delta;
 mod driver;
 mod payload;
+mod placement;
 mod plot;
 mod reading;
 mod report;
@@ -89,6 +91,10 @@ enum Command {
     /// strict one (payloads decoded against its descriptor set), alternating over rounds:
     /// deliveries/s, server CPU ns per pulse, and the cost of each check over plain.
     Types(TypesArgs),
+    /// Tenant isolation: tenant B's open-loop latency probe on every shard while tenant A is
+    /// idle and while it floods (publishes, history reads, policy-heavy pulses, connection
+    /// churn), phase by phase: B's p50/p99/p99.9 per shard and its p99 over the quiet p99.
+    Tenants(TenantsArgs),
     /// Compare the runs in a results directory: writes summary.md and summary plots.
     Summarize(SummarizeArgs),
 }
@@ -396,6 +402,79 @@ struct TypesArgs {
 }
 
 #[derive(Args)]
+struct TenantsArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Hello token of tenant A, the flooder (a signed token: bench/tenants.sh issues it). Its
+    /// grants must cover `<a-prefix>-*` and the history and policy realities.
+    #[arg(long)]
+    token_a: String,
+    /// Hello token of tenant B, the latency probe; its grants must cover `<b-prefix>-*`.
+    #[arg(long)]
+    token_b: String,
+    /// The server's shard count: B probes every shard, A floods every shard.
+    #[arg(long, default_value_t = 2)]
+    shards: u32,
+    /// B's pulses per second on each shard (open loop).
+    #[arg(long, default_value_t = 5_000)]
+    probe_rate: u64,
+    /// B's pulse size (at least the 40-byte header).
+    #[arg(long, default_value_t = 256)]
+    payload_bytes: usize,
+    /// A's pulse size.
+    #[arg(long, default_value_t = 256)]
+    flood_payload_bytes: usize,
+    /// A's connections per shard (churn: connection slots per shard).
+    #[arg(long, default_value_t = 4)]
+    flood_connections: usize,
+    /// The flood phases, in order (each followed by a quiet phase): publish, history, policy,
+    /// churn.
+    #[arg(long, default_value = "publish,history,policy,churn")]
+    floods: String,
+    /// Seconds of each phase.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds B probes before the first phase (checked for loss, not measured).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds at the start of each phase not measured (A's connections are made then).
+    #[arg(long, default_value_t = 0.5)]
+    settle: f64,
+    /// Retained realities of A's, pre-filled, for the history flood (comma-separated or
+    /// repeated); the readers on a shard read the ones it owns, else all of them.
+    #[arg(long, value_delimiter = ',')]
+    history_reality: Vec<String>,
+    /// Whole-reality HistoryGets in flight on each history connection.
+    #[arg(long, default_value_t = 4)]
+    history_inflight: usize,
+    /// A's reality whose CASIL policy burns all its fuel on every pulse.
+    #[arg(long, default_value = "tenant-a-policy")]
+    policy_reality: String,
+    /// Acked publishes in flight on each policy-flood connection.
+    #[arg(long, default_value_t = 64)]
+    policy_inflight: usize,
+    /// Prefix of the realities the harness names for A (`<prefix>-<run>-flood-<k>`).
+    #[arg(long, default_value = "tenant-a")]
+    a_prefix: String,
+    /// Prefix of the realities the harness names for B (`<prefix>-<run>-probe-<k>`).
+    #[arg(long, default_value = "tenant-b")]
+    b_prefix: String,
+    /// Nice value of the harness's flooding threads (0-19): a remote flooder would not take CPU
+    /// from the bus's cores; 0 leaves them at the harness's priority.
+    #[arg(long, default_value_t = 0)]
+    flood_nice: i32,
+    /// Exit 1 when some flood phase's B p99 is more than RATIO times the quiet p99 on some
+    /// shard (off by default; the table judges against 1.5 either way).
+    #[arg(long, value_name = "RATIO")]
+    fail_over: Option<f64>,
+    #[arg(long, default_value_t = 5.0)]
+    drain_timeout: f64,
+}
+
+/// The issue's target for B's p99 under A's flood, over its quiet p99.
+const TENANTS_TARGET_RATIO: f64 = 1.5;
+
+#[derive(Args)]
 struct SummarizeArgs {
     /// A directory of run results (JSON).
     dir: PathBuf,
@@ -682,6 +761,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Params(a) => run_params(a).await,
         Command::Delta(a) => run_delta(a).await,
         Command::Types(a) => run_types(a).await,
+        Command::Tenants(a) => run_tenants(a).await,
         Command::Summarize(_) => unreachable!("handled before the runtime starts"),
     }
 }
@@ -1017,6 +1097,108 @@ async fn run_types(a: TypesArgs) -> Result<ExitCode> {
     .await
 }
 
+async fn run_tenants(a: TenantsArgs) -> Result<ExitCode> {
+    use scenario::tenants::plan::FloodKind;
+    let floods = FloodKind::parse_list(&a.floods).map_err(anyhow::Error::msg)?;
+    if a.token_a.is_empty() || a.token_b.is_empty() || a.token_a == a.token_b {
+        bail!("--token-a and --token-b must be two tokens, one per tenant");
+    }
+    if a.shards == 0 || a.shards > 256 {
+        bail!("--shards must be between 1 and 256");
+    }
+    if a.probe_rate == 0 || a.probe_rate > 1_000_000 {
+        bail!("--probe-rate must be between 1 and 1,000,000 pulses per second per shard");
+    }
+    if a.payload_bytes > 1 << 20 || a.flood_payload_bytes > 1 << 20 {
+        bail!("--payload-bytes and --flood-payload-bytes must be at most 1 MiB");
+    }
+    check_count("--flood-connections", a.flood_connections)?;
+    if !(1..=1_024).contains(&a.history_inflight) || !(1..=65_536).contains(&a.policy_inflight) {
+        bail!("--history-inflight must be 1 to 1,024 and --policy-inflight 1 to 65,536");
+    }
+    if !(0..=19).contains(&a.flood_nice) {
+        bail!("--flood-nice must be between 0 and 19");
+    }
+    let phase = secs("--duration", a.duration)?;
+    if !(a.settle >= 0.0 && a.settle < a.duration / 2.0) {
+        bail!("--settle must be at least 0 and under half of --duration");
+    }
+    if let Some(r) = a.fail_over {
+        if !(r >= 1.0 && r.is_finite()) {
+            bail!("--fail-over must be a ratio of at least 1");
+        }
+    }
+    let spec = scenario::tenants::TenantsSpec {
+        token_a: a.token_a.clone(),
+        token_b: a.token_b.clone(),
+        shards: a.shards,
+        probe_rate_per_s: a.probe_rate,
+        payload_bytes: a.payload_bytes,
+        flood_payload_bytes: a.flood_payload_bytes,
+        flood_connections: a.flood_connections,
+        floods: floods.clone(),
+        phase,
+        warmup: Duration::from_secs_f64(a.warmup.clamp(0.0, 60.0)),
+        settle: Duration::from_secs_f64(a.settle),
+        history_realities: a.history_reality.clone(),
+        history_inflight: a.history_inflight,
+        policy_reality: a.policy_reality.clone(),
+        policy_inflight: a.policy_inflight,
+        a_prefix: a.a_prefix.clone(),
+        b_prefix: a.b_prefix.clone(),
+        flood_nice: a.flood_nice,
+        target_ratio: TENANTS_TARGET_RATIO,
+        fail_over: a.fail_over,
+        drain_timeout: secs("--drain-timeout", a.drain_timeout)?,
+        server_pid: a.target.server_pid,
+        progress: !a.target.no_progress,
+    };
+    let params = BTreeMap::from([
+        ("shards".to_string(), json!(a.shards)),
+        ("probe_rate".to_string(), json!(a.probe_rate)),
+        ("payload_bytes".to_string(), json!(a.payload_bytes)),
+        (
+            "flood_payload_bytes".to_string(),
+            json!(a.flood_payload_bytes),
+        ),
+        ("flood_connections".to_string(), json!(a.flood_connections)),
+        (
+            "floods".to_string(),
+            json!(floods.iter().map(|k| k.name()).collect::<Vec<_>>()),
+        ),
+        ("duration_s".to_string(), json!(a.duration)),
+        ("warmup_s".to_string(), json!(a.warmup)),
+        ("settle_s".to_string(), json!(a.settle)),
+        ("history_inflight".to_string(), json!(a.history_inflight)),
+        ("policy_inflight".to_string(), json!(a.policy_inflight)),
+        ("flood_nice".to_string(), json!(a.flood_nice)),
+    ]);
+    execute(
+        "tenants",
+        format!("tenants-{}", a.probe_rate),
+        &a.target,
+        None,
+        params,
+        |t, names| async move {
+            let mut notes = Vec::new();
+            if t.kind == target::Kind::Nats {
+                notes.push(
+                    "unsupported: NATS has no tenants to isolate from each other (accounts \
+                     separate subjects, not the server's cores); the peer of a flooded phase is \
+                     the quiet phase of the same run"
+                        .to_string(),
+                );
+                return (Ok(Ran::UNSUPPORTED), notes);
+            }
+            let r = scenario::tenants::run(&t, &names, &spec, &mut notes)
+                .await
+                .map(|(m, passed)| Ran::checked(passed, Metrics::Tenants(Box::new(m))));
+            (r, notes)
+        },
+    )
+    .await
+}
+
 fn flow_spec(
     t: &TargetArgs,
     l: &LoadArgs,
@@ -1253,6 +1435,28 @@ fn write_outputs(dir: &Path, r: &RunResult, md: &str) -> Result<()> {
                     points: p.curve.clone(),
                     color: i,
                     light: false,
+                })
+                .collect::<Vec<_>>(),
+        )?,
+        Some(Metrics::Tenants(m)) => plot::latency_curves(
+            &svg,
+            &format!(
+                "{} on {}: tenant B's latency, A idle and flooding (light: shards after 0)",
+                r.label, r.target
+            ),
+            // The first quiet phase and the floods; the later quiet phases are in the table.
+            &m.phases
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| *i == 0 || p.flood.is_some())
+                .enumerate()
+                .flat_map(|(color, (_, p))| {
+                    p.shards.iter().map(move |s| plot::Curve {
+                        name: format!("{} shard {}", p.name, s.shard),
+                        points: s.curve.clone(),
+                        color,
+                        light: s.shard > 0,
+                    })
                 })
                 .collect::<Vec<_>>(),
         )?,

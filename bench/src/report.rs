@@ -53,6 +53,7 @@ pub enum Metrics {
     Params(ParamsMetrics),
     Delta(DeltaMetrics),
     Types(TypesMetrics),
+    Tenants(Box<TenantsMetrics>),
 }
 
 /// Throughput and fan-out.
@@ -533,6 +534,140 @@ impl TypesMetrics {
     }
 }
 
+/// `tenants`: tenant B's open-loop latency probe on every shard while tenant A is idle and
+/// while it floods, phase by phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TenantsMetrics {
+    pub shards: u32,
+    /// B's probe rate on each shard.
+    pub probe_rate_per_s: u64,
+    pub probe_payload_bytes: usize,
+    pub flood_payload_bytes: usize,
+    /// A's connections (churn: connection slots) per shard.
+    pub flood_connections: usize,
+    pub warmup_secs: f64,
+    pub phase_secs: f64,
+    /// The start of every phase that is not measured.
+    pub settle_secs: f64,
+    /// The target: a flood phase's p99 over the first quiet phase's, on each shard.
+    pub target_ratio: f64,
+    /// `--fail-over`: the ratio past which the run fails.
+    pub fail_over: Option<f64>,
+    /// Nice value of the harness's flooding threads.
+    pub flood_nice: i32,
+    pub probes: Vec<ProbeShard>,
+    /// The realities the history flood read, with their owner and size.
+    pub history_realities: Vec<HistoryReality>,
+    pub policy_reality: Option<String>,
+    /// In the order they ran.
+    pub phases: Vec<TenantsPhase>,
+}
+
+/// B's probe on one shard over the whole run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProbeShard {
+    pub shard: u32,
+    pub reality: String,
+    pub scheduled: u64,
+    pub sent: u64,
+    pub not_sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub dropped_notices: u64,
+    pub max_sender_lag_us: f64,
+    pub send_lateness: LatencySummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryReality {
+    pub name: String,
+    pub owner: u32,
+    /// What one whole read returned before the run.
+    pub pulses: u64,
+    /// The shards whose readers read it.
+    pub read_by: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TenantsPhase {
+    pub name: String,
+    /// `publish`, `history`, `policy` or `churn`; `None` while A is idle.
+    pub flood: Option<String>,
+    /// Connecting A's flood connections at the start of the phase.
+    pub setup_ms: Option<f64>,
+    /// From the end of the setup to the end of the flood.
+    pub flood_secs: Option<f64>,
+    /// A's connections that failed or ended early, handshakes that failed, by kind.
+    pub flood_failures: BTreeMap<String, u64>,
+    /// Over the whole phase (settling included).
+    pub cpu: Option<crate::sys::CpuUse>,
+    pub shards: Vec<TenantsShardPhase>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TenantsShardPhase {
+    pub shard: u32,
+    /// B's latency from the intended send, pulses intended in this phase after its settling.
+    pub latency: LatencySummary,
+    pub curve: Vec<(f64, f64)>,
+    /// p99 over the first quiet phase's p99 on this shard.
+    pub p99_ratio: Option<f64>,
+    /// Flood phases: whether the ratio is within the target.
+    pub within_target: Option<bool>,
+    pub flood: Option<FloodShard>,
+}
+
+/// What A's flood did on one shard in one phase; rates over the flood's active time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FloodShard {
+    /// Publishes written (publish), reads answered (history), publishes answered (policy),
+    /// handshakes completed on this shard (churn).
+    pub ops: u64,
+    pub ops_per_s: f64,
+    /// Pulses delivered to A's subscriber (publish), read (history), accepted (policy).
+    pub pulses: u64,
+    pub pulses_per_s: f64,
+    /// Pulses the bus shed for A's subscriber.
+    pub shed: u64,
+    /// Refusals by error code (a refusal of publishes without ack counted for the publishes it
+    /// stands for).
+    pub refused: BTreeMap<String, u64>,
+}
+
+impl TenantsMetrics {
+    /// The worst (largest) p99 ratio over shards of each flood phase, in order.
+    pub fn worst_ratios(&self) -> Vec<(&str, Option<f64>)> {
+        self.phases
+            .iter()
+            .filter_map(|p| {
+                let kind = p.flood.as_deref()?;
+                let worst = p
+                    .shards
+                    .iter()
+                    .filter_map(|s| s.p99_ratio)
+                    .fold(None, |acc: Option<f64>, r| {
+                        Some(acc.map_or(r, |a| a.max(r)))
+                    });
+                Some((kind, worst))
+            })
+            .collect()
+    }
+
+    /// Every flood phase on every shard within `limit` of the quiet p99 (a phase without a
+    /// ratio is not within it).
+    pub fn all_within(&self, limit: f64) -> bool {
+        self.worst_ratios()
+            .iter()
+            .all(|(_, r)| r.is_some_and(|r| r <= limit))
+    }
+
+    pub fn probe_lost(&self) -> u64 {
+        self.probes.iter().map(|p| p.lost).sum()
+    }
+}
+
 /// Whether a larger number is the better one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {
@@ -711,6 +846,30 @@ impl Metrics {
                 if let Some(c) = m.cost("strict") {
                     v.push(h("strict − plain server CPU ns/pulse", c.median, Lower));
                 }
+                v
+            }
+            Metrics::Tenants(m) => {
+                let mut v = Vec::new();
+                if let Some(q) = m.phases.first() {
+                    let worst = q
+                        .shards
+                        .iter()
+                        .map(|s| s.latency.p99_us)
+                        .fold(0.0, f64::max);
+                    v.push(h("B p99 µs, A idle (worst shard)", worst, Lower));
+                }
+                for (kind, ratio) in m.worst_ratios() {
+                    let name = match kind {
+                        "publish" => "B p99 / quiet p99, A publish flood (worst shard)",
+                        "history" => "B p99 / quiet p99, A history flood (worst shard)",
+                        "policy" => "B p99 / quiet p99, A policy flood (worst shard)",
+                        _ => "B p99 / quiet p99, A connection churn (worst shard)",
+                    };
+                    if let Some(r) = ratio {
+                        v.push(h(name, r, Lower));
+                    }
+                }
+                v.push(h("B probe pulses lost", m.probe_lost() as f64, Lower));
                 v
             }
             Metrics::Durable(m) => vec![
@@ -898,6 +1057,7 @@ impl RunResult {
             Some(Metrics::Params(m)) => params_markdown(&mut md, m),
             Some(Metrics::Delta(m)) => delta_markdown(&mut md, m),
             Some(Metrics::Types(m)) => types_markdown(&mut md, m),
+            Some(Metrics::Tenants(m)) => tenants_markdown(&mut md, m),
             Some(Metrics::Durable(m)) => {
                 let _ = writeln!(md, "| metric | value |\n| --- | ---: |");
                 for (k, v) in [
@@ -1269,6 +1429,212 @@ fn types_markdown(md: &mut String, m: &TypesMetrics) {
     );
 }
 
+fn tenants_markdown(md: &mut String, m: &TenantsMetrics) {
+    let _ = writeln!(
+        md,
+        "Tenant B: an open-loop probe of {}/s on each of {} shards ({}-byte pulses; publisher, \
+         subscriber and reality all on the shard), latency from the intended send. Tenant A \
+         floods from {} connections per shard ({}-byte pulses{}). {} s warm-up, then phases of \
+         {} s, the first {} s of each not measured.\n",
+        fmt_num(m.probe_rate_per_s as f64),
+        m.shards,
+        m.probe_payload_bytes,
+        m.flood_connections,
+        m.flood_payload_bytes,
+        if m.flood_nice != 0 {
+            format!("; flooding threads at nice {}", m.flood_nice)
+        } else {
+            String::new()
+        },
+        fmt_num(m.warmup_secs),
+        fmt_num(m.phase_secs),
+        fmt_num(m.settle_secs)
+    );
+    let _ = writeln!(
+        md,
+        "| phase | shard | B p50 µs | p99 | p99.9 | max | samples | p99 / quiet p99 | {}x | A's flood on this shard |",
+        fmt_num(m.target_ratio)
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+    );
+    for p in &m.phases {
+        for s in &p.shards {
+            let l = &s.latency;
+            let verdict = match s.within_target {
+                Some(true) => "PASS",
+                Some(false) => "MISS",
+                None if p.flood.is_some() => "n/a",
+                None => "",
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.name,
+                s.shard,
+                fmt_num(l.p50_us),
+                fmt_num(l.p99_us),
+                fmt_num(l.p999_us),
+                fmt_num(l.max_us),
+                fmt_num(l.count as f64),
+                s.p99_ratio
+                    .map(|r| format!("{r:.2}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                verdict,
+                match (&p.flood, &s.flood) {
+                    (Some(kind), Some(f)) => flood_text(kind, f, p.flood_secs.unwrap_or(0.0)),
+                    _ => "idle".to_string(),
+                }
+            );
+        }
+    }
+    md.push('\n');
+    let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "n/a".into());
+    let _ = writeln!(
+        md,
+        "| phase | server cores | harness cores | other cores | interrupts | steal | A's setup ms | A's flood s | A's failures |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for p in &m.phases {
+        let c = p.cpu;
+        let failures = if p.flood_failures.is_empty() {
+            if p.flood.is_some() { "none" } else { "" }.to_string()
+        } else {
+            p.flood_failures
+                .iter()
+                .map(|(k, n)| format!("{k} {}", fmt_num(*n as f64)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.name,
+            opt(c.and_then(|c| c.server)),
+            opt(c.map(|c| c.harness)),
+            opt(c.map(|c| c.other)),
+            opt(c.map(|c| c.interrupts)),
+            opt(c.map(|c| c.steal)),
+            opt(p.setup_ms),
+            opt(p.flood_secs),
+            failures
+        );
+    }
+    md.push('\n');
+    for p in &m.probes {
+        let _ = writeln!(
+            md,
+            "B on shard {} (reality `{}`): scheduled {}, sent {} ({} not sent), received {}, lost \
+             {}, duplicates {}, out of order {}, shed notices {}; worst sender lag {} µs, sender \
+             lateness p99 {} µs.\n",
+            p.shard,
+            p.reality,
+            fmt_num(p.scheduled as f64),
+            fmt_num(p.sent as f64),
+            fmt_num(p.not_sent as f64),
+            fmt_num(p.received as f64),
+            p.lost,
+            p.duplicates,
+            p.out_of_order,
+            p.dropped_notices,
+            fmt_num(p.max_sender_lag_us),
+            fmt_num(p.send_lateness.p99_us)
+        );
+    }
+    for h in &m.history_realities {
+        let _ = writeln!(
+            md,
+            "History reality `{}` (owner shard {}): {} pulses per whole read; read by the \
+             readers on shard(s) {}.\n",
+            h.name,
+            h.owner,
+            fmt_num(h.pulses as f64),
+            h.read_by
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(r) = &m.policy_reality {
+        let _ = writeln!(md, "Policy flood reality: `{r}`.\n");
+    }
+    let misses: Vec<String> = m
+        .phases
+        .iter()
+        .flat_map(|p| {
+            p.shards
+                .iter()
+                .filter(|s| s.within_target != Some(true) && p.flood.is_some())
+                .map(move |s| {
+                    format!(
+                        "{} on shard {} ({})",
+                        p.name,
+                        s.shard,
+                        s.p99_ratio
+                            .map(|r| format!("{r:.2}x"))
+                            .unwrap_or_else(|| "no ratio".into())
+                    )
+                })
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "B's p99 under every flood within {}x of its quiet p99 on every shard: {}.\n",
+        fmt_num(m.target_ratio),
+        if misses.is_empty() {
+            "yes".to_string()
+        } else {
+            format!("NO — {}", misses.join(", "))
+        }
+    );
+}
+
+/// A's flood on one shard in a few words, rates per second of its `secs` active.
+fn flood_text(kind: &str, f: &FloodShard, secs: f64) -> String {
+    let mut parts = vec![match kind {
+        "publish" => format!(
+            "{}/s written, {}/s delivered",
+            fmt_num(f.ops_per_s),
+            fmt_num(f.pulses_per_s)
+        ),
+        "history" => format!(
+            "{}/s reads, {}/s pulses read",
+            fmt_num(f.ops_per_s),
+            fmt_num(f.pulses_per_s)
+        ),
+        "policy" => format!(
+            "{}/s answered, {}/s accepted",
+            fmt_num(f.ops_per_s),
+            fmt_num(f.pulses_per_s)
+        ),
+        _ => format!("{}/s handshakes", fmt_num(f.ops_per_s)),
+    }];
+    if f.shed > 0 {
+        parts.push(format!("{} shed", fmt_num(f.shed as f64)));
+    }
+    if !f.refused.is_empty() {
+        // Per second, as the rates above: a refusal count is only readable beside them.
+        let refused: Vec<String> = f
+            .refused
+            .iter()
+            .map(|(code, n)| {
+                if secs > 0.0 {
+                    format!("{code} {}/s", fmt_num(*n as f64 / secs))
+                } else {
+                    format!("{code} {}", fmt_num(*n as f64))
+                }
+            })
+            .collect();
+        parts.push(format!("refused: {}", refused.join(", ")));
+    }
+    parts.join("; ")
+}
+
 fn filters_markdown(md: &mut String, m: &FiltersMetrics) {
     let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "n/a".into());
     let _ = writeln!(
@@ -1348,6 +1714,66 @@ mod tests {
         assert_eq!(fmt_num(1.2345), "1.23");
         assert_eq!(fmt_num(-1500.0), "-1,500");
         assert_eq!(fmt_num(f64::NAN), "–");
+    }
+
+    #[test]
+    fn tenants_tables_have_rows_as_wide_as_their_headers() {
+        let shard = |flood: bool| TenantsShardPhase {
+            p99_ratio: Some(2.0),
+            within_target: flood.then_some(false),
+            flood: flood.then(|| FloodShard {
+                ops: 10,
+                ops_per_s: 2.0,
+                refused: BTreeMap::from([("QUOTA_EXCEEDED".to_string(), 5)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = TenantsMetrics {
+            shards: 1,
+            target_ratio: 1.5,
+            probes: vec![ProbeShard::default()],
+            phases: vec![
+                TenantsPhase {
+                    name: "quiet".into(),
+                    cpu: Some(crate::sys::CpuUse::default()),
+                    shards: vec![shard(false)],
+                    ..Default::default()
+                },
+                TenantsPhase {
+                    name: "publish".into(),
+                    flood: Some("publish".into()),
+                    flood_secs: Some(5.0),
+                    flood_failures: BTreeMap::from([("publisher: BrokenPipe".to_string(), 1)]),
+                    shards: vec![shard(true)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let mut md = String::new();
+        tenants_markdown(&mut md, &m);
+        let mut tables = 0;
+        let mut width = None;
+        for line in md.lines() {
+            if !line.starts_with('|') {
+                width = None;
+                continue;
+            }
+            let cells = line.matches('|').count();
+            match width {
+                None => {
+                    width = Some(cells);
+                    tables += 1;
+                }
+                Some(w) => assert_eq!(cells, w, "row `{line}`"),
+            }
+        }
+        assert_eq!(tables, 2);
+        assert!(
+            md.contains("| MISS |") && md.contains("QUOTA_EXCEEDED 1/s"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -159,6 +159,70 @@ impl Timeline {
     }
 }
 
+/// Consecutive phases of equal length on the schedule's clock (ns since the harness's epoch),
+/// each with a settling time at its start that is not measured: a pulse belongs to the phase
+/// its *intended* send time falls in, so a stall is charged to the phase that caused it, not to
+/// the one in which the pulse finally arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseWindows {
+    /// Start of phase 0.
+    pub first_ns: u64,
+    pub phase_ns: u64,
+    /// The first this-many ns of every phase are not measured.
+    pub settle_ns: u64,
+    pub phases: usize,
+}
+
+impl PhaseWindows {
+    /// The phase whose measured part holds `intended_ns`; `None` before the first phase, in a
+    /// phase's settling time, and after the last phase.
+    pub fn phase_of(&self, intended_ns: u64) -> Option<usize> {
+        let offset = intended_ns.checked_sub(self.first_ns)?;
+        let phase = usize::try_from(offset / self.phase_ns.max(1)).ok()?;
+        if phase >= self.phases || offset % self.phase_ns.max(1) < self.settle_ns {
+            return None;
+        }
+        Some(phase)
+    }
+
+    /// Where phase `p` starts and ends (end exclusive), settling time included.
+    pub fn bounds(&self, p: usize) -> (u64, u64) {
+        let start = self.first_ns + p as u64 * self.phase_ns;
+        (start, start + self.phase_ns)
+    }
+
+    /// The end of the last phase.
+    pub fn end_ns(&self) -> u64 {
+        self.bounds(self.phases).0
+    }
+}
+
+/// One latency histogram per phase of [`PhaseWindows`].
+#[derive(Clone)]
+pub struct PhasedLatency {
+    pub windows: PhaseWindows,
+    pub phases: Vec<Latency>,
+    /// Samples that fell in no phase's measured part (warm-up, settling, after the end).
+    pub outside: u64,
+}
+
+impl PhasedLatency {
+    pub fn new(windows: PhaseWindows) -> Self {
+        PhasedLatency {
+            windows,
+            phases: vec![Latency::new(); windows.phases],
+            outside: 0,
+        }
+    }
+
+    pub fn record(&mut self, intended_ns: u64, latency_ns: u64) {
+        match self.windows.phase_of(intended_ns) {
+            Some(p) => self.phases[p].record_ns(latency_ns),
+            None => self.outside += 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LatencySummary {
     pub count: u64,
@@ -396,6 +460,51 @@ mod tests {
                 max_us: 2.0
             }
         );
+    }
+
+    #[test]
+    fn pulses_belong_to_the_phase_of_their_intended_time_after_its_settling() {
+        let w = PhaseWindows {
+            first_ns: 2_000,
+            phase_ns: 1_000,
+            settle_ns: 100,
+            phases: 3,
+        };
+        assert_eq!(w.phase_of(0), None, "warm-up, before phase 0");
+        assert_eq!(w.phase_of(1_999), None);
+        assert_eq!(w.phase_of(2_000), None, "phase 0 settling");
+        assert_eq!(w.phase_of(2_099), None);
+        assert_eq!(w.phase_of(2_100), Some(0));
+        assert_eq!(w.phase_of(2_999), Some(0));
+        assert_eq!(w.phase_of(3_000), None, "phase 1 settling");
+        assert_eq!(w.phase_of(3_100), Some(1));
+        assert_eq!(w.phase_of(4_999), Some(2));
+        assert_eq!(w.phase_of(5_000), None, "after the last phase");
+        assert_eq!(w.phase_of(u64::MAX), None);
+        assert_eq!(w.bounds(0), (2_000, 3_000));
+        assert_eq!(w.bounds(2), (4_000, 5_000));
+        assert_eq!(w.end_ns(), 5_000);
+    }
+
+    #[test]
+    fn phased_latency_keeps_phases_apart() {
+        let w = PhaseWindows {
+            first_ns: 0,
+            phase_ns: 1_000,
+            settle_ns: 0,
+            phases: 2,
+        };
+        let mut p = PhasedLatency::new(w);
+        for i in 0..100 {
+            p.record(i * 10, 5_000); // phase 0: 5 µs
+            p.record(1_000 + i * 10, 900_000); // phase 1: 900 µs
+        }
+        p.record(2_000, 1); // after the end
+        assert_eq!(p.outside, 1);
+        let (a, b) = (p.phases[0].summary(), p.phases[1].summary());
+        assert_eq!((a.count, b.count), (100, 100));
+        assert!(within(a.p99_us, 5.0, 0.001), "{}", a.p99_us);
+        assert!(within(b.p50_us, 900.0, 0.001), "{}", b.p50_us);
     }
 
     #[test]

@@ -227,6 +227,22 @@ pub fn set_thread_timer_slack_ns(ns: u64) {
     }
 }
 
+/// Gives the calling thread the nice value `nice` (Linux nice values are per thread). Raising
+/// it (a lower priority) needs no privilege.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread id
+    // changes only that thread's nice value.
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +308,19 @@ mod tests {
         // Loose bounds: on a busy machine this thread gets less than a whole core.
         assert!(b - a > 20_000_000 && b - a < 1_000_000_000, "{}", b - a);
         assert!(process_cpu_ns_from_ticks(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_thread_can_lower_its_own_priority() {
+        std::thread::spawn(|| {
+            // SAFETY: getpriority has no preconditions; 0 means the calling thread.
+            let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            let wanted = (nice() + 3).min(19);
+            set_thread_nice(wanted).unwrap();
+            assert_eq!(nice(), wanted);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -257,6 +257,30 @@ impl Session {
         reality: &str,
         pattern: &str,
     ) -> Result<Option<ServerError>> {
+        let corr = self.send_history_get(reality, pattern, 1).await?;
+        loop {
+            match self.next_history_event().await? {
+                HistoryEvent::Error {
+                    correlation_id,
+                    error,
+                } if correlation_id == corr => return Ok(Some(error)),
+                HistoryEvent::End { correlation_id, .. } if correlation_id == corr => {
+                    return Ok(None)
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends `HistoryGet` of `reality` from sequence 1, at most `limit` pulses (0: all), and
+    /// returns its correlation id without waiting: requests can be pipelined, each answered by
+    /// `HistoryChunk`s and one `HistoryEnd` (or an `Error`) under its id.
+    pub async fn send_history_get(
+        &mut self,
+        reality: &str,
+        pattern: &str,
+        limit: u32,
+    ) -> Result<u64> {
         let corr = self.correlation();
         self.send(&ClientFrame {
             correlation_id: corr,
@@ -265,24 +289,43 @@ impl Session {
                 pattern: pattern.to_string(),
                 from: Some(history_get::From::FromSequence(1)),
                 to: None,
-                limit: 1,
+                limit,
             })),
         })
         .await?;
+        Ok(corr)
+    }
+
+    /// The next answer to a `HistoryGet`. Chunks are counted, not decoded, so a reader can go
+    /// as fast as the server sends; keepalive Pings are answered on the way.
+    pub async fn next_history_event(&mut self) -> Result<HistoryEvent> {
         loop {
-            let frame = self.read_server_frame().await?;
-            if frame.correlation_id != corr {
+            let body = self.read_frame().await?;
+            if let Some(nonce) = keepalive_nonce(&body) {
+                self.send(&pong(nonce)).await?;
                 continue;
             }
-            match frame.kind {
-                Some(server_frame::Kind::Error(e)) => return Ok(Some(ServerError::from_proto(&e))),
-                Some(server_frame::Kind::HistoryEnd(_)) => return Ok(None),
-                Some(server_frame::Kind::HistoryChunk(_)) => continue,
-                other => bail!(
-                    "expected HistoryChunk/HistoryEnd, got {}",
-                    kind_name(&other)
-                ),
+            let correlation_id =
+                find_varint_field(&body, 0, body.len(), SERVER_FRAME_CORRELATION)?.unwrap_or(0);
+            if let Some(chunk) = find_len_field(&body, 0, body.len(), SERVER_FRAME_HISTORY_CHUNK)? {
+                let pulses = count_len_fields(&body, chunk.0, chunk.1, HISTORY_CHUNK_MESSAGES)?;
+                return Ok(HistoryEvent::Chunk {
+                    correlation_id,
+                    pulses,
+                });
             }
+            let frame = ServerFrame::decode(body).context("decoding a ServerFrame")?;
+            return Ok(match frame.kind {
+                Some(server_frame::Kind::HistoryEnd(end)) => HistoryEvent::End {
+                    correlation_id,
+                    count: end.count,
+                },
+                Some(server_frame::Kind::Error(e)) => HistoryEvent::Error {
+                    correlation_id,
+                    error: ServerError::from_proto(&e),
+                },
+                _ => HistoryEvent::Other,
+            });
         }
     }
 
@@ -354,6 +397,21 @@ pub enum Incoming {
     ServerError(ServerError),
     Other,
     Closed,
+}
+
+/// An answer to `HistoryGet`, as [`Session::next_history_event`] reads it.
+#[derive(Debug)]
+pub enum HistoryEvent {
+    /// A `HistoryChunk` of `pulses` pulses (counted, not decoded).
+    Chunk { correlation_id: u64, pulses: u64 },
+    /// The request is complete: `count` pulses in all.
+    End { correlation_id: u64, count: u64 },
+    Error {
+        correlation_id: u64,
+        error: ServerError,
+    },
+    /// Any other frame (a Deliver, a Pong, ...).
+    Other,
 }
 
 impl Subscriber {
@@ -679,8 +737,6 @@ fn kind_name(kind: &Option<server_frame::Kind>) -> &'static str {
     }
 }
 
-// Field numbers on the path ServerFrame.deliver(3) -> Deliver.message(2) ->
-// ArqonMessage.payload(8) -> Any.value(2).
 /// The nonce of a server keepalive `Ping`, `None` for any other frame. A Ping has correlation
 /// id 0, so its body starts with the tag of `ServerFrame.ping` (field 13, length-delimited): one
 /// byte compared per frame, nothing decoded on the delivery path.
@@ -706,7 +762,13 @@ fn pong(nonce: u64) -> ClientFrame {
     }
 }
 
+// Field numbers on the path ServerFrame.deliver(3) -> Deliver.message(2) ->
+// ArqonMessage.payload(8) -> Any.value(2), and of ServerFrame.history_chunk(6) ->
+// HistoryChunk.messages(1).
+const SERVER_FRAME_CORRELATION: u32 = 1;
 const SERVER_FRAME_DELIVER: u32 = 3;
+const SERVER_FRAME_HISTORY_CHUNK: u32 = 6;
+const HISTORY_CHUNK_MESSAGES: u32 = 1;
 const DELIVER_SUBSCRIPTION_ID: u32 = 1;
 const DELIVER_MESSAGE: u32 = 2;
 const MESSAGE_PAYLOAD: u32 = 8;
@@ -759,67 +821,85 @@ fn find_len_field(
     end: usize,
     field: u32,
 ) -> Result<Option<(usize, usize)>> {
-    let mut pos = start;
     let mut found = None;
-    while pos < end {
-        let key = read_varint(buf, &mut pos, end)?;
-        let (number, wire) = ((key >> 3) as u32, (key & 7) as u32);
-        match wire {
-            0 => {
-                read_varint(buf, &mut pos, end)?;
-            }
-            1 => pos += 8,
-            2 => {
-                let len = read_varint(buf, &mut pos, end)? as usize;
-                let field_end = pos
-                    .checked_add(len)
-                    .filter(|e| *e <= end)
-                    .ok_or_else(|| anyhow!("truncated field"))?;
-                if number == field {
-                    found = Some((pos, field_end));
-                }
-                pos = field_end;
-            }
-            5 => pos += 4,
-            other => bail!("unsupported protobuf wire type {other}"),
+    walk_fields(buf, start, end, |number, value| {
+        if let (true, Value::Len(range)) = (number == field, value) {
+            found = Some(range);
         }
-        if pos > end {
-            bail!("truncated field");
-        }
-    }
+    })?;
     Ok(found)
+}
+
+/// How many times the length-delimited field `field` occurs in `buf[start..end]`: the length of
+/// a repeated message field.
+fn count_len_fields(buf: &[u8], start: usize, end: usize, field: u32) -> Result<u64> {
+    let mut count = 0;
+    walk_fields(buf, start, end, |number, value| {
+        if let (true, Value::Len(_)) = (number == field, value) {
+            count += 1;
+        }
+    })?;
+    Ok(count)
 }
 
 /// The last varint field `field` in `buf[start..end]`.
 fn find_varint_field(buf: &[u8], start: usize, end: usize, field: u32) -> Result<Option<u64>> {
-    let mut pos = start;
     let mut found = None;
+    walk_fields(buf, start, end, |number, value| {
+        if let (true, Value::Varint(v)) = (number == field, value) {
+            found = Some(v);
+        }
+    })?;
+    Ok(found)
+}
+
+/// A field's value as [`walk_fields`] sees it.
+enum Value {
+    Varint(u64),
+    /// The byte range of a length-delimited field's contents.
+    Len((usize, usize)),
+    /// A 32- or 64-bit fixed-width field (not read).
+    Fixed,
+}
+
+/// Calls `each` with the number and value of every field in `buf[start..end]`, in order.
+fn walk_fields(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    mut each: impl FnMut(u32, Value),
+) -> Result<()> {
+    let mut pos = start;
     while pos < end {
         let key = read_varint(buf, &mut pos, end)?;
         let (number, wire) = ((key >> 3) as u32, (key & 7) as u32);
-        match wire {
-            0 => {
-                let v = read_varint(buf, &mut pos, end)?;
-                if number == field {
-                    found = Some(v);
-                }
+        let value = match wire {
+            0 => Value::Varint(read_varint(buf, &mut pos, end)?),
+            1 => {
+                pos += 8;
+                Value::Fixed
             }
-            1 => pos += 8,
             2 => {
                 let len = read_varint(buf, &mut pos, end)? as usize;
+                let field_start = pos;
                 pos = pos
                     .checked_add(len)
                     .filter(|e| *e <= end)
                     .ok_or_else(|| anyhow!("truncated field"))?;
+                Value::Len((field_start, pos))
             }
-            5 => pos += 4,
+            5 => {
+                pos += 4;
+                Value::Fixed
+            }
             other => bail!("unsupported protobuf wire type {other}"),
-        }
+        };
         if pos > end {
             bail!("truncated field");
         }
+        each(number, value);
     }
-    Ok(found)
+    Ok(())
 }
 
 fn read_varint(buf: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
@@ -840,7 +920,7 @@ fn read_varint(buf: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arqonbus_proto::v1::{Deliver, Dropped, Ping};
+    use arqonbus_proto::v1::{Deliver, Dropped, HistoryChunk, HistoryEnd, Ping};
 
     fn frame_body(kind: server_frame::Kind) -> Bytes {
         Bytes::from(
@@ -899,6 +979,50 @@ mod tests {
                 .expect("well formed");
             assert_eq!((id, &again[..]), (300, &value[..]), "size {size}");
         }
+    }
+
+    #[test]
+    fn history_chunks_are_counted_like_prost_decodes_them() {
+        for n in [0usize, 1, 2, 300] {
+            let messages: Vec<ArqonMessage> = (0..n)
+                .map(|i| ArqonMessage {
+                    sequence: i as u64 + 1,
+                    topic: TOPIC.into(),
+                    reality_id: "tenant-a-hist-0".into(),
+                    payload: Some(prost_types::Any {
+                        type_url: TYPE_URL.into(),
+                        value: vec![7; 256],
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            let body = Bytes::from(
+                ServerFrame {
+                    correlation_id: 77,
+                    kind: Some(server_frame::Kind::HistoryChunk(HistoryChunk { messages })),
+                }
+                .encode_to_vec(),
+            );
+            let chunk = find_len_field(&body, 0, body.len(), SERVER_FRAME_HISTORY_CHUNK)
+                .unwrap()
+                .expect("a HistoryChunk");
+            assert_eq!(
+                count_len_fields(&body, chunk.0, chunk.1, HISTORY_CHUNK_MESSAGES).unwrap(),
+                n as u64
+            );
+            assert_eq!(
+                find_varint_field(&body, 0, body.len(), SERVER_FRAME_CORRELATION).unwrap(),
+                Some(77)
+            );
+        }
+        let end = frame_body(server_frame::Kind::HistoryEnd(HistoryEnd {
+            count: 5,
+            next_sequence: 6,
+        }));
+        assert_eq!(
+            find_len_field(&end, 0, end.len(), SERVER_FRAME_HISTORY_CHUNK).unwrap(),
+            None
+        );
     }
 
     #[test]

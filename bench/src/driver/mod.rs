@@ -53,6 +53,8 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub struct Names {
     pub realities: Vec<String>,
+    /// The run's tag, for scenarios that name realities of their own.
+    pub tag: String,
 }
 
 impl Names {
@@ -63,7 +65,10 @@ impl Names {
                 Kind::Nats => format!("bench.{run_tag}.r{i}"),
             })
             .collect();
-        Names { realities }
+        Names {
+            realities,
+            tag: run_tag.to_string(),
+        }
     }
 }
 

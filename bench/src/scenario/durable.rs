@@ -13,6 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use super::timed_bar;
 use crate::driver::{arqon, nats, Names};
 use crate::payload::{now_ns, Header};
+use crate::placement::{connect_where, owner_shard};
 use crate::report::DurableMetrics;
 use crate::stats::Latency;
 use crate::target::{Kind, Target};
@@ -197,7 +198,7 @@ async fn run_arqon(
 }
 
 /// Publisher `index`'s connection; with `cross_shard`, one that landed on a shard other than
-/// its reality's owner (the bus's placement: xxh3-64 of the name modulo the shard count).
+/// its reality's owner.
 async fn connect_placed(
     addr: SocketAddr,
     index: usize,
@@ -208,22 +209,10 @@ async fn connect_placed(
         return arqon::connect(addr, None, &name).await;
     }
     let reality = spec.reality_of(index);
-    let owner =
-        (xxhash_rust::xxh3::xxh3_64(reality.as_bytes()) % u64::from(spec.cross_shard)) as u32;
-    for _ in 0..200 {
-        let session = arqon::connect(addr, None, &name).await?;
-        let shard = session.welcome.shard;
-        if shard >= spec.cross_shard {
-            bail!(
-                "the server put a connection on shard {shard}: it runs more than --cross-shard {} shards",
-                spec.cross_shard
-            );
-        }
-        if shard != owner {
-            return Ok(session);
-        }
-    }
-    bail!("200 connections all landed on shard {owner}, the owner of {reality:?}")
+    let owner = owner_shard(&reality, spec.cross_shard);
+    connect_where(addr, &name, "", spec.cross_shard, |shard| shard != owner)
+        .await
+        .with_context(|| format!("placing publisher {index} off shard {owner}, the owner of {reality:?} (--cross-shard)"))
 }
 
 /// One ArqonBus publisher: keeps `inflight` acked publishes outstanding until the deadline.

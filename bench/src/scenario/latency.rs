@@ -1,26 +1,22 @@
-//! `latency`: one publisher on an open-loop schedule at a fixed rate, S subscribers measuring
-//! each pulse from its intended send time (so a stall is not hidden) and from its actual send.
-//!
-//! The sender runs on its own OS thread with a 1 µs timer slack: tokio's timer wheel has a 1 ms
-//! resolution, far too coarse for a schedule of one pulse every 20 µs. It drives the async
-//! publisher through the runtime's handle, one burst (the pulses due now) at a time.
+//! `latency`: one publisher on an open-loop schedule at a fixed rate (the sender of
+//! [`super::open_loop`]), S subscribers measuring each pulse from its intended send time (so a
+//! stall is not hidden) and from its actual send.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use futures::future::try_join_all;
 use tokio::sync::watch;
 
 use super::flow::{note_subscriber_trouble, note_trouble};
+use super::open_loop::{self, SendPlan, SenderOutcome, GIVE_UP_AFTER_END};
 use super::{drain, run_subscriber, timed_bar};
 use crate::driver::{Names, Publisher, Subscriber};
-use crate::payload::{now_ns, Header, FLAG_WARMUP};
+use crate::payload::now_ns;
 use crate::report::LatencyMetrics;
-use crate::schedule::OpenLoop;
 use crate::stats::{Latency, Timeline};
-use crate::sys::set_thread_timer_slack_ns;
 use crate::target::Target;
 
 #[derive(Debug, Clone)]
@@ -35,27 +31,6 @@ pub struct LatencySpec {
     /// Spin (instead of sleeping) for the last this-many microseconds before a send.
     pub spin_us: u64,
     pub progress: bool,
-}
-
-/// The most pulses sent in one burst before looking at the clock again.
-const MAX_BURST: u64 = 256;
-/// A sender still behind schedule this long after the schedule's end stops (the rest are
-/// reported as not sent) so that a wedged bus cannot keep the run going forever.
-const GIVE_UP_AFTER_END: Duration = Duration::from_secs(10);
-
-struct SenderStats {
-    sent: u64,
-    warmup_sent: u64,
-    max_lag_ns: u64,
-    lateness: Latency,
-    first_ns: u64,
-    last_ns: u64,
-    failure: Option<String>,
-}
-
-struct SenderOutcome {
-    stats: SenderStats,
-    publisher: Publisher,
 }
 
 pub async fn run(
@@ -84,7 +59,7 @@ pub async fn run(
         .collect();
 
     let total_secs = (spec.warmup + spec.duration).as_secs_f64();
-    let scheduled = (total_secs * spec.rate_per_s as f64).round().max(1.0) as u64;
+    let scheduled = SendPlan::pulses_over(total_secs, spec.rate_per_s);
     let sent_counter = Arc::new(AtomicU64::new(0));
     let pb = timed_bar(spec.progress, spec.warmup + spec.duration, "latency");
     let ticker = {
@@ -103,29 +78,23 @@ pub async fn run(
         })
     };
 
-    let handle = tokio::runtime::Handle::current();
-    let sender_spec = spec.clone();
-    let realities = names.realities.len() as u64;
-    let sender = std::thread::Builder::new()
-        .name("open-loop-sender".into())
-        .spawn(move || {
-            send_on_schedule(
-                handle,
-                publisher,
-                sender_spec,
-                scheduled,
-                realities,
-                sent_counter,
-            )
-        })
-        .context("starting the sender thread")?;
+    // Start a little ahead so the first pulse is not already late.
+    let start_ns = now_ns() + 5_000_000;
+    let plan = SendPlan {
+        start_ns,
+        rate_per_s: spec.rate_per_s,
+        scheduled,
+        warmup_end_ns: start_ns + spec.warmup.as_nanos() as u64,
+        payload_bytes: spec.payload_bytes,
+        spin_us: spec.spin_us,
+        publisher: 0,
+        routes: names.realities.len() as u64,
+    };
+    let sender = open_loop::spawn("open-loop-sender", publisher, plan, sent_counter)?;
     let SenderOutcome {
         stats: outcome,
         publisher,
-    } = tokio::task::spawn_blocking(move || sender.join())
-        .await
-        .context("joining the sender")?
-        .map_err(|_| anyhow!("the sender thread panicked"))?;
+    } = open_loop::join(sender).await?;
 
     pb.set_prefix("draining");
     drain(&received, outcome.sent, spec.drain_timeout, || {
@@ -237,89 +206,4 @@ fn note_stalls(timeline: &[crate::stats::Window], notes: &mut Vec<String>) {
         shown.join(", "),
         if bad.len() > 12 { ", ..." } else { "" }
     ));
-}
-
-fn send_on_schedule(
-    handle: tokio::runtime::Handle,
-    mut publisher: Publisher,
-    spec: LatencySpec,
-    scheduled: u64,
-    realities: u64,
-    sent_counter: Arc<AtomicU64>,
-) -> SenderOutcome {
-    set_thread_timer_slack_ns(1_000);
-    // Start a little ahead so the first pulse is not already late.
-    let start = now_ns() + 5_000_000;
-    let warmup_end = start + spec.warmup.as_nanos() as u64;
-    let mut schedule = OpenLoop::new(start, spec.rate_per_s, scheduled);
-    let give_up = schedule.intended_ns(scheduled) + GIVE_UP_AFTER_END.as_nanos() as u64;
-    let spin_ns = spec.spin_us * 1_000;
-    let mut out = SenderStats {
-        sent: 0,
-        warmup_sent: 0,
-        max_lag_ns: 0,
-        lateness: Latency::new(),
-        first_ns: 0,
-        last_ns: 0,
-        failure: None,
-    };
-    loop {
-        let now = now_ns();
-        let Some(wait) = schedule.wait_ns(now) else {
-            break;
-        };
-        if wait > 0 {
-            precise_sleep(wait, spin_ns);
-            continue;
-        }
-        if now > give_up {
-            break;
-        }
-        out.max_lag_ns = out.max_lag_ns.max(schedule.lag_ns(now));
-        let due = schedule.due(now, MAX_BURST);
-        let result = handle.block_on(async {
-            for i in due.clone() {
-                let intended = schedule.intended_ns(i);
-                let sent_ns = now_ns();
-                let warm = intended < warmup_end;
-                let h = Header {
-                    publisher: 0,
-                    seq: i,
-                    reality: (i % realities) as u32,
-                    flags: if warm { FLAG_WARMUP } else { 0 },
-                    intended_ns: intended,
-                    sent_ns,
-                };
-                publisher
-                    .send(h.reality as usize, &h, spec.payload_bytes)
-                    .await?;
-                out.lateness.record_ns(sent_ns.saturating_sub(intended));
-                if out.first_ns == 0 {
-                    out.first_ns = sent_ns;
-                }
-                out.last_ns = sent_ns;
-                out.warmup_sent += u64::from(warm);
-                out.sent += 1;
-            }
-            publisher.flush().await
-        });
-        sent_counter.store(out.sent, Ordering::Relaxed);
-        if let Err(e) = result {
-            out.failure = Some(format!("{e:#}"));
-            break;
-        }
-    }
-    SenderOutcome {
-        stats: out,
-        publisher,
-    }
-}
-
-/// Sleeps `ns`, spinning for the last `spin_ns` of it.
-fn precise_sleep(ns: u64, spin_ns: u64) {
-    if ns > spin_ns {
-        std::thread::sleep(Duration::from_nanos(ns - spin_ns));
-    } else {
-        std::hint::spin_loop();
-    }
 }

@@ -7,8 +7,10 @@ pub mod durable;
 pub mod filters;
 pub mod flow;
 pub mod latency;
+pub mod open_loop;
 pub mod params;
 pub mod spectral;
+pub mod tenants;
 pub mod types;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::driver::{Event, Subscriber, Trouble};
 use crate::payload::{now_ns, Header};
-use crate::stats::{Latency, LossTracker, Timeline};
+use crate::stats::{Latency, LossTracker, PhaseWindows, PhasedLatency, Timeline};
 
 /// What one subscriber saw over a run.
 pub struct SubOutcome {
@@ -41,6 +43,8 @@ pub struct SubOutcome {
     pub latency: Option<(Latency, Latency)>,
     /// Worst latency from the intended send per 100 ms window (latency runs only).
     pub timeline: Timeline,
+    /// Latency from the intended send, one histogram per phase ([`run_phased_subscriber`]).
+    pub phased: Option<PhasedLatency>,
     pub trouble: Trouble,
 }
 
@@ -48,10 +52,31 @@ pub struct SubOutcome {
 /// running count of pulses accounted for (distinct pulses received plus those the server said
 /// it shed) in `accounted`, for progress and the drain.
 pub async fn run_subscriber(
+    sub: Subscriber,
+    stop: watch::Receiver<bool>,
+    accounted: Arc<AtomicU64>,
+    record_latency: bool,
+) -> SubOutcome {
+    receive(sub, stop, accounted, record_latency, None).await
+}
+
+/// [`run_subscriber`] recording latency from the intended send both over the whole run and per
+/// phase of `windows` (by the intended send time).
+pub async fn run_phased_subscriber(
+    sub: Subscriber,
+    stop: watch::Receiver<bool>,
+    accounted: Arc<AtomicU64>,
+    windows: PhaseWindows,
+) -> SubOutcome {
+    receive(sub, stop, accounted, true, Some(windows)).await
+}
+
+async fn receive(
     mut sub: Subscriber,
     mut stop: watch::Receiver<bool>,
     accounted: Arc<AtomicU64>,
     record_latency: bool,
+    phases: Option<PhaseWindows>,
 ) -> SubOutcome {
     let mut out = SubOutcome {
         tracker: LossTracker::default(),
@@ -66,6 +91,7 @@ pub async fn run_subscriber(
         failure: None,
         latency: record_latency.then(|| (Latency::new(), Latency::new())),
         timeline: Timeline::default(),
+        phased: phases.map(PhasedLatency::new),
         trouble: Trouble::default(),
     };
     let mut distinct = 0u64;
@@ -98,6 +124,9 @@ pub async fn run_subscriber(
                             .record(h.intended_ns, now.saturating_sub(h.intended_ns));
                         sent.record_ns(now.saturating_sub(h.sent_ns));
                     }
+                }
+                if let Some(phased) = out.phased.as_mut() {
+                    phased.record(h.intended_ns, now.saturating_sub(h.intended_ns));
                 }
             }
             Ok(Event::Dropped(n)) => {

@@ -122,6 +122,7 @@ pub async fn run(
     };
     let bg_names = Names {
         realities: vec![bg_reality],
+        tag: names.tag.clone(),
     };
 
     let subs =
