@@ -20,7 +20,10 @@
 #   FLOOD_NICE (0)           nice value of the harness's flooding threads
 #   FAIL_OVER                exit 1 when a flood's B p99 is over this many times the quiet p99
 #   QUEUES (1)               1: write the per-tenant scheduling keys, A `shares = A_SHARES` (100),
-#                            B `shares = B_SHARES` (100) and `class = B_CLASS` ("latency");
+#                            B `shares = B_SHARES` (100) and `class = B_CLASS` ("latency"),
+#                            and A's quotas that came with them: `policy_fuel_per_sec = A_FUEL`
+#                            (20000000: 10 calls of the default 1,000,000 fuel a second per
+#                            shard) and `max_history_reads_per_shard = A_HISTORY_READS` (4);
 #                            0: write none of them (a server without per-tenant queues refuses them)
 #   OUT                      results directory (default: a temporary one, removed on exit)
 #   LABEL (tenants-queues$QUEUES)
@@ -37,6 +40,8 @@ FLOOD_NICE=${FLOOD_NICE:-0}
 FAIL_OVER=${FAIL_OVER:-}
 QUEUES=${QUEUES:-1}
 A_SHARES=${A_SHARES:-100}
+A_FUEL=${A_FUEL:-20000000}
+A_HISTORY_READS=${A_HISTORY_READS:-4}
 B_SHARES=${B_SHARES:-100}
 B_CLASS=${B_CLASS:-latency}
 LABEL=${LABEL:-tenants-queues$QUEUES}
@@ -61,7 +66,9 @@ PUBKEY=$("$ARQ_BIN" token keygen --out "$WORK/signing.key" 2>/dev/null)
 CONTROLLER=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 
 if [[ $QUEUES == 1 ]]; then
-  A_SCHED="shares = $A_SHARES"
+  A_SCHED="shares = $A_SHARES
+policy_fuel_per_sec = $A_FUEL
+max_history_reads_per_shard = $A_HISTORY_READS"
   B_SCHED="shares = $B_SHARES
 class = \"$B_CLASS\""
 else
@@ -102,17 +109,17 @@ if ! "$ARQ_BIN" config --check "$WORK/arqonbus.toml" >"$WORK/check.log" 2>&1; th
 fi
 
 PORT=$(free_port)
-start_arqonbus "$ARQ_BIN" "$PORT" "$WORK" "$WORK/server.log" "$WORK/arqonbus.toml"
+start_arqonbus "$ARQ_BIN" "$PORT" "$WORK" "$OUT/server.log" "$WORK/arqonbus.toml"
 SERVER=127.0.0.1:$PORT
 ADMIN=""
 for _ in $(seq 100); do
-  ADMIN=$(grep -o 'admin endpoint up.*addr=[0-9.:]*' "$WORK/server.log" | grep -o '[0-9.]*:[0-9]*$' | tail -1 || true)
+  ADMIN=$(grep -o 'admin endpoint up.*addr=[0-9.:]*' "$OUT/server.log" | grep -o '[0-9.]*:[0-9]*$' | tail -1 || true)
   if [[ -n $ADMIN ]] && curl -sf "http://$ADMIN/healthz" >/dev/null 2>&1; then break; fi
   sleep 0.1
 done
 if [[ -z $ADMIN ]] || ! curl -sf "http://$ADMIN/healthz" >/dev/null 2>&1; then
   echo "tenants.sh: the server's /healthz did not answer; its log:" >&2
-  tail -20 "$WORK/server.log" >&2
+  tail -20 "$OUT/server.log" >&2
   exit 1
 fi
 
@@ -152,10 +159,10 @@ rc=0
   --flood-nice "$FLOOD_NICE" ${FAIL_OVER:+--fail-over "$FAIL_OVER"} \
   --label "$LABEL" --out "$OUT" --no-progress || rc=$?
 
-# What the server counted, for the notes of a report.
-curl -s "http://$ADMIN/metrics" 2>/dev/null |
-  grep -E '^arqonbus_(quota_exceeded|policy_faults|auth_failures|connections_refused|request_errors)[a-z_]*(\{[^}]*\})? ' |
-  sed 's/^/server: /' >&2 || true
+# What the server counted, for the notes of a report (all of it in $OUT/metrics.txt).
+curl -s "http://$ADMIN/metrics" >"$OUT/metrics.txt" 2>/dev/null || true
+grep -E '^arqonbus_(quota_exceeded|policy_faults|auth_failures|connections_refused|request_errors|pulses_shed|slow_consumer|tenant_throttles)[a-z_]*(\{[^}]*\})? ' \
+  "$OUT/metrics.txt" | sed 's/^/server: /' >&2 || true
 if [[ -n $KEEP_OUT ]]; then
   echo "tenants.sh: results in $OUT" >&2
 fi

@@ -115,3 +115,66 @@ async fn sparse_history_read_does_not_stall_its_shard() {
         "a publish/ack round trip took {worst:?} during the reads (bound {MAX_ACK:?})"
     );
 }
+
+/// Chunks and pulses of one whole read of `reality`, over a raw connection.
+fn read_all(addr: std::net::SocketAddr, reality: &str) -> (u64, u64) {
+    use arqonbus::proto::v1::{client_frame, server_frame};
+    let mut raw = common::RawConn::connect(addr);
+    raw.hello();
+    let query = history_query(reality, None, None, 0);
+    raw.send_kind(1, client_frame::Kind::HistoryGet(query));
+    let (mut chunks, mut pulses) = (0, 0);
+    loop {
+        match raw.recv().expect("the read ends").kind {
+            Some(server_frame::Kind::HistoryChunk(c)) => {
+                chunks += 1;
+                pulses += c.messages.len() as u64;
+            }
+            Some(server_frame::Kind::HistoryEnd(end)) => {
+                assert_eq!(end.count, pulses);
+                return (chunks, pulses);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// `storage.history_step_us`: a step ends when its time is up, so with a budget of 10 µs a read
+/// comes in many more (smaller) chunks than its bytes need, and still brings the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_step_ends_when_its_time_is_up() {
+    const PULSES: u64 = 20_000;
+    let mut chunks = Vec::new();
+    for step_us in [1_000_000, 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = TestBus::start(|c| {
+            retain(c, dir.path(), "timed-*", SyncMode::Os);
+            c.storage.history_step_us = step_us;
+        });
+        let filler = client(bus.addr).await;
+        for i in 1..=PULSES {
+            let out = Outgoing::new("timed-1", "bulk.tick.x").bytes(vec![i as u8; PAYLOAD_BYTES]);
+            if i == PULSES {
+                filler.publish_acked(out).await.unwrap();
+            } else {
+                filler.publish(out).await.unwrap();
+            }
+        }
+        let addr = bus.addr;
+        let (n, pulses) = tokio::task::spawn_blocking(move || read_all(addr, "timed-1"))
+            .await
+            .unwrap();
+        assert_eq!(pulses, PULSES, "step_us {step_us}: the whole log");
+        chunks.push(n);
+    }
+    // 20,000 records of about 280 bytes fill 256 KiB chunks in about 22 steps.
+    let (by_size, by_time) = (chunks[0], chunks[1]);
+    assert!(
+        by_size <= 40,
+        "{by_size} chunks with all the time in the world"
+    );
+    assert!(
+        by_time >= 3 * by_size,
+        "{by_time} chunks with 10 µs steps, {by_size} without"
+    );
+}

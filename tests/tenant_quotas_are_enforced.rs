@@ -235,9 +235,17 @@ fn a_flood_over_the_rate_is_throttled_and_its_refusals_coalesced() {
     }
     let elapsed = started.elapsed();
     let m = bus.metrics();
-    // The connection sits on one shard, whose bucket holds 500/s: about a thousand of the flood
-    // were refused, but answered at most every 100 ms...
-    assert!(m.quota_exceeded > flood / 4, "refused {}", m.quota_exceeded);
+    // The connection sits on one shard, whose bucket holds 500/s. After a refusal the
+    // connection is left unread for at least 10 ms, so however fast the client writes, the
+    // shard refuses at most about 100 of its publishes a second...
+    assert!(m.quota_exceeded >= 1);
+    let most_refused = 2 + (elapsed.as_millis() / 10) as u64;
+    assert!(
+        m.quota_exceeded <= most_refused,
+        "refused {} in {elapsed:?}",
+        m.quota_exceeded
+    );
+    // ...and answers them at most every 100 ms...
     let most = 2 + (elapsed.as_millis() / 100) as u64;
     assert!(errors <= most, "{errors} error frames in {elapsed:?}");
     // ...and the flood was read no faster than the rate lets it through: what passed is about

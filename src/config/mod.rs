@@ -399,6 +399,10 @@ pub struct StorageConfig {
     /// Bytes of records one step of a history read or replay examines at most (as
     /// `history_scan_records`; at least one record is always examined).
     pub history_scan_bytes: u64,
+    /// Microseconds one step of a history read or replay runs at most (checked every few
+    /// records): a step runs to completion, so this is how long it can keep another tenant's
+    /// ready work waiting.
+    pub history_step_us: u64,
     /// Retained realities that get a series of their own on `/metrics`
     /// (`arqonbus_reality_retained_bytes{reality=...}`), largest first; the totals always cover
     /// all of them. Bounded because reality names are not.
@@ -431,6 +435,7 @@ impl Default for StorageConfig {
             history_chunk_bytes: 256 << 10,
             history_scan_records: 4096,
             history_scan_bytes: 4 << 20,
+            history_step_us: 200,
             metrics_max_realities: DEFAULT_METRICS_MAX_REALITIES,
             open_timeout_ms: 10_000,
             blocking_threads_per_shard: 2,
@@ -1089,6 +1094,7 @@ impl Config {
             4096,
             1 << 30,
         )?;
+        range("storage.history_step_us", st.history_step_us, 10, 1_000_000)?;
         range(
             "storage.metrics_max_realities",
             st.metrics_max_realities,

@@ -98,7 +98,13 @@ pub struct StepBounds {
     pub scan_records: u64,
     /// Bytes of records examined per step, wanted or not (`storage.history_scan_bytes`).
     pub scan_bytes: usize,
+    /// How long a step may run (`storage.history_step_us`), looked at every
+    /// [`CLOCK_EVERY`] records.
+    pub max_time: std::time::Duration,
 }
+
+/// Records a step examines between looks at the clock.
+const CLOCK_EVERY: u64 = 16;
 
 /// The result of one step.
 pub struct Step {
@@ -251,6 +257,7 @@ impl Cursor {
         let mut filtered = 0;
         let (mut scanned_records, mut scanned_bytes) = (0u64, 0usize);
         let mut at = log.map(|log| log.seek_sequence(start));
+        let started = std::time::Instant::now();
         while let Some((record, after)) = log.zip(at).and_then(|(log, at)| log.read(at)) {
             if record.sequence >= end
                 || matches!(self.to, Stop::Time(t) if record.timestamp_unix_nanos >= t)
@@ -258,7 +265,13 @@ impl Cursor {
             {
                 break;
             }
-            if scanned_records >= bounds.scan_records || scanned_bytes >= bounds.scan_bytes {
+            let out_of_time = scanned_records > 0
+                && scanned_records % CLOCK_EVERY == 0
+                && started.elapsed() >= bounds.max_time;
+            if out_of_time
+                || scanned_records >= bounds.scan_records
+                || scanned_bytes >= bounds.scan_bytes
+            {
                 // This step has had its share of the reactor; the read goes on in the next.
                 done = false;
                 break;

@@ -224,6 +224,10 @@ fn stamp_identity(conn: &Conn, message: &mut ArqonMessage) {
 
 /// Longest a connection over its publish rate is left unread.
 const MAX_RATE_PAUSE: Duration = Duration::from_millis(100);
+/// Shortest: the bucket refills one pulse in microseconds at a high rate, and a connection read
+/// again that soon would cost the shard a decode and a refusal per pulse it can write; left
+/// unread this long it costs at most 100 refusals a second.
+const MIN_RATE_PAUSE: Duration = Duration::from_millis(10);
 
 /// The shield's checks on one publish: grants, then the tenant's publish rate. A refusal
 /// carries its code, the message for the client, and how long to leave the connection unread
@@ -247,7 +251,7 @@ fn shield(
             return Err((
                 ErrorCode::QuotaExceeded,
                 why,
-                Some(wait.min(MAX_RATE_PAUSE)),
+                Some(wait.clamp(MIN_RATE_PAUSE, MAX_RATE_PAUSE)),
             ));
         }
     }

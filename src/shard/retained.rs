@@ -981,6 +981,7 @@ impl Shard {
                 .min(self.config.limits.max_frame_bytes / 2) as usize,
             scan_records: storage.history_scan_records,
             scan_bytes: storage.history_scan_bytes as usize,
+            max_time: Duration::from_micros(storage.history_step_us),
         };
         let rules = self.deltas.borrow();
         let result = match self.retained_existing(&cursor.reality) {
