@@ -180,13 +180,6 @@ stop_servers() {
     wait "$pid" 2>/dev/null || true
   done
   SERVER_PIDS=()
-# Set by start_arqonbus when the server took the harness's [[delta]] rule.
-ARQ_HAS_DELTA=0
-
-# Whether the arqonbus binary $1 handles reality parameters (sys.control.param.set).
-arqonbus_has_params() {
-  grep -aq 'sys.control.param.set' "$1"
-}
 }
 
 # Cores busy (user+nice+system+irq+softirq) over the next $1 seconds, from /proc/stat.
