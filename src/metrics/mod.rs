@@ -285,10 +285,11 @@ impl OperatorCount {
 }
 
 /// What one compartment of one shard did: a tenant's task queue (or the shared queue of tenants
-/// without an entry, or the handshake queue). Written only by its shard.
+/// without an entry, the handshake queue, or the shard's own queue `shard`). Written only by its
+/// shard.
 #[derive(Debug, Default)]
 pub struct LaneCounters {
-    /// The tenant it serves; `None` for the handshake queue, which serves no tenant yet.
+    /// The tenant it serves; `None` for the handshake and the shard's own queue.
     pub tenant: Option<Arc<str>>,
     /// The task queue's name.
     pub queue: Arc<str>,

@@ -129,6 +129,7 @@ impl Lane {
 pub struct Lanes {
     /// The executor's default queue: the shard's own work.
     own: TaskQueueHandle,
+    own_counters: Arc<LaneCounters>,
     handshake: TaskQueueHandle,
     handshake_counters: Arc<LaneCounters>,
     lanes: Vec<Rc<Lane>>,
@@ -141,6 +142,11 @@ impl Lanes {
         let tenancy = &config.tenancy;
         let executor = glommio::executor();
         let own = executor.current_task_queue();
+        let own_counters = Arc::new(LaneCounters {
+            tenant: None,
+            queue: "shard".into(),
+            ..Default::default()
+        });
         let handshake = executor.create_task_queue(
             Shares::Static(tenancy.handshake_shares as usize),
             Latency::NotImportant,
@@ -198,6 +204,7 @@ impl Lanes {
         }
         Self {
             own,
+            own_counters,
             handshake,
             handshake_counters,
             lanes,
@@ -230,9 +237,10 @@ impl Lanes {
             .unwrap_or(&self.lanes[DEFAULT_LANE as usize])
     }
 
-    /// The counters of every queue, for `/metrics`.
+    /// The counters of every queue (the shard's own first), for `/metrics`.
     pub fn counters(&self) -> Vec<Arc<LaneCounters>> {
-        std::iter::once(self.handshake_counters.clone())
+        [self.own_counters.clone(), self.handshake_counters.clone()]
+            .into_iter()
             .chain(self.lanes.iter().map(|l| l.counters.clone()))
             .collect()
     }
@@ -241,8 +249,12 @@ impl Lanes {
     /// its turn and takes its runtime from the executor. The probes hold their counters only,
     /// and end when the shard's executor does.
     pub fn start_probes(&self) {
-        let queues = std::iter::once((self.handshake, self.handshake_counters.clone()))
-            .chain(self.lanes.iter().map(|l| (l.queue, l.counters.clone())));
+        let queues = [
+            (self.own, self.own_counters.clone()),
+            (self.handshake, self.handshake_counters.clone()),
+        ]
+        .into_iter()
+        .chain(self.lanes.iter().map(|l| (l.queue, l.counters.clone())));
         for (queue, counters) in queues {
             let probe = glommio::spawn_local_into(probe(queue, counters), queue);
             match probe {
