@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arqonbus::auth::Role;
@@ -84,40 +82,6 @@ async fn refusal_on(addr: std::net::SocketAddr, token: &str, shard: u32) -> Stri
     panic!("no session landed on shard {shard} in 500 tries");
 }
 
-struct Bystander {
-    stop: Arc<AtomicBool>,
-    acks: Arc<AtomicU64>,
-    worst_us: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// The good tenant publishing acked pulses as fast as acks come back.
-fn bystander(client: Client) -> Bystander {
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicU64::new(0));
-    let worst_us = Arc::new(AtomicU64::new(0));
-    let task = tokio::spawn({
-        let (stop, acks, worst_us) = (stop.clone(), acks.clone(), worst_us.clone());
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                client
-                    .publish_acked(Outgoing::new("good-1", "calm.work.done").bytes(b"ok".to_vec()))
-                    .await
-                    .expect("the good tenant's pulses are never refused");
-                acks.fetch_add(1, Ordering::Relaxed);
-                worst_us.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            }
-        }
-    });
-    Bystander {
-        stop,
-        acks,
-        worst_us,
-        task,
-    }
-}
-
 fn lane<'a>(lanes: &'a [LaneSnapshot], shard: u32, tenant: &str) -> &'a LaneSnapshot {
     lanes
         .iter()
@@ -149,7 +113,7 @@ async fn a_tenant_whose_policy_keeps_faulting_is_throttled_and_others_flow() {
 
     let bad = session_on(bus.addr, &bad_token, SHARD).await.unwrap();
     let good = session_on(bus.addr, &good_token, SHARD).await.unwrap();
-    let calm = bystander(good);
+    let calm = bystander::start(good, "good-1");
 
     // Up to the limit, every pulse is refused at once; the one past it starts the throttle.
     for i in 0..=MAX_FAULTS {
@@ -175,9 +139,9 @@ async fn a_tenant_whose_policy_keeps_faulting_is_throttled_and_others_flow() {
     assert!(refused.contains("throttled"), "{refused}");
     assert!(refused.contains("tenancy.max_faults_per_sec"), "{refused}");
 
-    let acks_before = calm.acks.load(Ordering::Relaxed);
+    let acks_before = calm.acks();
     tokio::time::sleep(THROTTLE / 2).await;
-    let during = calm.acks.load(Ordering::Relaxed) - acks_before;
+    let during = calm.acks() - acks_before;
     assert!(
         during >= 20,
         "the good tenant got {during} acks in {:?} while the bad one was throttled",
@@ -192,9 +156,7 @@ async fn a_tenant_whose_policy_keeps_faulting_is_throttled_and_others_flow() {
         "the throttled session was read again after {waited:?}, before its throttle ended"
     );
 
-    calm.stop.store(true, Ordering::Relaxed);
-    calm.task.await.unwrap();
-    let worst = Duration::from_micros(calm.worst_us.load(Ordering::Relaxed));
+    let (_, worst) = calm.stop().await;
     assert!(
         worst < Duration::from_millis(500),
         "a good ack took {worst:?}"

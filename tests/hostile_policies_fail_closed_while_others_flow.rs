@@ -4,55 +4,18 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arqonbus::proto::policy::v1::PolicyLimits;
 use arqonbus::proto::v1::ErrorCode;
 use arqonbus_client::Outgoing;
 use common::policy::{controller, fixture, Load, CONTROLLER_TOKEN};
-use common::{client_on_shard, TestBus};
+use common::{bystander, client_on_shard, TestBus};
 
 const DEADLINE_MS: u32 = 50;
 /// Room for a busy two-core machine on top of a deadline.
 const SLACK: Duration = Duration::from_millis(500);
 const HOSTILE_PULSES: usize = 5;
-
-struct Bystander {
-    stop: Arc<AtomicBool>,
-    acks: Arc<AtomicU64>,
-    worst_us: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// A client on `shard` publishing acked pulses to another reality as fast as acks come back.
-async fn bystander(bus: &TestBus, shard: u32) -> Bystander {
-    let client = client_on_shard(bus.addr, shard).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicU64::new(0));
-    let worst_us = Arc::new(AtomicU64::new(0));
-    let task = tokio::spawn({
-        let (stop, acks, worst_us) = (stop.clone(), acks.clone(), worst_us.clone());
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                client
-                    .publish_acked(Outgoing::new("calm", "calm.work.done").bytes(b"ok".to_vec()))
-                    .await
-                    .expect("the bystander's pulses are never blocked");
-                acks.fetch_add(1, Ordering::Relaxed);
-                worst_us.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            }
-        }
-    });
-    Bystander {
-        stop,
-        acks,
-        worst_us,
-        task,
-    }
-}
 
 async fn hostile_policy_is_blocked(fixture_name: &str, limits: PolicyLimits, expect: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -76,9 +39,9 @@ async fn hostile_policy_is_blocked(fixture_name: &str, limits: PolicyLimits, exp
         .expect("a controller may load any module that compiles");
 
     let hostile = client_on_shard(bus.addr, 1).await;
-    let calm = bystander(&bus, 1).await;
+    let calm = bystander::start(client_on_shard(bus.addr, 1).await, "calm");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let acks_before = calm.acks.load(Ordering::Relaxed);
+    let acks_before = calm.acks();
     let deadline = Duration::from_millis(u64::from(limits.deadline_ms));
     for i in 0..HOSTILE_PULSES {
         let started = Instant::now();
@@ -106,10 +69,8 @@ async fn hostile_policy_is_blocked(fixture_name: &str, limits: PolicyLimits, exp
         .expect("pulses the policy is not bound to pass");
 
     tokio::time::sleep(Duration::from_millis(100)).await;
-    calm.stop.store(true, Ordering::Relaxed);
-    calm.task.await.unwrap();
-    let during = calm.acks.load(Ordering::Relaxed) - acks_before;
-    let worst = Duration::from_micros(calm.worst_us.load(Ordering::Relaxed));
+    let (acks, worst) = calm.stop().await;
+    let during = acks - acks_before;
     assert!(
         during >= 10,
         "{fixture_name}: the bystander got only {during} acks"

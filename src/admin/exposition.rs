@@ -189,62 +189,62 @@ fn operators(out: &mut String, s: &Snapshot) {
 /// A series per tenant compartment (`*` for tenants without a `[[tenants]]` entry), summed
 /// over shards: the number of tenants is bounded by the configuration.
 fn tenants(out: &mut String, s: &Snapshot, now_nanos: u64) {
-    type Field = fn(&LaneSnapshot, u64) -> u64;
+    type Field = fn(&LaneSnapshot, u64) -> f64;
     let series: [(&str, &str, &str, Field); 9] = [
         (
             "arqonbus_tenant_published_pulses_total",
             "Pulses the tenant's sessions published that passed the shield.",
             "counter",
-            |l, _| l.published_pulses,
+            |l, _| l.published_pulses as f64,
         ),
         (
             "arqonbus_tenant_published_bytes_total",
             "Frame bytes of the pulses the tenant's sessions published that passed the shield.",
             "counter",
-            |l, _| l.published_bytes,
+            |l, _| l.published_bytes as f64,
         ),
         (
             "arqonbus_tenant_quota_refusals_total",
             "Requests and sessions of the tenant refused with QUOTA_EXCEEDED (its quotas, or a \
              throttle).",
             "counter",
-            |l, _| l.quota_refusals,
+            |l, _| l.quota_refusals as f64,
         ),
         (
             "arqonbus_tenant_faults_total",
             "Policy faults of the tenant's pulses and protocol errors of its sessions.",
             "counter",
-            |l, _| l.faults,
+            |l, _| l.faults as f64,
         ),
         (
             "arqonbus_tenant_throttles_total",
             "Times a shard throttled the tenant for too many faults (tenancy.max_faults_per_sec).",
             "counter",
-            |l, _| l.throttles,
+            |l, _| l.throttles as f64,
         ),
         (
             "arqonbus_tenant_throttled_shards",
             "Shards throttling the tenant now.",
             "gauge",
-            |l, now| u64::from(l.throttled_until_nanos > now),
+            |l, now| f64::from(u8::from(l.throttled_until_nanos > now)),
         ),
         (
             "arqonbus_tenant_history_reads_total",
             "HistoryGet reads the tenant's sessions started.",
             "counter",
-            |l, _| l.history_reads,
+            |l, _| l.history_reads as f64,
         ),
         (
             "arqonbus_tenant_shed_pulses_total",
             "Pulses shed for the tenant's slow subscribers.",
             "counter",
-            |l, _| l.sheds,
+            |l, _| l.sheds as f64,
         ),
         (
             "arqonbus_tenant_queue_runtime_seconds_total",
             "CPU time the tenant's task queues ran, over all shards.",
             "counter",
-            |l, _| l.queue_runtime_nanos,
+            |l, _| l.queue_runtime_nanos as f64 / 1e9,
         ),
     ];
     let mut names: Vec<&str> = s.lanes.iter().filter_map(|l| l.tenant.as_deref()).collect();
@@ -257,13 +257,8 @@ fn tenants(out: &mut String, s: &Snapshot, now_nanos: u64) {
                 .lanes
                 .iter()
                 .filter(|l| l.tenant.as_deref() == Some(tenant));
-            let value: u64 = lanes.map(|l| field(l, now_nanos)).sum();
-            let label = label_value(tenant);
-            if name.ends_with("_seconds_total") {
-                let _ = writeln!(out, "{name}{{tenant=\"{label}\"}} {}", value as f64 / 1e9);
-            } else {
-                let _ = writeln!(out, "{name}{{tenant=\"{label}\"}} {value}");
-            }
+            let value: f64 = lanes.map(|l| field(l, now_nanos)).sum();
+            let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {value}", label_value(tenant));
         }
     }
 }

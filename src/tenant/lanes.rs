@@ -237,26 +237,27 @@ impl Lanes {
             .unwrap_or(&self.lanes[DEFAULT_LANE as usize])
     }
 
+    /// Every queue of the shard with its counters: its own, the handshake queue, the lanes.
+    fn queues(&self) -> impl Iterator<Item = (TaskQueueHandle, &Arc<LaneCounters>)> {
+        [
+            (self.own, &self.own_counters),
+            (self.handshake, &self.handshake_counters),
+        ]
+        .into_iter()
+        .chain(self.lanes.iter().map(|l| (l.queue, &l.counters)))
+    }
+
     /// The counters of every queue (the shard's own first), for `/metrics`.
     pub fn counters(&self) -> Vec<Arc<LaneCounters>> {
-        [self.own_counters.clone(), self.handshake_counters.clone()]
-            .into_iter()
-            .chain(self.lanes.iter().map(|l| l.counters.clone()))
-            .collect()
+        self.queues().map(|(_, c)| c.clone()).collect()
     }
 
     /// Starts a probe in every queue that samples how long the queue's ready work waits for
     /// its turn and takes its runtime from the executor. The probes hold their counters only,
     /// and end when the shard's executor does.
     pub fn start_probes(&self) {
-        let queues = [
-            (self.own, self.own_counters.clone()),
-            (self.handshake, self.handshake_counters.clone()),
-        ]
-        .into_iter()
-        .chain(self.lanes.iter().map(|l| (l.queue, l.counters.clone())));
-        for (queue, counters) in queues {
-            let probe = glommio::spawn_local_into(probe(queue, counters), queue);
+        for (queue, counters) in self.queues() {
+            let probe = glommio::spawn_local_into(probe(queue, counters.clone()), queue);
             match probe {
                 Ok(task) => {
                     task.detach();

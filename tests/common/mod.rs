@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod acked;
+pub mod bystander;
 pub mod guest;
 pub mod operator;
 pub mod policy;
